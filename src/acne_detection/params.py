@@ -1,0 +1,119 @@
+"""Typed parameter groups, one per pipeline, so a typo in ``conf/`` fails before any node runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitParams(_Strict):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+    keep_source_split: bool = False
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios train+val+test must sum to 1, got {total:g}")
+        return self
+
+
+class DataParams(_Strict):
+    classes: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
+    class_map: dict[str, str] = Field(default_factory=dict)
+    unmapped_class: Literal["quarantine", "error"] = "quarantine"
+    strict: bool = False
+    edge_tolerance_px: float = Field(1.0, ge=0)
+    group_pattern: str = r"^(?P<group>.+?)_(?:jpe?g|png|bmp|webp)\.rf\.[0-9a-fA-F]+$"
+    split: SplitParams = SplitParams()
+
+    @model_validator(mode="after")
+    def _map_targets_are_classes(self) -> DataParams:
+        unknown = sorted(set(self.class_map.values()) - set(self.classes))
+        if unknown:
+            raise ValueError(f"class_map maps to {unknown}, which are not in classes {list(self.classes)}")
+        return self
+
+
+class AugmentParams(_Strict):
+    """Ultralytics' augmentation hyperparameters (names as in its ``default.yaml``)."""
+
+    hsv_h: float = Field(0.015, ge=0, le=1)
+    hsv_s: float = Field(0.7, ge=0, le=1)
+    hsv_v: float = Field(0.4, ge=0, le=1)
+    degrees: float = Field(10.0, ge=0, le=180)
+    translate: float = Field(0.1, ge=0, le=1)
+    scale: float = Field(0.5, ge=0)
+    shear: float = Field(0.0, ge=0)
+    perspective: float = Field(0.0, ge=0, le=0.001)
+    flipud: float = Field(0.0, ge=0, le=1)
+    fliplr: float = Field(0.5, ge=0, le=1)
+    mosaic: float = Field(1.0, ge=0, le=1)
+    mixup: float = Field(0.1, ge=0, le=1)
+    close_mosaic: int = Field(0, ge=0)
+
+
+class TrainParams(_Strict):
+    pretrained: bool = True
+    device: str = "auto"
+    epochs: int = Field(30, ge=1)
+    imgsz: int = Field(320, ge=32)
+    batch: int = Field(16, ge=-1)
+    freeze: int = Field(10, ge=0)
+    lr0: float = Field(0.01, gt=0)
+    warmup_epochs: float = Field(3.0, ge=0)
+    patience: int = Field(100, ge=0)
+    seed: int = 0
+    workers: int = Field(2, ge=0)
+    cache: Literal[False, "ram", "disk"] = False
+    augment: AugmentParams = AugmentParams()
+
+
+class PreviewParams(_Strict):
+    samples: int = Field(16, ge=1)
+    columns: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class EvalParams(_Strict):
+    device: str = "auto"
+    conf_threshold: float = Field(0.25, gt=0, lt=1)
+    iou_threshold: float = Field(0.5, gt=0, lt=1)
+    min_conf: float = Field(0.001, gt=0, lt=1)
+    nms_iou: float = Field(0.7, gt=0, lt=1)
+    max_det: int = Field(300, ge=1)
+
+
+PARAMETER_GROUPS: dict[str, type[_Strict]] = {
+    "data": DataParams,
+    "train": TrainParams,
+    "preview": PreviewParams,
+    "eval": EvalParams,
+}
+
+
+def parse(group: str, raw: dict[str, Any]) -> Any:
+    """Validate one parameter group, naming the offending ``conf/`` key on error.
+
+    Args:
+        group: the top-level key in ``parameters_<group>.yml``.
+        raw: its content as Kedro loaded it.
+
+    Returns:
+        The frozen, typed parameters.
+
+    Raises:
+        ValueError: a key is unknown, missing or of the wrong type.
+    """
+    try:
+        return PARAMETER_GROUPS[group].model_validate(raw)
+    except Exception as err:  # pydantic's message names the key; add where it lives
+        raise ValueError(f"Invalid parameters '{group}' (conf/*/parameters_{group}.yml): {err}") from err

@@ -1,0 +1,306 @@
+"""Nodes of the ``data`` pipeline: validate → split → plan the YOLO-format dataset.
+
+Every node works on tables (``pandas.DataFrame``); reading and writing files is left to the
+catalog's datasets (``AnnotatedExport`` in, ``YoloDatasetFolder`` out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+from kedro.io import DatasetError
+
+from acne_detection.datasets.export import RawExport
+from acne_detection.params import DataParams, parse
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ["kind", "file", "image_id", "reason", "detail"]
+_GEOMETRY_REASONS = ("non-numeric or NaN value", "zero or negative width or height", "box past the image edge")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
+
+
+def map_class_names(names: pd.Series, params: DataParams) -> pd.Series:
+    """Map source class names to the project's classes, ignoring case, spacing and ``_``/``-``.
+
+    Args:
+        names: source class names, one per box.
+        params: the ``data`` parameters (``classes`` and ``class_map``).
+
+    Returns:
+        The project class per box, ``None`` where the name is not mapped.
+    """
+    lookup = {_normalise(c): c for c in params.classes}
+    lookup.update({_normalise(k): v for k, v in params.class_map.items()})
+    return names.map(lambda n: lookup.get(_normalise(n)))
+
+
+def _box_reasons(boxes: pd.DataFrame, tolerance: float) -> tuple[pd.Series, pd.Series]:
+    """The first reason each box is unusable ("" if none) and a detail text."""
+    corners = boxes[["x_min", "y_min", "x_max", "y_max"]].astype(float)
+    w, h = boxes["width"].astype(float), boxes["height"].astype(float)
+    overhang = pd.concat(
+        [-corners.x_min, -corners.y_min, corners.x_max - w, corners.y_max - h], axis=1
+    ).max(axis=1)
+    conditions = [
+        boxes["image_reason"] != "",
+        ~np.isfinite(corners).all(axis=1),
+        boxes["class"].isna(),
+        (corners.x_max - corners.x_min <= 0) | (corners.y_max - corners.y_min <= 0),
+        overhang > tolerance,
+    ]
+    choices = ["image quarantined", "non-numeric or NaN value", "unknown class",
+               "zero or negative width or height", "box past the image edge"]
+    reason = pd.Series(np.select(conditions, choices, default=""), index=boxes.index)
+    detail = np.select(
+        conditions,
+        [boxes["image_reason"], "a coordinate is not a number",
+         "class '" + boxes["class_name"].astype(str) + "' is not in class_map",
+         "box is " + (corners.x_max - corners.x_min).round(1).astype(str) + " x "
+         + (corners.y_max - corners.y_min).round(1).astype(str) + " px",
+         "extends " + overhang.round(1).astype(str) + " px past the edge of a "
+         + w.astype(int).astype(str) + " x " + h.astype(int).astype(str) + " image"],
+        default="",
+    )
+    return reason, pd.Series(detail, index=boxes.index)
+
+
+def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Accept what is usable and quarantine the rest, each with a named reason.
+
+    Images are quarantined when they do not decode, are byte-identical copies of another
+    image, or carry a box with invalid geometry (a lesion must not silently lose its label).
+    Boxes of an unknown class and duplicate boxes are dropped from otherwise good images.
+    Overhangs within ``edge_tolerance_px`` are clipped.
+
+    Args:
+        raw: the export as ``AnnotatedExport`` read it.
+        params: the ``data`` parameters.
+
+    Returns:
+        Accepted images, accepted boxes (with ``class``), the quarantine report (one row per
+        quarantined file, image or box) and the counts, which reconcile:
+        ``images_read == images_accepted + images_quarantined`` and likewise for boxes.
+
+    Raises:
+        DatasetError: in strict mode, when anything is quarantined; with
+            ``unmapped_class: error``, on a class name ``class_map`` does not know.
+    """
+    p = parse("data", params)
+    images = raw.images.copy()
+    images["image_reason"] = images["image_problem"]
+    readable = images[images.image_reason == ""].sort_values("image_id")
+    original = readable.drop_duplicates("sha256").set_index("sha256")["image_id"]
+    copies = readable.index[readable.image_id != readable.sha256.map(original)]
+    images.loc[copies, "image_reason"] = "byte-identical copy"
+    images.loc[copies, "image_detail"] = "same bytes as " + images.loc[copies, "sha256"].map(original)
+
+    boxes = raw.boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
+    boxes["class"] = map_class_names(boxes["class_name"], p)
+    if p.unmapped_class == "error" and boxes["class"].isna().any():
+        row = boxes[boxes["class"].isna()].iloc[0]
+        raise DatasetError(f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)")
+    reason, detail = _box_reasons(boxes, p.edge_tolerance_px)
+    key = boxes[["image_id", "class"]].astype(str).join(boxes[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str))
+    duplicate = (reason == "") & key.duplicated()
+    reason[duplicate], detail[duplicate] = "duplicate box", "same class and corners as an earlier box"
+
+    first_bad = boxes[reason.isin(_GEOMETRY_REASONS)].groupby("image_id").head(1)
+    bad_detail = pd.Series((reason[first_bad.index] + ": " + detail[first_bad.index]).values, index=first_bad.image_id)
+    hit = images.image_id.isin(bad_detail.index) & (images.image_reason == "")
+    images.loc[hit, "image_reason"] = "invalid box"
+    images.loc[hit, "image_detail"] = images.loc[hit, "image_id"].map(bad_detail)
+    now_bad = boxes.image_id.isin(images.loc[hit, "image_id"]) & (reason == "")
+    reason[now_bad], detail[now_bad] = "image quarantined", "invalid box"
+
+    w, h = boxes["width"].astype(float), boxes["height"].astype(float)
+    accepted_boxes = boxes[reason == ""].assign(
+        x_min=lambda b: b.x_min.clip(0, w), y_min=lambda b: b.y_min.clip(0, h),
+        x_max=lambda b: b.x_max.clip(0, w), y_max=lambda b: b.y_max.clip(0, h),
+    )[["image_id", "class", "class_name", "x_min", "y_min", "x_max", "y_max", "annotation_file"]]
+    accepted_images = images[images.image_reason == ""].drop(columns=["image_problem", "image_detail", "image_reason"])
+
+    quarantine = pd.concat(
+        [
+            raw.problems.assign(kind=np.where(raw.problems.image_id != "", "image", "file")),
+            images[images.image_reason != ""].assign(kind="image", reason=lambda d: d.image_reason, detail=lambda d: d.image_detail),
+            boxes[reason != ""].assign(kind="box", file=lambda d: d.annotation_file, reason=reason[reason != ""],
+                                       detail=detail[reason != ""]),
+        ],
+        ignore_index=True,
+    )[QUARANTINE_COLUMNS]
+    summary = _reconcile(raw, accepted_images, accepted_boxes, quarantine)
+    if p.strict and len(quarantine):
+        by_reason = quarantine.groupby("reason").size().to_dict()
+        first = quarantine.iloc[0]
+        raise DatasetError(f"strict mode: {len(quarantine)} items quarantined {by_reason}; first: {first.file}: {first.reason} ({first.detail})")
+    return accepted_images.reset_index(drop=True), accepted_boxes.reset_index(drop=True), quarantine, summary
+
+
+def _reconcile(raw: RawExport, images: pd.DataFrame, boxes: pd.DataFrame, quarantine: pd.DataFrame) -> dict[str, int]:
+    counts = {
+        "images_read": len(raw.images) + int((raw.problems.image_id != "").sum()),
+        "images_accepted": len(images),
+        "images_quarantined": int((quarantine.kind == "image").sum()),
+        "boxes_read": len(raw.boxes),
+        "boxes_accepted": len(boxes),
+        "boxes_quarantined": int((quarantine.kind == "box").sum()),
+        "files_quarantined": int((quarantine.kind == "file").sum()),
+    }
+    for what in ("images", "boxes"):
+        if counts[f"{what}_read"] != counts[f"{what}_accepted"] + counts[f"{what}_quarantined"]:
+            raise AssertionError(f"{what} do not reconcile: {counts}")  # a bug in this node, never the data
+    logger.info(
+        "Ingestion: %(images_read)d images read = %(images_accepted)d accepted + %(images_quarantined)d quarantined; "
+        "%(boxes_read)d boxes read = %(boxes_accepted)d accepted + %(boxes_quarantined)d quarantined; "
+        "%(files_quarantined)d other files quarantined", counts,
+    )
+    return counts
+
+
+def summarise_quarantine(quarantine: pd.DataFrame) -> pd.DataFrame:
+    """Count quarantined items by kind and reason, for the report's summary table.
+
+    Args:
+        quarantine: the report ``validate_export`` returned.
+
+    Returns:
+        One row per (kind, reason) with its ``count``, most frequent first.
+    """
+    counts = quarantine.groupby(["kind", "reason"]).size().rename("count").reset_index()
+    return counts.sort_values(["count", "kind", "reason"], ascending=[False, True, True], ignore_index=True)
+
+
+def assign_groups(image_ids: pd.Series, pattern: str) -> pd.Series:
+    """Name the source photograph each image comes from; copies of one photo share a group.
+
+    Args:
+        image_ids: image paths relative to the export.
+        pattern: regex with a ``group`` named group, matched against the file stem;
+            the default recognises Roboflow's ``NAME_jpg.rf.HASH``.
+
+    Returns:
+        The group per image: the regex's ``group`` where it matches, else the stem.
+    """
+    regex = re.compile(pattern)
+
+    def _group(image_id: str) -> str:
+        path = PurePosixPath(image_id)
+        match = regex.match(path.stem)
+        return match.group("group") if match else path.stem
+
+    return image_ids.map(_group)
+
+
+def _stratified_split(presence: pd.DataFrame, *, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows of a (groups x classes) presence matrix, keeping class proportions."""
+    y = presence.to_numpy()
+    y = y[:, y.any(axis=0)] if y.any() else np.ones((len(y), 1), dtype=int)
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
+    keep, held = next(splitter.split(np.zeros(len(y)), y))
+    return np.sort(keep), np.sort(held)
+
+
+def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Assign every image to train, val or test, keeping groups whole and classes stratified.
+
+    Stratification is multi-label on the classes each group contains, with background-only
+    groups as a class of their own; the same inputs and seed give the same split.
+
+    Args:
+        images: accepted images (``image_id``, ``source_split``, ...).
+        boxes: accepted boxes (``image_id``, ``class``).
+        params: the ``data`` parameters (``group_pattern``, ``split``).
+
+    Returns:
+        ``images`` with ``group`` and ``split`` columns, sorted by ``image_id``.
+
+    Raises:
+        DatasetError: too few groups to give every split at least one.
+    """
+    p = parse("data", params)
+    out = images.sort_values("image_id", ignore_index=True)
+    out["group"] = assign_groups(out["image_id"], p.group_pattern)
+    if p.split.keep_source_split:
+        out["split"] = out["source_split"].replace("", "train")
+        _warn_on_leaks(out)
+        return out
+    group_of = out.set_index("image_id")["group"]
+    presence = pd.crosstab(boxes["image_id"].map(group_of), boxes["class"]).clip(upper=1)
+    groups = sorted(out["group"].unique())
+    presence = presence.reindex(groups, fill_value=0)
+    presence["(background)"] = (presence.sum(axis=1) == 0).astype(int)
+    if len(groups) < 3:
+        raise DatasetError(f"only {len(groups)} source photo groups: need at least 3 to fill train, val and test")
+    rest, test = _stratified_split(presence, holdout=p.split.test, seed=p.split.seed)
+    train, val = _stratified_split(presence.iloc[rest], holdout=p.split.val / (p.split.train + p.split.val), seed=p.split.seed)
+    split_of = {}
+    for name, rows in (("train", rest[train]), ("val", rest[val]), ("test", test)):
+        split_of.update({groups[i]: name for i in rows})
+    out["split"] = out["group"].map(split_of)
+    counts = out["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
+    logger.info("Split (images): %s from %d source photo groups", counts.to_dict(), len(groups))
+    return out
+
+
+def _warn_on_leaks(images: pd.DataFrame) -> None:
+    spread = images.groupby("group")["split"].nunique()
+    for group in spread[spread > 1].index:
+        splits = sorted(images.loc[images.group == group, "split"].unique())
+        logger.warning("Leakage in the export's own split: copies of photo '%s' are in %s", group, splits)
+
+
+def _target_name(image_id: str) -> str:
+    """A file name unique to ``image_id``, safe on every file system, still recognisable."""
+    path = PurePosixPath(image_id)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:80]
+    return f"{stem}_{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
+
+
+def plan_yolo_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Lay out the YOLO-format dataset: where each image goes and its label lines.
+
+    Args:
+        images: split images (``split_dataset``'s output).
+        boxes: accepted boxes in pixels.
+        params: the ``data`` parameters (``classes`` gives the class ids).
+
+    Returns:
+        The manifest ``YoloDatasetFolder`` writes (``split``, ``image_id``, ``file``,
+        ``sha256``, ``orientation``, ``mode``, ``image``, ``label``, ``labels``), and the boxes
+        with ``split``, ``image`` (relative path in the YOLO folder) and ``class_id``, which
+        evaluation uses as ground truth.
+    """
+    p = parse("data", params)
+    class_id = {c: i for i, c in enumerate(p.classes)}
+    plan = images.copy()
+    names = plan["image_id"].map(_target_name)
+    suffix = np.where(
+        (plan["orientation"] == 1) & plan["mode"].isin(["RGB", "L"])
+        & plan["file"].str.lower().str.endswith((".jpg", ".jpeg", ".png")),
+        plan["file"].map(lambda f: PurePosixPath(f).suffix.lower()), ".png",
+    )
+    plan["image"] = plan["split"] + "/images/" + names + suffix
+    plan["label"] = plan["split"] + "/labels/" + names + ".txt"
+    gt = boxes.merge(plan[["image_id", "split", "image", "width", "height"]], on="image_id")
+    gt["class_id"] = gt["class"].map(class_id).astype(int)
+    w, h = gt["width"].astype(float), gt["height"].astype(float)
+    lines = (
+        gt["class_id"].astype(str) + " " + ((gt.x_min + gt.x_max) / 2 / w).map("{:.6f}".format) + " "
+        + ((gt.y_min + gt.y_max) / 2 / h).map("{:.6f}".format) + " " + ((gt.x_max - gt.x_min) / w).map("{:.6f}".format)
+        + " " + ((gt.y_max - gt.y_min) / h).map("{:.6f}".format)
+    )
+    plan["labels"] = plan["image_id"].map(lines.groupby(gt["image_id"]).agg("\n".join)).fillna("")
+    columns = ["split", "image_id", "file", "sha256", "orientation", "mode", "image", "label", "labels"]
+    gt_columns = ["split", "image", "image_id", "class", "class_id", "x_min", "y_min", "x_max", "y_max", "width", "height"]
+    return plan[columns], gt[gt_columns].sort_values(["image", "x_min", "y_min"], ignore_index=True)

@@ -1,0 +1,56 @@
+"""Ultralytics callbacks that stream training into the Kedro run's MLflow run, per epoch.
+
+Ultralytics' own MLflow integration is removed from the trainer (it would start runs,
+switch experiments and turn autologging on); these callbacks write into whatever run
+kedro-mlflow opened, with the epoch (1-based) as the step, and do nothing without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+
+
+def _clean(name: str) -> str:
+    return name.replace("(", "").replace(")", "")
+
+
+def epoch_metrics(trainer: Any) -> dict[str, float]:
+    """The metrics of the epoch that just ended, named as in Ultralytics' ``results.csv``.
+
+    Args:
+        trainer: an Ultralytics ``BaseTrainer`` after ``on_fit_epoch_end``.
+
+    Returns:
+        Train losses (``train/box_loss`` ...), validation losses and metrics
+        (``val/box_loss``, ``metrics/mAP50B`` ...), learning rates (``lr/pg0`` ...),
+        ``epoch_time_s`` and ``images_per_s``.
+    """
+    metrics = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {}), **(trainer.lr or {})}
+    if trainer.epoch_time:
+        metrics["epoch_time_s"] = trainer.epoch_time
+        metrics["images_per_s"] = len(trainer.train_loader.dataset) / trainer.epoch_time
+    return {_clean(k): float(v) for k, v in metrics.items()}
+
+
+def live_metrics_callbacks(tags: dict[str, str]) -> dict[str, Callable[[Any], None]]:
+    """Callbacks to register on an Ultralytics model with ``model.add_callback``.
+
+    Args:
+        tags: MLflow tags set when training starts (device, pretrained weights, ...).
+
+    Returns:
+        ``{event: callback}`` for ``on_train_start`` and ``on_fit_epoch_end``.
+    """
+
+    def on_train_start(trainer: Any) -> None:
+        if mlflow.active_run():
+            mlflow.set_tags(tags)
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        if mlflow.active_run():
+            mlflow.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
+
+    return {"on_train_start": on_train_start, "on_fit_epoch_end": on_fit_epoch_end}

@@ -1,0 +1,97 @@
+"""Nodes of the ``train`` pipeline: fine-tune, then chart the loss history."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+from ultralytics import YOLO
+from ultralytics.models.yolo.detect import DetectionTrainer
+
+from acne_detection.accelerator import detect_device
+from acne_detection.datasets import PretrainedWeights, YoloDataset
+from acne_detection.params import parse
+from acne_detection.pipelines.train.live_metrics import live_metrics_callbacks
+from acne_detection.training_config import training_overrides
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectTrainer(DetectionTrainer):
+    """Ultralytics' detection trainer without its third-party integrations (MLflow, hub,
+    Comet, ...): tracking goes through kedro-mlflow, and nothing leaves the machine."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for event, funcs in self.callbacks.items():
+            self.callbacks[event] = [f for f in funcs if not f.__module__.startswith("ultralytics.utils.callbacks.")]
+
+
+def train_detector(
+    dataset: YoloDataset, pretrained: PretrainedWeights, workdir: Path, params: dict[str, Any]
+) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
+    """Fine-tune YOLOv8 from COCO weights (or from scratch, if ``pretrained: false``).
+
+    Args:
+        dataset: the YOLO-format dataset.
+        pretrained: the lazily resolved COCO checkpoint.
+        workdir: the folder Ultralytics writes its checkpoints into.
+        params: the ``train`` parameters.
+
+    Returns:
+        The best checkpoint, the per-epoch history (Ultralytics' ``results.csv``) and a
+        summary of how training ran (device, weights, epochs, parameters counts).
+    """
+    p = parse("train", params)
+    device, device_name = detect_device(p.device)
+    if p.pretrained:
+        weights, source = pretrained.resolve()
+        model = YOLO(str(weights))
+    else:
+        weights, source = Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"
+        model = YOLO(str(weights))
+    logger.info("Training on %s (%s) from %s", device, device_name, source)
+    tags = {"device": device, "device_name": device_name, "pretrained": str(p.pretrained), "weights_source": source}
+    for event, callback in live_metrics_callbacks(tags).items():
+        model.add_callback(event, callback)
+    overrides = training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir)
+    model.train(trainer=ProjectTrainer, **overrides)
+    trainer = model.trainer
+    history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
+    history.columns = [c.strip() for c in history.columns]
+    trainable = sum(x.numel() for x in trainer.model.parameters() if x.requires_grad)
+    total = sum(x.numel() for x in trainer.model.parameters())
+    summary = {**tags, "epochs_run": int(len(history)), "imgsz": p.imgsz, "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
+               "parameters_total": int(total), "parameters_trainable": int(trainable), "frozen_layers": p.freeze}
+    best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
+    return best, history, summary
+
+
+def plot_training_curves(history: pd.DataFrame) -> Figure:
+    """Chart the three loss terms (train and val) and mAP per epoch.
+
+    Args:
+        history: per-epoch rows with Ultralytics' ``results.csv`` columns.
+
+    Returns:
+        A figure with one panel per loss term and one for mAP@50 and mAP@50-95.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ax, term in zip(axes, ("box", "cls", "dfl")):
+        for split, style in (("train", "-o"), ("val", "--s")):
+            ax.plot(history["epoch"], history[f"{split}/{term}_loss"], style, ms=3, label=split)
+        ax.set(title=f"{term} loss", xlabel="epoch")
+        ax.legend()
+    for column, label in (("metrics/mAP50(B)", "mAP@50"), ("metrics/mAP50-95(B)", "mAP@50-95")):
+        axes[3].plot(history["epoch"], history[column], "-o", ms=3, label=label)
+    axes[3].set(title="validation mAP", xlabel="epoch", ylim=(0, 1))
+    axes[3].legend()
+    fig.tight_layout()
+    return fig

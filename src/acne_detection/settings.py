@@ -1,0 +1,10 @@
+"""Kedro project settings."""
+
+from acne_detection.hooks import RunReportHooks
+
+HOOKS = (RunReportHooks(),)
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+}
