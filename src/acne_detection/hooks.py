@@ -12,6 +12,20 @@ from acne_detection.params import PARAMETER_GROUPS, parse
 logger = logging.getLogger(__name__)
 
 
+def _close_reopened_runs() -> None:
+    """End the run kedro-mlflow left on MLflow's run stack.
+
+    kedro-mlflow 2.0.3 re-opens its run before every node (for thread safety); MLflow 3.17
+    stacks each re-open, and kedro-mlflow's single ``end_run`` pops only one. The run is
+    marked finished either way, but a second ``KedroSession`` in the same process would log
+    into the stale one instead of opening its own.
+    """
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
 class RunReportHooks:
     """Validates every parameter group before any node runs, and closes a run by saying
     where its outputs are and how to look at them."""
@@ -23,10 +37,11 @@ class RunReportHooks:
             if group in params:
                 parse(group, params[group])
 
-    @hook_impl
+    @hook_impl(trylast=True)
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         import mlflow
 
+        _close_reopened_runs()
         run = mlflow.last_active_run()
         run_line = f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}" if run else "MLflow tracking was off"
         logger.info(
@@ -35,3 +50,10 @@ class RunReportHooks:
             "%s. Browse it with `make ui`, then open http://127.0.0.1:5000",
             run_line,
         )
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run(status="FAILED")

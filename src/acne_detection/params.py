@@ -58,7 +58,7 @@ class AugmentParams(_Strict):
     fliplr: float = Field(0.5, ge=0, le=1)
     mosaic: float = Field(1.0, ge=0, le=1)
     mixup: float = Field(0.1, ge=0, le=1)
-    close_mosaic: int = Field(0, ge=0)
+    close_mosaic: int = Field(10, ge=0)
 
 
 class TrainParams(_Strict):

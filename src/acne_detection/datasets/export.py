@@ -19,6 +19,7 @@ from acne_detection.datasets.readers import READERS, detect_format
 logger = logging.getLogger(__name__)
 
 _EXIF_ORIENTATION = 0x0112
+_PROBE_COLUMNS = ["bytes", "sha256", "width", "height", "orientation", "mode", "image_problem", "image_detail"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         images, boxes, problems = READERS[fmt](self._path)
         logger.info("Reading %d images of %s (%s format)", len(images), self._path, fmt)
         with ThreadPoolExecutor(self._workers) as pool:
-            probed = pd.DataFrame(list(pool.map(probe_image, images["file"])), index=images.index)
+            probed = pd.DataFrame(list(pool.map(probe_image, images["file"])), index=images.index, columns=_PROBE_COLUMNS)
         images = pd.concat([images, probed], axis=1)
         if fmt == "yolo":  # YOLO boxes are fractions of the displayed image size
             size = images.set_index("image_id")[["width", "height"]]

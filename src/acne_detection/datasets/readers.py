@@ -98,6 +98,14 @@ def _images_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _is_coco(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and {"images", "categories"} <= doc.keys()
+
+
 def detect_format(root: Path) -> str:
     """Guess the export format of a folder.
 
@@ -113,7 +121,7 @@ def detect_format(root: Path) -> str:
     """
     if any(root.rglob("data.yaml")) or any(p.parent.name == "labels" for p in root.rglob("*.txt")):
         return "yolo"
-    if any(root.rglob("*.json")):
+    if any(_is_coco(js) for js in root.rglob("*.json")):
         return "coco"
     if any(root.rglob("*.xml")):
         return "voc"

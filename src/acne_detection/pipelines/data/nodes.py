@@ -205,7 +205,9 @@ def assign_groups(image_ids: pd.Series, pattern: str) -> pd.Series:
 def _stratified_split(presence: pd.DataFrame, *, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split rows of a (groups x classes) presence matrix, keeping class proportions."""
     y = presence.to_numpy()
-    y = y[:, y.any(axis=0)] if y.any() else np.ones((len(y), 1), dtype=int)
+    y = y[:, y.any(axis=0)]
+    if y.shape[1] < 2:  # the stratifier needs a multi-label target: a constant column is neutral
+        y = np.column_stack([y, np.zeros((len(y), 2 - y.shape[1]), dtype=int)])
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
     keep, held = next(splitter.split(np.zeros(len(y)), y))
     return np.sort(keep), np.sort(held)

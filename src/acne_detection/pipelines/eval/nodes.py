@@ -89,12 +89,12 @@ def evaluate_detections(
     cm = confusion_counts(match_detections(kept, gt, iou_threshold=p.iou_threshold, class_aware=False), n_classes=len(names))
     labels = [*names, "background"]
     confusion = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
-    headline = {"test_mAP50": overall["ap50"], "test_mAP50-95": overall["ap50_95"], "test_precision": precision,
-                "test_recall": recall, "test_f1": overall["f1"]}
+    headline = {"mAP50": overall["ap50"], "mAP50-95": overall["ap50_95"], "precision": precision,
+                "recall": recall, "f1": overall["f1"]}
     for _, row in per_class.iloc[:-1].iterrows():
         name = row["class"]
-        headline.update({f"test_mAP50_{name}": row.ap50, f"test_mAP50-95_{name}": row.ap50_95,
-                         f"test_precision_{name}": row.precision, f"test_recall_{name}": row.recall})
+        headline.update({f"mAP50.{name}": row.ap50, f"mAP50-95.{name}": row.ap50_95,
+                         f"precision.{name}": row.precision, f"recall.{name}": row.recall})
     headline = {k: float(v) for k, v in headline.items() if pd.notna(v)}
     return per_class, confusion.reset_index(), headline
 

@@ -3,6 +3,9 @@
 Ultralytics' own MLflow integration is removed from the trainer (it would start runs,
 switch experiments and turn autologging on); these callbacks write into whatever run
 kedro-mlflow opened, with the epoch (1-based) as the step, and do nothing without one.
+The re-validation of the best checkpoint after training (which Ultralytics reports through
+the same event) is logged once, as ``best/...``, so each per-epoch metric has exactly one
+point per epoch.
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ def live_metrics_callbacks(tags: dict[str, str]) -> dict[str, Callable[[Any], No
             mlflow.set_tags(tags)
 
     def on_fit_epoch_end(trainer: Any) -> None:
-        if mlflow.active_run():
-            mlflow.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
+        if not mlflow.active_run():
+            return
+        if getattr(trainer, "in_final_eval", False):  # the best checkpoint re-validated after the last epoch
+            best = {f"best/{_clean(k)}": float(v) for k, v in (trainer.metrics or {}).items()}
+            mlflow.log_metrics(best, step=0)
+            return
+        mlflow.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
 
     return {"on_train_start": on_train_start, "on_fit_epoch_end": on_fit_epoch_end}

@@ -30,8 +30,17 @@ class ProjectTrainer(DetectionTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.in_final_eval = False
         for event, funcs in self.callbacks.items():
             self.callbacks[event] = [f for f in funcs if not f.__module__.startswith("ultralytics.utils.callbacks.")]
+
+    def final_eval(self) -> None:
+        """Validate the best checkpoint, flagged so callbacks tell it from a training epoch."""
+        self.in_final_eval = True
+        try:
+            super().final_eval()
+        finally:
+            self.in_final_eval = False
 
 
 def train_detector(

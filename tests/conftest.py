@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny real images and exports built in ``tmp_path``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
+CLASSES = ["comedone", "papule", "pustule", "nodule"]
+
+
+def write_image(path: Path, size: tuple[int, int] = (64, 48), *, seed: int = 0, mode: str = "RGB", **save_kwargs) -> Path:
+    """Write a small random image (real pixels, decodable) and return its path."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **save_kwargs)
+    return path
+
+
+def write_voc(path: Path, filename: str, objects: list[tuple[str, float, float, float, float]], size=(64, 48)) -> Path:
+    """Write a Pascal VOC annotation with ``(name, xmin, ymin, xmax, ymax)`` objects."""
+    body = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+        for n, a, b, c, d in objects
+    )
+    path.write_text(
+        f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+        f"<depth>3</depth></size>{body}</annotation>",
+        encoding="utf-8",
+    )
+    return path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``root``: to prove a source folder was left untouched."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def acne04_sample() -> Path:
+    if not ACNE04_SAMPLE.is_dir():
+        pytest.skip(f"the ACNE04 sample is not at {ACNE04_SAMPLE} (it lives in ../shared, beside the project, in CI)")
+    return ACNE04_SAMPLE
+
+
+@pytest.fixture
+def data_params() -> dict:
+    return {
+        "classes": CLASSES,
+        "class_map": {"whitehead and blackhead": "comedone", "papules": "papule", "pustules": "pustule",
+                      "nodules and cysts": "nodule"},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
+    """A real YOLO-format dataset: 18 synthetic photos (96 px) through the data pipeline's nodes."""
+    from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
+    from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset, validate_export
+    from acne_detection.synthetic import write_voc_export
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_voc_export(root / "raw", n_images=18, size=96, seed=1)
+    params = {"classes": CLASSES, "class_map": {"whitehead and blackhead": "comedone", "papules": "papule",
+                                                "pustules": "pustule", "nodules and cysts": "nodule"}}
+    images, boxes, _, _ = validate_export(AnnotatedExport(path=str(root / "raw")).load(), params)
+    manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, params), boxes, params)
+    folder = YoloDatasetFolder(path=str(root / "yolo"), names=CLASSES)
+    folder.save(manifest)
+    return folder.load(), ground_truth

