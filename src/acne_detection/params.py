@@ -81,6 +81,7 @@ class PreviewParams(_Strict):
     samples: int = Field(16, ge=1)
     columns: int = Field(4, ge=1)
     seed: int = 0
+    loss_samples: int = Field(64, ge=1)
 
 
 class EvalParams(_Strict):

@@ -126,8 +126,14 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         fmt = detect_format(self._path) if self._format == "auto" else self._format
         images, boxes, problems = READERS[fmt](self._path)
         logger.info("Reading %d images of %s (%s format)", len(images), self._path, fmt)
-        with ThreadPoolExecutor(self._workers) as pool:
-            probed = pd.DataFrame(list(pool.map(probe_image, images["file"])), index=images.index, columns=_PROBE_COLUMNS)
+        with ThreadPoolExecutor(self._workers) as pool:  # decoding and hashing release the GIL
+            rows = []
+            step = max(len(images) // 10, 500)
+            for n, row in enumerate(pool.map(probe_image, images["file"]), 1):
+                rows.append(row)
+                if n % step == 0:
+                    logger.info("Decoded %d/%d images", n, len(images))
+            probed = pd.DataFrame(rows, index=images.index, columns=_PROBE_COLUMNS)
         images = pd.concat([images, probed], axis=1)
         if fmt == "yolo":  # YOLO boxes are fractions of the displayed image size
             size = images.set_index("image_id")[["width", "height"]]

@@ -12,10 +12,15 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from kedro.io import DatasetError
+from matplotlib.figure import Figure
 
 from acne_detection.datasets.export import RawExport
 from acne_detection.params import DataParams, parse
@@ -107,6 +112,8 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
 
     boxes = raw.boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
     boxes["class"] = map_class_names(boxes["class_name"], p)
+    seen = boxes.groupby("class_name", dropna=False)["class"].first().fillna("(unmapped)").to_dict()
+    logger.info("Class mapping in force (source name -> class): %s", seen)
     if p.unmapped_class == "error" and boxes["class"].isna().any():
         row = boxes[boxes["class"].isna()].iloc[0]
         raise DatasetError(f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)")
@@ -306,3 +313,78 @@ def plan_yolo_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[st
     columns = ["split", "image_id", "file", "sha256", "orientation", "mode", "image", "label", "labels"]
     gt_columns = ["split", "image", "image_id", "class", "class_id", "x_min", "y_min", "x_max", "y_max", "width", "height"]
     return plan[columns], gt[gt_columns].sort_values(["image", "x_min", "y_min"], ignore_index=True)
+
+
+def describe_classes(raw: RawExport, params: dict[str, Any]) -> pd.DataFrame:
+    """The class mapping in force: each source class name, what it maps to, and how often.
+
+    Args:
+        raw: the export as read.
+        params: the ``data`` parameters.
+
+    Returns:
+        One row per source class name: ``class_name``, ``class`` ("" when unmapped), ``boxes``.
+    """
+    p = parse("data", params)
+    counts = raw.boxes.groupby("class_name").size().rename("boxes").reset_index()
+    counts.insert(1, "class", map_class_names(counts["class_name"], p).fillna(""))
+    return counts
+
+
+def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_params: dict[str, Any]) -> pd.DataFrame:
+    """Images and boxes per class per split, and box sizes as the model will see them.
+
+    Args:
+        split: the split images (``split_dataset``'s output).
+        ground_truth: boxes with ``split`` (``plan_yolo_dataset``'s output).
+        train_params: the ``train`` parameters (``imgsz`` sets the scale boxes are seen at).
+
+    Returns:
+        One row per split and class (and an ``all`` class per split): ``images`` holding the
+        class, ``boxes``, median box width and height in training pixels, ``share_small``
+        (boxes under 32x32 training pixels, COCO's "small") and ``boxes_per_image``.
+    """
+    imgsz = parse("train", train_params).imgsz
+    scale = imgsz / ground_truth[["width", "height"]].max(axis=1)
+    boxes = ground_truth.assign(
+        w=(ground_truth.x_max - ground_truth.x_min) * scale, h=(ground_truth.y_max - ground_truth.y_min) * scale
+    )
+    boxes["small"] = boxes.w * boxes.h < 32 * 32
+    rows = []
+    for (split_name, cls), g in pd.concat([boxes, boxes.assign(**{"class": "all"})]).groupby(["split", "class"]):
+        images_in_split = int((split["split"] == split_name).sum()) if cls == "all" else g.image_id.nunique()
+        rows.append({"split": split_name, "class": cls, "images": images_in_split, "boxes": len(g),
+                     "median_w_px": g.w.median(), "median_h_px": g.h.median(), "share_small": g.small.mean(),
+                     "boxes_per_image": len(g) / max(images_in_split, 1)})
+    order = {"train": 0, "val": 1, "test": 2}
+    return pd.DataFrame(rows).sort_values(["split", "class"], key=lambda c: c.map(order) if c.name == "split" else c,
+                                          ignore_index=True)
+
+
+def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, train_params: dict[str, Any]) -> Figure:
+    """Boxes per class and split, box sizes at the training size, and lesions per image.
+
+    Args:
+        ground_truth: boxes with ``split`` (``plan_yolo_dataset``'s output).
+        split: the split images.
+        train_params: the ``train`` parameters (``imgsz``).
+
+    Returns:
+        A three-panel figure.
+    """
+    imgsz = parse("train", train_params).imgsz
+    scale = imgsz / ground_truth[["width", "height"]].max(axis=1)
+    side = np.sqrt((ground_truth.x_max - ground_truth.x_min) * (ground_truth.y_max - ground_truth.y_min)) * scale
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(ax=axes[0], rot=0)
+    axes[0].set(title="boxes per class and split", ylabel="boxes")
+    for cls, values in side.groupby(ground_truth["class"]):
+        axes[1].hist(values, bins=30, alpha=0.5, label=cls)
+    axes[1].axvline(32, color="k", ls="--", lw=1, label="32 px (COCO small)")
+    axes[1].set(title=f"box size at imgsz={imgsz} (sqrt of area, px)", xlabel="px", ylabel="boxes")
+    axes[1].legend()
+    per_image = split["image_id"].map(ground_truth.groupby("image_id").size()).fillna(0)
+    axes[2].hist(per_image, bins=range(int(per_image.max()) + 2), rwidth=0.9)
+    axes[2].set(title="lesions per image", xlabel="lesions", ylabel="images")
+    fig.tight_layout()
+    return fig

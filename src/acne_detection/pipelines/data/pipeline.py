@@ -2,20 +2,28 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset, summarise_quarantine, validate_export
+from acne_detection.pipelines.data.nodes import (
+    describe_classes, describe_dataset, plan_yolo_dataset, plot_dataset, split_dataset, summarise_quarantine,
+    validate_export,
+)
 from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """ingest (the catalog's ``raw_export``) → validate → split → YOLO-format dataset."""
+    """ingest (the catalog's ``raw_export``) → validate → split → YOLO-format dataset → report."""
     return pipeline(
         [
             node(validate_export, ["raw_export", "params:data"],
                  ["accepted_images", "accepted_boxes", "quarantine_report", "ingestion_counts"], name="validate_export"),
+            node(describe_classes, ["raw_export", "params:data"], "class_mapping", name="describe_classes"),
             node(to_mlflow_metrics, "ingestion_counts", "ingestion_counts_mlflow", name="log_ingestion_counts"),
             node(summarise_quarantine, "quarantine_report", "quarantine_summary", name="summarise_quarantine"),
             node(split_dataset, ["accepted_images", "accepted_boxes", "params:data"], "split_images", name="split_dataset"),
             node(plan_yolo_dataset, ["split_images", "accepted_boxes", "params:data"],
                  ["yolo_dataset", "ground_truth"], name="plan_yolo_dataset"),
+            node(describe_dataset, ["split_images", "ground_truth", "params:train"], "dataset_report",
+                 name="describe_dataset"),
+            node(plot_dataset, ["ground_truth", "split_images", "params:train"], "dataset_report_plot",
+                 name="plot_dataset"),
         ]
     )

@@ -19,7 +19,7 @@ from acne_detection.accelerator import detect_device
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.params import parse
 from acne_detection.pipelines.train.live_metrics import live_metrics_callbacks
-from acne_detection.training_config import training_overrides
+from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def train_detector(
         summary of how training ran (device, weights, epochs, parameters counts).
     """
     p = parse("train", params)
+    for warning in augmentation_warnings(p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)):
+        logger.warning(warning)
     device, device_name = detect_device(p.device)
     if p.pretrained:
         weights, source = pretrained.resolve()

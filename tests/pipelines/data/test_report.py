@@ -1,0 +1,32 @@
+"""The dataset report and the class mapping table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from acne_detection.datasets import AnnotatedExport
+from acne_detection.pipelines.data.nodes import describe_classes, describe_dataset, plot_dataset
+
+
+def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
+    gt = pd.DataFrame({
+        "split": ["train", "train", "test"], "image_id": ["a", "a", "b"], "class": ["comedone", "nodule", "comedone"],
+        "x_min": [0, 0, 0], "y_min": [0, 0, 0], "x_max": [20, 200, 40], "y_max": [20, 200, 40],
+        "width": [640, 640, 640], "height": [640, 640, 640],
+    })
+    split = pd.DataFrame({"image_id": ["a", "b", "c"], "split": ["train", "test", "train"]})
+    report = describe_dataset(split, gt, {"imgsz": 320}).set_index(["split", "class"])
+    assert report.loc[("train", "all"), "images"] == 2 and report.loc[("train", "all"), "boxes"] == 2
+    assert report.loc[("train", "comedone"), "median_w_px"] == pytest.approx(10)  # 20 px at 640 -> 10 at 320
+    assert report.loc[("train", "comedone"), "share_small"] == 1.0
+    assert report.loc[("train", "nodule"), "share_small"] == 0.0
+    assert report.loc[("train", "all"), "boxes_per_image"] == 1.0
+    assert len(plot_dataset(gt, split, {"imgsz": 320}).axes) == 3
+
+
+def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params) -> None:
+    table = describe_classes(AnnotatedExport(path=str(acne04_sample)).load(), data_params).set_index("class_name")
+    assert table.loc["whitehead and blackhead", "class"] == "comedone"
+    assert table["class"].ne("").all()
+    assert table["boxes"].sum() > 0
