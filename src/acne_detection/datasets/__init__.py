@@ -1,10 +1,11 @@
 """The project's custom Kedro datasets: export folders, the YOLO folder, weight files."""
 
 from acne_detection.datasets.export import AnnotatedExport, RawExport
+from acne_detection.datasets.mlflow_tags import MlflowTags
 from acne_detection.datasets.weights import PretrainedWeights, PretrainedWeightsSource, Workdir, WeightsFile
 from acne_detection.datasets.yolo_folder import YoloDataset, YoloDatasetFolder
 
 __all__ = [
-    "AnnotatedExport", "PretrainedWeights", "PretrainedWeightsSource", "RawExport",
+    "AnnotatedExport", "MlflowTags", "PretrainedWeights", "PretrainedWeightsSource", "RawExport",
     "WeightsFile", "Workdir", "YoloDataset", "YoloDatasetFolder",
 ]

@@ -63,8 +63,10 @@ def probe_image(file: str) -> dict[str, Any]:
             img.load()  # decodes every byte: truncated files fail here, not in training
             width, height = img.size
             mode = img.mode
-    except UnidentifiedImageError as err:
-        return {**info, "image_problem": "not an image", "image_detail": str(err)}
+    except (UnidentifiedImageError, ImportError) as err:
+        # ImportError: once Ultralytics is imported, its patched Image.open answers an unknown
+        # file by trying to load an optional HEIF plugin; either way the file is no image we read.
+        return {**info, "image_problem": "not an image", "image_detail": f"{type(err).__name__}: {err}"}
     except (OSError, SyntaxError, ValueError) as err:
         reason = "truncated image" if "truncated" in str(err).lower() else "unreadable image"
         return {**info, "image_problem": reason, "image_detail": f"{type(err).__name__}: {err}"}

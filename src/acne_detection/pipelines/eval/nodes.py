@@ -1,7 +1,12 @@
-"""Nodes of the ``eval`` pipeline: predictions are data; every metric is computed from tables."""
+"""Nodes of the ``eval`` pipeline: predictions are data; every metric is computed from tables.
+
+The model runs once (``predict_test_split``) at a low confidence; thresholds, operating
+point, metrics, confusion matrix, gate and galleries are all computed from that table.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,18 +17,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from kedro.io import DatasetError
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
 from ultralytics import YOLO
 
 from acne_detection.accelerator import detect_device
 from acne_detection.datasets import YoloDataset
 from acne_detection.metrics import (
-    coco_average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1,
+    coco_average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
 )
 from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
+AP_NOTE = (
+    "AP here is COCO's (pycocotools: 101-point interpolated, at most 100 detections per image, on the test "
+    "split). Ultralytics' validator, printed during training, integrates a continuous PR curve on the "
+    "validation split, so its mAP differs by a few points."
+)
 
 
 def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, Any]) -> pd.DataFrame:
@@ -54,49 +67,150 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
-def evaluate_detections(
-    predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+def _test_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
+    return ground_truth[ground_truth.split == "test"]
+
+
+def sweep_thresholds(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
+                     params: dict[str, Any]) -> pd.DataFrame:
+    """Precision, recall and F1 at confidence thresholds 0.05 to 0.95, per class and overall.
+
+    Args:
+        predictions: ``predict_test_split``'s table.
+        ground_truth: the true boxes of every split.
+        dataset: the YOLO dataset (class names).
+        params: the ``eval`` parameters (``iou_threshold``).
+
+    Returns:
+        ``metrics.threshold_sweep``'s table with a ``class`` column (``all`` for class id -1).
+    """
+    p = parse("eval", params)
+    gt = _test_truth(ground_truth)
+    matches = match_detections(predictions, gt, iou_threshold=p.iou_threshold)
+    n_true = gt.groupby("class_id").size().reindex(range(len(dataset.names)), fill_value=0)
+    sweep = threshold_sweep(matches, n_true, np.round(np.arange(0.05, 0.951, 0.05), 2))
+    sweep.insert(2, "class", sweep.class_id.map(dict(enumerate(dataset.names))).fillna("all"))
+    return sweep
+
+
+def choose_operating_point(sweep: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Pick the confidence threshold to ship, by the rule in ``eval.operating_point``.
+
+    ``max_f1`` takes the threshold of highest overall F1; ``recall_target`` the highest
+    threshold whose overall recall still reaches the target (the medical choice: a missed
+    lesion costs more than a false alarm), or the lowest threshold if none does.
+
+    Args:
+        sweep: ``sweep_thresholds``'s table.
+        params: the ``eval`` parameters.
+
+    Returns:
+        ``threshold``, ``rule``, and the overall ``precision``, ``recall`` and ``f1`` there.
+    """
+    p = parse("eval", params).operating_point
+    overall = sweep[sweep.class_id == -1].reset_index(drop=True)
+    if p.rule == "max_f1":
+        row = overall.loc[overall.f1.fillna(-1).idxmax()]
+    else:
+        reaching = overall[overall.recall >= p.recall_target]
+        row = reaching.iloc[-1] if len(reaching) else overall.iloc[0]
+        if not len(reaching):
+            logger.warning("No threshold reaches recall %.2f; using the lowest, %.2f", p.recall_target, row.threshold)
+    point = {"threshold": float(row.threshold), "rule": p.rule, "recall_target": p.recall_target,
+             "precision": float(row.precision), "recall": float(row.recall), "f1": float(row.f1)}
+    logger.info("Operating point (%s): confidence >= %.2f gives precision %.3f, recall %.3f, F1 %.3f",
+                p.rule, point["threshold"], point["precision"], point["recall"], point["f1"])
+    return point
+
+
+def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
+                        operating_point: dict[str, Any], params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Measure the detector on the test split.
 
     Args:
         predictions: ``predict_test_split``'s table.
         ground_truth: the true boxes of every split (``plan_yolo_dataset``'s table).
         dataset: the YOLO dataset (its manifest lists every test image, backgrounds too).
+        operating_point: ``choose_operating_point``'s result.
         params: the ``eval`` parameters.
 
     Returns:
-        Per-class metrics (and an ``all`` row): AP@50, AP@75, AP@50-95, AP by box size,
-        precision, recall, F1 and mean IoU at ``conf_threshold``; the confusion matrix
-        (rows true, columns predicted, with ``background``); and headline metrics for MLflow.
+        Per-class metrics (and an ``all`` row): AP@50, AP@75, AP@50-95, AP for small, medium
+        and large boxes, precision, recall, F1 and mean IoU of true positives at the operating
+        point; the confusion matrix there (rows true, columns predicted, with ``background``);
+        and headline metrics for MLflow.
     """
     p = parse("eval", params)
     names = list(dataset.names)
     test_images = dataset.manifest.loc[dataset.manifest.split == "test", "image"].tolist()
-    gt = ground_truth[ground_truth.split == "test"]
+    gt = _test_truth(ground_truth)
     ap = coco_average_precision(predictions, gt, images=test_images, n_classes=len(names))
-    kept = predictions[predictions.confidence >= p.conf_threshold]
+    kept = predictions[predictions.confidence >= operating_point["threshold"]]
     prf = precision_recall_f1(match_detections(kept, gt, iou_threshold=p.iou_threshold), n_classes=len(names))
     per_class = ap.merge(prf, on="class_id")
     per_class.insert(1, "class", names)
     per_class.insert(2, "instances", per_class.class_id.map(gt.groupby("class_id").size()).fillna(0).astype(int))
     tp, fp, fn = (int(per_class[c].sum()) for c in ("tp", "fp", "fn"))
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    mean_iou = float(np.average(per_class.mean_iou.fillna(0), weights=per_class.tp)) if tp else np.nan
     overall = {"class_id": -1, "class": "all", "instances": int(len(gt)), "tp": tp, "fp": fp, "fn": fn,
-               "precision": precision, "recall": recall, "f1": f1_score(precision, recall),
-               **per_class[["ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large", "mean_iou"]].mean().to_dict()}
+               "precision": precision, "recall": recall, "f1": f1_score(precision, recall), "mean_iou": mean_iou,
+               **per_class[["ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"]].mean().to_dict()}
     per_class = pd.concat([per_class, pd.DataFrame([overall])], ignore_index=True)
     cm = confusion_counts(match_detections(kept, gt, iou_threshold=p.iou_threshold, class_aware=False), n_classes=len(names))
     labels = [*names, "background"]
     confusion = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
-    headline = {"mAP50": overall["ap50"], "mAP50-95": overall["ap50_95"], "precision": precision,
-                "recall": recall, "f1": overall["f1"]}
+    headline = {"mAP50": overall["ap50"], "mAP50-95": overall["ap50_95"], "mAP75": overall["ap75"],
+                "precision": precision, "recall": recall, "f1": overall["f1"], "mean_iou": mean_iou,
+                "operating_threshold": operating_point["threshold"]}
     for _, row in per_class.iloc[:-1].iterrows():
         name = row["class"]
         headline.update({f"mAP50.{name}": row.ap50, f"mAP50-95.{name}": row.ap50_95,
                          f"precision.{name}": row.precision, f"recall.{name}": row.recall})
     headline = {k: float(v) for k, v in headline.items() if pd.notna(v)}
     return per_class, confusion.reset_index(), headline
+
+
+def check_quality_gate(metrics: dict[str, float], params: dict[str, Any]) -> dict[str, str]:
+    """Compare the headline metrics with the targets in ``eval.gate``.
+
+    Args:
+        metrics: ``evaluate_detections``'s headline metrics.
+        params: the ``eval`` parameters.
+
+    Returns:
+        ``gate.<metric>``: "pass (0.912 >= 0.80)" or "fail (...)" per target, and ``gate``:
+        "pass" or "fail" overall (MLflow tags).
+
+    Raises:
+        DatasetError: with ``gate.strict``, when any target is missed (``kedro run`` then
+            exits non-zero, for use as a model check in CI).
+    """
+    gate = parse("eval", params).gate
+    verdicts = {}
+    for name, target in (("mAP50", gate.map50), ("recall", gate.recall), ("precision", gate.precision)):
+        value = metrics.get(name, 0.0)
+        verdicts[name] = ("pass" if value >= target else "fail") + f" ({value:.3f} {'>=' if value >= target else '<'} {target:.2f})"
+    overall = "pass" if all(v.startswith("pass") for v in verdicts.values()) else "fail"
+    logger.log(logging.INFO if overall == "pass" else logging.WARNING, "Quality gate: %s %s", overall.upper(), verdicts)
+    if gate.strict and overall == "fail":
+        raise DatasetError(f"Quality gate failed (eval.gate.strict is true): {verdicts}")
+    return {"gate": overall, **{f"gate.{k}": v for k, v in verdicts.items()}}
+
+
+def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any]) -> dict[str, str]:
+    """Tags that trace every number back to its model and data.
+
+    Args:
+        dataset: the YOLO dataset (its manifest is hashed).
+        training_summary: the trained model's summary (holds the training run's MLflow id).
+
+    Returns:
+        ``model_run_id`` and ``dataset_manifest_sha256``.
+    """
+    manifest = dataset.manifest.sort_values("image").to_csv(index=False).encode()
+    return {"model_run_id": str(training_summary.get("mlflow_run_id", "unknown")),
+            "dataset_manifest_sha256": hashlib.sha256(manifest).hexdigest()}
 
 
 def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
@@ -123,20 +237,94 @@ def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
     return fig
 
 
-def report_headline(per_class: pd.DataFrame) -> str:
+def plot_threshold_curves(sweep: pd.DataFrame, operating_point: dict[str, Any]) -> Figure:
+    """Precision, recall and F1 against the threshold, overall and per class, and PR curves.
+
+    Args:
+        sweep: ``sweep_thresholds``'s table.
+        operating_point: ``choose_operating_point``'s result (drawn as a vertical line).
+
+    Returns:
+        A figure: one panel per metric against threshold, one of precision against recall.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for name, g in sweep.groupby("class", sort=False):
+        style = {"lw": 2.5, "color": "k"} if name == "all" else {"lw": 1}
+        for ax, metric in zip(axes[:3], ("precision", "recall", "f1")):
+            ax.plot(g.threshold, g[metric], label=name, **style)
+        axes[3].plot(g.recall, g.precision, "-o", ms=2, label=name, **style)
+    for ax, metric in zip(axes[:3], ("precision", "recall", "F1")):
+        ax.axvline(operating_point["threshold"], color="r", ls="--", lw=1)
+        ax.set(title=f"{metric} vs confidence threshold", xlabel="threshold", ylim=(0, 1.02))
+    axes[3].set(title="precision-recall (thresholds 0.05-0.95)", xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    axes[3].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_gallery(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
+                       operating_point: dict[str, Any], params: dict[str, Any]) -> Figure:
+    """The test images with the most missed lesions (top row) and the most false alarms
+    (bottom row), ground truth in green and predictions in red with class and confidence.
+
+    Args:
+        predictions: ``predict_test_split``'s table.
+        ground_truth: the true boxes of every split.
+        dataset: the YOLO dataset (image files).
+        operating_point: predictions below its threshold are not drawn.
+        params: the ``eval`` parameters (``gallery_size``, ``iou_threshold``).
+
+    Returns:
+        The figure.
+    """
+    p = parse("eval", params)
+    gt = _test_truth(ground_truth)
+    kept = predictions[predictions.confidence >= operating_point["threshold"]]
+    matches = match_detections(kept, gt, iou_threshold=p.iou_threshold)
+    missed = matches[matches.pred_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
+    alarms = matches[matches.true_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
+    n = p.gallery_size
+    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 7.2), squeeze=False)
+    for row, (title, ranking) in enumerate((("missed lesions", missed), ("false alarms", alarms))):
+        for ax, image in zip(axes[row], [*ranking.index[:n], *[None] * n][:n]):
+            ax.axis("off")
+            if image is None:
+                continue
+            ax.imshow(Image.open(dataset.root / image).convert("RGB"))
+            for r in gt[gt.image == image].itertuples():
+                ax.add_patch(Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#00ff66", lw=1))
+            for r in kept[kept.image == image].itertuples():
+                ax.add_patch(Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#ff3030", lw=1))
+                ax.text(r.x_min, r.y_min - 2, f"{dataset.names[r.class_id]} {r.confidence:.2f}", color="#ff3030", fontsize=5)
+            ax.set_title(f"{Path(image).name[:26]}: {ranking[image]} {title}", fontsize=7)
+    fig.suptitle("Errors at the operating point: ground truth green, predictions red", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], gate: dict[str, str]) -> str:
     """The run's headline as Markdown, also logged so the terminal shows it.
 
     Args:
         per_class: ``evaluate_detections``'s per-class table.
+        operating_point: the chosen threshold.
+        gate: ``check_quality_gate``'s verdicts.
 
     Returns:
-        A Markdown table of the metrics that matter, per class and overall.
+        Markdown: the metrics per class and overall, the operating point, the gate, and a note
+        on how this AP relates to the one Ultralytics printed during training.
     """
     columns = ["class", "instances", "ap50", "ap50_95", "precision", "recall", "f1"]
     table = per_class[columns].rename(columns={"ap50": "mAP@50", "ap50_95": "mAP@50-95"})
     cells = table.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(r) + " |" for r in cells.to_numpy()]
-    text = "## Test-split results\n\n" + "\n".join(lines) + "\n"
+    gate_lines = [f"- {k.removeprefix('gate.')}: {v}" for k, v in gate.items() if k != "gate"]
+    text = (
+        "## Test-split results\n\n" + "\n".join(lines) + "\n\n"
+        f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
+        f"({operating_point['rule']}).\n\n"
+        f"Quality gate: **{gate['gate'].upper()}**\n" + "\n".join(gate_lines) + "\n\n" + AP_NOTE + "\n"
+    )
     logger.info("\n%s", text)
     return text

@@ -3,21 +3,33 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.eval.nodes import (
-    evaluate_detections, plot_confusion_matrix, predict_test_split, report_headline,
+    check_quality_gate, choose_operating_point, evaluate_detections, fingerprint_inputs, plot_confusion_matrix,
+    plot_error_gallery, plot_threshold_curves, predict_test_split, report_headline, sweep_thresholds,
 )
 from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Trained weights + test split → predictions → metrics, confusion matrix, headline."""
+    """Trained weights + test split → predictions → thresholds → metrics, plots, gate, headline."""
     return pipeline(
         [
             node(predict_test_split, ["trained_weights", "yolo_dataset", "params:eval"], "test_predictions",
                  name="predict_test_split"),
-            node(evaluate_detections, ["test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
+            node(fingerprint_inputs, ["yolo_dataset", "training_summary"], "eval_lineage_tags", name="fingerprint_inputs"),
+            node(sweep_thresholds, ["test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
+                 "threshold_sweep", name="sweep_thresholds"),
+            node(choose_operating_point, ["threshold_sweep", "params:eval"], "operating_point",
+                 name="choose_operating_point"),
+            node(evaluate_detections, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                  ["test_metrics_per_class", "confusion_matrix", "test_metrics"], name="evaluate_detections"),
+            node(check_quality_gate, ["test_metrics", "params:eval"], "quality_gate", name="check_quality_gate"),
             node(plot_confusion_matrix, "confusion_matrix", "confusion_matrix_plot", name="plot_confusion_matrix"),
+            node(plot_threshold_curves, ["threshold_sweep", "operating_point"], "threshold_curves",
+                 name="plot_threshold_curves"),
+            node(plot_error_gallery, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
+                 "error_gallery", name="plot_error_gallery"),
             node(to_mlflow_metrics, "test_metrics", "test_metrics_mlflow", name="log_test_metrics"),
-            node(report_headline, "test_metrics_per_class", "results_summary", name="report_headline"),
+            node(report_headline, ["test_metrics_per_class", "operating_point", "quality_gate"], "results_summary",
+                 name="report_headline"),
         ]
     )

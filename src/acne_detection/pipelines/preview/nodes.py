@@ -138,7 +138,8 @@ def _panel_specs(a: Any) -> list[tuple[str, dict[str, float], tuple | None]]:
     """(title, augmentation settings, pin) for each tile of the per-augmentation panel."""
     specs: list[tuple[str, dict[str, float], tuple | None]] = [
         ("original (augmentations off)", {}, None),
-        (f"left-right flip (p={a.fliplr:g})", {"fliplr": 1.0}, None),
+        # Shown flipped whenever training may flip (p > 0); with fliplr=0 the tile stays unflipped.
+        (f"left-right flip (p={a.fliplr:g})", {"fliplr": 1.0 if a.fliplr > 0 else 0.0}, None),
     ]
     for sign in (1, -1):
         specs.append((f"rotation {sign * a.degrees:+g} deg (degrees={a.degrees:g})", {"degrees": a.degrees},

@@ -62,3 +62,9 @@ def live_metrics_callbacks(tags: dict[str, str]) -> dict[str, Callable[[Any], No
         mlflow.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
 
     return {"on_train_start": on_train_start, "on_fit_epoch_end": on_fit_epoch_end}
+
+
+def current_run_id() -> str | None:
+    """The id of the MLflow run training logs into, if any (recorded with the model)."""
+    run = mlflow.active_run()
+    return run.info.run_id if run else None

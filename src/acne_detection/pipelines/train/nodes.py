@@ -18,7 +18,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from acne_detection.accelerator import detect_device
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.params import parse
-from acne_detection.pipelines.train.live_metrics import live_metrics_callbacks
+from acne_detection.pipelines.train.live_metrics import current_run_id, live_metrics_callbacks
 from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def train_detector(
     trainable = sum(x.numel() for x in trainer.model.parameters() if x.requires_grad)
     total = sum(x.numel() for x in trainer.model.parameters())
     summary = {**tags, "epochs_run": int(len(history)), "imgsz": p.imgsz, "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
-               "parameters_total": int(total), "parameters_trainable": int(trainable), "frozen_layers": p.freeze}
+               "parameters_total": int(total), "parameters_trainable": int(trainable), "frozen_layers": p.freeze,
+               "mlflow_run_id": current_run_id() or ""}
     best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
     return best, history, summary
 
@@ -106,3 +107,17 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
     axes[3].legend()
     fig.tight_layout()
     return fig
+
+
+def report_training_health(health: dict[str, Any]) -> dict[str, str]:
+    """Say the training-health verdict in the log, and shape it as MLflow tags.
+
+    Args:
+        health: ``assess_training_health``'s result.
+
+    Returns:
+        ``{"health": verdict, "health_hint": hint}``.
+    """
+    log = logger.info if health["verdict"] == "healthy" else logger.warning
+    log("Training health: %s (%s). Evidence: %s", health["verdict"], health["hint"], health["evidence"])
+    return {"health": health["verdict"], "health_hint": health["hint"]}

@@ -2,17 +2,20 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from acne_detection.pipelines.train.nodes import plot_training_curves, train_detector
+from acne_detection.pipelines.train.health import assess_training_health
+from acne_detection.pipelines.train.nodes import plot_training_curves, report_training_health, train_detector
 from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """YOLO dataset + pretrained weights → trained weights, history, loss curves."""
+    """YOLO dataset + pretrained weights → trained weights, history, loss curves, health verdict."""
     return pipeline(
         [
             node(train_detector, ["yolo_dataset", "pretrained_weights", "training_workdir", "params:train"],
                  ["trained_weights", "training_history", "training_summary"], name="train_detector"),
             node(to_mlflow_metrics, "training_summary", "training_summary_mlflow", name="log_training_summary"),
             node(plot_training_curves, "training_history", "training_curves", name="plot_training_curves"),
+            node(assess_training_health, "training_history", "training_health", name="assess_training_health"),
+            node(report_training_health, "training_health", "training_health_tags", name="report_training_health"),
         ]
     )
