@@ -25,7 +25,7 @@ def test_a_device_parameter_overrides_detection() -> None:
 
 def test_defaults_are_the_guides_transfer_learning_and_augmentation() -> None:
     p = parse("train", {})
-    assert (p.freeze, p.lr0, p.warmup_epochs) == (10, 0.01, 3.0)
+    assert (p.freeze, p.lr0, p.warmup_epochs, p.optimizer) == (10, 0.01, 3.0, "SGD")
     a = p.augment
     assert (a.hsv_h, a.hsv_s, a.hsv_v, a.degrees, a.translate, a.scale) == (0.015, 0.7, 0.4, 10.0, 0.1, 0.5)
     assert (a.shear, a.perspective, a.flipud, a.fliplr, a.mosaic, a.mixup) == (0.0, 0.0, 0.0, 0.5, 1.0, 0.1)
@@ -40,3 +40,12 @@ def test_defaults_are_the_guides_transfer_learning_and_augmentation() -> None:
 def test_a_bad_parameter_names_its_key(group: str, raw: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         parse(group, raw)
+
+
+def test_device_settings_follow_the_device_unless_fixed() -> None:
+    from acne_detection.accelerator import device_settings
+
+    assert device_settings("0", batch="auto", workers="auto")["batch"] == -1  # Ultralytics' autobatch
+    assert device_settings("0", batch="auto", workers="auto")["amp"] is True
+    assert device_settings("cpu", batch="auto", workers="auto") == {"amp": False, "batch": 16, "workers": min(2, __import__("os").cpu_count())}
+    assert device_settings("mps", batch=8, workers=0) == {"amp": False, "batch": 8, "workers": 0}

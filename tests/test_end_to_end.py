@@ -129,6 +129,21 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
 
 
 @pytest.mark.e2e
+def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: MlflowClient) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    version = tracking.get_latest_versions("acne-detector")[0]
+    assert version.tags["training_health"] == "too short" and len(version.tags["dataset_manifest_sha256"]) == 64
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")
+    image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
+    boxes = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
+    assert list(boxes.columns) == ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
+    assert len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
+
+
+@pytest.mark.e2e
 def test_eval_did_not_retrain_and_nothing_is_written_outside_data(project: Path, runs: dict) -> None:
     assert runs["after_train"] == runs["after_eval"]
     for folder in (project, PROJECT_ROOT, Path.cwd()):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import platform
+from typing import Any
 
 import torch
 
@@ -32,3 +34,40 @@ def detect_device(requested: str = "auto") -> tuple[str, str]:
     else:
         name = ", ".join(f"cuda:{i}: {torch.cuda.get_device_name(int(i))}" for i in device.split(",") if i.strip().isdigit())
     return device, name
+
+
+def device_settings(device: str, *, batch: int | str, workers: int | str, cpu_batch: int = 16) -> dict[str, Any]:
+    """Ultralytics settings that suit the device, unless the parameters fix them.
+
+    cuda: mixed precision (AMP) on, batch sized to the GPU's memory by Ultralytics' autobatch
+    (``-1``), one dataloader worker per core up to 8. mps: AMP off (not supported there),
+    batch 16, 2 workers. cpu: AMP off, batch 16; Ultralytics loads data in the main process.
+
+    Args:
+        device: the Ultralytics device string.
+        batch: ``auto`` or a fixed batch size.
+        workers: ``auto`` or a fixed number of dataloader workers.
+        cpu_batch: the batch size used off-GPU when ``batch`` is ``auto``.
+
+    Returns:
+        ``amp``, ``batch`` and ``workers``.
+    """
+    cuda = device not in ("cpu", "mps")
+    cores = os.cpu_count() or 1
+    return {
+        "amp": cuda,
+        "batch": (-1 if cuda else cpu_batch) if batch == "auto" else batch,
+        "workers": (min(8, cores) if cuda else min(2, cores)) if workers == "auto" else workers,
+    }
+
+
+def environment_tags(device: str, device_name: str) -> dict[str, str]:
+    """Versions and hardware worth recording with every training run."""
+    import ultralytics
+
+    tags = {"device": device, "device_name": device_name, "torch_version": torch.__version__,
+            "ultralytics_version": ultralytics.__version__, "cuda_version": str(torch.version.cuda)}
+    if device not in ("cpu", "mps") and torch.cuda.is_available():
+        first = int(device.split(",")[0])
+        tags["device_memory_gb"] = f"{torch.cuda.get_device_properties(first).total_memory / 2**30:.1f}"
+    return tags

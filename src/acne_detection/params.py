@@ -58,24 +58,24 @@ class AugmentParams(_Strict):
     fliplr: float = Field(0.5, ge=0, le=1)
     mosaic: float = Field(1.0, ge=0, le=1)
     mixup: float = Field(0.1, ge=0, le=1)
-    close_mosaic: int = Field(10, ge=0)
+    close_mosaic: int = Field(8, ge=0)
 
 
 class TrainParams(_Strict):
     pretrained: bool = True
     resume: Literal["auto", False] = "auto"
     device: str = "auto"
-    epochs: int = Field(30, ge=1)
-    imgsz: int = Field(320, ge=32)
-    batch: int = Field(16, ge=-1)
+    epochs: int = Field(20, ge=1)
+    imgsz: int = Field(416, ge=32)
+    batch: int | Literal["auto"] = "auto"
     freeze: int = Field(10, ge=0)
     optimizer: Literal["SGD", "AdamW", "Adam", "auto"] = "SGD"
     lr0: float = Field(0.01, gt=0)
-    nbs: int = Field(64, ge=1)
+    nbs: int = Field(16, ge=1)
     warmup_epochs: float = Field(3.0, ge=0)
     patience: int = Field(100, ge=0)
     seed: int = 0
-    workers: int = Field(2, ge=0)
+    workers: int | Literal["auto"] = "auto"
     cache: Literal[False, "ram", "disk"] = False
     augment: AugmentParams = AugmentParams()
 

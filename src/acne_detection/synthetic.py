@@ -53,6 +53,7 @@ class SyntheticSpec:
     n_images: int = 200
     size: int = 640
     seed: int = 0
+    generator: int = 2  # bumped whenever the drawing changes, so a cached folder is regenerated
     background_share: float = 0.08
     max_lesions: int = 12
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from acne_detection.accelerator import device_settings
 from acne_detection.params import TrainParams
 
 
@@ -28,7 +29,7 @@ def training_overrides(params: TrainParams, *, data_yaml: Path, device: str, wor
         "data": str(data_yaml),
         "epochs": params.epochs,
         "imgsz": params.imgsz,
-        "batch": params.batch,
+        **device_settings(device, batch=params.batch, workers=params.workers),
         "freeze": params.freeze or None,
         "optimizer": params.optimizer,
         "lr0": params.lr0,
@@ -37,14 +38,12 @@ def training_overrides(params: TrainParams, *, data_yaml: Path, device: str, wor
         "patience": params.patience,
         "seed": params.seed,
         "deterministic": True,
-        "workers": params.workers,
         "cache": params.cache,
         "device": device,
         "project": str(workdir),
         "name": "train",
         "exist_ok": True,
         "plots": False,  # the project draws its own figures; Ultralytics' would fetch a font online
-        "amp": device not in ("cpu", "mps"),
         **params.augment.model_dump(),
     }
 

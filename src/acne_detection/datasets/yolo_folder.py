@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +30,10 @@ class YoloDataset:
     data_yaml: Path
     names: tuple[str, ...]
     manifest: pd.DataFrame
+
+    def manifest_sha256(self) -> str:
+        """A fingerprint of the dataset's content (files, splits, labels), order-independent."""
+        return hashlib.sha256(self.manifest.sort_values("image").to_csv(index=False).encode()).hexdigest()
 
     def images(self, split: str) -> list[Path]:
         """Absolute paths of the images of one split, in manifest order."""

@@ -6,7 +6,6 @@ point, metrics, confusion matrix, gate and galleries are all computed from that 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -208,9 +207,8 @@ def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any]) -
     Returns:
         ``model_run_id`` and ``dataset_manifest_sha256``.
     """
-    manifest = dataset.manifest.sort_values("image").to_csv(index=False).encode()
     return {"model_run_id": str(training_summary.get("mlflow_run_id", "unknown")),
-            "dataset_manifest_sha256": hashlib.sha256(manifest).hexdigest()}
+            "dataset_manifest_sha256": dataset.manifest_sha256()}
 
 
 def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:

@@ -42,7 +42,7 @@ def _train_set(dataset: YoloDataset, p: TrainParams) -> Any:
 
     overrides = training_overrides(p, data_yaml=dataset.data_yaml, device="cpu", workdir=Path(tempfile.gettempdir()))
     data = check_det_dataset(str(dataset.data_yaml))
-    return build_yolo_dataset(ultralytics_cfg(overrides), data["train"], p.batch, data, mode="train", stride=32)
+    return build_yolo_dataset(ultralytics_cfg(overrides), data["train"], overrides["batch"], data, mode="train", stride=32)
 
 
 def _seed(seed: int) -> None:

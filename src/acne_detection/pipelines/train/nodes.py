@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ from matplotlib.figure import Figure
 from ultralytics import YOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 
-from acne_detection.accelerator import detect_device
+from acne_detection.accelerator import detect_device, device_settings, environment_tags
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.params import parse
 from acne_detection.pipelines.train.live_metrics import current_run_id, live_metrics_callbacks, replay_history
@@ -69,7 +68,7 @@ def train_detector(
     settings = _resume_settings(p, dataset, pretrained.name)
     plan = plan_resume(save_dir, settings, p.resume)
     logger.info("Training: %s", plan.reason)
-    tags = {"device": device, "device_name": device_name, "pretrained": str(p.pretrained)}
+    tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained)}
     if plan.resume:
         model, tags["weights_source"] = YOLO(str(plan.checkpoint)), "resumed checkpoint"
         tags.update(resumed_from_run=str(plan.previous_run_id), resumed_after_epoch=str(plan.completed_epochs))
@@ -87,7 +86,8 @@ def train_detector(
         model.add_callback(event, callback)
     overrides = training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir)
     if plan.resume:  # Ultralytics restores the interrupted run's own settings from the checkpoint
-        model.train(trainer=ProjectTrainer, resume=True, device=device, workers=p.workers)
+        settings_now = device_settings(device, batch=p.batch, workers=p.workers)
+        model.train(trainer=ProjectTrainer, resume=True, device=device, workers=settings_now["workers"])
     else:
         model.train(trainer=ProjectTrainer, **overrides)
     trainer = model.trainer
@@ -104,8 +104,7 @@ def train_detector(
 
 def _resume_settings(p: Any, dataset: YoloDataset, weights_name: str) -> dict[str, Any]:
     """What must be unchanged for an interrupted run to be resumed rather than restarted."""
-    manifest = dataset.manifest.sort_values("image").to_csv(index=False).encode()
-    return {"data": hashlib.sha256(manifest).hexdigest(), "model": weights_name, "pretrained": p.pretrained,
+    return {"data": dataset.manifest_sha256(), "model": weights_name, "pretrained": p.pretrained,
             **p.model_dump(exclude={"device", "workers", "resume"})}
 
 
@@ -144,3 +143,18 @@ def report_training_health(health: dict[str, Any]) -> dict[str, str]:
     log = logger.info if health["verdict"] == "healthy" else logger.warning
     log("Training health: %s (%s). Evidence: %s", health["verdict"], health["hint"], health["evidence"])
     return {"health": health["verdict"], "health_hint": health["hint"]}
+
+
+def describe_for_registry(weights: Path, health: dict[str, Any], dataset: YoloDataset) -> dict[str, Any]:
+    """What the registered model version carries: its weights and the tags that trace it.
+
+    Args:
+        weights: the trained checkpoint.
+        health: ``assess_training_health``'s result.
+        dataset: the YOLO dataset it was trained on (its manifest is hashed).
+
+    Returns:
+        ``{"weights": path, "tags": {"dataset_manifest_sha256", "training_health"}}``.
+    """
+    return {"weights": weights, "tags": {"dataset_manifest_sha256": dataset.manifest_sha256(),
+                                         "training_health": health["verdict"]}}

@@ -3,7 +3,9 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.train.health import assess_training_health
-from acne_detection.pipelines.train.nodes import plot_training_curves, report_training_health, train_detector
+from acne_detection.pipelines.train.nodes import (
+    describe_for_registry, plot_training_curves, report_training_health, train_detector,
+)
 from acne_detection.tracking import to_mlflow_metrics
 
 
@@ -17,5 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(plot_training_curves, "training_history", "training_curves", name="plot_training_curves"),
             node(assess_training_health, "training_history", "training_health", name="assess_training_health"),
             node(report_training_health, "training_health", "training_health_tags", name="report_training_health"),
+            node(describe_for_registry, ["trained_weights", "training_health", "yolo_dataset"], "registered_model",
+                 name="register_model"),
         ]
     )

@@ -1,0 +1,62 @@
+"""``RegisteredDetector``: the trained weights, logged as a pyfunc model and registered."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from kedro.io import AbstractDataset, DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
+    """Saving logs ``{"weights": path, "tags": {...}}`` into the active MLflow run as a pyfunc
+    model (``acne_detection.serving.YoloDetector``, the package's code bundled) and registers
+    it under ``name``, the tags on the new version. Loading returns the latest version as an
+    ``mlflow.pyfunc`` model.
+
+    Example catalog entry::
+
+        registered_model:
+          type: acne_detection.datasets.RegisteredDetector
+          name: acne-detector
+
+    Args:
+        name: the registered model's name in the MLflow Model Registry.
+    """
+
+    def __init__(self, *, name: str, metadata: dict[str, Any] | None = None) -> None:
+        self._name = name
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        return mlflow.pyfunc.load_model(f"models:/{self._name}/latest")
+
+    def save(self, data: dict[str, Any]) -> None:
+        if mlflow.active_run() is None:
+            raise DatasetError(f"registering '{self._name}' needs an active MLflow run (kedro-mlflow opens one)")
+        import acne_detection
+        from acne_detection.serving import YoloDetector
+
+        info = mlflow.pyfunc.log_model(
+            name="detector",
+            python_model=YoloDetector(),
+            artifacts={"weights": str(data["weights"])},
+            code_paths=[str(Path(acne_detection.__file__).parent)],
+            pip_requirements=[f"{p}=={version(p)}" for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow")],
+            registered_model_name=self._name,
+        )
+        client = mlflow.MlflowClient()
+        for key, value in data.get("tags", {}).items():
+            client.set_model_version_tag(self._name, str(info.registered_model_version), key, str(value))
+        logger.info("Registered model %s version %s", self._name, info.registered_model_version)
+
+    def _exists(self) -> bool:
+        return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"name": self._name}
