@@ -41,6 +41,36 @@ def write_voc(path: Path, filename: str, objects: list[tuple[str, float, float, 
     return path
 
 
+def copy_project(root: Path, *, n_images: int, size: int, catalog: dict | None = None) -> Path:
+    """A runnable copy of the project in ``root`` whose ``raw_export`` is a small synthetic set.
+
+    Args:
+        root: where the copy goes (created).
+        n_images: synthetic photographs to generate on first use.
+        size: their side in pixels.
+        catalog: further ``conf/local/catalog.yml`` entries (merged over base entries).
+
+    Returns:
+        ``root``.
+    """
+    import shutil
+
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
+    local = {"raw_export": {**base["raw_export"], "synthetic": {"n_images": n_images, "size": size, "seed": 0}}}
+    for name, entry in (catalog or {}).items():
+        local[name] = {**base.get(name, {}), **entry}
+    (root / "conf" / "local").mkdir()
+    (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(local))
+    return root
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """SHA-256 of every file below ``root``: to prove a source folder was left untouched."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}

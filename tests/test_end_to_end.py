@@ -4,7 +4,6 @@ then ``eval`` alone; then the MLflow store is read back through a real ``mlflow 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,34 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, copy_project
 
 TINY = {"train": {"epochs": 2, "imgsz": 64, "batch": 8}, "preview": {"samples": 4}}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e") / "acne-detection"
-    root.mkdir()
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    (root / "conf" / "local").mkdir()
-    catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
-    raw = {**catalog["raw_export"], "synthetic": {"n_images": 24, "size": 128, "seed": 0}}
-    (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"raw_export": raw}))
-    return root
+    return copy_project(tmp_path_factory.mktemp("e2e") / "acne-detection", n_images=24, size=128)
 
 
-def _run(project: Path, pipeline: str | None = None) -> None:
+def _run(project: Path, pipeline: str | None = None, **params: dict) -> None:
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env="local", runtime_params=TINY) as session:
+    with KedroSession.create(project_path=project, env="local", runtime_params={**TINY, **params}) as session:
         session.run(pipeline_name=pipeline)
 
 
@@ -154,3 +142,17 @@ def test_eval_did_not_retrain_and_nothing_is_written_outside_data(project: Path,
     reports = {p.name for p in (project / "data" / "08_reporting").iterdir()}
     assert {"augmentation_preview.png", "confusion_matrix.png", "test_metrics_per_class.csv", "quarantine_report.csv",
             "training_curves.png", "results_summary.md"} <= reports
+
+
+@pytest.mark.e2e
+def test_eval_evaluates_a_registered_model_version(project: Path, runs: dict, tracking: MlflowClient) -> None:
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        _run(project, "eval", eval={"model": "models:/acne-detector/1"})
+    finally:
+        os.chdir(cwd)
+    experiment = tracking.get_experiment_by_name("acne_detection")
+    latest = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert latest.data.tags["model_source"] == "models:/acne-detector/1"
+    assert "test.mAP50" in latest.data.metrics

@@ -112,3 +112,29 @@ def test_ap_of_perfect_and_of_no_detections() -> None:
     assert coco_average_precision(perfect, gt, images=images, n_classes=2).ap50.tolist() == pytest.approx([1.0, 1.0])
     empty = perfect.iloc[:0]
     assert coco_average_precision(empty, gt, images=images, n_classes=2).ap50.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_ap_matches_pycocotools_per_class_on_1000_random_images(seed: int) -> None:
+    from acne_detection.metrics import fast_average_precision
+
+    gt, dt = _random_detections(1000, n_classes=6, seed=seed)
+    images = [f"img{i}" for i in range(1000)]
+    reference = coco_average_precision(dt, gt, images=images, n_classes=6)
+    fast = fast_average_precision(dt, gt, n_classes=6)
+    for column in ("ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"):
+        assert fast[column].to_numpy() == pytest.approx(reference[column].to_numpy(), abs=0.005, nan_ok=True), column
+    stats = _pycocotools_summary(gt, dt, images, 6)
+    assert fast.ap50_95.mean() == pytest.approx(stats[0], abs=0.005)
+
+
+def test_fast_ap_on_the_hand_checked_cases() -> None:
+    from acne_detection.metrics import fast_average_precision
+
+    gt, _ = _random_detections(50, n_classes=2, seed=1)
+    perfect = gt.assign(confidence=0.9)
+    assert fast_average_precision(perfect, gt, n_classes=2).ap50.tolist() == pytest.approx([1.0, 1.0])
+    assert fast_average_precision(perfect.iloc[:0], gt, n_classes=2).ap50.tolist() == [0.0, 0.0]
+    one = pd.DataFrame([("a", 0, 10, 10, 50, 50)], columns=COLS)
+    shifted = pd.DataFrame([("a", 0, 0.9, 20, 20, 60, 60)], columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
+    assert fast_average_precision(shifted, one, n_classes=1).ap50.item() == 0.0  # IoU 0.391 < 0.5

@@ -1,8 +1,9 @@
 """Detection metrics computed from tables: predictions and ground truth, one box per row.
 
 Both tables carry ``image``, ``class_id`` and ``x_min``, ``y_min``, ``x_max``, ``y_max`` in
-pixels; predictions add ``confidence``. COCO-standard AP comes from pycocotools (the field's
-reference implementation); matching at a fixed threshold follows the same greedy rule.
+pixels; predictions add ``confidence``. COCO-standard AP is computed by
+``fast_average_precision`` with pycocotools' rules, and checked against pycocotools itself
+(``coco_average_precision``, the reference) in the tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def f1_score(precision: float, recall: float) -> float:
 def coco_average_precision(
     predictions: pd.DataFrame, ground_truth: pd.DataFrame, *, images: list[str], n_classes: int, max_dets: int = 100
 ) -> pd.DataFrame:
-    """COCO AP per class with pycocotools' ``COCOeval`` (101-point interpolation, area "all").
+    """COCO AP per class with pycocotools' ``COCOeval`` itself: the reference that
+    ``fast_average_precision`` is tested and benchmarked against.
 
     Args:
         predictions: predicted boxes with ``confidence``.
@@ -216,3 +218,154 @@ def threshold_sweep(matches: pd.DataFrame, n_true: pd.Series, thresholds: np.nda
             f1 = f1_score(precision, recall) if pd.notna(precision) and pd.notna(recall) else np.nan
             rows.append((float(t), int(cls), tp, fp, truth - tp, precision, recall, f1))
     return pd.DataFrame(rows, columns=["threshold", "class_id", "tp", "fp", "fn", "precision", "recall", "f1"])
+
+
+COCO_IOUS = np.linspace(0.5, 0.95, 10)
+COCO_RECALLS = np.linspace(0.0, 1.0, 101)
+COCO_AREAS = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_valid: np.ndarray,
+                  areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's greedy matching for a batch of (image, class) groups, all thresholds and areas at once.
+
+    As in pycocotools' ``evaluateImg``: ground truth outside an area range is "ignored";
+    each detection, highest score first, takes the free non-ignored ground truth of highest
+    IoU at or above the threshold, else the best ignored one; detections matched to ignored
+    ground truth, and unmatched detections outside the area range, are ignored.
+
+    Args:
+        det: (N, D, 4) detections per group, highest score first, padded.
+        gt: (N, G, 4) ground truth per group, padded.
+        det_valid: (N, D) which detections are real.
+        gt_valid: (N, G) which ground-truth boxes are real.
+        areas: (A, 2) area ranges, inclusive.
+
+    Returns:
+        Two (N, A, T, D) boolean arrays, T being the ten IoU thresholds: true positive, and
+        ignored.
+    """
+    n, d_max, g_max = det.shape[0], det.shape[1], gt.shape[1]
+    lt = np.maximum(det[:, :, None, :2], gt[:, None, :, :2])
+    rb = np.minimum(det[:, :, None, 2:], gt[:, None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=3)
+    det_area = (det[..., 2] - det[..., 0]) * (det[..., 3] - det[..., 1])
+    gt_area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
+    union = det_area[:, :, None] + gt_area[:, None, :] - inter
+    iou = np.where(det_valid[:, :, None] & gt_valid[:, None, :] & (union > 0), inter / np.where(union > 0, union, 1), -1.0)
+    lo, hi = areas[None, :, 0, None], areas[None, :, 1, None]
+    gt_ign = ((gt_area[:, None, :] < lo) | (gt_area[:, None, :] > hi))[:, :, None, :]  # (N, A, 1, G)
+    det_out = (det_area[:, None, :] < lo) | (det_area[:, None, :] > hi)  # (N, A, D)
+    thresholds = np.minimum(COCO_IOUS, 1 - 1e-10)[None, None, :, None]
+    free = np.broadcast_to(gt_valid[:, None, None, :], (n, len(areas), len(COCO_IOUS), g_max)).copy()
+    tp = np.zeros((n, len(areas), len(COCO_IOUS), d_max), bool)
+    ignored = np.zeros_like(tp)
+    columns = np.arange(g_max)
+    for d in range(d_max):
+        row = iou[:, d, :][:, None, None, :]
+        ok = free & (row >= thresholds)
+        preferred = ok & ~gt_ign
+        pool = np.where(preferred.any(axis=-1, keepdims=True), preferred, ok)
+        g = np.where(pool, row, -1.0).argmax(axis=-1)
+        matched = np.take_along_axis(pool, g[..., None], axis=-1)[..., 0] & det_valid[:, d, None, None]
+        free &= ~((columns == g[..., None]) & matched[..., None])
+        g_ign = np.take_along_axis(np.broadcast_to(gt_ign, free.shape), g[..., None], axis=-1)[..., 0]
+        tp[..., d] = matched & ~g_ign
+        ignored[..., d] = np.where(matched, g_ign, det_out[:, :, d, None])
+    return tp, ignored
+
+
+def _ap_from_matches(score: np.ndarray, tp: np.ndarray, ignored: np.ndarray, n_gt: int) -> np.ndarray:
+    """AP at each IoU threshold from pooled matches, 101-point interpolated like COCOeval."""
+    order = np.argsort(-score, kind="mergesort")
+    tp, ignored = tp[:, order], ignored[:, order]
+    tps, fps = np.cumsum(tp & ~ignored, axis=1), np.cumsum(~tp & ~ignored, axis=1)
+    recall = tps / n_gt
+    precision = tps / np.maximum(tps + fps, np.spacing(1))
+    precision = np.flip(np.maximum.accumulate(np.flip(precision, axis=1), axis=1), axis=1)
+    ap = np.zeros(len(COCO_IOUS))
+    for t in range(len(COCO_IOUS)):
+        idx = np.searchsorted(recall[t], COCO_RECALLS, side="left")
+        ap[t] = np.where(idx < precision.shape[1], precision[t][np.minimum(idx, precision.shape[1] - 1)], 0.0).mean()
+    return ap
+
+
+def _padded(df: pd.DataFrame, group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scatter rows into (n, K, 4) boxes by group, in row order; with a validity mask and rank."""
+    rank = pd.Series(group).groupby(group).cumcount().to_numpy()
+    k = int(rank.max()) + 1 if len(rank) else 1
+    boxes, valid = np.zeros((n, k, 4)), np.zeros((n, k), bool)
+    boxes[group, rank] = df[_CORNERS].to_numpy(float)
+    valid[group, rank] = True
+    return boxes, valid, rank
+
+
+def fast_average_precision(
+    predictions: pd.DataFrame, ground_truth: pd.DataFrame, *, n_classes: int, max_dets: int = 100, chunk: int = 2048
+) -> pd.DataFrame:
+    """COCO AP per class, computed as pycocotools' ``COCOeval`` does, vectorised over images.
+
+    Per image and class the ``max_dets`` highest-scoring detections are matched at ten IoU
+    thresholds and four area ranges at once (``_coco_matches``); precision is made monotone
+    and read at 101 recall points. Agrees with pycocotools within 0.005 (tested on
+    randomised sets) and is several times faster (``make bench``).
+
+    Args:
+        predictions: predicted boxes with ``confidence``.
+        ground_truth: true boxes.
+        n_classes: number of classes; ids are ``0..n_classes-1``.
+        max_dets: detections kept per image and class, highest confidence first.
+        chunk: (image, class) groups matched per batch, to bound memory.
+
+    Returns:
+        One row per class id: ``ap50``, ``ap75``, ``ap50_95`` (area "all") and ``ap_small``,
+        ``ap_medium``, ``ap_large`` (AP@50-95 within COCO's area ranges); NaN where the
+        class (or the range) has no ground truth.
+    """
+    preds = predictions.sort_values("confidence", ascending=False, kind="mergesort")
+    preds = preds[preds.groupby(["image", "class_id"], sort=False).cumcount() < max_dets]
+    keys = pd.concat([preds[["class_id", "image"]], ground_truth[["class_id", "image"]]]).drop_duplicates()
+    index = pd.MultiIndex.from_frame(keys)
+    det_group = index.get_indexer(pd.MultiIndex.from_frame(preds[["class_id", "image"]]))
+    gt_group = index.get_indexer(pd.MultiIndex.from_frame(ground_truth[["class_id", "image"]]))
+    n = len(keys)
+    det, det_valid, _ = _padded(preds, det_group, n)
+    gt, gt_valid, _ = _padded(ground_truth, gt_group, n)
+    score = np.zeros(det_valid.shape)
+    score[det_valid] = preds["confidence"].to_numpy(float)[np.lexsort((np.arange(len(det_group)), det_group))]
+    areas = np.array(list(COCO_AREAS.values()))
+    order = np.argsort(det_valid.sum(axis=1), kind="stable")  # similar detection counts batch together
+    tp = np.zeros((n, len(areas), len(COCO_IOUS), det.shape[1]), bool)
+    ignored = np.zeros_like(tp)
+    for start in range(0, n, chunk):
+        rows = order[start:start + chunk]
+        d_max = max(int(det_valid[rows].sum(axis=1).max()), 1)
+        g_max = max(int(gt_valid[rows].sum(axis=1).max()), 1)
+        t, i = _coco_matches(det[rows, :d_max], gt[rows, :g_max], det_valid[rows, :d_max], gt_valid[rows, :g_max], areas)
+        tp[rows, :, :, :d_max], ignored[rows, :, :, :d_max] = t, i
+    gt_area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
+    group_class = keys["class_id"].to_numpy()
+    result = []
+    for cls in range(n_classes):
+        mine = group_class == cls
+        valid = det_valid[mine]
+        row: dict[str, float] = {"class_id": cls}
+        for a, (name, (lo, hi)) in enumerate(COCO_AREAS.items()):
+            n_gt = int((gt_valid[mine] & (gt_area[mine] >= lo) & (gt_area[mine] <= hi)).sum())
+            if n_gt == 0:
+                ap = np.full(len(COCO_IOUS), np.nan)
+            elif not valid.any():
+                ap = np.zeros(len(COCO_IOUS))
+            else:
+                pick = lambda x: x[mine][:, a].transpose(1, 0, 2)[:, valid]  # noqa: E731 - (T, detections)
+                ap = _ap_from_matches(score[mine][valid], pick(tp), pick(ignored), n_gt)
+            if name == "all":
+                row.update(ap50=ap[0], ap75=ap[5], ap50_95=ap.mean())
+            else:
+                row[f"ap_{name}"] = ap.mean()
+        result.append(row)
+    return pd.DataFrame(result, columns=["class_id", "ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"])

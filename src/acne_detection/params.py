@@ -100,6 +100,7 @@ class GateParams(_Strict):
 
 
 class EvalParams(_Strict):
+    model: str | None = None
     device: str = "auto"
     operating_point: OperatingPointParams = OperatingPointParams()
     gate: GateParams = GateParams()

@@ -1,8 +1,11 @@
-"""Small shapers between node outputs and kedro-mlflow's datasets."""
+"""Glue between nodes and MLflow: metric shaping, and fetching a model to evaluate."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from kedro.io import DatasetError
 
 
 def to_mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -19,3 +22,38 @@ def to_mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
         for name, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
+
+
+def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
+    """Find the checkpoint to evaluate.
+
+    Args:
+        spec: ``None`` (the model the last ``train`` saved), a checkpoint path,
+            ``runs:/<run_id>`` (the weights logged by that training run) or
+            ``models:/<name>/<version or alias>`` (a registered model version).
+        trained: where the ``train`` pipeline saves its checkpoint.
+
+    Returns:
+        A local checkpoint path and a description of where it came from.
+
+    Raises:
+        DatasetError: the checkpoint cannot be found; the message says what to do.
+    """
+    import mlflow
+
+    if not spec:
+        if not trained.is_file():
+            raise DatasetError(f"{trained}: no trained model yet; run `kedro run --pipeline train` first, "
+                               "or set eval.model to a checkpoint, runs:/<run_id> or models:/<name>/<version>")
+        return trained, "trained_weights"
+    if spec.startswith(("runs:/", "models:/")):
+        uri = f"{spec.rstrip('/')}/model" if spec.startswith("runs:/") else spec  # train logs weights under model/
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        found = sorted(local.rglob("*.pt")) if local.is_dir() else [local]
+        if not found:
+            raise DatasetError(f"{spec}: no .pt checkpoint among its artifacts ({local})")
+        return found[0], spec
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"eval.model: {path} does not exist")
+    return path, str(path)

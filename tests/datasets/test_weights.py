@@ -48,10 +48,14 @@ def test_loading_never_fetches(tmp_path: Path) -> None:
     _source(tmp_path, local_path=str(tmp_path / "missing.pt")).load()  # lazy: no error until resolve()
 
 
-def test_weights_file_copies_on_save_and_explains_a_missing_model(tmp_path: Path) -> None:
+def test_weights_file_copies_on_save_and_a_missing_model_is_explained(tmp_path: Path) -> None:
+    from acne_detection.tracking import resolve_model
+
     dataset = WeightsFile(filepath=str(tmp_path / "models" / "best.pt"))
     with pytest.raises(DatasetError, match="run `kedro run --pipeline train` first"):
-        dataset.load()
+        resolve_model(None, dataset.load())
+    with pytest.raises(DatasetError, match="eval.model: .*nope.pt does not exist"):
+        resolve_model(str(tmp_path / "nope.pt"), dataset.load())
     src = tmp_path / "trained.pt"
     src.write_bytes(b"abc")
     dataset.save(src)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -15,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
     """Saving logs ``{"weights": path, "tags": {...}}`` into the active MLflow run as a pyfunc
-    model (``acne_detection.serving.YoloDetector``, the package's code bundled) and registers
+    model (``acne_detection/serving.py``, logged as code) and registers
     it under ``name``, the tags on the new version. Loading returns the latest version as an
     ``mlflow.pyfunc`` model.
 
@@ -39,14 +38,22 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
     def save(self, data: dict[str, Any]) -> None:
         if mlflow.active_run() is None:
             raise DatasetError(f"registering '{self._name}' needs an active MLflow run (kedro-mlflow opens one)")
-        import acne_detection
-        from acne_detection.serving import YoloDetector
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+        from acne_detection import serving
+
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string", "image")]),
+            outputs=Schema([ColSpec("string", "image"), ColSpec("long", "class_id"), ColSpec("string", "class"),
+                            *(ColSpec("double", c) for c in ("confidence", "x_min", "y_min", "x_max", "y_max"))]),
+            params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("imgsz", "long", 0)]),
+        )
         info = mlflow.pyfunc.log_model(
             name="detector",
-            python_model=YoloDetector(),
+            python_model=serving.__file__,  # models from code: no pickled object
             artifacts={"weights": str(data["weights"])},
-            code_paths=[str(Path(acne_detection.__file__).parent)],
+            signature=signature,
             pip_requirements=[f"{p}=={version(p)}" for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow")],
             registered_model_name=self._name,
         )

