@@ -129,16 +129,17 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
     project = copy_project(work / "project", n_images=n_images, size=640)
     kedro = [str(Path(sys.executable).parent / "kedro"), "run", "--params", f"train.epochs={epochs},train.imgsz={imgsz}"]
     subprocess.run(kedro, cwd=project, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm: data, weights
+    from acne_detection.params import parse
+    from acne_detection.training_config import training_overrides
+
     params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_train.yml").read_text())["train"]
-    aug = {k: v for k, v in params["augment"].items()}
     data_yaml = project / "data" / "05_model_input" / "yolo" / "data.yaml"
     weights = project / "data" / "06_models" / "pretrained" / "yolov8n.pt"
     yolo = str(Path(sys.executable).parent / "yolo")
-    common = [f"epochs={epochs}", f"imgsz={imgsz}", f"batch={params['batch']}", f"freeze={params['freeze']}",
-              f"lr0={params['lr0']}", f"optimizer={params['optimizer']}", f"nbs={params['nbs']}",
-              f"warmup_epochs={params['warmup_epochs']}", f"seed={params['seed']}", "deterministic=True",
-              f"workers={params['workers']}", "plots=False", "device=cpu", f"project={work / 'yolo_runs'}",
-              "exist_ok=True", *[f"{k}={v}" for k, v in aug.items()]]
+    # The very settings the train node hands Ultralytics, so both sides do the same work.
+    same = training_overrides(parse("train", {**params, "epochs": epochs, "imgsz": imgsz}), data_yaml=data_yaml,
+                              device="cpu", workdir=work / "yolo_runs")
+    common = [f"{k}={v}" for k, v in same.items() if k not in ("data", "name")]
     plain_train = [yolo, "detect", "train", f"data={data_yaml}", f"model={weights}", "name=train", *common]
     plain_val = [yolo, "detect", "val", f"data={data_yaml}", f"model={work / 'yolo_runs' / 'train' / 'weights' / 'best.pt'}",
                  "split=test", f"imgsz={imgsz}", "plots=False", f"project={work / 'yolo_runs'}", "name=val", "exist_ok=True"]
@@ -149,9 +150,10 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
         wall, _ = _peak_rss_mb([*kedro[:2], "--pipeline", "train", *kedro[2:]], project)
         train_times.append(wall)
         t0 = time.perf_counter()
-        subprocess.run(plain_train, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # cwd=work: plain Ultralytics logs to ./mlflow.db and ./mlruns (its MLflow callback), kept in the temp dir
+        subprocess.run(plain_train, check=True, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base_train_times.append(time.perf_counter() - t0)
-        subprocess.run(plain_val, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(plain_val, check=True, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base_times.append(time.perf_counter() - t0)
     for name in ("data", "preview", "train", "eval"):
         rss[name] = _isolated_rss([*kedro[:2], "--pipeline", name, *kedro[2:]], project)

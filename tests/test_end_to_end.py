@@ -121,7 +121,7 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     import mlflow.pyfunc
     import pandas as pd
 
-    version = tracking.get_latest_versions("acne-detector")[0]
+    version = max(tracking.search_model_versions("name = 'acne-detector'"), key=lambda v: int(v.version))
     assert version.tags["training_health"] == "too short" and len(version.tags["dataset_manifest_sha256"]) == 64
     mlflow.set_tracking_uri(tracking.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")

@@ -138,3 +138,27 @@ def test_fast_ap_on_the_hand_checked_cases() -> None:
     one = pd.DataFrame([("a", 0, 10, 10, 50, 50)], columns=COLS)
     shifted = pd.DataFrame([("a", 0, 0.9, 20, 20, 60, 60)], columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
     assert fast_average_precision(shifted, one, n_classes=1).ap50.item() == 0.0  # IoU 0.391 < 0.5
+
+
+def _greedy_reference(dt: pd.DataFrame, gt: pd.DataFrame, threshold: float) -> tuple[int, int, int]:
+    """Plain-loop greedy matching, class-aware: the obvious, slow way (TP, FP, FN)."""
+    tp = fp = 0
+    matched = set()
+    for _, d in dt.sort_values("confidence", ascending=False, kind="mergesort").iterrows():
+        best, best_iou = None, threshold
+        for j, g in gt[(gt.image == d.image) & (gt.class_id == d.class_id)].iterrows():
+            iou = box_iou([[d.x_min, d.y_min, d.x_max, d.y_max]], [[g.x_min, g.y_min, g.x_max, g.y_max]])[0, 0]
+            if j not in matched and iou >= best_iou and (best is None or iou > best_iou):
+                best, best_iou = j, iou
+        if best is None:
+            fp += 1
+        else:
+            matched.add(best)
+            tp += 1
+    return tp, fp, len(gt) - tp
+
+
+def test_batched_matching_equals_a_plain_greedy_loop() -> None:
+    gt, dt = _random_detections(150, n_classes=3, seed=4)
+    rows = precision_recall_f1(match_detections(dt, gt, iou_threshold=0.5), n_classes=3)
+    assert tuple(int(rows[c].sum()) for c in ("tp", "fp", "fn")) == _greedy_reference(dt, gt, 0.5)

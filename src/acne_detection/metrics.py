@@ -112,6 +112,9 @@ def match_detections(
 ) -> pd.DataFrame:
     """Greedily match predictions to ground truth, highest confidence first, per image.
 
+    Each prediction takes the free true box of highest IoU at or above ``iou_threshold``
+    (COCO's rule, batched over images by ``_coco_matches``).
+
     Args:
         predictions: predicted boxes with ``confidence`` (already thresholded).
         ground_truth: true boxes.
@@ -123,26 +126,33 @@ def match_detections(
         One row per pair and per unmatched box: ``image``, ``true_class`` (-1: none, a false
         alarm), ``pred_class`` (-1: none, a missed lesion), ``iou``, ``confidence``.
     """
-    rows: list[tuple] = []
-    preds = predictions.sort_values("confidence", ascending=False, kind="stable")
-    pred_groups = dict(tuple(preds.groupby("image", sort=False)))
-    for image in sorted(set(ground_truth["image"]) | set(pred_groups)):
-        p = pred_groups.get(image, preds.iloc[:0])
-        g = ground_truth[ground_truth["image"] == image]
-        iou = box_iou(p[_CORNERS].to_numpy(), g[_CORNERS].to_numpy())
-        if class_aware:
-            iou = np.where(p["class_id"].to_numpy()[:, None] == g["class_id"].to_numpy()[None, :], iou, 0.0)
-        taken = np.zeros(len(g), bool)
-        for i, (cls, conf) in enumerate(zip(p["class_id"], p["confidence"])):
-            candidates = np.where(taken, -1.0, iou[i]) if len(g) else np.array([])
-            j = int(candidates.argmax()) if len(g) else -1
-            if j >= 0 and candidates[j] >= iou_threshold:
-                taken[j] = True
-                rows.append((image, int(g["class_id"].iloc[j]), int(cls), float(candidates[j]), float(conf)))
-            else:
-                rows.append((image, -1, int(cls), 0.0, float(conf)))
-        rows.extend((image, int(c), -1, 0.0, np.nan) for c in g["class_id"].to_numpy()[~taken])
-    return pd.DataFrame(rows, columns=["image", "true_class", "pred_class", "iou", "confidence"])
+    columns = ["image", "true_class", "pred_class", "iou", "confidence"]
+    preds = predictions.sort_values("confidence", ascending=False, kind="mergesort")
+    key = ["class_id", "image"] if class_aware else ["image"]
+    keys = pd.concat([preds[key], ground_truth[key]]).drop_duplicates()
+    if keys.empty:
+        return pd.DataFrame(columns=columns)
+    index = pd.MultiIndex.from_frame(keys)
+    det_group = index.get_indexer(pd.MultiIndex.from_frame(preds[key]))
+    gt_group = index.get_indexer(pd.MultiIndex.from_frame(ground_truth[key]))
+    det, det_valid, det_rank = _padded(preds, det_group, len(keys))
+    gt, gt_valid, gt_rank = _padded(ground_truth, gt_group, len(keys))
+    gt_class = np.full(gt_valid.shape, -1)
+    gt_class[gt_group, gt_rank] = ground_truth["class_id"].to_numpy(int)
+    _, _, match, iou = _coco_matches(det, gt, det_valid, gt_valid, np.array([[0.0, np.inf]]), np.array([iou_threshold]))
+    g = match[det_group, 0, 0, det_rank]
+    hit = g >= 0
+    found = pd.DataFrame({
+        "image": preds["image"].to_numpy(), "true_class": np.where(hit, gt_class[det_group, np.maximum(g, 0)], -1),
+        "pred_class": preds["class_id"].to_numpy(int), "iou": np.where(hit, iou[det_group, det_rank, np.maximum(g, 0)], 0.0),
+        "confidence": preds["confidence"].to_numpy(float),
+    })
+    taken = np.zeros(gt_valid.shape, bool)
+    taken[det_group[hit], g[hit]] = True
+    missed = ~taken[gt_group, gt_rank]
+    lost = pd.DataFrame({"image": ground_truth["image"].to_numpy()[missed], "true_class": ground_truth["class_id"].to_numpy(int)[missed],
+                         "pred_class": -1, "iou": 0.0, "confidence": np.nan})
+    return pd.concat([found, lost], ignore_index=True)[columns]
 
 
 def precision_recall_f1(matches: pd.DataFrame, *, n_classes: int) -> pd.DataFrame:
@@ -230,7 +240,7 @@ def _area(boxes: np.ndarray) -> np.ndarray:
 
 
 def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_valid: np.ndarray,
-                  areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  areas: np.ndarray, thresholds: np.ndarray = COCO_IOUS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """COCO's greedy matching for a batch of (image, class) groups, all thresholds and areas at once.
 
     As in pycocotools' ``evaluateImg``: ground truth outside an area range is "ignored";
@@ -244,10 +254,11 @@ def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_val
         det_valid: (N, D) which detections are real.
         gt_valid: (N, G) which ground-truth boxes are real.
         areas: (A, 2) area ranges, inclusive.
+        thresholds: (T,) IoU thresholds (COCO's ten by default).
 
     Returns:
-        Two (N, A, T, D) boolean arrays, T being the ten IoU thresholds: true positive, and
-        ignored.
+        Two (N, A, T, D) boolean arrays, true positive and ignored; the (N, A, T, D) index of
+        the matched ground truth (-1: none); and the (N, D, G) IoU matrix.
     """
     n, d_max, g_max = det.shape[0], det.shape[1], gt.shape[1]
     lt = np.maximum(det[:, :, None, :2], gt[:, None, :, :2])
@@ -260,10 +271,12 @@ def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_val
     lo, hi = areas[None, :, 0, None], areas[None, :, 1, None]
     gt_ign = ((gt_area[:, None, :] < lo) | (gt_area[:, None, :] > hi))[:, :, None, :]  # (N, A, 1, G)
     det_out = (det_area[:, None, :] < lo) | (det_area[:, None, :] > hi)  # (N, A, D)
-    thresholds = np.minimum(COCO_IOUS, 1 - 1e-10)[None, None, :, None]
-    free = np.broadcast_to(gt_valid[:, None, None, :], (n, len(areas), len(COCO_IOUS), g_max)).copy()
-    tp = np.zeros((n, len(areas), len(COCO_IOUS), d_max), bool)
+    n_t = len(thresholds)
+    thresholds = np.minimum(thresholds, 1 - 1e-10)[None, None, :, None]
+    free = np.broadcast_to(gt_valid[:, None, None, :], (n, len(areas), n_t, g_max)).copy()
+    tp = np.zeros((n, len(areas), n_t, d_max), bool)
     ignored = np.zeros_like(tp)
+    match = np.full(tp.shape, -1)
     columns = np.arange(g_max)
     for d in range(d_max):
         row = iou[:, d, :][:, None, None, :]
@@ -276,7 +289,8 @@ def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_val
         g_ign = np.take_along_axis(np.broadcast_to(gt_ign, free.shape), g[..., None], axis=-1)[..., 0]
         tp[..., d] = matched & ~g_ign
         ignored[..., d] = np.where(matched, g_ign, det_out[:, :, d, None])
-    return tp, ignored
+        match[..., d] = np.where(matched, g, -1)
+    return tp, ignored, match, iou
 
 
 def _ap_from_matches(score: np.ndarray, tp: np.ndarray, ignored: np.ndarray, n_gt: int) -> np.ndarray:
@@ -345,7 +359,7 @@ def fast_average_precision(
         rows = order[start:start + chunk]
         d_max = max(int(det_valid[rows].sum(axis=1).max()), 1)
         g_max = max(int(gt_valid[rows].sum(axis=1).max()), 1)
-        t, i = _coco_matches(det[rows, :d_max], gt[rows, :g_max], det_valid[rows, :d_max], gt_valid[rows, :g_max], areas)
+        t, i, _, _ = _coco_matches(det[rows, :d_max], gt[rows, :g_max], det_valid[rows, :d_max], gt_valid[rows, :g_max], areas)
         tp[rows, :, :, :d_max], ignored[rows, :, :, :d_max] = t, i
     gt_area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
     group_class = keys["class_id"].to_numpy()

@@ -60,9 +60,11 @@ def probe_image(file: str) -> dict[str, Any]:
     try:
         with Image.open(path) as img:
             orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-            img.load()  # decodes every byte: truncated files fail here, not in training
             width, height = img.size
             mode = img.mode
+            if img.format == "JPEG":  # decode at 1/8 scale: every byte is still read, so truncation shows
+                img.draft(img.mode, (max(width // 8, 1), max(height // 8, 1)))
+            img.load()  # decodes the whole file: truncated files fail here, not in training
     except (UnidentifiedImageError, ImportError) as err:
         # ImportError: once Ultralytics is imported, its patched Image.open answers an unknown
         # file by trying to load an optional HEIF plugin; either way the file is no image we read.
