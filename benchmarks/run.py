@@ -64,8 +64,6 @@ def bench_ingestion(sizes: list[int], repeats: int, work: Path) -> list[dict]:
     """The data pipeline on N generated 640 px photographs against ``cp -r`` of the folder."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from acne_detection.synthetic import write_voc_export
-
     rows = []
     for n in sizes:
         export = work / f"export_{n}"
