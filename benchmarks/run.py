@@ -2,7 +2,8 @@
 
 Every figure is a ratio against a baseline measured in the same run, on the same machine, data,
 seeds and settings; each is the median of ``--repeats`` runs (at least 3) with min and max.
-Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.json``.
+Results go to ``benchmarks/RESULTS.md`` and ``benchmarks/results.json`` (``--quick``:
+``RESULTS-quick.md`` and ``results-quick.json``).
 """
 
 from __future__ import annotations
@@ -233,8 +234,9 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta = {"mode": "quick" if args.quick else "full", "date": dt.date.today().isoformat(), "commit": commit or "unknown",
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
-    (HERE / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (HERE / "RESULTS.md").write_text(_markdown(results, meta))
+    suffix = "-quick" if args.quick else ""  # a quick run never overwrites the full table
+    (HERE / f"results{suffix}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (HERE / f"RESULTS{suffix}.md").write_text(_markdown(results, meta))
     print(_markdown(results, meta))
 
 

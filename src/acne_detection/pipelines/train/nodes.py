@@ -48,7 +48,8 @@ class ProjectTrainer(DetectionTrainer):
 def train_detector(
     dataset: YoloDataset, pretrained: PretrainedWeights, workdir: Path, params: dict[str, Any]
 ) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
-    """Fine-tune YOLOv8 from COCO weights (or from scratch, if ``pretrained: false``).
+    """Fine-tune YOLOv8 from COCO weights (or from scratch, if ``pretrained: false``),
+    resuming an interrupted run when its settings are unchanged.
 
     Args:
         dataset: the YOLO-format dataset.
@@ -58,46 +59,56 @@ def train_detector(
 
     Returns:
         The best checkpoint, the per-epoch history (Ultralytics' ``results.csv``) and a
-        summary of how training ran (device, weights, epochs, parameters counts).
+        summary of how training ran (device, weights, epochs, parameter counts).
     """
     p = parse("train", params)
     for warning in augmentation_warnings(p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)):
         logger.warning(warning)
     device, device_name = detect_device(p.device)
-    save_dir = workdir / "train"
-    settings = _resume_settings(p, dataset, pretrained.name)
-    plan = plan_resume(save_dir, settings, p.resume)
-    logger.info("Training: %s", plan.reason)
     tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained)}
-    if plan.resume:
-        model, tags["weights_source"] = YOLO(str(plan.checkpoint)), "resumed checkpoint"
-        tags.update(resumed_from_run=str(plan.previous_run_id), resumed_after_epoch=str(plan.completed_epochs))
-        replay_history(completed_history(save_dir, plan.completed_epochs))
-    else:
-        shutil.rmtree(save_dir, ignore_errors=True)
-        record_run(save_dir, settings, current_run_id())
-        if p.pretrained:
-            weights, tags["weights_source"] = pretrained.resolve()
-        else:
-            weights, tags["weights_source"] = Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"
-        model = YOLO(str(weights))
+    settings = _resume_settings(p, dataset, pretrained.name)
+    plan = plan_resume(workdir / "train", settings, p.resume)
+    logger.info("Training: %s", plan.reason)
+    model = _starting_model(plan, pretrained, p, workdir / "train", settings, tags)
     logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
     for event, callback in live_metrics_callbacks(tags).items():
         model.add_callback(event, callback)
-    overrides = training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir)
     if plan.resume:  # Ultralytics restores the interrupted run's own settings from the checkpoint
-        settings_now = device_settings(device, batch=p.batch, workers=p.workers)
-        model.train(trainer=ProjectTrainer, resume=True, device=device, workers=settings_now["workers"])
+        workers = device_settings(device, batch=p.batch, workers=p.workers)["workers"]
+        model.train(trainer=ProjectTrainer, resume=True, device=device, workers=workers)
     else:
-        model.train(trainer=ProjectTrainer, **overrides)
-    trainer = model.trainer
+        model.train(trainer=ProjectTrainer, **training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir))
+    return _results(model.trainer, p, tags)
+
+
+def _starting_model(plan: Any, pretrained: PretrainedWeights, p: Any, save_dir: Path, settings: dict[str, Any],
+                    tags: dict[str, str]) -> YOLO:
+    """The interrupted run's checkpoint, or fresh COCO weights (or a random init); records
+    the source in ``tags``."""
+    if plan.resume:
+        tags.update(weights_source="resumed checkpoint", resumed_from_run=str(plan.previous_run_id),
+                    resumed_after_epoch=str(plan.completed_epochs))
+        replay_history(completed_history(save_dir, plan.completed_epochs))
+        return YOLO(str(plan.checkpoint))
+    shutil.rmtree(save_dir, ignore_errors=True)
+    record_run(save_dir, settings, current_run_id())
+    if p.pretrained:
+        weights, tags["weights_source"] = pretrained.resolve()
+    else:
+        weights, tags["weights_source"] = Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"
+    return YOLO(str(weights))
+
+
+def _results(trainer: Any, p: Any, tags: dict[str, str]) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
+    """Best checkpoint, per-epoch history and summary of a finished Ultralytics trainer."""
     history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
     history.columns = [c.strip() for c in history.columns]
-    trainable = sum(x.numel() for x in trainer.model.parameters() if x.requires_grad)
-    total = sum(x.numel() for x in trainer.model.parameters())
-    summary = {**tags, "epochs_run": int(len(history)), "imgsz": p.imgsz, "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
-               "parameters_total": int(total), "parameters_trainable": int(trainable), "frozen_layers": p.freeze,
-               "mlflow_run_id": current_run_id() or ""}
+    parameters = list(trainer.model.parameters())
+    summary = {**tags, "epochs_run": int(len(history)), "imgsz": p.imgsz,
+               "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
+               "parameters_total": int(sum(x.numel() for x in parameters)),
+               "parameters_trainable": int(sum(x.numel() for x in parameters if x.requires_grad)),
+               "frozen_layers": p.freeze, "mlflow_run_id": current_run_id() or ""}
     best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
     return best, history, summary
 
