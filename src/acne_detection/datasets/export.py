@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from acne_detection.datasets.readers import READERS, detect_format
 
@@ -155,8 +155,3 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "format": self._format, "synthetic": self._synthetic is not None}
 
-
-def oriented_image(file: str) -> Image.Image:
-    """Open an image as it is displayed (EXIF orientation applied), which is how boxes are drawn."""
-    with Image.open(file) as img:
-        return ImageOps.exif_transpose(img)
