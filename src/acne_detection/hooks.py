@@ -12,7 +12,7 @@ from acne_detection.params import PARAMETER_GROUPS, parse
 logger = logging.getLogger(__name__)
 
 
-def _close_reopened_runs() -> None:
+def _close_reopened_runs(status: str = "FINISHED") -> None:
     """End the run kedro-mlflow left on MLflow's run stack.
 
     kedro-mlflow 2.0.3 re-opens its run before every node (for thread safety); MLflow 3.17
@@ -23,7 +23,7 @@ def _close_reopened_runs() -> None:
     import mlflow
 
     while mlflow.active_run() is not None:
-        mlflow.end_run()
+        mlflow.end_run(status=status)
 
 
 class RunReportHooks:
@@ -53,7 +53,4 @@ class RunReportHooks:
 
     @hook_impl(trylast=True)
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        import mlflow
-
-        while mlflow.active_run() is not None:
-            mlflow.end_run(status="FAILED")
+        _close_reopened_runs(status="FAILED")

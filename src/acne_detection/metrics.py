@@ -20,23 +20,28 @@ _CORNERS = ["x_min", "y_min", "x_max", "y_max"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every pair of boxes.
+    """Intersection over union of every pair of boxes, batched over leading dimensions.
 
     Args:
-        a: (N, 4) boxes as x_min, y_min, x_max, y_max.
-        b: (M, 4) boxes, same layout.
+        a: (..., N, 4) boxes as x_min, y_min, x_max, y_max.
+        b: (..., M, 4) boxes, same layout (leading dimensions broadcast with ``a``'s).
 
     Returns:
-        An (N, M) array of IoU values in [0, 1].
+        An (..., N, M) array of IoU values in [0, 1] (0 where the union is empty).
     """
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.ndim == 1 or b.ndim == 1:
+        a, b = a.reshape(-1, 4), b.reshape(-1, 4)
+    lt = np.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = np.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=-1)
+    union = _area(a)[..., :, None] + _area(b)[..., None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    """Area of (..., 4) corner boxes."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def f1_score(precision: float, recall: float) -> float:
@@ -235,10 +240,6 @@ COCO_RECALLS = np.linspace(0.0, 1.0, 101)
 COCO_AREAS = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
 
 
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
 def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_valid: np.ndarray,
                   areas: np.ndarray, thresholds: np.ndarray = COCO_IOUS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """COCO's greedy matching for a batch of (image, class) groups, all thresholds and areas at once.
@@ -261,13 +262,9 @@ def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_val
         the matched ground truth (-1: none); and the (N, D, G) IoU matrix.
     """
     n, d_max, g_max = det.shape[0], det.shape[1], gt.shape[1]
-    lt = np.maximum(det[:, :, None, :2], gt[:, None, :, :2])
-    rb = np.minimum(det[:, :, None, 2:], gt[:, None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=3)
-    det_area = (det[..., 2] - det[..., 0]) * (det[..., 3] - det[..., 1])
-    gt_area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
-    union = det_area[:, :, None] + gt_area[:, None, :] - inter
-    iou = np.where(det_valid[:, :, None] & gt_valid[:, None, :] & (union > 0), inter / np.where(union > 0, union, 1), -1.0)
+    det_area, gt_area = _area(det), _area(gt)
+    # -1 for padding, so a padded box never reaches a threshold; an empty union is not a match either
+    iou = np.where(det_valid[:, :, None] & gt_valid[:, None, :], box_iou(det, gt), -1.0)
     lo, hi = areas[None, :, 0, None], areas[None, :, 1, None]
     gt_ign = ((gt_area[:, None, :] < lo) | (gt_area[:, None, :] > hi))[:, :, None, :]  # (N, A, 1, G)
     det_out = (det_area[:, None, :] < lo) | (det_area[:, None, :] > hi)  # (N, A, D)
@@ -361,7 +358,7 @@ def fast_average_precision(
         g_max = max(int(gt_valid[rows].sum(axis=1).max()), 1)
         t, i, _, _ = _coco_matches(det[rows, :d_max], gt[rows, :g_max], det_valid[rows, :d_max], gt_valid[rows, :g_max], areas)
         tp[rows, :, :, :d_max], ignored[rows, :, :, :d_max] = t, i
-    gt_area = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
+    gt_area = _area(gt)
     group_class = keys["class_id"].to_numpy()
     result = []
     for cls in range(n_classes):

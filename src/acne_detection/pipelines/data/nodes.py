@@ -331,6 +331,12 @@ def describe_classes(raw: RawExport, params: dict[str, Any]) -> pd.DataFrame:
     return counts
 
 
+def _sides_at_training_size(ground_truth: pd.DataFrame, imgsz: int) -> dict[str, pd.Series]:
+    """Box width ``w`` and height ``h`` in pixels once the image's longest side is ``imgsz``."""
+    scale = imgsz / ground_truth[["width", "height"]].max(axis=1)
+    return {"w": (ground_truth.x_max - ground_truth.x_min) * scale, "h": (ground_truth.y_max - ground_truth.y_min) * scale}
+
+
 def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_params: dict[str, Any]) -> pd.DataFrame:
     """Images and boxes per class per split, and box sizes as the model will see them.
 
@@ -344,11 +350,7 @@ def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_para
         class, ``boxes``, median box width and height in training pixels, ``share_small``
         (boxes under 32x32 training pixels, COCO's "small") and ``boxes_per_image``.
     """
-    imgsz = parse("train", train_params).imgsz
-    scale = imgsz / ground_truth[["width", "height"]].max(axis=1)
-    boxes = ground_truth.assign(
-        w=(ground_truth.x_max - ground_truth.x_min) * scale, h=(ground_truth.y_max - ground_truth.y_min) * scale
-    )
+    boxes = ground_truth.assign(**_sides_at_training_size(ground_truth, parse("train", train_params).imgsz))
     boxes["small"] = boxes.w * boxes.h < 32 * 32
     rows = []
     for (split_name, cls), g in pd.concat([boxes, boxes.assign(**{"class": "all"})]).groupby(["split", "class"]):
@@ -373,8 +375,8 @@ def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, train_params: 
         A three-panel figure.
     """
     imgsz = parse("train", train_params).imgsz
-    scale = imgsz / ground_truth[["width", "height"]].max(axis=1)
-    side = np.sqrt((ground_truth.x_max - ground_truth.x_min) * (ground_truth.y_max - ground_truth.y_min)) * scale
+    sides = _sides_at_training_size(ground_truth, imgsz)
+    side = np.sqrt(sides["w"] * sides["h"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(ax=axes[0], rot=0)
     axes[0].set(title="boxes per class and split", ylabel="boxes")

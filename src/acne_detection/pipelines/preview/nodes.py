@@ -172,10 +172,11 @@ def augmentation_tiles(dataset: YoloDataset, train_params: dict[str, Any], previ
         16 (sample, title) pairs, each title naming the parameter and the value shown.
     """
     pp = parse("preview", preview_params)
-    base = parse("train", train_params).model_dump()
+    p = parse("train", train_params)
+    base = p.model_dump()
     photo = _photo_with_lesions(dataset, pp.seed)
     tiles = []
-    for title, settings, pin in _panel_specs(parse("train", train_params).augment):
+    for title, settings, pin in _panel_specs(p.augment):
         params = TrainParams.model_validate({**base, "augment": {**base["augment"], **_ALL_OFF, **settings}})
         train_set = _train_set(dataset, params)
         _seed(pp.seed)
