@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 def _timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
     times = []
     for _ in range(repeats):
+        os.sync()  # writes left over from the last run would otherwise land in this one's time
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -54,6 +55,7 @@ def _data_pipeline(export: Path, out: Path) -> None:
     data["classes"] = list(data["classes"])
     catalog = DataCatalog({
         "raw_export": AnnotatedExport(path=str(export), format="voc"),
+        "mapped_export": MemoryDataset(copy_mode="assign"),
         "yolo_dataset": YoloDatasetFolder(path=str(out), names=data["classes"]),
         "params:data": MemoryDataset(data),
         "params:train": MemoryDataset({}),
@@ -69,8 +71,9 @@ def bench_ingestion(sizes: list[int], repeats: int, work: Path) -> list[dict]:
     for n in sizes:
         export = work / f"export_{n}"
         parts = os.cpu_count() or 1  # the generator is sequential per seed: one part per core
-        with ProcessPoolExecutor(parts) as pool:
-            list(pool.map(_write_part, [(export / f"part{i}", n // parts + (i < n % parts), i) for i in range(parts)]))
+        if not (export / f"part{parts - 1}" / "synthetic.json").exists():  # --work keeps them between runs
+            with ProcessPoolExecutor(parts) as pool:
+                list(pool.map(_write_part, [(export / f"part{i}", n // parts + (i < n % parts), i) for i in range(parts)]))
 
         def copy() -> None:
             target = work / "copy"
@@ -197,13 +200,15 @@ def _isolated_rss(cmd: list[str], cwd: Path) -> float:
 
 def _markdown(results: list[dict], meta: dict) -> str:
     lines = [f"# Benchmark results ({meta['mode']})", "",
-             f"Machine: {meta['machine']}; date: {meta['date']}; commit: `{meta['commit']}`.",
+             f"Machine: {meta['machine']}; date: {meta['date']}; commit of each row in the last column.",
              "Each time is the median of the runs, with min-max; ratio = ours / baseline (lower is better).", "",
-             "| benchmark | baseline | baseline time (s) | ours | our time (s) | ratio | notes |", "|---|---|---|---|---|---|---|"]
+             "| benchmark | baseline | baseline time (s) | ours | our time (s) | ratio | notes | commit |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        commit = f"`{r.get('commit', meta['commit'])}`"
         if "memory_mb" in r:
             notes = ", ".join(f"{k}: {v:.0f} MB" for k, v in r["memory_mb"].items())
-            lines.append(f"| {r['benchmark']} | - | - | {r['ours']} | - | - | {notes} |")
+            lines.append(f"| {r['benchmark']} | - | - | {r['ours']} | - | - | {notes} | {commit} |")
             continue
         b, o = r["baseline_s"], r["ours_s"]
         notes = r.get("note", "")
@@ -212,32 +217,59 @@ def _markdown(results: list[dict], meta: dict) -> str:
         if "baseline_images_per_s" in r:
             notes += f" (baseline {r['baseline_images_per_s']:.1f})"
         lines.append(f"| {r['benchmark']} | {r['baseline']} | {b['median_s']:.2f} ({b['min_s']:.2f}-{b['max_s']:.2f}) | "
-                     f"{r['ours']} | {o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f}) | {r['ratio']:.2f} | {notes} |")
+                     f"{r['ours']} | {o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f}) | {r['ratio']:.2f} | {notes} | {commit} |")
     return "\n".join(lines) + "\n"
+
+
+GROUPS = ("ingestion", "metrics", "pipeline")
+
+
+def _run(groups: list[str], quick: bool, repeats: int, work: Path) -> list[dict]:
+    results = []
+    if "ingestion" in groups:
+        results += bench_ingestion([200] if quick else [1000, 5000, 10000], repeats, work)
+    if "metrics" in groups:
+        results.append(bench_metrics(20_000 if quick else 100_000, repeats))
+    if "pipeline" in groups:
+        size = {"n_images": 24, "epochs": 1, "imgsz": 64} if quick else {"n_images": 200, "epochs": 5, "imgsz": 320}
+        results += bench_pipeline(work, repeats=repeats, **size)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS),
+                        help="run these groups; the other rows of the results file are kept as they were")
+    parser.add_argument("--work", type=Path, help="keep generated exports here between runs (default: a temp folder)")
     args = parser.parse_args()
     repeats = max(args.repeats, 3)
     sys.path.insert(0, str(ROOT))
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        results = bench_ingestion([200] if args.quick else [1000, 5000, 10000], repeats, work)
-        results.append(bench_metrics(20_000 if args.quick else 100_000, repeats))
-        if args.quick:
-            results += bench_pipeline(work, n_images=24, epochs=1, imgsz=64, repeats=repeats)
-        else:
-            results += bench_pipeline(work, n_images=200, epochs=5, imgsz=320, repeats=repeats)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+        results = _run(args.only, args.quick, repeats, args.work)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = _run(args.only, args.quick, repeats, Path(tmp))
+    for row in results:
+        row["commit"] = commit or "unknown"
+    suffix = "-quick" if args.quick else ""  # a quick run never overwrites the full table
+    out = HERE / f"results{suffix}.json"
+    if set(args.only) != set(GROUPS) and out.exists():  # keep the rows of the groups not run
+        fresh = {r["benchmark"] for r in results}
+        kept = [r for r in json.loads(out.read_text())["results"] if r["benchmark"] not in fresh]
+        results = sorted(kept + results, key=lambda r: GROUPS.index(_group(r["benchmark"])))
     meta = {"mode": "quick" if args.quick else "full", "date": dt.date.today().isoformat(), "commit": commit or "unknown",
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
-    suffix = "-quick" if args.quick else ""  # a quick run never overwrites the full table
-    (HERE / f"results{suffix}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     (HERE / f"RESULTS{suffix}.md").write_text(_markdown(results, meta))
     print(_markdown(results, meta))
+
+
+def _group(benchmark: str) -> str:
+    return "ingestion" if benchmark.startswith("ingestion") else "metrics" if benchmark.startswith("metrics") else "pipeline"
 
 
 if __name__ == "__main__":

@@ -96,15 +96,22 @@ def data_params() -> dict:
 def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
     """A real YOLO-format dataset: 18 synthetic photos (96 px) through the data pipeline's nodes."""
     from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
-    from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset, validate_export
+    from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset
     from acne_detection.synthetic import write_voc_export
 
     root = tmp_path_factory.mktemp("tiny")
     write_voc_export(root / "raw", n_images=18, size=96, seed=1)
     params = {"classes": CLASSES, "class_map": {"whitehead and blackhead": "comedone", "papules": "papule",
                                                 "pustules": "pustule", "nodules and cysts": "nodule"}}
-    images, boxes, _, _ = validate_export(AnnotatedExport(path=str(root / "raw")).load(), params)
+    images, boxes, _, _ = validated(AnnotatedExport(path=str(root / "raw")).load(), params)
     manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, params), boxes, params)
     folder = YoloDatasetFolder(path=str(root / "yolo"), names=CLASSES)
     folder.save(manifest)
     return folder.load(), ground_truth
+
+
+def validated(raw, params: dict):
+    """``map_classes`` then ``validate_export``, as the ``data`` pipeline runs them."""
+    from acne_detection.pipelines.data.nodes import map_classes, validate_export
+
+    return validate_export(map_classes(raw, params)[0], params)

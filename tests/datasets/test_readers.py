@@ -12,7 +12,7 @@ import pytest
 from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
 from acne_detection.datasets.readers import detect_format
 from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset, validate_export
-from tests.conftest import tree_digest, write_image, write_voc
+from tests.conftest import tree_digest, validated, write_image, write_voc
 
 
 def _yolo_export(root: Path) -> Path:
@@ -43,7 +43,7 @@ def test_yolo_reader_scales_boxes_and_names_problems(tmp_path: Path, data_params
     problems = dict(zip(raw.problems.file.map(lambda f: Path(f).name), raw.problems.reason))
     assert problems == {"cols.txt": "wrong column count", "lonely.txt": "annotation without image",
                         "unlabelled.jpg": "image without annotation"}
-    images, boxes, report, counts = validate_export(raw, {**data_params, "class_map": {"0 comedone": "comedone"}})
+    images, boxes, report, counts = validated(raw, {**data_params, "class_map": {"0 comedone": "comedone"}})
     assert images.set_index("image_id").loc["train/images/bg.jpg", "background"]
     assert set(boxes["class"]) == {"comedone", "papule"}
     assert "non-numeric or NaN value" in set(report.reason)
@@ -66,7 +66,7 @@ def test_coco_reader(tmp_path: Path, data_params: dict) -> None:
     assert raw.format == "coco"
     assert raw.boxes[["x_min", "y_min", "x_max", "y_max"]].iloc[0].tolist() == [10, 20, 40, 35]
     assert raw.problems.reason.tolist() == ["annotation without image"]
-    images, boxes, _, _ = validate_export(raw, data_params)
+    images, boxes, _, _ = validated(raw, data_params)
     assert boxes["class"].tolist() == ["pustule"]
     assert images.set_index("image_id").loc["train/empty.jpg", "background"]
 
@@ -76,7 +76,7 @@ def test_acne04_sample_reads_as_voc_with_its_quirks(acne04_sample: Path, data_pa
     raw = AnnotatedExport(path=str(acne04_sample), format="auto").load()
     assert raw.format == "voc"
     assert len(raw.images) == 48 and raw.problems.empty
-    images, boxes, report, counts = validate_export(raw, data_params)
+    images, boxes, report, counts = validated(raw, data_params)
     assert set(boxes["class"]) <= {"comedone", "papule", "pustule", "nodule"}
     assert "unknown class" not in set(report.reason)
     assert (raw.boxes.x_max > 640).any() or (raw.boxes.y_max > 640).any()  # the sample's 641 px quirk...
@@ -95,7 +95,7 @@ def test_voc_to_yolo_round_trip_keeps_every_box(tmp_path: Path, data_params: dic
         objects = [(["papules", "pustules", "nodules and cysts"][i % 3], *sorted(rng.uniform(0, 96, 2)), *sorted(rng.uniform(0, 64, 2)))]
         objects = [(n, a, c, b, d) for n, a, b, c, d in objects]
         write_voc(src / f"img{i}.xml", f"img{i}.jpg", objects)
-    images, boxes, _, _ = validate_export(AnnotatedExport(path=str(src)).load(), data_params)
+    images, boxes, _, _ = validated(AnnotatedExport(path=str(src)).load(), data_params)
     manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)
     YoloDatasetFolder(path=str(tmp_path / "yolo"), names=data_params["classes"]).save(manifest)
     again = AnnotatedExport(path=str(tmp_path / "yolo"), format="yolo").load()
@@ -115,7 +115,7 @@ def test_yolo_folder_rewrites_only_what_changed(tmp_path: Path, data_params: dic
     for i in range(6):
         write_image(src / f"img{i}.png", (32, 32), seed=i)
         write_voc(src / f"img{i}.xml", f"img{i}.png", [("papules", 1, 1, 9, 9)])
-    images, boxes, _, _ = validate_export(AnnotatedExport(path=str(src)).load(), data_params)
+    images, boxes, _, _ = validated(AnnotatedExport(path=str(src)).load(), data_params)
     manifest, _ = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)
     folder = YoloDatasetFolder(path=str(tmp_path / "yolo"), names=data_params["classes"])
     folder.save(manifest)

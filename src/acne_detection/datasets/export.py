@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
-from PIL import Image, UnidentifiedImageError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from acne_detection.datasets.readers import READERS, detect_format
+from acne_detection.image_check import CHECKS, PROBE_COLUMNS, probe_image
 
 logger = logging.getLogger(__name__)
 
-_EXIF_ORIENTATION = 0x0112
-_PROBE_COLUMNS = ["bytes", "sha256", "width", "height", "orientation", "mode", "image_problem", "image_detail"]
+# Below this many files, starting worker processes costs more than it saves.
+_POOL_MIN_FILES = 256
+_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -38,49 +45,71 @@ class RawExport:
     problems: pd.DataFrame
 
 
-def probe_image(file: str) -> dict[str, Any]:
-    """Decode one image fully and describe it, without raising on a bad file.
+def _process_context() -> multiprocessing.context.BaseContext:
+    """``fork`` on Linux: no re-import of ``__main__``, and the workers touch only Pillow,
+    hashlib and the XML parser, so no lock a parent thread holds matters. Elsewhere ``spawn``
+    (fork is unsafe on macOS, absent on Windows)."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
-    Args:
-        file: path of the image.
 
-    Returns:
-        ``bytes``, ``sha256``, ``width``, ``height`` (as displayed, EXIF orientation applied),
-        ``orientation`` (EXIF tag, 1 when absent), ``mode`` (PIL mode), ``image_problem`` and
-        ``image_detail`` (empty when the file is a usable image).
+def _apply(fn: Callable[[str], Any], chunk: list[str]) -> list[Any]:
+    return [fn(item) for item in chunk]
+
+
+class _FileMapper:
+    """Maps a per-file function over many files on every core, in order, with a progress bar.
+
+    Small jobs run in this process: starting workers would cost more than it saves. The worker
+    pool starts on first use and serves every call until the ``with`` block ends.
     """
-    path = Path(file)
-    data = path.read_bytes()
-    info: dict[str, Any] = {
-        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "width": 0, "height": 0,
-        "orientation": 1, "mode": "", "image_problem": "", "image_detail": "",
-    }
-    if not data:
-        return {**info, "image_problem": "zero-byte file", "image_detail": "the file is empty"}
-    try:
-        with Image.open(path) as img:
-            orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-            width, height = img.size
-            mode = img.mode
-            if img.format == "JPEG":  # decode at 1/8 scale: every byte is still read, so truncation shows
-                img.draft(img.mode, (max(width // 8, 1), max(height // 8, 1)))
-            img.load()  # decodes the whole file: truncated files fail here, not in training
-    except (UnidentifiedImageError, ImportError) as err:
-        # ImportError: once Ultralytics is imported, its patched Image.open answers an unknown
-        # file by trying to load an optional HEIF plugin; either way the file is no image we read.
-        return {**info, "image_problem": "not an image", "image_detail": f"{type(err).__name__}: {err}"}
-    except (OSError, SyntaxError, ValueError) as err:
-        reason = "truncated image" if "truncated" in str(err).lower() else "unreadable image"
-        return {**info, "image_problem": reason, "image_detail": f"{type(err).__name__}: {err}"}
-    if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: displayed width is stored height
-        width, height = height, width
-    return {**info, "width": width, "height": height, "orientation": orientation, "mode": mode}
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _FileMapper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def __call__(self, fn: Callable[[str], Any], items: list[str], description: str = "") -> list[Any]:
+        chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+        results: list[Any] = []
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task(description, total=len(items))
+            for chunk in self._map(partial(_apply, fn), chunks):
+                results.extend(chunk)
+                bar.advance(task, len(chunk))
+        return results
+
+    def _map(self, apply: Callable[[list[str]], list[Any]], chunks: list[list[str]]) -> Iterator[list[Any]]:
+        if self._workers < 2 or sum(map(len, chunks)) < _POOL_MIN_FILES:
+            yield from map(apply, chunks)
+            return
+        done = 0
+        try:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self._workers, mp_context=_process_context())
+            for result in self._pool.map(apply, chunks):
+                done += 1
+                yield result
+        except BrokenProcessPool as err:
+            # Seen when a script without an `if __name__ == "__main__":` guard runs the pipeline
+            # under spawn: the answer is still complete, only slower.
+            logger.warning("Worker processes failed (%s); going on in this process", err)
+            self._workers, self._pool = 1, None
+            yield from map(apply, chunks[done:])
 
 
 class AnnotatedExport(AbstractDataset[None, RawExport]):
     """A read-only export folder in Pascal VOC, YOLO or COCO format.
 
-    Loading reads every annotation and decodes every image (both cores), and never writes into
+    Loading reads every annotation and checks every image file (see
+    ``acne_detection.image_check``) on all cores, with a progress bar, and never writes into
     the folder. With ``synthetic`` set and the folder empty, the project's seeded synthetic
     acne photographs are generated there first (see ``acne_detection.synthetic``).
 
@@ -90,28 +119,34 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
           type: acne_detection.datasets.AnnotatedExport
           path: ../shared/data/acne04-sample
           format: voc        # or yolo, coco, auto
+          image_check: structure   # or decode: decode every image (slower, see README)
 
     Args:
         path: the export's top folder.
         format: ``auto`` (detected), ``voc``, ``yolo`` or ``coco``.
+        image_check: ``structure`` (walk each file to its end) or ``decode`` (decode it).
         synthetic: keyword arguments for ``acne_detection.synthetic.write_voc_export``, used
             only when the folder has no image yet.
-        workers: threads that decode images (default: the machine's cores).
+        workers: processes that check images (default: the machine's cores).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the catalog's keyword arguments
         self,
         *,
         path: str,
         format: str = "auto",  # noqa: A002 - the word users write in the catalog
+        image_check: str = "structure",
         synthetic: dict[str, Any] | None = None,
         workers: int | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if format not in ("auto", *READERS):
             raise DatasetError(f"raw_export format '{format}' is not one of auto, {', '.join(READERS)}")
+        if image_check not in CHECKS:
+            raise DatasetError(f"raw_export image_check '{image_check}' is not one of {', '.join(CHECKS)}")
         self._path = Path(path)
         self._format = format
+        self._check = image_check
         self._synthetic = synthetic
         self._workers = workers or os.cpu_count() or 1
         self.metadata = metadata
@@ -128,16 +163,14 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
                 "at a VOC, YOLO or COCO export (see README, 'Use your own dataset')."
             )
         fmt = detect_format(self._path) if self._format == "auto" else self._format
-        images, boxes, problems = READERS[fmt](self._path)
-        logger.info("Reading %d images of %s (%s format)", len(images), self._path, fmt)
-        with ThreadPoolExecutor(self._workers) as pool:  # decoding and hashing release the GIL
-            rows = []
-            step = max(len(images) // 10, 500)
-            for n, row in enumerate(pool.map(probe_image, images["file"]), 1):
-                rows.append(row)
-                if n % step == 0:
-                    logger.info("Decoded %d/%d images", n, len(images))
-            probed = pd.DataFrame(rows, index=images.index, columns=_PROBE_COLUMNS)
+        start = time.perf_counter()
+        with _FileMapper(self._workers) as map_files:
+            images, boxes, problems = READERS[fmt](self._path, map_files=map_files)
+            check = partial(probe_image, check=self._check)
+            rows = map_files(check, images["file"].tolist(), f"Checking {len(images)} images")
+        probed = pd.DataFrame(rows, index=images.index, columns=PROBE_COLUMNS)
+        logger.info("Read %d %s annotations and checked %d images of %s in %.1f s (%s check)", len(images), fmt,
+                    len(images), self._path, time.perf_counter() - start, self._check)
         images = pd.concat([images, probed], axis=1)
         if fmt == "yolo":  # YOLO boxes are fractions of the displayed image size
             size = images.set_index("image_id")[["width", "height"]]
@@ -153,5 +186,5 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "format": self._format, "synthetic": self._synthetic is not None}
-
+        return {"path": str(self._path), "format": self._format, "image_check": self._check,
+                "synthetic": self._synthetic is not None}

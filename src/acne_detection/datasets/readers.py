@@ -10,20 +10,33 @@ Every reader returns the same three tables, so everything after ingestion is for
   ``detail``).
 
 Readers never raise on bad content and never modify a source file: a problem is a row.
+Per-file parsing goes through ``map_files`` (``AnnotatedExport`` passes one that uses every
+core and shows progress); the default maps in this process.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# Photographs in formats the pipeline does not read: reported, never skipped in silence.
+UNSUPPORTED_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".gif", ".dng", ".cr2", ".nef", ".arw", ".raw",
+                                        ".jp2", ".jxl", ".mpo", ".svg", ".ico"})
+MapFiles = Callable[[Callable[[str], Any], list[str], str], list[Any]]
+
+
+def serial_map(fn: Callable[[str], Any], items: list[str], description: str = "") -> list[Any]:
+    """The default ``map_files``: ``fn`` over ``items`` in this process, in order."""
+    return [fn(item) for item in items]
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 
 IMAGE_COLUMNS = ["image_id", "file", "annotation_file", "source_split", "background"]
@@ -36,37 +49,34 @@ class _Tables:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.all_files = _files_under(root, None)  # one walk of the tree serves every lookup
         self.images: list[dict] = []
-        self.boxes: list[dict] = []
+        self.boxes: list[tuple] = []
         self.problems: list[dict] = []
+
+    def files(self, suffixes: frozenset[str]) -> list[Path]:
+        """The export's files whose suffix (any case) is one of ``suffixes``, sorted."""
+        return [p for p in self.all_files if p.suffix.lower() in suffixes]
 
     def image_id(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def add_image(self, image: Path, *, annotation: Path | None, background: bool) -> None:
+    def add_image(self, image: Path, *, annotation: Path | None, background: bool) -> str:
+        """Add one image; returns its ``image_id`` for ``add_box``."""
+        image_id = self.image_id(image)
         self.images.append(
             {
-                "image_id": self.image_id(image),
+                "image_id": image_id,
                 "file": str(image),
                 "annotation_file": "" if annotation is None else str(annotation),
                 "source_split": _split_of(image.relative_to(self.root)),
                 "background": background,
             }
         )
+        return image_id
 
-    def add_box(self, image: Path, annotation: Path, name: str, corners: Iterable[float]) -> None:
-        x_min, y_min, x_max, y_max = corners
-        self.boxes.append(
-            {
-                "image_id": self.image_id(image),
-                "class_name": name,
-                "x_min": x_min,
-                "y_min": y_min,
-                "x_max": x_max,
-                "y_max": y_max,
-                "annotation_file": str(annotation),
-            }
-        )
+    def add_box(self, image_id: str, annotation: str, name: str, corners: Iterable[float]) -> None:
+        self.boxes.append((image_id, name, *corners, annotation))
 
     def problem(self, file: Path, reason: str, detail: str = "", *, image: Path | None = None) -> None:
         image_id = self.image_id(image) if image is not None else ""
@@ -75,7 +85,7 @@ class _Tables:
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         return (
             pd.DataFrame(self.images, columns=IMAGE_COLUMNS),
-            pd.DataFrame(self.boxes, columns=BOX_COLUMNS),
+            pd.DataFrame.from_records(self.boxes, columns=BOX_COLUMNS),
             pd.DataFrame(self.problems, columns=PROBLEM_COLUMNS),
         )
 
@@ -94,8 +104,12 @@ def _number(text: str | None) -> float:
         return math.nan
 
 
-def _images_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _files_under(root: Path, suffixes: frozenset[str] | None) -> list[Path]:
+    """Files under ``root`` whose suffix (any case) is one of ``suffixes`` (all if None), sorted."""
+    found = []
+    for folder, _, names in os.walk(root):
+        found.extend(Path(folder, n) for n in names if suffixes is None or os.path.splitext(n)[1].lower() in suffixes)
+    return sorted(found)
 
 
 def _is_coco(path: Path) -> bool:
@@ -106,6 +120,12 @@ def _is_coco(path: Path) -> bool:
     return isinstance(doc, dict) and {"images", "categories"} <= doc.keys()
 
 
+def _report_unsupported(tables: _Tables) -> None:
+    for image in tables.files(UNSUPPORTED_IMAGE_SUFFIXES):
+        tables.problem(image, "unsupported image format",
+                       f"{image.suffix} is not read; convert to JPEG or PNG to use it", image=image)
+
+
 def detect_format(root: Path) -> str:
     """Guess the export format of a folder.
 
@@ -113,17 +133,18 @@ def detect_format(root: Path) -> str:
         root: the export's top folder.
 
     Returns:
-        ``"yolo"`` (a ``data.yaml`` or ``labels/*.txt``), ``"coco"`` (a COCO ``*.json``) or
-        ``"voc"`` (``*.xml`` annotations).
+        ``"yolo"`` (a ``data.yaml``, ``labels/*.txt`` or a ``classes.txt``/``obj.names``),
+        ``"coco"`` (a COCO ``*.json``) or ``"voc"`` (``*.xml`` annotations).
 
     Raises:
         ValueError: none of the three is recognisable.
     """
-    if any(root.rglob("data.yaml")) or any(p.parent.name == "labels" for p in root.rglob("*.txt")):
+    texts = _files_under(root, frozenset({".txt", ".yaml", ".names"}))
+    if any(p.name in _YOLO_NAME_FILES or p.parent.name == "labels" for p in texts):
         return "yolo"
-    if any(_is_coco(js) for js in root.rglob("*.json")):
+    if any(_is_coco(js) for js in _files_under(root, frozenset({".json"}))):
         return "coco"
-    if any(root.rglob("*.xml")):
+    if _files_under(root, frozenset({".xml"})):
         return "voc"
     raise ValueError(
         f"{root}: cannot tell the annotation format (no data.yaml or labels/*.txt, no *.json, no *.xml); "
@@ -131,101 +152,169 @@ def detect_format(root: Path) -> str:
     )
 
 
-def read_voc(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def parse_voc_file(file: str) -> tuple[str, Any]:
+    """Parse one Pascal VOC file; runs in worker processes.
+
+    Args:
+        file: path of the ``.xml``.
+
+    Returns:
+        ``("ok", [(name, x_min, y_min, x_max, y_max), ...])`` with NaN for a missing or
+        non-numeric coordinate, or ``("error", detail)``.
+    """
+    try:
+        root = ET.parse(file).getroot()
+    except (ET.ParseError, OSError) as err:
+        return "error", f"{type(err).__name__}: {err}"
+    if root.tag != "annotation":
+        return "error", f"root element is <{root.tag}>, not a Pascal VOC <annotation>"
+    boxes = []
+    for obj in root.iter("object"):
+        box = obj.find("bndbox")
+        corners = [_number(box.findtext(k) if box is not None else None) for k in ("xmin", "ymin", "xmax", "ymax")]
+        boxes.append(((obj.findtext("name") or "").strip(), *corners))
+    return "ok", boxes
+
+
+def read_voc(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read Pascal VOC: ``NAME.xml`` beside ``NAME.jpg``, or in an ``Annotations/`` folder.
 
     Args:
         root: the export's top folder.
+        map_files: how to run the per-file parser over the annotation files.
 
     Returns:
         The ``images``, ``boxes`` and ``problems`` tables (see the module docstring).
     """
     tables = _Tables(root)
+    _report_unsupported(tables)
     xml_by_stem: dict[tuple[Path, str], Path] = {}
-    for xml in sorted(root.rglob("*.xml")):
+    for xml in tables.files(frozenset({".xml"})):
         folder = xml.parent.parent / "JPEGImages" if xml.parent.name == "Annotations" else xml.parent
         xml_by_stem[(folder, xml.stem)] = xml
-    claimed: set[Path] = set()
-    for image in _images_under(root):
+    pairs, claimed = [], set()
+    for image in tables.files(IMAGE_SUFFIXES):
         xml = xml_by_stem.get((image.parent, image.stem))
         if xml is None:
             tables.problem(image, "image without annotation", "no NAME.xml beside it or in Annotations/", image=image)
+        elif xml in claimed:
+            tables.problem(image, "image without annotation", f"{xml.name} is already the annotation of "
+                           "another image with the same name", image=image)
+        else:
+            claimed.add(xml)
+            pairs.append((image, xml))
+    parsed = map_files(parse_voc_file, [str(xml) for _, xml in pairs], f"Reading {len(pairs)} VOC files")
+    for (image, xml), (status, content) in zip(pairs, parsed, strict=True):
+        if status == "error":
+            tables.problem(xml, "unparseable annotation file", content, image=image)
             continue
-        claimed.add(xml)
-        try:
-            objects = ET.parse(xml).getroot().findall("object")
-        except ET.ParseError as err:
-            tables.problem(xml, "unparseable annotation file", str(err), image=image)
-            continue
-        tables.add_image(image, annotation=xml, background=not objects)
-        for obj in objects:
-            box = obj.find("bndbox")
-            corners = [_number(box.findtext(k) if box is not None else None) for k in ("xmin", "ymin", "xmax", "ymax")]
-            tables.add_box(image, xml, (obj.findtext("name") or "").strip(), corners)
+        image_id = tables.add_image(image, annotation=xml, background=not content)
+        for name, *corners in content:
+            tables.add_box(image_id, str(xml), name, corners)
     for xml in sorted(set(xml_by_stem.values()) - claimed):
         tables.problem(xml, "annotation without image", "no image with the same name beside it")
     return tables.frames()
 
 
-def _yolo_names(root: Path) -> dict[int, str]:
-    for data_yaml in sorted(root.rglob("data.yaml")):
-        names = (yaml.safe_load(data_yaml.read_text(encoding="utf-8")) or {}).get("names")
-        if isinstance(names, list):
-            return dict(enumerate(str(n) for n in names))
-        if isinstance(names, dict):
-            return {int(k): str(v) for k, v in names.items()}
+_YOLO_NAME_FILES = ("data.yaml", "classes.txt", "obj.names")
+
+
+def _yolo_names(tables: _Tables) -> dict[int, str]:
+    """Class names by id, from ``data.yaml`` (Ultralytics) or ``classes.txt``/``obj.names`` (darknet)."""
+    files = sorted((p for p in tables.files(frozenset({".yaml", ".txt", ".names"})) if p.name in _YOLO_NAME_FILES),
+                   key=lambda p: (_YOLO_NAME_FILES.index(p.name), len(p.parts), p))
+    for file in files:
+        try:
+            if file.suffix == ".yaml":
+                names = (yaml.safe_load(file.read_text(encoding="utf-8-sig")) or {}).get("names")
+                names = dict(enumerate(names)) if isinstance(names, list) else names
+                return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
+            return dict(enumerate(ln.strip() for ln in file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()))
+        except (yaml.YAMLError, UnicodeDecodeError, ValueError, TypeError, AttributeError, OSError) as err:
+            tables.problem(file, "unparseable annotation file",
+                           f"class names unreadable ({type(err).__name__}: {err}); class ids are used as names")
+            return {}
     return {}
 
 
-def read_yolo(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read the Ultralytics layout: ``data.yaml`` plus ``.../images/X.jpg`` and ``.../labels/X.txt``.
+def parse_yolo_file(file: str) -> tuple[str, Any]:
+    """Parse one YOLO label file; runs in worker processes.
+
+    Args:
+        file: path of the ``.txt``.
+
+    Returns:
+        ``("ok", [[class, cx, cy, w, h] as text, ...])``, ``("columns", detail)`` when a line
+        has other than 5 columns, or ``("error", detail)``.
+    """
+    try:
+        lines = [ln.split() for ln in Path(file).read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    except (UnicodeDecodeError, OSError) as err:
+        return "error", f"{type(err).__name__}: {err}"
+    bad = [n for n, cols in enumerate(lines, 1) if len(cols) != 5]
+    if bad:
+        return "columns", f"line {bad[0]} has {len(lines[bad[0] - 1])} columns, expected 5 (class cx cy w h)"
+    return "ok", lines
+
+
+def _yolo_label_of(root: Path, image: Path) -> Path:
+    """``.../images/.../X.jpg`` → ``.../labels/.../X.txt`` (Ultralytics); else ``X.txt`` beside it (darknet)."""
+    parts = list(image.relative_to(root).parts)
+    if "images" in parts[:-1]:
+        parts[len(parts) - 2 - parts[-2::-1].index("images")] = "labels"
+    return (root / Path(*parts)).with_suffix(".txt")
+
+
+def read_yolo(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read YOLO: Ultralytics' ``images/X.jpg`` + ``labels/X.txt`` + ``data.yaml``, or darknet's
+    ``X.jpg`` + ``X.txt`` side by side with ``classes.txt``/``obj.names``.
 
     An empty label file declares a background image, as Ultralytics defines it; a missing one
     is a problem, since a lost label file would otherwise teach "no lesion here".
 
     Args:
         root: the export's top folder.
+        map_files: how to run the per-file parser over the label files.
 
     Returns:
         The ``images``, ``boxes`` and ``problems`` tables (see the module docstring).
     """
     tables = _Tables(root)
-    names = _yolo_names(root)
-    claimed: set[Path] = set()
-    for image in _images_under(root):
-        parts = list(image.relative_to(root).parts)
-        if "images" not in parts:
+    _report_unsupported(tables)
+    names = _yolo_names(tables)
+    pairs = []
+    for image in tables.files(IMAGE_SUFFIXES):
+        label = _yolo_label_of(root, image)
+        if label.is_file():
+            pairs.append((image, label))
+        else:
+            tables.problem(image, "image without annotation", f"missing label file {label.relative_to(root)}", image=image)
+    parsed = map_files(parse_yolo_file, [str(label) for _, label in pairs], f"Reading {len(pairs)} YOLO label files")
+    for (image, label), (status, content) in zip(pairs, parsed, strict=True):
+        if status != "ok":
+            reason = "wrong column count" if status == "columns" else "unparseable annotation file"
+            tables.problem(label, reason, content, image=image)
             continue
-        parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
-        label = (root / Path(*parts)).with_suffix(".txt")
-        if not label.exists():
-            tables.problem(image, "image without annotation", f"missing label file {label.name}", image=image)
-            continue
-        claimed.add(label)
-        try:
-            lines = [ln.split() for ln in label.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        except (UnicodeDecodeError, OSError) as err:
-            tables.problem(label, "unparseable annotation file", str(err), image=image)
-            continue
-        bad = [n for n, cols in enumerate(lines, 1) if len(cols) != 5]
-        if bad:
-            tables.problem(
-                label, "wrong column count",
-                f"line {bad[0]} has {len(lines[bad[0] - 1])} columns, expected 5 (class cx cy w h)", image=image,
-            )
-            continue
-        tables.add_image(image, annotation=label, background=not lines)
-        for cols in lines:
+        image_id = tables.add_image(image, annotation=label, background=not content)
+        for cols in content:
             cls, cx, cy, w, h = (_number(c) for c in cols)
-            name = names.get(int(cls), str(cols[0])) if math.isfinite(cls) and cls == int(cls) else str(cols[0])
-            # Normalised until the image size is known; ingestion scales them (see ``normalised``).
-            tables.add_box(image, label, name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
-    for label in sorted(p for p in root.rglob("*.txt") if p.parent.name == "labels" and p not in claimed):
-        tables.problem(label, "annotation without image", "no image with the same name in images/")
+            name = names.get(int(cls), cols[0]) if math.isfinite(cls) and cls == int(cls) else cols[0]
+            # Fractions until the image size is known: AnnotatedExport scales them to pixels.
+            tables.add_box(image_id, str(label), name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    claimed = {label for _, label in pairs}
+    label_files = (p for p in tables.files(frozenset({".txt"}))
+                   if p.name not in _YOLO_NAME_FILES and not p.name.lower().startswith("readme"))
+    for label in sorted(p for p in label_files if p not in claimed and (p.parent.name == "labels" or _beside_images(p))):
+        tables.problem(label, "annotation without image", "no image with the same name in images/ or beside it")
     return tables.frames()
 
 
-def read_coco(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _beside_images(label: Path) -> bool:
+    """A darknet label: a ``.txt`` in a folder that holds images too."""
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in label.parent.iterdir())
+
+
+def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read COCO detection JSON (``instances*.json``, Roboflow's ``_annotations.coco.json``).
 
     Images are looked up beside the JSON file, then in an ``images/`` folder beside it.
@@ -233,24 +322,32 @@ def read_coco(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
     Args:
         root: the export's top folder.
+        map_files: unused: a COCO export is one JSON per split, read here.
 
     Returns:
         The ``images``, ``boxes`` and ``problems`` tables (see the module docstring).
     """
     tables = _Tables(root)
+    _report_unsupported(tables)
     claimed: set[Path] = set()
-    for js in sorted(root.rglob("*.json")):
+    for js in tables.files(frozenset({".json"})):
         try:
-            doc = json.loads(js.read_text(encoding="utf-8"))
+            doc = json.loads(js.read_text(encoding="utf-8-sig"))
             categories = {c["id"]: str(c["name"]) for c in doc["categories"]}
             entries = {i["id"]: i for i in doc["images"]}
-            annotations = doc.get("annotations", [])
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-            tables.problem(js, "unparseable annotation file", f"{type(err).__name__}: {err}")
+            annotations = list(doc.get("annotations") or [])
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as err:
+            tables.problem(js, "unparseable annotation file", f"not COCO detection JSON ({type(err).__name__}: {err})")
             continue
         by_image: dict = {}
         for ann in annotations:
-            by_image.setdefault(ann.get("image_id"), []).append(ann)
+            key = ann.get("image_id") if isinstance(ann, dict) else None
+            if key in entries:
+                by_image.setdefault(key, []).append(ann)
+            else:
+                tables.problem(js, "annotation without image",
+                               f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r} refers to "
+                               f"image id {key!r}, which is not in 'images'")
         for image_key, entry in sorted(entries.items(), key=lambda kv: str(kv[1].get("file_name"))):
             name = str(entry.get("file_name", ""))
             candidates = [js.parent / name, js.parent / "images" / name]
@@ -258,15 +355,19 @@ def read_coco(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             if image is None:
                 tables.problem(js, "annotation without image", f"{name}: not found beside {js.name} or in images/")
                 continue
+            if image in claimed:
+                tables.problem(js, "duplicate image entry", f"{name} (image id {image_key!r}) is listed more than once")
+                continue
             claimed.add(image)
             anns = by_image.get(image_key, [])
-            tables.add_image(image, annotation=js, background=not anns)
+            image_id = tables.add_image(image, annotation=js, background=not anns)
             for ann in anns:
-                bbox = ann.get("bbox") or [math.nan] * 4
-                x, y, w, h = (_number(str(v)) for v in (list(bbox) + [math.nan] * 4)[:4])
-                name_ = categories.get(ann.get("category_id"), str(ann.get("category_id")))
-                tables.add_box(image, js, name_, (x, y, x + w, y + h))
-    for image in _images_under(root):
+                bbox = ann.get("bbox")
+                bbox = list(bbox) if isinstance(bbox, list | tuple) else []
+                x, y, w, h = (_number(str(v)) for v in (bbox + [math.nan] * 4)[:4])
+                label = categories.get(ann.get("category_id"), str(ann.get("category_id")))
+                tables.add_box(image_id, str(js), label, (x, y, x + w, y + h))
+    for image in tables.files(IMAGE_SUFFIXES):
         if image not in claimed:
             tables.problem(image, "image without annotation", "not listed in any COCO json", image=image)
     return tables.frames()

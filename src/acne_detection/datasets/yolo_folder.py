@@ -40,9 +40,12 @@ class YoloDataset:
         return [self.root / rel for rel in self.manifest.loc[self.manifest.split == split, "image"]]
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
+def _link_or_copy(src: str, dest: str) -> None:
     try:
         os.link(src, dest)
+    except FileExistsError:  # a changed row: replace what an earlier save wrote
+        os.unlink(dest)
+        _link_or_copy(src, dest)
     except OSError:  # another file system, or links not allowed: copy instead
         shutil.copy2(src, dest)
 
@@ -94,20 +97,14 @@ class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):
         unchanged = set(map(tuple, old.astype(str).to_numpy())) & set(map(tuple, data.astype(str).to_numpy()))
         for rel in set(old.get("image", [])) - set(data["image"]) | set(old.get("label", [])) - set(data["label"]):
             (self._root / rel).unlink(missing_ok=True)
-        written = 0
-        for row in data.itertuples(index=False):
-            image, label = self._root / row.image, self._root / row.label
-            if tuple(str(v) for v in row) in unchanged and image.exists() and label.exists():
-                continue
-            image.parent.mkdir(parents=True, exist_ok=True)
-            label.parent.mkdir(parents=True, exist_ok=True)
-            image.unlink(missing_ok=True)
-            if Path(row.image).suffix == Path(row.file).suffix.lower() and row.orientation == 1:
-                _link_or_copy(Path(row.file), image)
-            else:
-                _write_normalised(Path(row.file), image)
-            label.write_text(row.labels + ("\n" if row.labels else ""), encoding="utf-8")
-            written += 1
+        todo = [row for row in data.itertuples(index=False)
+                if not (tuple(str(v) for v in row) in unchanged
+                        and (self._root / row.image).exists() and (self._root / row.label).exists())]
+        for folder in {(self._root / rel).parent for row in todo for rel in (row.image, row.label)}:
+            folder.mkdir(parents=True, exist_ok=True)
+        for row in todo:
+            self._write_row(row)
+        written = len(todo)
         for split in _SPLITS:  # Ultralytics needs each folder to exist, even if empty
             (self._root / split / "images").mkdir(parents=True, exist_ok=True)
         # No `path:` key: Ultralytics then resolves the splits beside data.yaml, so the folder can move.
@@ -116,6 +113,16 @@ class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):
         (self._root / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         data.to_csv(old_index, index=False)
         logger.info("YOLO dataset in %s: %d images written, %d unchanged", self._root, written, len(data) - written)
+
+    def _write_row(self, row: Any) -> None:
+        # Plain os calls: with 10,000 rows, pathlib's overhead costs more than the file system.
+        image, label = os.path.join(self._root, row.image), os.path.join(self._root, row.label)
+        if os.path.splitext(row.image)[1] == os.path.splitext(row.file)[1].lower() and row.orientation == 1:
+            _link_or_copy(row.file, image)
+        else:
+            _write_normalised(Path(row.file), Path(image))
+        with open(label, "w", encoding="utf-8") as f:
+            f.write(row.labels + ("\n" if row.labels else ""))
 
     def _exists(self) -> bool:
         return (self._root / _INDEX).exists()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from acne_detection.datasets import AnnotatedExport
-from acne_detection.pipelines.data.nodes import describe_classes, describe_dataset, plot_dataset
+from acne_detection.pipelines.data.nodes import describe_dataset, map_classes, plot_dataset
 
 
 def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
@@ -26,7 +26,8 @@ def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
 
 
 def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params) -> None:
-    table = describe_classes(AnnotatedExport(path=str(acne04_sample)).load(), data_params).set_index("class_name")
+    _, table = map_classes(AnnotatedExport(path=str(acne04_sample)).load(), data_params)
+    table = table.set_index("class_name")
     assert table.loc["whitehead and blackhead", "class"] == "comedone"
     assert table["class"].ne("").all()
     assert table["boxes"].sum() > 0

@@ -11,8 +11,8 @@ from kedro.io import DatasetError
 from PIL import Image
 
 from acne_detection.datasets import AnnotatedExport
-from acne_detection.pipelines.data.nodes import summarise_quarantine, validate_export
-from tests.conftest import tree_digest, write_image, write_voc
+from acne_detection.pipelines.data.nodes import summarise_quarantine
+from tests.conftest import tree_digest, validated, write_image, write_voc
 
 GOOD_BOX = [("papules", 10, 10, 20, 20)]
 
@@ -67,7 +67,7 @@ def _reason(report: pd.DataFrame, needle: str) -> set[str]:
 def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, data_params: dict) -> None:
     before = tree_digest(broken_voc)
     raw = AnnotatedExport(path=str(broken_voc), format="auto").load()
-    images, boxes, report, counts = validate_export(raw, data_params)
+    images, boxes, report, counts = validated(raw, data_params)
 
     assert _reason(report, "zero.jpg") == {"zero-byte file"}
     assert _reason(report, "truncated.jpg") == {"truncated image"}
@@ -103,16 +103,16 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
 def test_strict_mode_turns_any_quarantine_into_an_error(broken_voc: Path, data_params: dict) -> None:
     raw = AnnotatedExport(path=str(broken_voc)).load()
     with pytest.raises(DatasetError, match="strict mode"):
-        validate_export(raw, {**data_params, "strict": True})
+        validated(raw, {**data_params, "strict": True})
 
 
 def test_unmapped_class_can_be_an_error_naming_file_and_class(broken_voc: Path, data_params: dict) -> None:
     raw = AnnotatedExport(path=str(broken_voc)).load()
     with pytest.raises(DatasetError, match=r"unknown\.xml: class 'scar'"):
-        validate_export(raw, {**data_params, "unmapped_class": "error"})
+        validated(raw, {**data_params, "unmapped_class": "error"})
 
 
 def test_a_typo_in_parameters_fails_with_the_key(broken_voc: Path, data_params: dict) -> None:
     raw = AnnotatedExport(path=str(broken_voc)).load()
     with pytest.raises(ValueError, match="edge_tolerence_px"):
-        validate_export(raw, {**data_params, "edge_tolerence_px": 2})
+        validated(raw, {**data_params, "edge_tolerence_px": 2})

@@ -80,6 +80,34 @@ def _box_reasons(boxes: pd.DataFrame, tolerance: float) -> tuple[pd.Series, pd.S
     return reason, pd.Series(detail, index=boxes.index)
 
 
+def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.DataFrame]:
+    """Give every box its project class, and say which mapping is in force.
+
+    Args:
+        raw: the export as ``AnnotatedExport`` read it.
+        params: the ``data`` parameters (``classes``, ``class_map``, ``unmapped_class``).
+
+    Returns:
+        The export with a ``class`` column on its boxes (``None`` where the source name is not
+        mapped), and the mapping table: one row per source class name with ``class`` ("" when
+        unmapped) and its number of ``boxes``.
+
+    Raises:
+        DatasetError: with ``unmapped_class: error``, on the first box whose class name
+            ``class_map`` does not know, naming its annotation file.
+    """
+    p = parse("data", params)
+    boxes = raw.boxes.assign(**{"class": map_class_names(raw.boxes["class_name"], p)})
+    if p.unmapped_class == "error" and boxes["class"].isna().any():
+        row = boxes[boxes["class"].isna()].iloc[0]
+        raise DatasetError(f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)")
+    table = boxes.groupby("class_name", dropna=False).agg(boxes=("image_id", "size"), mapped=("class", "first"))
+    table = table.reset_index()[["class_name", "mapped", "boxes"]].rename(columns={"mapped": "class"}).fillna({"class": ""})
+    logger.info("Class mapping in force (source name -> class): %s",
+                dict(zip(table.class_name, table["class"].replace("", "(unmapped)"))))
+    return RawExport(root=raw.root, format=raw.format, images=raw.images, boxes=boxes, problems=raw.problems), table
+
+
 def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Accept what is usable and quarantine the rest, each with a named reason.
 
@@ -89,7 +117,7 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     Overhangs within ``edge_tolerance_px`` are clipped.
 
     Args:
-        raw: the export as ``AnnotatedExport`` read it.
+        raw: the export with each box's ``class`` (``map_classes``'s output).
         params: the ``data`` parameters.
 
     Returns:
@@ -98,8 +126,7 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
         ``images_read == images_accepted + images_quarantined`` and likewise for boxes.
 
     Raises:
-        DatasetError: in strict mode, when anything is quarantined; with
-            ``unmapped_class: error``, on a class name ``class_map`` does not know.
+        DatasetError: in strict mode, when anything is quarantined.
     """
     p = parse("data", params)
     images = raw.images.copy()
@@ -111,12 +138,6 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     images.loc[copies, "image_detail"] = "same bytes as " + images.loc[copies, "sha256"].map(original)
 
     boxes = raw.boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
-    boxes["class"] = map_class_names(boxes["class_name"], p)
-    seen = boxes.groupby("class_name", dropna=False)["class"].first().fillna("(unmapped)").to_dict()
-    logger.info("Class mapping in force (source name -> class): %s", seen)
-    if p.unmapped_class == "error" and boxes["class"].isna().any():
-        row = boxes[boxes["class"].isna()].iloc[0]
-        raise DatasetError(f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)")
     reason, detail = _box_reasons(boxes, p.edge_tolerance_px)
     key = boxes[["image_id", "class"]].astype(str).join(boxes[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str))
     duplicate = (reason == "") & key.duplicated()
@@ -313,22 +334,6 @@ def plan_yolo_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[st
     columns = ["split", "image_id", "file", "sha256", "orientation", "mode", "image", "label", "labels"]
     gt_columns = ["split", "image", "image_id", "class", "class_id", "x_min", "y_min", "x_max", "y_max", "width", "height"]
     return plan[columns], gt[gt_columns].sort_values(["image", "x_min", "y_min"], ignore_index=True)
-
-
-def describe_classes(raw: RawExport, params: dict[str, Any]) -> pd.DataFrame:
-    """The class mapping in force: each source class name, what it maps to, and how often.
-
-    Args:
-        raw: the export as read.
-        params: the ``data`` parameters.
-
-    Returns:
-        One row per source class name: ``class_name``, ``class`` ("" when unmapped), ``boxes``.
-    """
-    p = parse("data", params)
-    counts = raw.boxes.groupby("class_name").size().rename("boxes").reset_index()
-    counts.insert(1, "class", map_class_names(counts["class_name"], p).fillna(""))
-    return counts
 
 
 def _sides_at_training_size(ground_truth: pd.DataFrame, imgsz: int) -> dict[str, pd.Series]:

@@ -3,19 +3,19 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.data.nodes import (
-    describe_classes, describe_dataset, plan_yolo_dataset, plot_dataset, split_dataset, summarise_quarantine,
+    describe_dataset, map_classes, plan_yolo_dataset, plot_dataset, split_dataset, summarise_quarantine,
     validate_export,
 )
 from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """ingest (the catalog's ``raw_export``) → validate → split → YOLO-format dataset → report."""
+    """ingest (the catalog's ``raw_export``, read once) → map classes → validate → split → YOLO-format dataset → report."""
     return pipeline(
         [
-            node(validate_export, ["raw_export", "params:data"],
+            node(map_classes, ["raw_export", "params:data"], ["mapped_export", "class_mapping"], name="map_classes"),
+            node(validate_export, ["mapped_export", "params:data"],
                  ["accepted_images", "accepted_boxes", "quarantine_report", "ingestion_counts"], name="validate_export"),
-            node(describe_classes, ["raw_export", "params:data"], "class_mapping", name="describe_classes"),
             node(to_mlflow_metrics, "ingestion_counts", "ingestion_counts_mlflow", name="log_ingestion_counts"),
             node(summarise_quarantine, "quarantine_report", "quarantine_summary", name="summarise_quarantine"),
             node(split_dataset, ["accepted_images", "accepted_boxes", "params:data"], "split_images", name="split_dataset"),
