@@ -31,12 +31,14 @@ CHECKS = ("structure", "decode")
 PROBE_COLUMNS = ["bytes", "sha256", "width", "height", "orientation", "mode", "image_problem", "image_detail"]
 
 _EXIF_ORIENTATION = 0x0112
+_JPEG_FORMATS = ("JPEG", "MPO")
 _SOI, _EOI, _SOS, _TEM = 0xD8, 0xD9, 0xDA, 0x01
 _SOF = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0)})
 # Markers with a length field that libjpeg accepts between frames and scans: SOFn, DHT (C4),
 # DAC (CC), DQT/DNL/DRI/DHP/EXP (DB-DF), APPn (E0-EF), COM (FE).
 _SEGMENTS = _SOF | {0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, *range(0xE0, 0xF0), 0xFE}
 _RST = frozenset(range(0xD0, 0xD8))
+_BETWEEN_SCANS = frozenset({0xC4, 0xCC, 0xDA, 0xDB, 0xDD})  # DHT, DAC, SOS, DQT, DRI
 _NEXT_MARKER = re.compile(rb"\xff+([^\x00\xff])")
 
 
@@ -86,9 +88,10 @@ def _walk_jpeg(data: bytes) -> None:
             raise _Broken("truncated image", f"file ends inside the segment at byte {pos - 2}")
         length = int.from_bytes(data[pos:pos + 2], "big")
         if length < 2 or pos + length > len(data):
-            # Past the first scan, a segment running off the end is damage in the scan data
-            # that happens to look like a marker, not a short file.
-            reason = "truncated image" if length >= 2 and not scans else "unreadable image"
+            # Past the first scan only tables and scan headers follow (progressive files); any
+            # other segment running off the end is damage in the scan data, not a short file.
+            short = length >= 2 and (not scans or marker in _BETWEEN_SCANS)
+            reason = "truncated image" if short else "unreadable image"
             raise _Broken(reason, f"segment 0xFF{marker:02X} at byte {pos - 2} claims {length} bytes, "
                                   f"{len(data) - pos} remain")
         pos += length
@@ -164,13 +167,13 @@ def probe_image(file: str, check: str = "structure") -> dict[str, Any]:
 
 def _check_body(img: Image.Image, data: bytes, check: str) -> tuple[str, str]:
     """Check the image data behind an opened header; raise or return ``(reason, detail)``."""
-    if check == "structure" and img.format == "JPEG":
-        return jpeg_structure_problem(data)
+    if check == "structure" and img.format in _JPEG_FORMATS:
+        return jpeg_structure_problem(data)  # MPO (phones' multi-picture JPEG): the first picture is the photo
     if check == "structure" and img.format == "PNG":
         with Image.open(io.BytesIO(data)) as fresh:  # verify() must come straight after open
             fresh.verify()  # every chunk read and CRC-checked, without decompressing
         return "", ""
-    if img.format == "JPEG":  # 1/8 scale: every byte is still entropy-decoded, so damage shows
+    if img.format in _JPEG_FORMATS:  # 1/8 scale: every byte is still entropy-decoded, so damage shows
         img.draft(img.mode, (max(img.width // 8, 1), max(img.height // 8, 1)))
     img.load()
     return "", ""

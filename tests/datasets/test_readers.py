@@ -11,7 +11,7 @@ import pytest
 
 from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
 from acne_detection.datasets.readers import detect_format
-from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset, validate_export
+from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset
 from tests.conftest import tree_digest, validated, write_image, write_voc
 
 
@@ -127,3 +127,52 @@ def test_yolo_folder_rewrites_only_what_changed(tmp_path: Path, data_params: dic
     assert [p.name for p in moved] == [Path(manifest.label.iloc[0]).name]
     loaded = folder.load()
     assert len(loaded.images("train")) + len(loaded.images("val")) + len(loaded.images("test")) == 6
+
+
+def test_darknet_flat_yolo_with_classes_txt_and_bom(tmp_path: Path) -> None:
+    """LabelImg/darknet layout: X.jpg beside X.txt, names in classes.txt; Windows tools add a BOM."""
+    root = tmp_path / "flat"
+    write_image(root / "a.jpg", (100, 50), seed=1)
+    (root / "a.txt").write_text("\ufeff2 0.5 0.5 0.2 0.4\r\n", encoding="utf-8")
+    write_image(root / "b.jpg", (100, 50), seed=2)
+    (root / "classes.txt").write_text("\ufeffcomedone\npapule\npustule\nnodule\n", encoding="utf-8")
+    (root / "README.txt").write_text("exported by hand\n")
+    (root / "stray.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    assert detect_format(root) == "yolo"
+    raw = AnnotatedExport(path=str(root)).load()
+    assert raw.boxes.class_name.tolist() == ["pustule"]
+    assert raw.boxes[["x_min", "y_min", "x_max", "y_max"]].iloc[0].tolist() == pytest.approx([40, 15, 60, 35])
+    problems = dict(zip(raw.problems.file.map(lambda f: Path(f).name), raw.problems.reason))
+    assert problems == {"b.jpg": "image without annotation", "stray.txt": "annotation without image"}
+
+
+def test_coco_annotations_that_point_nowhere_are_reported_not_dropped(tmp_path: Path, data_params: dict) -> None:
+    root = tmp_path / "coco"
+    write_image(root / "x.jpg", (80, 60), seed=1)
+    doc = {
+        "categories": [{"id": 1, "name": "papules"}],
+        "images": [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "x.jpg"}],
+        "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
+                        {"id": 11, "image_id": 99, "category_id": 1, "bbox": [1, 2, 3, 4]},
+                        {"id": 12, "image_id": 1, "category_id": 1, "bbox": None}],
+    }
+    (root / "instances_train.json").write_text(json.dumps(doc), encoding="utf-8-sig")
+    raw = AnnotatedExport(path=str(root)).load()
+    assert sorted(raw.problems.reason) == ["annotation without image", "duplicate image entry"]
+    assert "annotation 11 refers to image id 99" in " ".join(raw.problems.detail)
+    _, _, report, counts = validated(raw, data_params)
+    assert "non-numeric or NaN value" in set(report.reason)  # the box without a bbox
+    assert counts["boxes_read"] == counts["boxes_accepted"] + counts["boxes_quarantined"] == 2
+
+
+def test_worker_processes_give_the_same_tables_as_one_process(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    for i in range(300):  # above the size at which the loader starts worker processes
+        write_image(root / f"img{i:03d}.jpg", (16, 16), seed=i, quality=70)
+        write_voc(root / f"img{i:03d}.xml", f"img{i:03d}.jpg", [("papules", 1, 1, 9, 9 + i % 5)], size=(16, 16))
+    (root / "img007.jpg").write_bytes((root / "img007.jpg").read_bytes()[:-40])
+    pooled = AnnotatedExport(path=str(root), workers=2).load()
+    serial = AnnotatedExport(path=str(root), workers=1).load()
+    pd.testing.assert_frame_equal(pooled.images, serial.images)
+    pd.testing.assert_frame_equal(pooled.boxes, serial.boxes)
+    assert pooled.images.set_index("image_id").loc["img007.jpg", "image_problem"] == "truncated image"

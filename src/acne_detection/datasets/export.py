@@ -13,7 +13,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
@@ -67,7 +67,7 @@ class _FileMapper:
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> _FileMapper:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,11 +130,11 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         workers: processes that check images (default: the machine's cores).
     """
 
-    def __init__(  # noqa: PLR0913 - the catalog's keyword arguments
+    def __init__(
         self,
         *,
         path: str,
-        format: str = "auto",  # noqa: A002 - the word users write in the catalog
+        format: str = "auto",  # the word users write in the catalog, though it shadows a builtin
         image_check: str = "structure",
         synthetic: dict[str, Any] | None = None,
         workers: int | None = None,

@@ -50,13 +50,23 @@ def _link_or_copy(src: str, dest: str) -> None:
         shutil.copy2(src, dest)
 
 
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grayscale → 8-bit, scaled by the range its type implies."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    if img.mode == "F":
+        top = 1.0 if peak <= 1.0 else max(peak, 255.0)
+    else:
+        top = 255.0 if peak <= 255 and not img.mode.startswith("I;16") else 65535.0 if peak <= 65535 else peak
+    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+
+
 def _write_normalised(src: Path, dest: Path) -> None:
     """Write the image as displayed (EXIF applied) in 8-bit RGB PNG, the form boxes refer to."""
     with Image.open(src) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode.startswith("I"):  # 16-bit grayscale: keep the high byte
-            img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8), mode="L")
-        img.convert("RGB").save(dest)
+        _to_8bit(ImageOps.exif_transpose(img)).convert("RGB").save(dest, format="PNG")
 
 
 class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):

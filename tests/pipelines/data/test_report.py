@@ -31,3 +31,15 @@ def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params)
     assert table.loc["whitehead and blackhead", "class"] == "comedone"
     assert table["class"].ne("").all()
     assert table["boxes"].sum() > 0
+
+
+def test_class_names_map_through_case_spacing_numbering_and_plurals(data_params) -> None:
+    from acne_detection.params import parse
+    from acne_detection.pipelines.data.nodes import map_class_names
+
+    names = pd.Series(["Whitehead and Blackhead", "0 comedone", "1-Papules", "pustules_", "NODULES AND CYSTS",
+                       "blackhead", "scar", "3", "acne scars"])
+    mapped = [m if isinstance(m, str) else None for m in map_class_names(names, parse("data", data_params))]
+    assert mapped == ["comedone", "comedone", "papule", "pustule", "nodule", None, None, None, None]
+    with_map = parse("data", {**data_params, "class_map": {**data_params["class_map"], "blackheads": "comedone", "3": "nodule"}})
+    assert map_class_names(pd.Series(["blackhead", "3"]), with_map).tolist() == ["comedone", "nodule"]

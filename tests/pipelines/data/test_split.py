@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from acne_detection.pipelines.data.nodes import assign_groups, split_dataset
+from acne_detection.pipelines.data.nodes import assign_groups, find_split_leaks, split_dataset
 
 CLASSES = ["comedone", "papule", "pustule", "nodule"]
 
@@ -59,7 +59,11 @@ def test_keep_source_split_reports_leaks(caplog: pytest.LogCaptureFixture) -> No
                            "source_split": ["train", "test", "val"]})
     split = split_dataset(images, pd.DataFrame(columns=["image_id", "class"]), {"split": {"keep_source_split": True}})
     assert split["split"].tolist() == ["train", "test", "val"]
-    assert "Leakage in the export's own split: copies of photo 'p'" in caplog.text
+    leaks = find_split_leaks(split)
+    assert leaks.to_dict("records") == [{"group": "p", "splits": "test, train",
+                                         "images": "p_jpg.rf.aa.jpg; p_jpg.rf.bb.jpg"}]
+    assert "Leakage in the split: copies of photo 'p'" in caplog.text
+    assert find_split_leaks(split_dataset(*_tables(), {})).empty  # the project's own split never leaks
 
 
 def test_too_few_groups_is_a_clear_error() -> None:

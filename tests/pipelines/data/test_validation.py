@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
 import pandas as pd
 import pytest
 from kedro.io import DatasetError
@@ -53,6 +54,17 @@ def broken_voc(tmp_path: Path) -> Path:
     write_voc(root / "truncated.xml", "truncated.jpg", GOOD_BOX)
     (root / "fake.jpg").write_text("this is not a picture")
     write_voc(root / "fake.xml", "fake.jpg", GOOD_BOX)
+    pair("cmyk.jpg", seed=17, mode="CMYK")
+    pair("bilevel.png", seed=18, mode="1")
+    pair("upper.JPG", seed=19)
+    mpo_frames = [Image.open(write_image(root / f"frame{i}.tmp", seed=20 + i, format="JPEG")) for i in range(2)]
+    mpo_frames[0].save(root / "phone_multi_picture.jpg", format="MPO", save_all=True, append_images=mpo_frames[1:])
+    write_voc(root / "phone_multi_picture.xml", "phone_multi_picture.jpg", GOOD_BOX)
+    for frame in root.glob("frame*.tmp"):
+        frame.unlink()
+    (root / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # a format the pipeline does not read
+    (root / "not_voc.jpg").write_bytes((root / "good.jpg").read_bytes()[:-1] + b"\xd9")  # same pixels, other bytes
+    (root / "not_voc.xml").write_text("<labelme><shape/></labelme>")
     write_voc(root / "orphan.xml", "orphan.jpg", GOOD_BOX)
     write_image(root / "no_annotation.jpg", seed=15)
     write_image(root / "broken_xml.jpg", seed=16)
@@ -75,6 +87,8 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
     assert _reason(report, "orphan.xml") == {"annotation without image"}
     assert _reason(report, "no_annotation.jpg") == {"image without annotation"}
     assert _reason(report, "broken_xml.xml") == {"unparseable annotation file"}
+    assert _reason(report, "not_voc.xml") == {"unparseable annotation file"}
+    assert _reason(report, "photo.heic") == {"unsupported image format"}
     assert _reason(report, "good_copy.jpg") == {"byte-identical copy"}
     assert "invalid box" in _reason(report, "edge_far") and "box past the image edge" in _reason(report, "edge_far.xml")
     assert "zero or negative width or height" in _reason(report, "zero_width.xml")
@@ -84,14 +98,15 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
 
     accepted = set(images.image_id)
     assert {"good.jpg", "gray.png", "rgba.png", "palette.png", "deep16.png", "name with space é.jpg",
-            "background.jpg", "edge_clip.jpg", "unknown.jpg", "dupbox.jpg", "exif_rotated.jpg"} == accepted
+            "background.jpg", "edge_clip.jpg", "unknown.jpg", "dupbox.jpg", "exif_rotated.jpg", "cmyk.jpg",
+            "bilevel.png", "upper.JPG", "phone_multi_picture.jpg"} == accepted
     rotated = images.set_index("image_id").loc["exif_rotated.jpg"]
     assert (rotated.width, rotated.height, rotated.orientation) == (48, 64, 6)
     clipped = boxes[boxes.image_id == "edge_clip.jpg"].iloc[0]
     assert clipped.x_max == 64.0
     assert len(boxes[boxes.image_id == "dupbox.jpg"]) == 1
 
-    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 20
+    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 26
     assert counts["boxes_read"] == counts["boxes_accepted"] + counts["boxes_quarantined"]
     assert counts["files_quarantined"] == 1  # orphan.xml; broken_xml.jpg is a quarantined image
     assert tree_digest(broken_voc) == before  # source files are never modified
@@ -116,3 +131,20 @@ def test_a_typo_in_parameters_fails_with_the_key(broken_voc: Path, data_params: 
     raw = AnnotatedExport(path=str(broken_voc)).load()
     with pytest.raises(ValueError, match="edge_tolerence_px"):
         validated(raw, {**data_params, "edge_tolerence_px": 2})
+
+
+def test_unusual_images_reach_the_yolo_folder_as_displayed(broken_voc: Path, data_params: dict, tmp_path: Path) -> None:
+    from acne_detection.datasets import YoloDatasetFolder
+    from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset
+
+    images, boxes, _, _ = validated(AnnotatedExport(path=str(broken_voc)).load(), data_params)
+    manifest, _ = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)
+    folder = YoloDatasetFolder(path=str(tmp_path / "yolo"), names=data_params["classes"])
+    folder.save(manifest)
+    size = images.set_index("image_id")[["width", "height"]]
+    for row in manifest.itertuples():
+        pixels = cv2.imread(str(tmp_path / "yolo" / row.image))  # how Ultralytics' loader reads it
+        assert pixels is not None and pixels.shape == (size.loc[row.image_id, "height"], size.loc[row.image_id, "width"], 3), row.image_id
+        assert (tmp_path / "yolo" / row.label).read_text().count("\n") == len(boxes[boxes.image_id == row.image_id])
+    rotated = manifest.set_index("image_id").loc["exif_rotated.jpg", "image"]
+    assert rotated.endswith(".png")  # rewritten upright, not linked

@@ -38,6 +38,9 @@ def _normalise(name: str) -> str:
 def map_class_names(names: pd.Series, params: DataParams) -> pd.Series:
     """Map source class names to the project's classes, ignoring case, spacing and ``_``/``-``.
 
+    A name not found as written is tried without a leading number (Roboflow's ``0 papule``,
+    ``2-pustules``) and with its words singular, on both sides (``blackhead`` finds ``blackheads``).
+
     Args:
         names: source class names, one per box.
         params: the ``data`` parameters (``classes`` and ``class_map``).
@@ -45,9 +48,15 @@ def map_class_names(names: pd.Series, params: DataParams) -> pd.Series:
     Returns:
         The project class per box, ``None`` where the name is not mapped.
     """
-    lookup = {_normalise(c): c for c in params.classes}
-    lookup.update({_normalise(k): v for k, v in params.class_map.items()})
-    return names.map(lambda n: lookup.get(_normalise(n)))
+    pairs = [*((c, c) for c in params.classes), *params.class_map.items()]
+    exact = {_normalise(k): v for k, v in pairs}
+    loose = {_loose(k): v for k, v in pairs}
+    return names.map(lambda n: exact.get(_normalise(n), loose.get(_loose(n))))
+
+
+def _loose(name: str) -> str:
+    """A class name without a leading number and with every word singular: ``2-Pustules`` → ``pustule``."""
+    return " ".join(re.sub(r"s$", "", word) for word in re.sub(r"^\d+ ", "", _normalise(name)).split())
 
 
 def _box_reasons(boxes: pd.DataFrame, tolerance: float) -> tuple[pd.Series, pd.Series]:
@@ -263,7 +272,6 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     out["group"] = assign_groups(out["image_id"], p.group_pattern)
     if p.split.keep_source_split:
         out["split"] = out["source_split"].replace("", "train")
-        _warn_on_leaks(out)
         return out
     group_of = out.set_index("image_id")["group"]
     presence = pd.crosstab(boxes["image_id"].map(group_of), boxes["class"]).clip(upper=1)
@@ -283,11 +291,25 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     return out
 
 
-def _warn_on_leaks(images: pd.DataFrame) -> None:
-    spread = images.groupby("group")["split"].nunique()
-    for group in spread[spread > 1].index:
-        splits = sorted(images.loc[images.group == group, "split"].unique())
-        logger.warning("Leakage in the export's own split: copies of photo '%s' are in %s", group, splits)
+def find_split_leaks(split: pd.DataFrame) -> pd.DataFrame:
+    """Copies of one source photo found in more than one split: leakage, listed for the report.
+
+    Always empty for the project's own split (groups are kept whole); with
+    ``keep_source_split`` it audits the export's split.
+
+    Args:
+        split: the split images (``split_dataset``'s output: ``group``, ``split``, ``image_id``).
+
+    Returns:
+        One row per leaking group: ``group``, ``splits`` (e.g. ``"test, train"``), ``images``
+        (its image ids, ``;``-separated).
+    """
+    spread = split.groupby("group").agg(splits=("split", lambda s: ", ".join(sorted(set(s)))),
+                                        n_splits=("split", "nunique"), images=("image_id", "; ".join))
+    leaks = spread[spread.n_splits > 1].drop(columns="n_splits").reset_index()
+    for row in leaks.itertuples():
+        logger.warning("Leakage in the split: copies of photo '%s' are in %s (%s)", row.group, row.splits, row.images)
+    return leaks
 
 
 def _target_name(image_id: str) -> str:

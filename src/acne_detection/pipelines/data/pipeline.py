@@ -3,7 +3,7 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.data.nodes import (
-    describe_dataset, map_classes, plan_yolo_dataset, plot_dataset, split_dataset, summarise_quarantine,
+    describe_dataset, find_split_leaks, map_classes, plan_yolo_dataset, plot_dataset, split_dataset, summarise_quarantine,
     validate_export,
 )
 from acne_detection.tracking import to_mlflow_metrics
@@ -19,6 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(to_mlflow_metrics, "ingestion_counts", "ingestion_counts_mlflow", name="log_ingestion_counts"),
             node(summarise_quarantine, "quarantine_report", "quarantine_summary", name="summarise_quarantine"),
             node(split_dataset, ["accepted_images", "accepted_boxes", "params:data"], "split_images", name="split_dataset"),
+            node(find_split_leaks, "split_images", "split_leaks", name="find_split_leaks"),
             node(plan_yolo_dataset, ["split_images", "accepted_boxes", "params:data"],
                  ["yolo_dataset", "ground_truth"], name="plan_yolo_dataset"),
             node(describe_dataset, ["split_images", "ground_truth", "params:train"], "dataset_report",
