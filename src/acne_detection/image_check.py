@@ -11,7 +11,7 @@ Two depths of checking (``check``):
   scan data produce) or a second start-of-image/frame is a broken file. For PNG, Pillow's
   ``verify()`` reads every chunk and checks its CRC. Other formats are decoded fully.
 * ``"decode"``: every image is decoded (JPEG at 1/8 scale, which still reads every byte).
-  Slower by ~15x on 640 px photographs; catches corrupt Huffman tables too.
+  About 4x slower on 640 px photographs (0.85 vs 0.2 ms each); catches corrupt Huffman tables too.
 
 ``tests/test_image_check.py`` holds the structural walk to Pillow's full decode (the
 reference) on randomly truncated and corrupted JPEGs.
