@@ -176,3 +176,19 @@ def test_worker_processes_give_the_same_tables_as_one_process(tmp_path: Path) ->
     pd.testing.assert_frame_equal(pooled.images, serial.images)
     pd.testing.assert_frame_equal(pooled.boxes, serial.boxes)
     assert pooled.images.set_index("image_id").loc["img007.jpg", "image_problem"] == "truncated image"
+
+
+def test_coco_file_names_from_another_machine_are_found_by_name(tmp_path: Path) -> None:
+    root = tmp_path / "coco"
+    write_image(root / "images" / "x.jpg", (80, 60), seed=1)
+    write_image(root / "images" / "y.jpg", (80, 60), seed=2)
+    doc = {"categories": [{"id": 1, "name": "papules"}],
+           "images": [{"id": 1, "file_name": "/content/drive/MyDrive/acne/x.jpg"},
+                      {"id": 2, "file_name": "../images/y.jpg"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}]}
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(doc))
+    raw = AnnotatedExport(path=str(root)).load()
+    assert raw.problems.empty
+    assert sorted(raw.images.image_id) == ["images/x.jpg", "images/y.jpg"]
+    assert raw.boxes.image_id.tolist() == ["images/x.jpg"]

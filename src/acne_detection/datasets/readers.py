@@ -330,6 +330,9 @@ def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
     tables = _Tables(root)
     _report_unsupported(tables)
     claimed: set[Path] = set()
+    by_name: dict[str, list[Path]] = {}
+    for image in tables.files(IMAGE_SUFFIXES):
+        by_name.setdefault(image.name, []).append(image)
     for js in tables.files(frozenset({".json"})):
         try:
             doc = json.loads(js.read_text(encoding="utf-8-sig"))
@@ -350,10 +353,10 @@ def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
                                f"image id {key!r}, which is not in 'images'")
         for image_key, entry in sorted(entries.items(), key=lambda kv: str(kv[1].get("file_name"))):
             name = str(entry.get("file_name", ""))
-            candidates = [js.parent / name, js.parent / "images" / name]
-            image = next((c for c in candidates if c.is_file()), None)
+            image = _coco_image(js, name, by_name)
             if image is None:
-                tables.problem(js, "annotation without image", f"{name}: not found beside {js.name} or in images/")
+                tables.problem(js, "annotation without image",
+                               f"{name}: not found beside {js.name}, in images/, or by its name alone in the export")
                 continue
             if image in claimed:
                 tables.problem(js, "duplicate image entry", f"{name} (image id {image_key!r}) is listed more than once")
@@ -371,6 +374,18 @@ def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
         if image not in claimed:
             tables.problem(image, "image without annotation", "not listed in any COCO json", image=image)
     return tables.frames()
+
+
+def _coco_image(js: Path, name: str, by_name: dict[str, list[Path]]) -> Path | None:
+    """The image a COCO ``file_name`` means: beside the JSON, in ``images/``, or (for paths
+    from another machine, e.g. ``/content/drive/.../x.jpg``) the one file with that name."""
+    if name and not os.path.isabs(name):
+        for candidate in (js.parent / name, js.parent / "images" / name):
+            candidate = Path(os.path.normpath(candidate))  # "../images/x.jpg" (labelme2coco) stays comparable
+            if candidate.is_file() and candidate in by_name.get(candidate.name, []):  # inside the export only
+                return candidate
+    same_name = by_name.get(Path(name.replace("\\", "/")).name, [])
+    return same_name[0] if len(same_name) == 1 else None
 
 
 READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco}
