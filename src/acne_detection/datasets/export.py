@@ -101,6 +101,7 @@ class _FileMapper:
             # Seen when a script without an `if __name__ == "__main__":` guard runs the pipeline
             # under spawn: the answer is still complete, only slower.
             logger.warning("Worker processes failed (%s); going on in this process", err)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._workers, self._pool = 1, None
             yield from map(apply, chunks[done:])
 

@@ -139,12 +139,12 @@ def detect_format(root: Path) -> str:
     Raises:
         ValueError: none of the three is recognisable.
     """
-    texts = _files_under(root, frozenset({".txt", ".yaml", ".names"}))
-    if any(p.name in _YOLO_NAME_FILES or p.parent.name == "labels" for p in texts):
+    files = _files_under(root, frozenset({".txt", ".yaml", ".names", ".json", ".xml"}))
+    if any(p.name in _YOLO_NAME_FILES or (p.parent.name == "labels" and p.suffix == ".txt") for p in files):
         return "yolo"
-    if any(_is_coco(js) for js in _files_under(root, frozenset({".json"}))):
+    if any(_is_coco(p) for p in files if p.suffix.lower() == ".json"):
         return "coco"
-    if _files_under(root, frozenset({".xml"})):
+    if any(p.suffix.lower() == ".xml" for p in files):
         return "voc"
     raise ValueError(
         f"{root}: cannot tell the annotation format (no data.yaml or labels/*.txt, no *.json, no *.xml); "

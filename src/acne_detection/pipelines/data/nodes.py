@@ -6,6 +6,7 @@ catalog's datasets (``AnnotatedExport`` in, ``YoloDatasetFolder`` out).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -114,7 +115,7 @@ def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.D
     table = table.reset_index()[["class_name", "mapped", "boxes"]].rename(columns={"mapped": "class"}).fillna({"class": ""})
     logger.info("Class mapping in force (source name -> class): %s",
                 dict(zip(table.class_name, table["class"].replace("", "(unmapped)"))))
-    return RawExport(root=raw.root, format=raw.format, images=raw.images, boxes=boxes, problems=raw.problems), table
+    return dataclasses.replace(raw, boxes=boxes), table
 
 
 def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
