@@ -57,6 +57,7 @@ def broken_voc(tmp_path: Path) -> Path:
     pair("cmyk.jpg", seed=17, mode="CMYK")
     pair("bilevel.png", seed=18, mode="1")
     pair("upper.JPG", seed=19)
+    pair("tiny.png", [("papules", 1, 1, 5, 5)], seed=22, size=(8, 8))
     mpo_frames = [Image.open(write_image(root / f"frame{i}.tmp", seed=20 + i, format="JPEG")) for i in range(2)]
     mpo_frames[0].save(root / "phone_multi_picture.jpg", format="MPO", save_all=True, append_images=mpo_frames[1:])
     write_voc(root / "phone_multi_picture.xml", "phone_multi_picture.jpg", GOOD_BOX)
@@ -89,6 +90,7 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
     assert _reason(report, "broken_xml.xml") == {"unparseable annotation file"}
     assert _reason(report, "not_voc.xml") == {"unparseable annotation file"}
     assert _reason(report, "photo.heic") == {"unsupported image format"}
+    assert _reason(report, "tiny.png") == {"image too small"}
     assert _reason(report, "good_copy.jpg") == {"byte-identical copy"}
     assert "invalid box" in _reason(report, "edge_far") and "box past the image edge" in _reason(report, "edge_far.xml")
     assert "zero or negative width or height" in _reason(report, "zero_width.xml")
@@ -106,7 +108,7 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
     assert clipped.x_max == 64.0
     assert len(boxes[boxes.image_id == "dupbox.jpg"]) == 1
 
-    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 26
+    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 27
     assert counts["boxes_read"] == counts["boxes_accepted"] + counts["boxes_quarantined"]
     assert counts["files_quarantined"] == 1  # orphan.xml; broken_xml.jpg is a quarantined image
     assert tree_digest(broken_voc) == before  # source files are never modified

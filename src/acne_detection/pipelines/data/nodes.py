@@ -29,6 +29,7 @@ from acne_detection.params import DataParams, parse
 logger = logging.getLogger(__name__)
 
 QUARANTINE_COLUMNS = ["kind", "file", "image_id", "reason", "detail"]
+_MIN_SIDE_PX = 10  # Ultralytics' check_image refuses smaller images; quarantined here, not lost in training
 _GEOMETRY_REASONS = ("non-numeric or NaN value", "zero or negative width or height", "box past the image edge")
 
 
@@ -122,7 +123,8 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     """Accept what is usable and quarantine the rest, each with a named reason.
 
     Images are quarantined when they do not decode, are byte-identical copies of another
-    image, or carry a box with invalid geometry (a lesion must not silently lose its label).
+    image, are under 10 px on a side (Ultralytics would skip them), or carry a box with
+    invalid geometry (a lesion must not silently lose its label).
     Boxes of an unknown class and duplicate boxes are dropped from otherwise good images.
     Overhangs within ``edge_tolerance_px`` are clipped.
 
@@ -146,6 +148,10 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     copies = readable.index[readable.image_id != readable.sha256.map(original)]
     images.loc[copies, "image_reason"] = "byte-identical copy"
     images.loc[copies, "image_detail"] = "same bytes as " + images.loc[copies, "sha256"].map(original)
+    tiny = (images.image_reason == "") & ((images.width < _MIN_SIDE_PX) | (images.height < _MIN_SIDE_PX))
+    images.loc[tiny, "image_reason"] = "image too small"
+    images.loc[tiny, "image_detail"] = (images.loc[tiny, "width"].astype(str) + " x " + images.loc[tiny, "height"].astype(str)
+                                        + f" px; Ultralytics skips images under {_MIN_SIDE_PX} px")
 
     boxes = raw.boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
     reason, detail = _box_reasons(boxes, p.edge_tolerance_px)
