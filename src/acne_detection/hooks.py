@@ -43,11 +43,10 @@ class RunReportHooks:
 
         _close_reopened_runs()
         if "ingestion_counts" in pipeline.all_outputs():  # the reconciliation, where a user reads last
-            logger.info(
-                "Ingestion: %(images_read)d images read = %(images_accepted)d accepted + %(images_quarantined)d "
-                "quarantined; %(boxes_read)d boxes read = %(boxes_accepted)d accepted + %(boxes_quarantined)d "
-                "quarantined (reasons: data/08_reporting/quarantine_report.csv)", catalog.load("ingestion_counts"),
-            )
+            from acne_detection.pipelines.data.nodes import describe_counts
+
+            logger.info("%s (reasons: data/08_reporting/quarantine_report.csv)",
+                        describe_counts(catalog.load("ingestion_counts")))
         run = mlflow.last_active_run()
         run_line = f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}" if run else "MLflow tracking was off"
         logger.info(

@@ -21,7 +21,7 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
@@ -69,7 +69,7 @@ class _Tables:
                 "image_id": image_id,
                 "file": str(image),
                 "annotation_file": "" if annotation is None else str(annotation),
-                "source_split": _split_of(image.relative_to(self.root)),
+                "source_split": _split_of(PurePosixPath(image_id)),
                 "background": background,
             }
         )
@@ -90,7 +90,7 @@ class _Tables:
         )
 
 
-def _split_of(relative: Path) -> str:
+def _split_of(relative: PurePosixPath) -> str:
     for part in relative.parts[:-1]:
         if part.lower() in SPLIT_NAMES:
             return SPLIT_NAMES[part.lower()]
@@ -282,8 +282,9 @@ def read_yolo(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
     tables = _Tables(root)
     _report_unsupported(tables)
     names = _yolo_names(tables)
+    images = tables.files(IMAGE_SUFFIXES)
     pairs = []
-    for image in tables.files(IMAGE_SUFFIXES):
+    for image in images:
         label = _yolo_label_of(root, image)
         if label.is_file():
             pairs.append((image, label))
@@ -302,16 +303,13 @@ def read_yolo(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
             # Fractions until the image size is known: AnnotatedExport scales them to pixels.
             tables.add_box(image_id, str(label), name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
     claimed = {label for _, label in pairs}
+    image_folders = {image.parent for image in images}  # a .txt among images is a darknet label
     label_files = (p for p in tables.files(frozenset({".txt"}))
                    if p.name not in _YOLO_NAME_FILES and not p.name.lower().startswith("readme"))
-    for label in sorted(p for p in label_files if p not in claimed and (p.parent.name == "labels" or _beside_images(p))):
+    for label in sorted(p for p in label_files
+                        if p not in claimed and (p.parent.name == "labels" or p.parent in image_folders)):
         tables.problem(label, "annotation without image", "no image with the same name in images/ or beside it")
     return tables.frames()
-
-
-def _beside_images(label: Path) -> bool:
-    """A darknet label: a ``.txt`` in a folder that holds images too."""
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in label.parent.iterdir())
 
 
 def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -330,8 +328,9 @@ def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
     tables = _Tables(root)
     _report_unsupported(tables)
     claimed: set[Path] = set()
+    images = tables.files(IMAGE_SUFFIXES)
     by_name: dict[str, list[Path]] = {}
-    for image in tables.files(IMAGE_SUFFIXES):
+    for image in images:
         by_name.setdefault(image.name, []).append(image)
     for js in tables.files(frozenset({".json"})):
         try:
@@ -370,7 +369,7 @@ def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
                 x, y, w, h = (_number(str(v)) for v in (bbox + [math.nan] * 4)[:4])
                 label = categories.get(ann.get("category_id"), str(ann.get("category_id")))
                 tables.add_box(image_id, str(js), label, (x, y, x + w, y + h))
-    for image in tables.files(IMAGE_SUFFIXES):
+    for image in images:
         if image not in claimed:
             tables.problem(image, "image without annotation", "not listed in any COCO json", image=image)
     return tables.frames()

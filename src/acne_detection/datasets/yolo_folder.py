@@ -114,10 +114,10 @@ class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):
                         and (self._root / row.image).exists() and (self._root / row.label).exists())]
         for folder in {(self._root / rel).parent for row in todo for rel in (row.image, row.label)}:
             folder.mkdir(parents=True, exist_ok=True)
+        linked = [row for row in todo if self._linkable(row)]
         rewrite = [row for row in todo if not self._linkable(row)]
-        for row in todo:
-            if self._linkable(row):
-                self._write_row(row)
+        for row in linked:  # a link is one system call: threads would only add overhead
+            self._write_row(row)
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow decodes and encodes without the GIL
             list(pool.map(self._write_row, rewrite))
         written = len(todo)

@@ -204,12 +204,24 @@ def _reconcile(raw: RawExport, images: pd.DataFrame, boxes: pd.DataFrame, quaran
     for what in ("images", "boxes"):
         if counts[f"{what}_read"] != counts[f"{what}_accepted"] + counts[f"{what}_quarantined"]:
             raise AssertionError(f"{what} do not reconcile: {counts}")  # a bug in this node, never the data
-    logger.info(
-        "Ingestion: %(images_read)d images read = %(images_accepted)d accepted + %(images_quarantined)d quarantined; "
-        "%(boxes_read)d boxes read = %(boxes_accepted)d accepted + %(boxes_quarantined)d quarantined; "
-        "%(files_quarantined)d other files quarantined", counts,
-    )
+    logger.info(describe_counts(counts))
     return counts
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """The reconciliation in words, as the run prints it after validation and again at its end.
+
+    Args:
+        counts: ``validate_export``'s counts.
+
+    Returns:
+        One line: images and boxes read = accepted + quarantined, and other files quarantined.
+    """
+    return (
+        "Ingestion: {images_read} images read = {images_accepted} accepted + {images_quarantined} quarantined; "
+        "{boxes_read} boxes read = {boxes_accepted} accepted + {boxes_quarantined} quarantined; "
+        "{files_quarantined} other files quarantined"
+    ).format(**counts)
 
 
 def summarise_quarantine(quarantine: pd.DataFrame) -> pd.DataFrame:
