@@ -122,9 +122,11 @@ def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.D
 def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Accept what is usable and quarantine the rest, each with a named reason.
 
-    Images are quarantined when they do not decode, are byte-identical copies of another
-    image, are under 10 px on a side (Ultralytics would skip them), or carry a box with
-    invalid geometry (a lesion must not silently lose its label).
+    Images are quarantined when they do not decode, are under 10 px on a side (Ultralytics
+    would skip them), or carry a box with invalid geometry (a lesion must not silently lose
+    its label). Byte-identical copies are resolved among the copies that pass all of that
+    (``_resolve_copies``), so a photo is lost only when no copy of it is usable; each accepted
+    image lists its copies in ``copies``, which the split uses to keep them in one group.
     Boxes of an unknown class and duplicate boxes are dropped from otherwise good images.
     Overhangs within ``edge_tolerance_px`` are clipped.
 
@@ -143,11 +145,6 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     p = parse("data", params)
     images = raw.images.copy()
     images["image_reason"] = images["image_problem"]
-    readable = images[images.image_reason == ""].sort_values("image_id")
-    original = readable.drop_duplicates("sha256").set_index("sha256")["image_id"]
-    copies = readable.index[readable.image_id != readable.sha256.map(original)]
-    images.loc[copies, "image_reason"] = "byte-identical copy"
-    images.loc[copies, "image_detail"] = "same bytes as " + images.loc[copies, "sha256"].map(original)
     tiny = (images.image_reason == "") & ((images.width < _MIN_SIDE_PX) | (images.height < _MIN_SIDE_PX))
     images.loc[tiny, "image_reason"] = "image too small"
     images.loc[tiny, "image_detail"] = (images.loc[tiny, "width"].astype(str) + " x " + images.loc[tiny, "height"].astype(str)
@@ -158,14 +155,9 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     key = boxes[["image_id", "class"]].astype(str).join(boxes[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str))
     duplicate = (reason == "") & key.duplicated()
     reason[duplicate], detail[duplicate] = "duplicate box", "same class and corners as an earlier box"
-
-    first_bad = boxes[reason.isin(_GEOMETRY_REASONS)].groupby("image_id").head(1)
-    bad_detail = pd.Series((reason[first_bad.index] + ": " + detail[first_bad.index]).values, index=first_bad.image_id)
-    hit = images.image_id.isin(bad_detail.index) & (images.image_reason == "")
-    images.loc[hit, "image_reason"] = "invalid box"
-    images.loc[hit, "image_detail"] = images.loc[hit, "image_id"].map(bad_detail)
-    now_bad = boxes.image_id.isin(images.loc[hit, "image_id"]) & (reason == "")
-    reason[now_bad], detail[now_bad] = "image quarantined", "invalid box"
+    _quarantine_images(images, boxes, reason, detail, "invalid box", _images_with_bad_boxes(boxes, reason, detail))
+    _quarantine_images(images, boxes, reason, detail, "byte-identical copy", _resolve_copies(images, boxes, reason))
+    images["copies"] = _copies_of(images)
 
     w, h = boxes["width"].astype(float), boxes["height"].astype(float)
     accepted_boxes = boxes[reason == ""].assign(
@@ -173,6 +165,10 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
         x_max=lambda b: b.x_max.clip(0, w), y_max=lambda b: b.y_max.clip(0, h),
     )[["image_id", "class", "class_name", "x_min", "y_min", "x_max", "y_max", "annotation_file"]]
     accepted_images = images[images.image_reason == ""].drop(columns=["image_problem", "image_detail", "image_reason"])
+    n_disagree = int(images.image_detail.str.contains("boxes differ", regex=False).sum())
+    if n_disagree:
+        logger.warning("%d byte-identical copies carry other boxes than the copy kept (the copy with the most valid "
+                       "boxes is kept); see 'byte-identical copy' rows in the quarantine report", n_disagree)
 
     quarantine = pd.concat(
         [
@@ -189,6 +185,61 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
         first = quarantine.iloc[0]
         raise DatasetError(f"strict mode: {len(quarantine)} items quarantined {by_reason}; first: {first.file}: {first.reason} ({first.detail})")
     return accepted_images.reset_index(drop=True), accepted_boxes.reset_index(drop=True), quarantine, summary
+
+
+def _images_with_bad_boxes(boxes: pd.DataFrame, reason: pd.Series, detail: pd.Series) -> pd.Series:
+    """Per image with a box of invalid geometry, its first such box's reason and detail."""
+    first = boxes[reason.isin(_GEOMETRY_REASONS)].groupby("image_id").head(1)
+    return pd.Series((reason[first.index] + ": " + detail[first.index]).to_numpy(), index=first.image_id.to_numpy())
+
+
+def _quarantine_images(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series, detail: pd.Series,
+                       why: str, details: pd.Series) -> None:
+    """Quarantine the still-accepted images named in ``details`` (index: image id; values: the
+    detail), and mark their remaining boxes, in place on this node's own working tables."""
+    hit = images.image_id.isin(details.index) & (images.image_reason == "")
+    images.loc[hit, "image_reason"] = why
+    images.loc[hit, "image_detail"] = images.loc[hit, "image_id"].map(details)
+    now_bad = boxes.image_id.isin(images.loc[hit, "image_id"]) & (reason == "")
+    reason[now_bad], detail[now_bad] = "image quarantined", why
+
+
+def _resolve_copies(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series) -> pd.Series:
+    """Among byte-identical copies that each passed validation, keep one; drop the rest.
+
+    Duplicates are resolved after validation, so a copy with a broken annotation never takes
+    a valid twin down with it. The rule, deterministic: keep the copy with the most valid
+    boxes (an annotator misses a lesion more often than drawing one that is not there), then
+    the first by image id.
+
+    Returns:
+        For each dropped copy (index: its image id), the quarantine detail: the copy kept,
+        and whether their boxes differ.
+    """
+    usable = images[(images.image_reason == "") & (images.sha256 != "")]
+    good = boxes[reason == ""]
+    signature = (good["class"].astype(str) + good[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str).agg(",".join, axis=1))
+    box_sets = signature.groupby(good.image_id).agg(lambda v: tuple(sorted(v)))
+    ranked = usable.assign(n_boxes=usable.image_id.map(box_sets).map(lambda b: len(b) if isinstance(b, tuple) else 0))
+    ranked = ranked.sort_values(["n_boxes", "image_id"], ascending=[False, True], kind="mergesort")
+    keeper = ranked.drop_duplicates("sha256").set_index("sha256")["image_id"]
+    copies = ranked[~ranked.image_id.isin(keeper)]
+    details = {}
+    for row in copies.itertuples():
+        kept = keeper[row.sha256]
+        mine, theirs = box_sets.get(row.image_id, ()), box_sets.get(kept, ())
+        note = "" if mine == theirs else f"; boxes differ ({kept}: {len(theirs)} boxes, this copy: {len(mine)})"
+        details[row.image_id] = f"same bytes as {kept}, the copy kept{note}"
+    return pd.Series(details, dtype=object)
+
+
+def _copies_of(images: pd.DataFrame) -> pd.Series:
+    """Every other file with the same bytes as each image (``; ``-separated), valid or not:
+    copies of one photo, which the split keeps in one group."""
+    named = images[images.sha256 != ""]
+    members = named.groupby("sha256")["image_id"].agg(list)
+    others = named.apply(lambda r: "; ".join(i for i in members[r.sha256] if i != r.image_id), axis=1)
+    return others.reindex(images.index).fillna("")
 
 
 def _reconcile(raw: RawExport, images: pd.DataFrame, boxes: pd.DataFrame, quarantine: pd.DataFrame) -> dict[str, int]:
@@ -258,6 +309,45 @@ def assign_groups(image_ids: pd.Series, pattern: str) -> pd.Series:
     return image_ids.map(_group)
 
 
+def merge_groups(images: pd.DataFrame, pattern: str) -> pd.Series:
+    """Group each image with every photo it is linked to, by name or by content.
+
+    Names give groups (``assign_groups``); an image's ``copies`` (other files with the same
+    bytes, e.g. ``IMG_0042.jpg`` = ``levle3_17_jpg.rf.9f.jpg``) link its group to theirs, and
+    linked groups merge (union-find), so no copy of a photo can sit in another split than
+    its siblings. A future near-duplicate check adds its pairs to ``copies`` the same way.
+
+    Args:
+        images: ``image_id`` and, optionally, ``copies`` (``; ``-separated image ids).
+        pattern: ``assign_groups``'s regex.
+
+    Returns:
+        The merged group per image, named after a group the pattern recognised where there is
+        one (``levle3_17``, not ``IMG_0042``), else the alphabetically first.
+    """
+    own = assign_groups(images["image_id"], pattern)
+    regex = re.compile(pattern)
+    linked = (images["copies"] if "copies" in images else pd.Series("", index=images.index)).fillna("").astype(str)
+    copies = [[c for c in row.split("; ") if c] for row in linked]
+    every_id = [*images["image_id"], *(c for row in copies for c in row)]
+    # a name the pattern derived (Roboflow's source photo) names a merged group before a bare stem
+    derived = {m.group("group") for i in every_id if (m := regex.match(PurePosixPath(i).stem))}
+    parent: dict[str, str] = {}
+
+    def _root(g: str) -> str:
+        parent.setdefault(g, g)
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for group, row in zip(own, copies):
+        for other in assign_groups(pd.Series(row, dtype=object), pattern):
+            a, b = sorted((_root(group), _root(other)), key=lambda g: (g not in derived, g))
+            parent[b] = a
+    return own.map(_root)
+
+
 def _stratified_split(presence: pd.DataFrame, *, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split rows of a (groups x classes) presence matrix, keeping class proportions."""
     y = presence.to_numpy()
@@ -288,7 +378,7 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     """
     p = parse("data", params)
     out = images.sort_values("image_id", ignore_index=True)
-    out["group"] = assign_groups(out["image_id"], p.group_pattern)
+    out["group"] = merge_groups(out, p.group_pattern)
     if p.split.keep_source_split:
         out["split"] = out["source_split"].replace("", "train")
         return out
