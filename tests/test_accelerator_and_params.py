@@ -49,3 +49,20 @@ def test_device_settings_follow_the_device_unless_fixed() -> None:
     assert device_settings("0", batch="auto", workers="auto")["amp"] is True
     assert device_settings("cpu", batch="auto", workers="auto") == {"amp": False, "batch": 16, "workers": min(2, __import__("os").cpu_count())}
     assert device_settings("mps", batch=8, workers=0) == {"amp": False, "batch": 8, "workers": 0}
+
+
+def test_a_misspelt_parameter_group_stops_the_run_naming_it(tmp_path) -> None:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path / "p", n_images=4, size=64,
+                           catalog={"raw_export": {"path": "${runtime_params:export_dir, data/01_raw/synthetic}"}})
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params={"dta": {"strict": True}}) as session:
+        with pytest.raises(ValueError, match=r"Unknown parameter group\(s\) \['dta'\].*\['data', 'eval', 'preview', 'train'\]"):
+            session.load_context()
+    # a runtime parameter the configuration reads is not a group, and is accepted
+    with KedroSession.create(project_path=project, runtime_params={"export_dir": "x", "data": {"strict": True}}) as session:
+        assert session.load_context().params["data"]["strict"] is True

@@ -156,3 +156,67 @@ def test_eval_evaluates_a_registered_model_version(project: Path, runs: dict, tr
     latest = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert latest.data.tags["model_source"] == "models:/acne-detector/1"
     assert "test.mAP50" in latest.data.metrics
+    version = tracking.get_model_version("acne-detector", "1")
+    assert latest.data.tags["model_run_id"] == version.run_id != "unknown"  # lineage kept through the registry
+
+
+@pytest.mark.e2e
+def test_the_predictions_table_is_what_ultralytics_predicts(project: Path, runs: dict) -> None:
+    """Same images, same boxes, same pixel frame as Ultralytics' own ``predict`` at eval's settings."""
+    import pandas as pd
+    from ultralytics import YOLO
+
+    table = pd.read_csv(project / "data" / "07_model_output" / "test_predictions.csv")
+    yolo = project / "data" / "05_model_input" / "yolo"
+    model = YOLO(str(project / "data" / "06_models" / "acne_yolov8n.pt"))
+    rows = []
+    test_images = sorted((yolo / "test" / "images").iterdir())
+    for image in test_images:
+        for r in model.predict(str(image), imgsz=64, conf=0.001, iou=0.7, max_det=300, device="cpu", verbose=False):
+            for cls, conf, box in zip(r.boxes.cls.tolist(), r.boxes.conf.tolist(), r.boxes.xyxy.tolist()):
+                rows.append((image.relative_to(yolo).as_posix(), int(cls), conf, *box))
+    theirs = pd.DataFrame(rows, columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
+    assert len(theirs) > 0 and len(table) == len(theirs)
+    key = ["image", "class_id", "confidence", "x_min", "y_min"]
+    ours = table[theirs.columns].sort_values(key, ignore_index=True)
+    theirs = theirs.sort_values(key, ignore_index=True)
+    assert ours.image.tolist() == theirs.image.tolist() and ours.class_id.tolist() == theirs.class_id.tolist()
+    numbers = ["confidence", "x_min", "y_min", "x_max", "y_max"]
+    assert ours[numbers].to_numpy() == pytest.approx(theirs[numbers].to_numpy(), abs=1e-4)
+    assert set(table.image) <= {p.relative_to(yolo).as_posix() for p in test_images}
+
+
+@pytest.mark.e2e
+def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None:
+    import json
+
+    import pandas as pd
+
+    reports = project / "data" / "08_reporting"
+    truth = pd.read_csv(project / "data" / "05_model_input" / "ground_truth.csv")
+    truth = truth[truth.split == "test"]
+    predictions = pd.read_csv(project / "data" / "07_model_output" / "test_predictions.csv")
+    point = json.loads((project / "data" / "06_models" / "operating_point.json").read_text())
+    sweep = pd.read_csv(reports / "threshold_sweep.csv")
+    at_point = sweep[(sweep["class"] == "all") & (sweep.threshold == point["threshold"])].iloc[0]
+    assert (point["precision"], point["recall"]) == pytest.approx((at_point.precision, at_point.recall), nan_ok=True)
+    if point["rule"] == "max_f1":
+        assert point["f1"] == pytest.approx(sweep[sweep["class"] == "all"].f1.max())
+
+    confusion = pd.read_csv(reports / "confusion_matrix.csv").set_index("true")
+    classes = ["comedone", "papule", "pustule", "nodule"]
+    # every true lesion is in its class's row once: found (under some class) or missed (background column)
+    assert confusion.loc[classes].sum(axis=1).tolist() == [int((truth["class"] == c).sum()) for c in classes]
+    # every kept prediction is in one column once: a lesion of some class, or a false alarm (background row)
+    kept = predictions[predictions.confidence >= point["threshold"]]
+    assert confusion[classes].sum(axis=0).tolist() == [int((kept["class"] == c).sum()) for c in classes]
+    assert confusion.loc["background", "background"] == 0
+
+    metrics = json.loads((reports / "test_metrics.json").read_text())
+    summary = (reports / "results_summary.md").read_text()
+    all_row = next(line for line in summary.splitlines() if line.startswith("| all |"))
+    assert f"| {metrics['mAP50']:.3f} |" in all_row and f"| {metrics['recall']:.3f} |" in all_row
+    assert f"confidence >= {point['threshold']:.2f}" in summary
+
+    health = json.loads((reports / "training_health.json").read_text())
+    assert health == {"verdict": "too short", "hint": "fewer than 3 epochs: train longer to judge", "evidence": {"epochs": 2}}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -33,6 +35,7 @@ class RunReportHooks:
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         params = context.params
+        check_parameter_groups(params, Path(context.project_path) / context.config_loader.conf_source)
         for group in PARAMETER_GROUPS:
             if group in params:
                 parse(group, params[group])
@@ -59,3 +62,37 @@ class RunReportHooks:
     @hook_impl(trylast=True)
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         _close_reopened_runs(status="FAILED")
+        # The cause in one line, above Kedro's traceback, where a user reads first.
+        logger.error("The run stopped: %s", _root_cause(error))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost message of a chain of wrapped errors (Kedro wraps a dataset's own)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+
+
+def check_parameter_groups(params: dict[str, Any], conf_source: Path) -> None:
+    """Refuse top-level parameter keys that are neither a known group nor a runtime parameter
+    the configuration uses, so a misspelt ``--params "dta.strict=true"`` is not ignored.
+
+    Args:
+        params: every parameter, runtime ones merged in (``context.params``).
+        conf_source: the configuration folder, searched for ``${runtime_params:KEY}``.
+
+    Raises:
+        ValueError: naming the unknown keys and the known groups.
+    """
+    used = {
+        m.group(1).split(".")[0]
+        for path in (conf_source.rglob("*.y*ml") if conf_source.is_dir() else [])
+        for m in re.finditer(r"\$\{\s*runtime_params:\s*([\w.-]+)", path.read_text(encoding="utf-8"))
+    }
+    unknown = sorted(set(params) - set(PARAMETER_GROUPS) - used)
+    if unknown:
+        raise ValueError(
+            f"Unknown parameter group(s) {unknown} (from --params or conf/*/parameters*.yml): the known groups are "
+            f"{sorted(PARAMETER_GROUPS)}" + (f", and the configuration reads runtime parameters {sorted(used)}" if used else "")
+            + ". Check the spelling, e.g. --params \"data.strict=true\"."
+        )

@@ -57,3 +57,55 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
     if not path.is_file():
         raise DatasetError(f"eval.model: {path} does not exist")
     return path, str(path)
+
+
+def model_run_id(spec: str) -> str:
+    """The MLflow run that produced a model given as ``eval.model``.
+
+    Args:
+        spec: ``runs:/<run_id>``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``,
+            ``models:/<name>/<alias>`` or a checkpoint path.
+
+    Returns:
+        The run id; ``"unknown"`` for a bare checkpoint file, whose origin is not recorded.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if spec.startswith("runs:/"):
+        return spec.removeprefix("runs:/").split("/")[0]
+    if not spec.startswith("models:/"):
+        return "unknown"
+    ref = spec.removeprefix("models:/").strip("/")
+    name, _, ref = ref.partition("@") if "@" in ref else ref.rpartition("/")
+    client = MlflowClient()
+    if ref.isdigit():
+        version = client.get_model_version(name, ref)
+    elif ref.lower() == "latest":
+        version = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    else:
+        version = client.get_model_version_by_alias(name, ref)
+    return version.run_id or "unknown"
+
+
+def mark_run_killed(run_id: str | None) -> None:
+    """Mark an interrupted run KILLED: a SIGKILL'd or power-cut process never ends its MLflow
+    run, which would otherwise show RUNNING in the UI forever. Runs already ended, and runs
+    the store does not know, are left as they are.
+
+    Args:
+        run_id: the interrupted run (from the resume record), or ``None``.
+    """
+    if not run_id:
+        return
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return
+    active = mlflow.active_run()
+    if run.info.status == "RUNNING" and (active is None or active.info.run_id != run_id):
+        client.set_terminated(run_id, status="KILLED")

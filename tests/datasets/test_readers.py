@@ -192,3 +192,32 @@ def test_coco_file_names_from_another_machine_are_found_by_name(tmp_path: Path) 
     assert raw.problems.empty
     assert sorted(raw.images.image_id) == ["images/x.jpg", "images/y.jpg"]
     assert raw.boxes.image_id.tolist() == ["images/x.jpg"]
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "coco", "auto"])
+def test_an_empty_export_says_which_folder_what_was_found_and_what_to_do(tmp_path: Path, fmt: str) -> None:
+    from kedro.io import DatasetError
+
+    from acne_detection.datasets import AnnotatedExport
+
+    (tmp_path / "notes.md").write_text("hello")
+    with pytest.raises(DatasetError) as err:
+        AnnotatedExport(path=str(tmp_path), format=fmt).load()
+    message = str(err.value)
+    assert str(tmp_path.resolve()) in message and "raw_export.path" in message
+    if fmt != "auto":
+        assert "no photo found" in message and "Found: 1 .md" in message and "Expected:" in message
+    else:  # no annotation of any kind: the format cannot even be told
+        assert "cannot tell the annotation format" in message
+
+
+def test_a_missing_or_non_folder_export_is_named(tmp_path: Path) -> None:
+    from kedro.io import DatasetError
+
+    from acne_detection.datasets import AnnotatedExport
+
+    with pytest.raises(DatasetError, match="the export folder does not exist"):
+        AnnotatedExport(path=str(tmp_path / "nowhere"), format="voc").load()
+    (tmp_path / "file.zip").write_bytes(b"PK")
+    with pytest.raises(DatasetError, match="is a file, not a folder"):
+        AnnotatedExport(path=str(tmp_path / "file.zip"), format="voc").load()

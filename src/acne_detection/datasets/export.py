@@ -29,6 +29,22 @@ _POOL_MIN_FILES = 256
 _CHUNK = 64
 
 
+_POINT_ELSEWHERE = ("Point `raw_export.path` in conf/<env>/catalog.yml at a VOC, YOLO or COCO export, "
+                    "or pass it for one run: see README, 'Use your own dataset'.")
+
+
+def _no_images_message(root: Path, fmt: str, *, n_problem_files: int) -> str:
+    """What an export without a single image holds, and what was expected instead."""
+    found = pd.Series([p.suffix.lower() or "(no extension)" for p in root.rglob("*") if p.is_file()], dtype=object)
+    seen = ", ".join(f"{n} {ext}" for ext, n in found.value_counts().head(6).items()) or "nothing at all"
+    expected = {"voc": "NAME.jpg beside NAME.xml (or Annotations/ + JPEGImages/)",
+                "yolo": "data.yaml, */images/*.jpg and */labels/*.txt (or darknet's NAME.txt beside NAME.jpg)",
+                "coco": "a *.json with images, annotations and categories, and the images it names"}[fmt]
+    problems = f" ({n_problem_files} annotation files named no image that exists)" if n_problem_files else ""
+    return (f"{root.resolve()}: no photo found in the export folder (format {fmt}){problems}. Found: {seen}. "
+            f"Expected: {expected}. {_POINT_ELSEWHERE}")
+
+
 @dataclass(frozen=True)
 class RawExport:
     """What an export holds, before validation: see ``acne_detection.datasets.readers``.
@@ -159,16 +175,22 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
             logger.info("Synthetic default dataset in %s (generated on first use)", self._path)
             write_voc_export(self._path, **self._synthetic)
         if not self._path.is_dir():
-            raise DatasetError(
-                f"{self._path}: export folder not found. Point `raw_export.path` in conf/*/catalog.yml "
-                "at a VOC, YOLO or COCO export (see README, 'Use your own dataset')."
-            )
-        fmt = detect_format(self._path) if self._format == "auto" else self._format
-        start = time.perf_counter()
-        with _FileMapper(self._workers) as map_files:
-            images, boxes, problems = READERS[fmt](self._path, map_files=map_files)
-            check = partial(probe_image, check=self._check)
-            rows = map_files(check, images["file"].tolist(), f"Checking {len(images)} images")
+            what = "is a file, not a folder" if self._path.exists() else "does not exist"
+            raise DatasetError(f"{self._path.resolve()}: the export folder {what}. {_POINT_ELSEWHERE}")
+        try:
+            fmt = detect_format(self._path) if self._format == "auto" else self._format
+        except ValueError as err:
+            raise DatasetError(f"{err}. {_POINT_ELSEWHERE}") from err
+        try:
+            start = time.perf_counter()
+            with _FileMapper(self._workers) as map_files:
+                images, boxes, problems = READERS[fmt](self._path, map_files=map_files)
+                check = partial(probe_image, check=self._check)
+                rows = map_files(check, images["file"].tolist(), f"Checking {len(images)} images")
+        except OSError as err:
+            raise DatasetError(f"{self._path.resolve()}: the export folder cannot be read ({err}). {_POINT_ELSEWHERE}") from err
+        if images.empty and (problems.image_id == "").all():
+            raise DatasetError(_no_images_message(self._path, fmt, n_problem_files=len(problems)))
         probed = pd.DataFrame(rows, index=images.index, columns=PROBE_COLUMNS)
         logger.info("Read %d %s annotations and checked %d images of %s in %.1f s (%s check)", len(images), fmt,
                     len(images), self._path, time.perf_counter() - start, self._check)

@@ -147,7 +147,7 @@ def detect_format(root: Path) -> str:
     if any(p.suffix.lower() == ".xml" for p in files):
         return "voc"
     raise ValueError(
-        f"{root}: cannot tell the annotation format (no data.yaml or labels/*.txt, no *.json, no *.xml); "
+        f"{root.resolve()}: cannot tell the annotation format (no data.yaml or labels/*.txt, no *.json, no *.xml); "
         "set `format:` on the raw_export entry in conf/*/catalog.yml"
     )
 

@@ -63,3 +63,76 @@ def test_lineage_tags_hash_the_manifest(tiny_yolo) -> None:
     assert fingerprint_inputs(shuffled, {}, {})["dataset_manifest_sha256"] == tags["dataset_manifest_sha256"]
     other = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {"model": "runs:/f00d/"})
     assert (other["model_source"], other["model_run_id"]) == ("runs:/f00d/", "f00d")
+
+
+def test_metrics_through_the_eval_nodes_equal_pycocotools(tiny_yolo) -> None:
+    """A known, imperfect table (misses, shifted boxes, wrong classes, tied scores) through the
+    real node, against pycocotools' own COCOeval built here, independently of the node's code."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    dataset, ground_truth = tiny_yolo
+    gt = ground_truth[ground_truth.split == "test"].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    preds = gt.sample(frac=0.8, random_state=0)[["image", "class_id", "x_min", "y_min", "x_max", "y_max"]].copy()
+    preds["confidence"] = rng.choice([0.3, 0.5, 0.9], len(preds))
+    shift = rng.choice([0.0, 0.0, 3.0], len(preds))
+    preds[["x_min", "x_max"]] = preds[["x_min", "x_max"]].add(shift, axis=0)
+    preds.loc[preds.index[:2], "class_id"] = (preds.class_id[:2] + 1) % len(dataset.names)
+    preds.insert(2, "class", preds.class_id.map(dict(enumerate(dataset.names))))
+    per_class, _, headline = evaluate_detections(preds, ground_truth, dataset, {"threshold": 0.25}, {})
+
+    images = {name: i for i, name in enumerate(sorted(set(gt.image) | set(preds.image)), 1)}
+    xywh = lambda r: [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min]  # noqa: E731
+    coco = COCO()
+    coco.dataset = {"images": [{"id": i} for i in images.values()],
+                    "categories": [{"id": c} for c in range(len(dataset.names))],
+                    "annotations": [{"id": k, "image_id": images[r.image], "category_id": int(r.class_id), "iscrowd": 0,
+                                     "bbox": xywh(r), "area": xywh(r)[2] * xywh(r)[3]}
+                                    for k, r in enumerate(gt.itertuples(), 1)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        dets = coco.loadRes([{"image_id": images[r.image], "category_id": int(r.class_id), "score": r.confidence,
+                              "bbox": xywh(r)} for r in preds.itertuples()])
+        ev = COCOeval(coco, dets, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert 0.2 < headline["mAP50"] < 1.0  # imperfect, so a wrong rule would show
+    assert headline["mAP50-95"] == pytest.approx(ev.stats[0], abs=1e-9)
+    assert headline["mAP50"] == pytest.approx(ev.stats[1], abs=1e-9)
+    assert headline["mAP75"] == pytest.approx(ev.stats[2], abs=1e-9)
+    for key, stat in (("mAP_small", 3), ("mAP_medium", 4), ("mAP_large", 5)):
+        if ev.stats[stat] >= 0:
+            assert headline[key] == pytest.approx(ev.stats[stat], abs=1e-9), key
+
+
+def test_a_model_with_other_classes_is_refused_naming_both_lists(tiny_yolo) -> None:
+    from acne_detection.pipelines.eval.nodes import check_model_classes
+
+    dataset, _ = tiny_yolo
+    check_model_classes(dict(enumerate(dataset.names)), dataset.names, model_label="ok.pt")
+    with pytest.raises(DatasetError, match=r"coco\.pt.*\['person', 'bicycle'\].*\['comedone', 'papule', 'pustule', 'nodule'\]"):
+        check_model_classes({0: "person", 1: "bicycle"}, dataset.names, model_label="coco.pt")
+    swapped = dict(enumerate(["papule", "comedone", "pustule", "nodule"]))
+    with pytest.raises(DatasetError, match="order must match"):
+        check_model_classes(swapped, dataset.names, model_label="swapped.pt")
+
+
+def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_path) -> None:
+    import yaml
+
+    from acne_detection.datasets import PretrainedWeightsSource
+    from acne_detection.pipelines.eval.nodes import predict_test_split
+    from tests.conftest import PROJECT_ROOT
+
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
+    source = PretrainedWeightsSource(**{**{k: v for k, v in base.items() if k != "type"},
+                                        "cache": str(tmp_path / "yolov8n.pt"), "try_download": False})
+    weights, _ = source.load().resolve()
+    with pytest.raises(DatasetError, match=r"'person'.*'comedone'"):
+        predict_test_split(weights, tiny_yolo[0], {})

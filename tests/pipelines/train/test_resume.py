@@ -95,5 +95,7 @@ def test_a_killed_run_resumes_and_ends_with_one_point_per_epoch(project: Path) -
     experiment = client.get_experiment_by_name("acne_detection")
     killed, resumed = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])[-2:]
     assert resumed.data.tags["resumed_from_run"] == killed.info.run_id
+    assert killed.info.status == "KILLED"  # not RUNNING forever in the UI
+    assert resumed.info.status == "FINISHED"
     for metric in ("train/box_loss", "val/cls_loss", "metrics/mAP50B"):
         assert [m.step for m in client.get_metric_history(resumed.info.run_id, metric)] == [1, 2, 3, 4], metric

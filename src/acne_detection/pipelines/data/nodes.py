@@ -218,7 +218,8 @@ def _resolve_copies(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series
     """
     usable = images[(images.image_reason == "") & (images.sha256 != "")]
     good = boxes[reason == ""]
-    signature = (good["class"].astype(str) + good[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str).agg(",".join, axis=1))
+    corners = good[["x_min", "y_min", "x_max", "y_max"]].astype(float).round(1).astype(str)
+    signature = good["class"].astype(str) + ":" + corners.x_min + "," + corners.y_min + "," + corners.x_max + "," + corners.y_max
     box_sets = signature.groupby(good.image_id).agg(lambda v: tuple(sorted(v)))
     ranked = usable.assign(n_boxes=usable.image_id.map(box_sets).map(lambda b: len(b) if isinstance(b, tuple) else 0))
     ranked = ranked.sort_values(["n_boxes", "image_id"], ascending=[False, True], kind="mergesort")

@@ -28,7 +28,7 @@ from acne_detection.metrics import (
     average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
 )
 from acne_detection.params import parse
-from acne_detection.tracking import resolve_model
+from acne_detection.tracking import model_run_id, resolve_model
 
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
@@ -57,6 +57,7 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
     checkpoint, source = resolve_model(p.model, Path(weights))
     logger.info("Evaluating %s (%s)", checkpoint, source)
     model = YOLO(str(checkpoint))
+    check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
     imgsz = model.ckpt.get("train_args", {}).get("imgsz", 640) if isinstance(model.ckpt, dict) else 640
     images = dataset.images("test")
     logger.info("Predicting %d test images on %s (%s) at %d px", len(images), device, device_name, imgsz)
@@ -68,6 +69,26 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
         for cls, conf, xyxy in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist()):
             rows.append((path.relative_to(dataset.root).as_posix(), int(cls), dataset.names[int(cls)], conf, *xyxy))
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def check_model_classes(model_names: dict[int, str] | list[str], dataset_names: list[str], *, model_label: str) -> None:
+    """Refuse to evaluate a model whose classes differ from the dataset's, in name or order:
+    its class ids would be read as other lesions and every per-class number would be wrong.
+
+    Args:
+        model_names: the model's classes (Ultralytics' ``model.names``: id to name).
+        dataset_names: the dataset's classes, in id order (``data.yaml``).
+        model_label: how to name the model in the message.
+
+    Raises:
+        DatasetError: naming both lists.
+    """
+    ours = [model_names[i] for i in sorted(model_names)] if isinstance(model_names, dict) else list(model_names)
+    if ours != list(dataset_names):
+        raise DatasetError(
+            f"{model_label}: the model's classes {ours} differ from the dataset's {list(dataset_names)} "
+            "(names and order must match); evaluate a model trained on this dataset's classes, "
+            "or set data.classes to the model's")
 
 
 def _test_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
@@ -214,10 +235,7 @@ def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], p
         ``dataset_manifest_sha256``.
     """
     spec = parse("eval", params).model
-    if spec is None:
-        run_id = str(training_summary.get("mlflow_run_id", "unknown"))
-    else:
-        run_id = spec.split("/")[1] if spec.startswith("runs:/") else "unknown"
+    run_id = str(training_summary.get("mlflow_run_id", "unknown")) if spec is None else model_run_id(spec)
     return {"model_source": spec or "trained_weights", "model_run_id": run_id,
             "dataset_manifest_sha256": dataset.manifest_sha256()}
 

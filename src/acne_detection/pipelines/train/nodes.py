@@ -21,6 +21,7 @@ from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.params import parse
 from acne_detection.pipelines.train.live_metrics import current_run_id, live_metrics_callbacks, replay_history
 from acne_detection.pipelines.train.resume import completed_history, plan_resume, record_run
+from acne_detection.tracking import mark_run_killed
 from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def _starting_model(plan: Any, pretrained: PretrainedWeights, p: Any, save_dir: 
         tags.update(weights_source="resumed checkpoint", resumed_from_run=str(plan.previous_run_id),
                     resumed_after_epoch=str(plan.completed_epochs))
         replay_history(completed_history(save_dir, plan.completed_epochs))
+        mark_run_killed(plan.previous_run_id)
         return YOLO(str(plan.checkpoint))
     shutil.rmtree(save_dir, ignore_errors=True)
     record_run(save_dir, settings, current_run_id())

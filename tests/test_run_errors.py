@@ -1,0 +1,36 @@
+"""What a user sees when a run cannot start: the cause on one line, above any traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import copy_project
+
+
+def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "kedro"), "run", *args], cwd=project,
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+
+
+def test_an_empty_export_folder_is_explained_in_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "my-export"
+    empty.mkdir()
+    project = copy_project(tmp_path / "p", n_images=4, size=64,
+                           catalog={"raw_export": {"path": str(empty), "synthetic": None}})
+    result = _kedro(project, "--pipeline", "data")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    line = next(line for line in out.splitlines() if "The run stopped:" in line)
+    assert str(empty) in line and "no photo found in the export folder" in line and "raw_export.path" in line
+    assert out.index("The run stopped:") < out.index("Traceback") if "Traceback" in out else True
+
+
+def test_a_misspelt_group_on_the_command_line_stops_before_any_node(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "p", n_images=4, size=64)
+    result = _kedro(project, "--pipeline", "data", "--params", "dta.strict=true")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Unknown parameter group(s) ['dta']" in out
+    assert not (project / "data" / "01_raw").exists()  # nothing ran, not even the synthetic export
