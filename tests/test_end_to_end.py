@@ -96,7 +96,8 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
         history = tracking.get_metric_history(full.info.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric  # live, one point per epoch
     for metric in ("test.mAP50", "test.mAP50-95", "test.precision", "test.recall", "test.f1", "test.mAP50.comedone",
-                   "data.images_read", "training.parameters_trainable", "best/metrics/mAP50B"):
+                   "data.images_read", "training.parameters_trainable", "best/metrics/mAP50B", "test.mAP_small",
+                   "test.grade_accuracy", "test.grade_ceiling", "test.count_mae", "test.count_rmse", "test.photos_graded"):
         assert metric in full.data.metrics, metric
     assert 0.0 <= full.data.metrics["test.mAP50"] <= 1.0
     artifacts = {a.path for folder in ("model", "preview", "eval", "training", "data")
@@ -106,7 +107,11 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
             "training/training_history.csv", "training/training_health.json", "data/quarantine_report.csv",
             "data/dataset_report.csv", "data/class_mapping.csv", "preview/augmentation_panels.png",
             "preview/augmentation_box_losses.csv", "eval/threshold_sweep.csv", "eval/threshold_curves.png",
-            "eval/error_gallery.png", "model/operating_point.json"} <= artifacts
+            "eval/error_gallery.png", "model/operating_point.json", "eval/grade_confusion_matrix.png",
+            "eval/grade_confusion_matrix.csv", "eval/test_grades.csv", "data/label_audit.json",
+            "data/grade_report.csv"} <= artifacts
+    assert full.data.tags["data.label_audit"] == "ok"  # the synthetic default's classes are lesion types
+    assert full.data.metrics["test.grade_ceiling"] == 1.0  # synthetic grades are the true counts' grades
     assert full.data.tags["gate"] in {"pass", "fail"} and full.data.tags["gate.recall"].split()[0] in {"pass", "fail"}
     # The eval-only run evaluates the saved model again, without training.
     assert "test.mAP50" in evaluation.data.metrics
@@ -217,6 +222,13 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
     all_row = next(line for line in summary.splitlines() if line.startswith("| all |"))
     assert f"| {metrics['mAP50']:.3f} |" in all_row and f"| {metrics['recall']:.3f} |" in all_row
     assert f"confidence >= {point['threshold']:.2f}" in summary
+
+    grades = pd.read_csv(project / "data" / "07_model_output" / "test_grades.csv")
+    assert len(grades) == len(pd.read_csv(project / "data" / "03_primary" / "split_manifest.csv").query("split == 'test'"))
+    grading = json.loads((reports / "grading_metrics.json").read_text())
+    assert grading["grade_accuracy"] == pytest.approx((grades.true_grade == grades.pred_grade).mean())
+    assert grading["count_mae"] == pytest.approx((grades.pred_count - grades.true_count).abs().mean())
+    assert f"**{grading['grade_accuracy']:.3f}**" in summary
 
     health = json.loads((reports / "training_health.json").read_text())
     assert health == {"verdict": "too short", "hint": "fewer than 3 epochs: train longer to judge", "evidence": {"epochs": 2}}

@@ -26,6 +26,23 @@ class SplitParams(_Strict):
         return self
 
 
+class GradeSourceParams(_Strict):
+    """Where each photo's true severity grade comes from (a ``grades.csv`` beside the export,
+    read by ``AnnotatedExport``, wins over the file name)."""
+
+    pattern: str | None = r"levle(?P<grade>\d)"  # ACNE04's file names; null: none
+
+
+class LabelAuditParams(_Strict):
+    """When do class labels look like image-level labels rather than lesion types?"""
+
+    single_class_share: float = Field(0.9, gt=0, le=1)  # of photos with >= 2 boxes, holding one class only
+    token_coverage: float = Field(0.8, gt=0, le=1)  # of photos whose class a file-name token or folder determines
+    min_photos: int = Field(5, ge=1)  # photos with >= 2 boxes needed to judge at all
+    min_groups: int = Field(3, ge=1)  # source photos a token must span to count as evidence
+    strict: bool = False  # true: image-level labels that the class map does not collapse stop the run
+
+
 class DataParams(_Strict):
     classes: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
     class_map: dict[str, str] = Field(default_factory=dict)
@@ -34,6 +51,8 @@ class DataParams(_Strict):
     edge_tolerance_px: float = Field(1.0, ge=0)
     group_pattern: str = r"^(?P<group>.+?)_(?:jpe?g|png|bmp|webp)\.rf\.[0-9a-fA-F]+$"
     split: SplitParams = SplitParams()
+    grades: GradeSourceParams = GradeSourceParams()
+    label_audit: LabelAuditParams = LabelAuditParams()
 
     @model_validator(mode="after")
     def _map_targets_are_classes(self) -> DataParams:
@@ -96,6 +115,7 @@ class GateParams(_Strict):
     map50: float = Field(0.80, ge=0, le=1)
     recall: float = Field(0.85, ge=0, le=1)
     precision: float = Field(0.75, ge=0, le=1)
+    grade_accuracy: float | None = Field(None, ge=0, le=1)  # null: grading is reported, not gated
     strict: bool = False
 
 
@@ -111,11 +131,28 @@ class EvalParams(_Strict):
     max_det: int = Field(300, ge=1)
 
 
+class GradingParams(_Strict):
+    """The count→grade rule (``acne_detection.grading.severity_grade``)."""
+
+    thresholds: tuple[int, ...] = (5, 20, 50)  # ACNE04: 0-5 mild, 6-20 moderate, 21-50 severe, > 50 very severe
+    names: tuple[str, ...] = ("mild", "moderate", "severe", "very severe")
+    count_classes: tuple[str, ...] | None = None  # null: every lesion; Hayashi counts [papule, pustule]
+
+    @model_validator(mode="after")
+    def _one_name_per_grade(self) -> GradingParams:
+        if list(self.thresholds) != sorted(set(self.thresholds)):
+            raise ValueError(f"grading.thresholds must increase strictly, got {list(self.thresholds)}")
+        if len(self.names) != len(self.thresholds) + 1:
+            raise ValueError(f"grading.names needs {len(self.thresholds) + 1} names for {len(self.thresholds)} thresholds")
+        return self
+
+
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "data": DataParams,
     "train": TrainParams,
     "preview": PreviewParams,
     "eval": EvalParams,
+    "grading": GradingParams,
 }
 
 

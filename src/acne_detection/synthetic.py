@@ -8,7 +8,10 @@ Each lesion class is drawn with its visual signature, at the sizes real photogra
 * nodule: a larger, diffuse, deeper red swelling, 6-10 %.
 
 The skin has several tones, uneven light, mottling, pores and a few freckles (unlabelled
-look-alikes); lesions sometimes touch or overlap, and some photographs have none. Boxes
+look-alikes); lesions sometimes touch or overlap. Each photo is drawn for a severity grade,
+the four equally often, with a lesion count in that grade's range (ACNE04's 0-5, 6-20,
+21-50, 51-64): mild photos include lesion-free ones, very severe ones are dense. The grade of
+the drawn count is written to ``grades.csv`` beside the photos, as a real export's would be. Boxes
 are drawn as annotators draw them, a little larger than the visible lesion (20 % plus a
 pixel). The result is written as a Pascal VOC export, so ingestion reads it exactly as it
 reads real data.
@@ -26,6 +29,8 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 from PIL import Image
+
+from acne_detection.grading import severity_grade
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +58,8 @@ class SyntheticSpec:
     n_images: int = 200
     size: int = 640
     seed: int = 0
-    generator: int = 2  # bumped whenever the drawing changes, so a cached folder is regenerated
-    background_share: float = 0.08
-    max_lesions: int = 12
+    generator: int = 3  # bumped whenever the drawing changes, so a cached folder is regenerated
+    counts: tuple[tuple[int, int], ...] = ((0, 5), (6, 20), (21, 50), (51, 64))  # lesions per grade, inclusive
 
 
 def _skin(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -123,12 +127,31 @@ def _draw_lesion(img: np.ndarray, rng: np.random.Generator, cls: str, cx: float,
     return rx, ry
 
 
-def render_photo(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+def _place(rng: np.random.Generator, size: int, r: float, centres: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """A centre for a lesion of radius ``r``: touching an earlier lesion a quarter of the time,
+    else apart from all of them; ``None`` when the skin is too crowded to find one."""
+    for _ in range(40):
+        if centres and rng.random() < 0.25:  # touch or overlap an earlier lesion
+            px, py, pr = centres[rng.integers(len(centres))]
+            angle, dist = rng.uniform(0, 2 * np.pi), (pr + r) * rng.uniform(0.6, 1.1)
+            cx, cy = px + dist * np.cos(angle), py + dist * np.sin(angle)
+        else:
+            cx, cy = rng.uniform(0.06, 0.94, 2) * size
+            if any(np.hypot(cx - x, cy - y) < 0.9 * (r + q) for x, y, q in centres):
+                continue
+        if 2 * r < cx < size - 2 * r and 2 * r < cy < size - 2 * r:
+            return cx, cy
+    return None
+
+
+def render_photo(rng: np.random.Generator, spec: SyntheticSpec,
+                 grade: int | None = None) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
     """Render one photograph and its lesion boxes.
 
     Args:
         rng: the generator to draw from (its state advances).
         spec: the dataset specification.
+        grade: the severity grade to draw a lesion count for (``spec.counts``); ``None``: drawn.
 
     Returns:
         The image, ``(size, size, 3)`` uint8 RGB, and a list of ``(class, x_min, y_min, x_max,
@@ -137,18 +160,16 @@ def render_photo(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndar
     size = spec.size
     img = _skin(rng, size)
     boxes: list[tuple[str, float, float, float, float]] = []
-    n = 0 if rng.random() < spec.background_share else int(rng.integers(2, spec.max_lesions + 1))
+    grade = int(rng.integers(len(spec.counts))) if grade is None else grade
+    low, high = spec.counts[grade]
+    n = int(rng.integers(low, high + 1))
     centres: list[tuple[float, float, float]] = []
     for cls in rng.choice(CLASSES, size=n, p=_CLASS_SHARE):
         r = rng.uniform(*_DIAMETER[cls]) * size / 2
-        if centres and rng.random() < 0.25:  # touch or overlap an earlier lesion
-            px, py, pr = centres[rng.integers(len(centres))]
-            angle, dist = rng.uniform(0, 2 * np.pi), (pr + r) * rng.uniform(0.6, 1.1)
-            cx, cy = px + dist * np.cos(angle), py + dist * np.sin(angle)
-        else:
-            cx, cy = rng.uniform(0.06, 0.94, 2) * size
-        if not (2 * r < cx < size - 2 * r and 2 * r < cy < size - 2 * r):
+        place = _place(rng, size, r, centres)
+        if place is None:
             continue
+        cx, cy = place
         hw, hh = (v * _BOX_MARGIN + 1 for v in _draw_lesion(img, rng, str(cls), cx, cy, r))
         centres.append((cx, cy, r))
         boxes.append((str(cls), max(cx - hw, 0.0), max(cy - hh, 0.0), min(cx + hw, size), min(cy + hh, size)))
@@ -192,12 +213,15 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     rng = np.random.default_rng(spec.seed)
+    grades = []
     for i in range(spec.n_images):
-        pixels, boxes = render_photo(rng, spec)
+        pixels, boxes = render_photo(rng, spec, grade=i % len(spec.counts))
         name = f"synthetic_{i:05d}.jpg"
         Image.fromarray(pixels).save(root / name, quality=92)
         (root / name).with_suffix(".xml").write_text(_voc_xml(name, spec.size, boxes), encoding="utf-8")
+        grades.append(f"{name},{int(severity_grade(len(boxes), [hi for _, hi in spec.counts[:-1]]))}")
         if (i + 1) % 50 == 0 or i + 1 == spec.n_images:
             logger.info("Synthetic photographs: %d/%d written to %s", i + 1, spec.n_images, root)
+    (root / "grades.csv").write_text("image,grade\n" + "\n".join(grades) + "\n", encoding="utf-8")
     manifest.write_text(wanted, encoding="utf-8")
     return root

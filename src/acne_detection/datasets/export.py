@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,7 @@ class RawExport:
     images: pd.DataFrame
     boxes: pd.DataFrame
     problems: pd.DataFrame
+    grades: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["image", "grade"]))
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -144,6 +146,8 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         image_check: ``structure`` (walk each file to its end) or ``decode`` (decode it).
         synthetic: keyword arguments for ``acne_detection.synthetic.write_voc_export``, used
             only when the folder has no image yet.
+        grades_file: a CSV (``image``, ``grade``) beside the export giving each photo's true
+            severity grade, read when present (relative to ``path``).
         workers: processes that check images (default: the machine's cores).
     """
 
@@ -154,6 +158,7 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         format: str = "auto",  # the word users write in the catalog, though it shadows a builtin
         image_check: str = "structure",
         synthetic: dict[str, Any] | None = None,
+        grades_file: str = "grades.csv",
         workers: int | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -164,6 +169,7 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         self._path = Path(path)
         self._format = format
         self._check = image_check
+        self._grades_file = grades_file
         self._synthetic = synthetic
         self._workers = workers or os.cpu_count() or 1
         self.metadata = metadata
@@ -200,7 +206,17 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
             w = boxes["image_id"].map(size["width"]).astype(float)
             h = boxes["image_id"].map(size["height"]).astype(float)
             boxes = boxes.assign(x_min=boxes.x_min * w, x_max=boxes.x_max * w, y_min=boxes.y_min * h, y_max=boxes.y_max * h)
-        return RawExport(root=str(self._path), format=fmt, images=images, boxes=boxes, problems=problems)
+        return RawExport(root=str(self._path), format=fmt, images=images, boxes=boxes, problems=problems,
+                         grades=self._read_grades())
+
+    def _read_grades(self) -> pd.DataFrame:
+        path = self._path / self._grades_file
+        if not path.is_file():
+            return pd.DataFrame(columns=["image", "grade"])
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+            raise DatasetError(f"{path}: cannot read the grades file ({err}); expected a CSV with columns image, grade") from err
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._path}: a raw export is read-only; the project never writes source data")

@@ -22,7 +22,10 @@ def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
     assert report.loc[("train", "comedone"), "share_small"] == 1.0
     assert report.loc[("train", "nodule"), "share_small"] == 0.0
     assert report.loc[("train", "all"), "boxes_per_image"] == 1.0
-    assert len(plot_dataset(gt, split, {"imgsz": 320}).axes) == 3
+    cooccurrence = pd.DataFrame({"class_name": ["a", "b"], "a": [3, 0], "b": [0, 2]})
+    fig = plot_dataset(gt, split.assign(grade=["0", "3", ""]), cooccurrence, {"status": "warning"}, {"imgsz": 320})
+    assert len(fig.axes) == 5 and fig.axes[4].get_title().startswith("label audit: warning")
+    assert "photos per true grade" in fig.axes[3].get_title()
 
 
 def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params) -> None:

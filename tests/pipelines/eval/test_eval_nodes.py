@@ -38,21 +38,30 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, params)
     assert headline["mAP50"] == pytest.approx(1.0) and headline["recall"] == 1.0 and headline["precision"] == 1.0
     assert confusion.set_index("true").loc["background"].sum() == 0  # no false alarm above the threshold
-    gate = check_quality_gate(headline, params)
-    assert gate["gate"] == "pass"
-    text = report_headline(per_class, point, gate)
+    gate = check_quality_gate(headline, {}, params)
+    assert gate["gate"] == "pass" and "gate.grade_accuracy" not in gate  # not gated unless asked
+    grading = {"photos_graded": 6.0, "grade_accuracy": 4 / 6, "grade_accuracy_low": 0.3, "grade_accuracy_high": 0.903,
+               "grade_ceiling": 5 / 6, "grade_recall.mild": 0.5, "count_mae": 30 / 7, "count_rmse": 6.414}
+    text = report_headline(per_class, point, gate, grading)
     assert "Quality gate: **PASS**" in text and "pycocotools" in text
+    assert "Grade accuracy on 6 test photos: **0.667** (95 % Wilson interval 0.300-0.903); ceiling 0.833" in text
+    assert "MAE 4.29, RMSE 6.41" in text and "mild 0.50" in text
     assert len(plot_threshold_curves(sweep, point).axes) == 4
     assert plot_error_gallery(preds, ground_truth, dataset, point, {"gallery_size": 2}).axes
 
 
 def test_gate_fails_loudly_only_when_strict() -> None:
     weak = {"mAP50": 0.7, "recall": 0.9, "precision": 0.8}
-    verdict = check_quality_gate(weak, {})
+    verdict = check_quality_gate(weak, {}, {})
     assert verdict["gate"] == "fail" and verdict["gate.mAP50"].startswith("fail (0.700 < 0.80)")
     assert verdict["gate.recall"].startswith("pass")
     with pytest.raises(DatasetError, match="Quality gate failed"):
-        check_quality_gate(weak, {"gate": {"strict": True}})
+        check_quality_gate(weak, {}, {"gate": {"strict": True}})
+    good = {"mAP50": 0.9, "recall": 0.9, "precision": 0.8}
+    graded = check_quality_gate(good, {"grade_accuracy": 0.7}, {"gate": {"grade_accuracy": 0.8}})
+    assert graded["gate"] == "fail" and graded["gate.grade_accuracy"] == "fail (0.700 < 0.80)"
+    unmeasured = check_quality_gate(good, {}, {"gate": {"grade_accuracy": 0.8}})
+    assert unmeasured["gate.grade_accuracy"].startswith("fail (not measured")
 
 
 def test_lineage_tags_hash_the_manifest(tiny_yolo) -> None:
@@ -136,3 +145,32 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
     weights, _ = source.load().resolve()
     with pytest.raises(DatasetError, match=r"'person'.*'comedone'"):
         predict_test_split(weights, tiny_yolo[0], {})
+
+
+def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
+    """Every test lesion found, plus 3 false alarms: counts are off by exactly those alarms."""
+    from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
+
+    dataset, ground_truth, preds = crafted
+    test = dataset.manifest[dataset.manifest.split == "test"]
+    split_images = test[["image_id"]].assign(grade=["1"] + [""] * (len(test) - 1))  # one photo with a true grade
+    photos = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {})
+    assert len(photos) == len(test)
+    truth = ground_truth[ground_truth.split == "test"].groupby("image").size()
+    assert photos.true_count.tolist() == photos.image.map(truth).fillna(0).astype(int).tolist()
+    alarms = preds[preds.confidence == 0.3].groupby("image").size()
+    assert (photos.pred_count - photos.true_count).tolist() == photos.image.map(alarms).fillna(0).astype(int).tolist()
+    assert photos.true_grade.notna().sum() == 1
+    only_found = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {})
+    assert (only_found.pred_count == only_found.true_count).all()
+    metrics, confusion = evaluate_grading(only_found, {})
+    first = only_found.iloc[0]
+    assert metrics["grade_accuracy"] == float(first.pred_grade == 1) and metrics["count_mae"] == 0.0
+    assert confusion.set_index("true").to_numpy().sum() == 1
+    assert len(plot_grade_confusion(confusion, metrics).axes) == 2
+    with pytest.raises(DatasetError, match="count_classes"):
+        grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"count_classes": ["scar"]})
+    hayashi = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5},
+                                {"count_classes": ["papule", "pustule"]})
+    inflammatory = ground_truth[(ground_truth.split == "test") & ground_truth["class"].isin(["papule", "pustule"])]
+    assert hayashi.true_count.sum() == len(inflammatory)

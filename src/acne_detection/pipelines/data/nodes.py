@@ -13,10 +13,6 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
@@ -364,7 +360,8 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     """Assign every image to train, val or test, keeping groups whole and classes stratified.
 
     Stratification is multi-label on the classes each group contains, with background-only
-    groups as a class of their own; the same inputs and seed give the same split.
+    groups as a class of their own, and on each group's grade where images have a ``grade``;
+    the same inputs and seed give the same split.
 
     Args:
         images: accepted images (``image_id``, ``source_split``, ...).
@@ -388,6 +385,9 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     groups = sorted(out["group"].unique())
     presence = presence.reindex(groups, fill_value=0)
     presence["(background)"] = (presence.sum(axis=1) == 0).astype(int)
+    if "grade" in out and out["grade"].notna().any():  # so every split holds every grade
+        grade = out.groupby("group")["grade"].first().reindex(groups)
+        presence = presence.join(pd.get_dummies(grade.astype("string"), prefix="grade").astype(int)).fillna(0)
     if len(groups) < 3:
         raise DatasetError(f"only {len(groups)} source photo groups: need at least 3 to fill train, val and test")
     rest, test = _stratified_split(presence, holdout=p.split.test, seed=p.split.seed)
@@ -500,21 +500,26 @@ def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_para
                                           ignore_index=True)
 
 
-def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, train_params: dict[str, Any]) -> Figure:
-    """Boxes per class and split, box sizes at the training size, and lesions per image.
+def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, cooccurrence: pd.DataFrame, audit: dict[str, Any],
+                 train_params: dict[str, Any]) -> Figure:
+    """Boxes per class and split, box sizes at the training size, lesions per image, photos
+    per grade and split, and the label audit (which source class names share a photo).
 
     Args:
         ground_truth: boxes with ``split`` (``plan_yolo_dataset``'s output).
-        split: the split images.
+        split: the split images (with ``grade`` where known).
+        cooccurrence: ``audit_labels``'s table (photos holding each pair of source names).
+        audit: ``audit_labels``'s verdict.
         train_params: the ``train`` parameters (``imgsz``).
 
     Returns:
-        A three-panel figure.
+        A five-panel figure.
     """
     imgsz = parse("train", train_params).imgsz
     sides = _sides_at_training_size(ground_truth, imgsz)
     side = np.sqrt(sides["w"] * sides["h"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(25, 4.5))
+    axes = fig.subplots(1, 5)
     pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(ax=axes[0], rot=0)
     axes[0].set(title="boxes per class and split", ylabel="boxes")
     for cls, values in side.groupby(ground_truth["class"]):
@@ -523,7 +528,22 @@ def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, train_params: 
     axes[1].set(title=f"box size at imgsz={imgsz} (sqrt of area, px)", xlabel="px", ylabel="boxes")
     axes[1].legend()
     per_image = split["image_id"].map(ground_truth.groupby("image_id").size()).fillna(0)
-    axes[2].hist(per_image, bins=range(int(per_image.max()) + 2), rwidth=0.9)
+    axes[2].hist(per_image, bins=min(int(per_image.max()) + 1, 60), rwidth=0.9)
     axes[2].set(title="lesions per image", xlabel="lesions", ylabel="images")
+    grade = pd.to_numeric(split.get("grade", pd.Series(dtype=float)), errors="coerce")
+    if grade.notna().any():
+        pd.crosstab(grade.astype("Int64"), split["split"]).reindex(columns=["train", "val", "test"]).plot.bar(ax=axes[3], rot=0)
+        axes[3].set(title="photos per true grade and split", xlabel="grade", ylabel="photos")
+    else:
+        axes[3].text(0.5, 0.5, "no true grades in this export", ha="center", va="center")
+        axes[3].set_axis_off()
+    matrix = cooccurrence.set_index("class_name")
+    axes[4].imshow(matrix.to_numpy(float), cmap="Blues")
+    axes[4].set_xticks(range(len(matrix.columns)), [str(c)[:18] for c in matrix.columns], rotation=30, ha="right")
+    axes[4].set_yticks(range(len(matrix.index)), [str(c)[:18] for c in matrix.index])
+    for (i, j), v in np.ndenumerate(matrix.to_numpy()):
+        axes[4].text(j, i, str(v), ha="center", va="center", fontsize=8)
+    color = {"warning": "red", "handled": "darkorange"}.get(audit["status"], "black")
+    axes[4].set_title(f"label audit: {audit['status']}\nphotos holding both source class names", color=color)
     fig.tight_layout()
     return fig

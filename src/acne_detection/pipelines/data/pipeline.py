@@ -2,6 +2,8 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.pipelines.data.audit import audit_labels
+from acne_detection.pipelines.data.grades import attach_grades
 from acne_detection.pipelines.data.nodes import (
     describe_dataset, find_split_leaks, map_classes, plan_yolo_dataset, plot_dataset, split_dataset, summarise_quarantine,
     validate_export,
@@ -10,7 +12,8 @@ from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """ingest (the catalog's ``raw_export``, read once) → map classes → validate → split → YOLO-format dataset → report."""
+    """ingest (the catalog's ``raw_export``, read once) → map classes → audit labels, validate → grades → split →
+    YOLO-format dataset → report."""
     return pipeline(
         [
             node(map_classes, ["raw_export", "params:data"], ["mapped_export", "class_mapping"], name="map_classes"),
@@ -18,13 +21,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["accepted_images", "accepted_boxes", "quarantine_report", "ingestion_counts"], name="validate_export"),
             node(to_mlflow_metrics, "ingestion_counts", "ingestion_counts_mlflow", name="log_ingestion_counts"),
             node(summarise_quarantine, "quarantine_report", "quarantine_summary", name="summarise_quarantine"),
-            node(split_dataset, ["accepted_images", "accepted_boxes", "params:data"], "split_images", name="split_dataset"),
+            node(audit_labels, ["mapped_export", "params:data"], ["label_audit", "label_audit_cooccurrence",
+                                                                  "label_audit_tags"], name="audit_labels"),
+            node(attach_grades, ["accepted_images", "mapped_export", "params:data", "params:grading"],
+                 ["graded_images", "grade_report"], name="attach_grades"),
+            node(split_dataset, ["graded_images", "accepted_boxes", "params:data"], "split_images", name="split_dataset"),
             node(find_split_leaks, "split_images", "split_leaks", name="find_split_leaks"),
             node(plan_yolo_dataset, ["split_images", "accepted_boxes", "params:data"],
                  ["yolo_dataset", "ground_truth"], name="plan_yolo_dataset"),
             node(describe_dataset, ["split_images", "ground_truth", "params:train"], "dataset_report",
                  name="describe_dataset"),
-            node(plot_dataset, ["ground_truth", "split_images", "params:train"], "dataset_report_plot",
+            node(plot_dataset, ["ground_truth", "split_images", "label_audit_cooccurrence", "label_audit", "params:train"],
+                 "dataset_report_plot",
                  name="plot_dataset"),
         ]
     )

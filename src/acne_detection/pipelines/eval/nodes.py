@@ -195,11 +195,13 @@ def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, d
     return per_class, confusion.reset_index(), headline
 
 
-def check_quality_gate(metrics: dict[str, float], params: dict[str, Any]) -> dict[str, str]:
+def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], params: dict[str, Any]) -> dict[str, str]:
     """Compare the headline metrics with the targets in ``eval.gate``.
 
     Args:
         metrics: ``evaluate_detections``'s headline metrics.
+        grading: ``evaluate_grading``'s metrics (``grade_accuracy`` is gated when
+            ``gate.grade_accuracy`` is set and the test photos have true grades).
         params: the ``eval`` parameters.
 
     Returns:
@@ -211,9 +213,15 @@ def check_quality_gate(metrics: dict[str, float], params: dict[str, Any]) -> dic
             exits non-zero, for use as a model check in CI).
     """
     gate = parse("eval", params).gate
+    targets = [("mAP50", metrics, gate.map50), ("recall", metrics, gate.recall), ("precision", metrics, gate.precision)]
+    if gate.grade_accuracy is not None:
+        targets.append(("grade_accuracy", grading, gate.grade_accuracy))
     verdicts = {}
-    for name, target in (("mAP50", gate.map50), ("recall", gate.recall), ("precision", gate.precision)):
-        value = metrics.get(name, 0.0)
+    for name, source, target in targets:
+        if name not in source:
+            verdicts[name] = "fail (not measured: no test photo has a true grade)"
+            continue
+        value = source[name]
         verdicts[name] = ("pass" if value >= target else "fail") + f" ({value:.3f} {'>=' if value >= target else '<'} {target:.2f})"
     overall = "pass" if all(v.startswith("pass") for v in verdicts.values()) else "fail"
     logger.log(logging.INFO if overall == "pass" else logging.WARNING, "Quality gate: %s %s", overall.upper(), verdicts)
@@ -329,13 +337,32 @@ def plot_error_gallery(predictions: pd.DataFrame, ground_truth: pd.DataFrame, da
     return fig
 
 
-def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], gate: dict[str, str]) -> str:
+def _grading_lines(grading: dict[str, float]) -> str:
+    """The grading section of the summary: accuracy with its interval and the ceiling beside it."""
+    counting = (f"Counting error per test photo (lesions at the operating point vs true): MAE {grading['count_mae']:.2f}, "
+                f"RMSE {grading['count_rmse']:.2f}.\n\n") if "count_mae" in grading else ""
+    if "grade_accuracy" not in grading:
+        return "## Severity grading\n\nNo test photo has a true grade, so grading accuracy is not measured.\n" + counting
+    recalls = ", ".join(f"{k.removeprefix('grade_recall.')} {v:.2f}" for k, v in grading.items() if k.startswith("grade_recall."))
+    return (
+        "## Severity grading\n\n"
+        f"Grade accuracy on {grading['photos_graded']:.0f} test photos: **{grading['grade_accuracy']:.3f}** "
+        f"(95 % Wilson interval {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
+        f"ceiling {grading['grade_ceiling']:.3f} (the true lesion counts graded by the same rule: what a perfect "
+        "counter would reach against these grades). Published anchor on ACNE04: 84.1 %.\n\n"
+        f"Recall per true grade: {recalls}.\n\n" + counting
+    )
+
+
+def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], gate: dict[str, str],
+                    grading: dict[str, float]) -> str:
     """The run's headline as Markdown, also logged so the terminal shows it.
 
     Args:
         per_class: ``evaluate_detections``'s per-class table.
         operating_point: the chosen threshold.
         gate: ``check_quality_gate``'s verdicts.
+        grading: ``evaluate_grading``'s metrics.
 
     Returns:
         Markdown: the metrics per class and overall, the operating point, the gate, and a note
@@ -351,7 +378,8 @@ def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], ga
         "## Test-split results\n\n" + "\n".join(lines) + "\n\n"
         f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
         f"({operating_point['rule']}).\n\n"
-        f"Quality gate: **{gate['gate'].upper()}**\n" + "\n".join(gate_lines) + "\n\n" + AP_NOTE + "\n"
+        + _grading_lines(grading)
+        + f"Quality gate: **{gate['gate'].upper()}**\n" + "\n".join(gate_lines) + "\n\n" + AP_NOTE + "\n"
     )
     logger.info("\n%s", text)
     return text

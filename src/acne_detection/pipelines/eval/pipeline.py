@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 from acne_detection.pipelines.eval.nodes import (
     check_quality_gate, choose_operating_point, evaluate_detections, fingerprint_inputs, plot_confusion_matrix,
     plot_error_gallery, plot_threshold_curves, predict_test_split, report_headline, sweep_thresholds,
@@ -10,7 +11,7 @@ from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Trained weights + test split → predictions → thresholds → metrics, plots, gate, headline."""
+    """Trained weights + test split → predictions → thresholds → metrics, grading, plots, gate, headline."""
     return pipeline(
         [
             node(predict_test_split, ["trained_weights", "yolo_dataset", "params:eval"], "test_predictions",
@@ -22,14 +23,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="choose_operating_point"),
             node(evaluate_detections, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                  ["test_metrics_per_class", "confusion_matrix", "test_metrics"], name="evaluate_detections"),
-            node(check_quality_gate, ["test_metrics", "params:eval"], "quality_gate", name="check_quality_gate"),
+            node(grade_test_photos, ["test_predictions", "ground_truth", "yolo_dataset", "split_images", "operating_point",
+                                     "params:grading"], "test_grades", name="grade_test_photos"),
+            node(evaluate_grading, ["test_grades", "params:grading"], ["grading_metrics", "grade_confusion_matrix"],
+                 name="evaluate_grading"),
+            node(plot_grade_confusion, ["grade_confusion_matrix", "grading_metrics"], "grade_confusion_plot",
+                 name="plot_grade_confusion"),
+            node(to_mlflow_metrics, "grading_metrics", "grading_metrics_mlflow", name="log_grading_metrics"),
+            node(check_quality_gate, ["test_metrics", "grading_metrics", "params:eval"], "quality_gate",
+                 name="check_quality_gate"),
             node(plot_confusion_matrix, "confusion_matrix", "confusion_matrix_plot", name="plot_confusion_matrix"),
             node(plot_threshold_curves, ["threshold_sweep", "operating_point"], "threshold_curves",
                  name="plot_threshold_curves"),
             node(plot_error_gallery, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                  "error_gallery", name="plot_error_gallery"),
             node(to_mlflow_metrics, "test_metrics", "test_metrics_mlflow", name="log_test_metrics"),
-            node(report_headline, ["test_metrics_per_class", "operating_point", "quality_gate"], "results_summary",
+            node(report_headline, ["test_metrics_per_class", "operating_point", "quality_gate", "grading_metrics"],
+                 "results_summary",
                  name="report_headline"),
         ]
     )

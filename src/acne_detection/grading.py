@@ -1,0 +1,143 @@
+"""Acne severity from lesion counts: the count→grade rule, where true grades come from, and
+how well predicted grades agree with them.
+
+The convention is ACNE04's (Wu et al., "Joint Acne Image Grading and Counting via Label
+Distribution Learning", ICCV 2019), whose own code grades a photo by its lesion count:
+0-5 lesions → 0 (mild), 6-20 → 1 (moderate), 21-50 → 2 (severe), more than 50 → 3 (very
+severe). Hayashi's clinical criterion uses the same thresholds on inflammatory lesions
+(papules and pustules) only; ``count_classes`` does that. The published grading accuracy on
+ACNE04 is 84.1 %.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+ACNE04_THRESHOLDS = (5, 20, 50)
+ACNE04_GRADE_NAMES = ("mild", "moderate", "severe", "very severe")
+
+
+def severity_grade(counts: Sequence[int] | np.ndarray | int, thresholds: Sequence[int] = ACNE04_THRESHOLDS) -> np.ndarray:
+    """The severity grade of each lesion count: how many thresholds the count exceeds.
+
+    With ACNE04's thresholds (5, 20, 50): 0-5 → 0, 6-20 → 1, 21-50 → 2, 51 or more → 3.
+
+    Args:
+        counts: lesions per photo (non-negative integers), a scalar or an array.
+        thresholds: the largest count of each grade but the last, ascending.
+
+    Returns:
+        An integer array of grades, the shape of ``counts``.
+    """
+    return np.searchsorted(np.asarray(thresholds), np.asarray(counts), side="left").astype(int)
+
+
+def grades_from_names(image_ids: pd.Series, pattern: str | None) -> pd.Series:
+    """The grade a file name states, as ACNE04's ``levle2_49.jpg`` does.
+
+    Args:
+        image_ids: image paths relative to the export.
+        pattern: a regex searched in the path; its ``grade`` named group (or its first group)
+            is the grade. ``None`` or empty: no grade from names.
+
+    Returns:
+        The grade per image, as a nullable integer (``<NA>`` where the name has none).
+    """
+    if not pattern:
+        return pd.Series(pd.NA, index=image_ids.index, dtype="Int64")
+    regex = re.compile(pattern)
+
+    def _grade(image_id: str) -> int | None:
+        match = regex.search(PurePosixPath(image_id).name) or regex.search(image_id)
+        if not match:
+            return None
+        value = match.groupdict().get("grade") or match.group(1)
+        return int(value) if str(value).isdigit() else None
+
+    return image_ids.map(_grade).astype("Int64")
+
+
+def parse_grades_file(table: pd.DataFrame, image_ids: pd.Series, *, n_grades: int, file: str) -> tuple[pd.Series, pd.DataFrame]:
+    """Grades from a ``grades.csv`` (columns ``image``, ``grade``) matched to the export's images.
+
+    ``image`` may be the image's path in the export, its file name or its stem.
+
+    Args:
+        table: the file's rows, as read (strings).
+        image_ids: the export's image paths.
+        n_grades: grades run 0..n_grades-1.
+        file: the file's name, for the report.
+
+    Returns:
+        The grade per image (``<NA>`` where the file has none), and the file's problems: one row
+        per unusable line (``file``, ``image_id``, ``reason``, ``detail``).
+    """
+    grades = pd.Series(pd.NA, index=image_ids.index, dtype="Int64")
+    problems: list[dict[str, str]] = []
+    if table.empty:
+        return grades, pd.DataFrame(problems, columns=["file", "image_id", "reason", "detail"])
+    if not {"image", "grade"} <= set(table.columns):
+        problems.append({"file": file, "image_id": "", "reason": "unparseable grades file",
+                         "detail": f"columns {list(table.columns)}; expected image, grade"})
+        return grades, pd.DataFrame(problems)
+    keys = {}
+    for index, image_id in image_ids.items():
+        path = PurePosixPath(image_id)
+        for key in (image_id, path.name, path.stem):
+            keys.setdefault(key, []).append(index)
+    for row in table.itertuples():
+        name, raw = str(row.image).strip(), str(row.grade).strip()
+        targets = keys.get(name, [])
+        if not targets:
+            problems.append({"file": file, "image_id": name, "reason": "grade for an unknown image",
+                             "detail": f"'{name}' is not an image of the export"})
+        elif not (raw.isdigit() and int(raw) < n_grades):
+            problems.append({"file": file, "image_id": name, "reason": "unparseable grade",
+                             "detail": f"grade '{raw}' is not one of 0..{n_grades - 1}"})
+        else:
+            grades[targets] = int(raw)
+    return grades, pd.DataFrame(problems, columns=["file", "image_id", "reason", "detail"])
+
+
+def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Grading accuracy, recall per grade, counting error and the ceiling, on photos with a true grade.
+
+    Args:
+        photos: one row per photo: ``true_grade`` (``<NA>``: unknown, left out), ``pred_grade``,
+            ``true_count``, ``pred_count`` and ``count_grade`` (the grade of the true count).
+        names: the grades' names, in order.
+
+    Returns:
+        The metrics: ``grade_accuracy`` with a 95 % Wilson interval (``_low``, ``_high``),
+        ``grade_ceiling`` (accuracy of grading the *true* counts: what a perfect counter
+        would reach), ``count_mae`` and ``count_rmse`` (ACNE04's counting protocol),
+        ``grade_recall.<name>`` and ``photos_graded``; and the grade confusion matrix (rows true,
+        columns predicted, counts).
+    """
+    from scipy.stats import binomtest
+
+    graded = photos[photos.true_grade.notna()]
+    n = len(graded)
+    labels = list(names)
+    truth, pred = graded.true_grade.astype(int).to_numpy(), graded.pred_grade.astype(int).to_numpy()
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(matrix, (truth, pred), 1)
+    confusion = pd.DataFrame(matrix, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
+    metrics: dict[str, float] = {"photos_graded": float(n)}
+    if n:
+        correct = int((truth == pred).sum())
+        interval = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+        metrics.update(grade_accuracy=correct / n, grade_accuracy_low=interval.low, grade_accuracy_high=interval.high,
+                       grade_ceiling=float((graded.count_grade.astype(int).to_numpy() == truth).mean()))
+        for g, name in enumerate(labels):
+            if (truth == g).any():
+                metrics[f"grade_recall.{name}"] = float(matrix[g, g] / matrix[g].sum())
+    error = (photos.pred_count - photos.true_count).to_numpy(float)
+    if len(error):
+        metrics.update(count_mae=float(np.abs(error).mean()), count_rmse=float(np.sqrt((error**2).mean())))
+    return metrics, confusion

@@ -1,0 +1,67 @@
+"""The count→grade rule, grade sources, and grading metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from acne_detection.grading import grades_from_names, grading_metrics, parse_grades_file, severity_grade
+
+
+@pytest.mark.parametrize(("count", "grade"), [(0, 0), (5, 0), (6, 1), (20, 1), (21, 2), (50, 2), (51, 3), (400, 3)])
+def test_acne04_thresholds_at_every_boundary(count: int, grade: int) -> None:
+    assert severity_grade(count) == grade
+
+
+def test_grades_are_vectorised_and_follow_other_thresholds() -> None:
+    assert severity_grade([0, 3, 4, 10, 11]).tolist() == [0, 0, 0, 1, 1]
+    assert severity_grade([0, 3, 4, 10, 11], thresholds=[3, 10]).tolist() == [0, 0, 1, 1, 2]
+
+
+def test_grade_from_acne04_file_names() -> None:
+    ids = pd.Series(["train/levle2_49_jpg.rf.0a1b.jpg", "levle0_3.jpg", "photo.jpg", "levleX_1.jpg"])
+    assert grades_from_names(ids, r"levle(?P<grade>\d)").tolist() == [2, 0, pd.NA, pd.NA]
+    assert grades_from_names(ids, None).isna().all()
+    assert grades_from_names(pd.Series(["grade-3/a.jpg"]), r"grade-(\d)").tolist() == [3]
+
+
+def test_a_grades_file_matches_paths_names_and_stems_and_reports_bad_lines() -> None:
+    ids = pd.Series(["train/a.jpg", "b.png", "c.jpg", "d.jpg"])
+    table = pd.DataFrame({"image": ["train/a.jpg", "b.png", "c", "zzz.jpg", "d.jpg"], "grade": ["1", "3", "0", "2", "severe"]})
+    grades, problems = parse_grades_file(table, ids, n_grades=4, file="grades.csv")
+    assert grades.tolist() == [1, 3, 0, pd.NA]
+    assert problems[["image_id", "reason"]].values.tolist() == [["zzz.jpg", "grade for an unknown image"],
+                                                                 ["d.jpg", "unparseable grade"]]
+    _, wrong = parse_grades_file(pd.DataFrame({"file": ["a"]}), ids, n_grades=4, file="grades.csv")
+    assert wrong.reason.tolist() == ["unparseable grades file"]
+
+
+def test_grading_metrics_against_hand_computed_values() -> None:
+    # 6 graded photos + 1 without a grade (counted for MAE/RMSE, not for accuracy).
+    photos = pd.DataFrame({
+        "true_grade": pd.array([0, 0, 1, 2, 3, 3, pd.NA], dtype="Int64"),
+        "pred_grade": [0, 1, 1, 2, 2, 3, 0],
+        "count_grade": [0, 0, 1, 1, 3, 3, 0],
+        "true_count": [2, 4, 10, 19, 60, 55, 0],
+        "pred_count": [3, 7, 12, 25, 45, 58, 0],
+    })
+    metrics, confusion = grading_metrics(photos, names=["mild", "moderate", "severe", "very severe"])
+    assert metrics["photos_graded"] == 6
+    assert metrics["grade_accuracy"] == pytest.approx(4 / 6)
+    assert metrics["grade_ceiling"] == pytest.approx(5 / 6)  # the 19-lesion "severe" photo: a true count of grade 1
+    assert metrics["grade_recall.mild"] == 0.5 and metrics["grade_recall.very severe"] == 0.5
+    assert metrics["grade_recall.moderate"] == 1.0 and metrics["grade_recall.severe"] == 1.0
+    errors = np.array([1, 3, 2, 6, -15, 3, 0])
+    assert metrics["count_mae"] == pytest.approx(np.abs(errors).mean())  # 30 / 7
+    assert metrics["count_rmse"] == pytest.approx(np.sqrt((errors**2).mean()))  # sqrt(288 / 7)
+    # Wilson interval for 4/6 (statsmodels' proportion_confint(4, 6, method="wilson") gives 0.300, 0.903)
+    assert (metrics["grade_accuracy_low"], metrics["grade_accuracy_high"]) == pytest.approx((0.3000, 0.9032), abs=5e-4)
+    assert confusion.to_numpy().tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
+
+
+def test_no_true_grade_leaves_accuracy_out_but_counts_errors() -> None:
+    photos = pd.DataFrame({"true_grade": pd.array([pd.NA, pd.NA], dtype="Int64"), "pred_grade": [0, 1],
+                           "count_grade": [0, 0], "true_count": [1, 2], "pred_count": [1, 8]})
+    metrics, _ = grading_metrics(photos, names=["a", "b", "c", "d"])
+    assert "grade_accuracy" not in metrics and metrics["count_mae"] == 3.0 and metrics["photos_graded"] == 0
