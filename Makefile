@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+MODEL ?= models:/acne-detector/latest
 TRACKING_URI := sqlite:///data/mlflow/mlflow.db
 # This project holds medical photographs: no library phones home (see README, "Privacy").
 export DO_NOT_TRACK := 1
@@ -11,7 +13,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui bench bench-quick install clean-outputs
+.PHONY: run test ui serve predict bench bench-quick install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,15 @@ ui: install
 	@mkdir -p data/mlflow
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+predict: install
+	$(BIN)/kedro run --pipeline predict
+
+# Serves the registered model over HTTP on 127.0.0.1 (the local environment: no download).
+serve: install
+	@echo "Model server: POST http://127.0.0.1:$(SERVE_PORT)/invocations  (Ctrl-C to stop; see README, Serving)"
+	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m $(MODEL) --env-manager local \
+		--host 127.0.0.1 --port $(SERVE_PORT)
 
 bench: install
 	$(BIN)/python -m benchmarks.run

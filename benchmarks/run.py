@@ -276,6 +276,21 @@ def main() -> None:
     print(_markdown(results, meta))
 
 
+def merge_results(rows: list[dict]) -> None:
+    """Put rows measured by another script (``benchmarks.predict``) into the full results,
+    replacing earlier rows of the same name, and rewrite ``RESULTS.md``."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    out = HERE / "results.json"
+    saved = json.loads(out.read_text()) if out.exists() else {"meta": {}, "results": []}
+    fresh = {r["benchmark"] for r in rows}
+    rows = [{**{k: v for k, v in r.items() if k != "found"}, "commit": commit or "unknown"} for r in rows]
+    results = [r for r in saved["results"] if r["benchmark"] not in fresh] + rows
+    meta = {**saved["meta"], "date": dt.date.today().isoformat(),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (HERE / "RESULTS.md").write_text(_markdown(results, meta))
+
+
 def _group(benchmark: str) -> str:
     return "ingestion" if "ingestion" in benchmark else "metrics" if benchmark.startswith("metrics") else "pipeline"
 

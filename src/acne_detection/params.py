@@ -131,6 +131,22 @@ class EvalParams(_Strict):
     max_det: int = Field(300, ge=1)
 
 
+class PredictParams(_Strict):
+    model: str | None = None  # as eval.model: null (the model train saved), a .pt, runs:/..., models:/...
+    threshold: float | None = Field(None, gt=0, lt=1)  # null: the operating point eval chose for this model
+    default_threshold: float = Field(0.25, gt=0, lt=1)  # used, with a warning, when eval chose none for it
+    device: str = "auto"
+    imgsz: int | None = Field(None, ge=32)  # null: the model's training size
+    slicing: Literal["auto", "always", "never"] = "auto"
+    slice_above: float = Field(2.0, gt=0)  # auto slices photos whose long side exceeds this many times imgsz
+    overlap: float = Field(0.2, ge=0, lt=1)
+    batch: int = Field(8, ge=1)
+    nms_iou: float = Field(0.7, gt=0, lt=1)
+    max_det: int = Field(1000, ge=1)
+    annotated_max_side: int = Field(1600, ge=64)
+    report_thumb_side: int = Field(360, ge=64)
+
+
 class GradingParams(_Strict):
     """The count→grade rule (``acne_detection.grading.severity_grade``)."""
 
@@ -153,6 +169,7 @@ PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "preview": PreviewParams,
     "eval": EvalParams,
     "grading": GradingParams,
+    "predict": PredictParams,
 }
 
 

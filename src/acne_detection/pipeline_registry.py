@@ -7,11 +7,16 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register ``data``, ``preview``, ``train``, ``eval`` and the whole DAG as ``__default__``.
+    """Register every pipeline found, and ``__default__`` = data → preview → train → eval.
+
+    ``predict`` is registered but not part of ``__default__``: it works on new photos with a
+    model already trained, so ``kedro run`` never predicts, and ``kedro run --pipeline predict``
+    never trains.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values())
+    # Kedro may load only the pipelines a command asks for; __default__ is whatever of the four is there
+    pipelines["__default__"] = sum(pipelines[name] for name in ("data", "preview", "train", "eval") if name in pipelines)
     return pipelines

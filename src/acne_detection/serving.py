@@ -1,44 +1,71 @@
-"""The trained detector as an MLflow pyfunc model: load it anywhere MLflow runs and call it
-on images, getting boxes, classes and confidences back.
+"""The trained detector as an MLflow pyfunc model: load it anywhere MLflow runs (or serve it
+with ``mlflow models serve``) and send it photos, as paths or as the file's bytes in base64;
+get back each photo's lesions, count and severity grade.
 
-MLflow logs this file itself ("models from code"), so loading needs no pickled object and
-not this package, only ``ultralytics``.
+MLflow logs this file itself ("models from code") and the ``acne_detection`` package beside
+it (``code_paths``), so loading needs no pickled object and no install of this project, only
+its dependencies (Ultralytics, torch, pandas, Pillow, SAHI for sliced inference). The boxes
+come from ``acne_detection.inference.predict_boxes``, the function ``eval`` and ``predict`` use.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
-OUTPUT_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
+OUTPUT_COLUMNS = ["image", "lesions", "grade", "grade_name", "boxes"]
 
 
 class YoloDetector(mlflow.pyfunc.PythonModel):
     """Wraps an Ultralytics checkpoint (the ``weights`` artifact).
 
-    ``predict`` takes a DataFrame with an ``image`` column of file paths and returns one row
-    per detected lesion. ``params`` may set ``conf`` (default 0.25) and ``imgsz`` (default 0:
-    the training size stored in the checkpoint).
+    ``predict`` takes a DataFrame with an ``image`` column (file paths on the server) and/or an
+    ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
+    ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
+    ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels).
+    ``params``: ``conf`` (default 0.25; pass the operating threshold ``eval`` chose, the
+    registered version's ``operating_threshold`` tag), ``imgsz`` (0: the training size) and
+    ``slicing`` (``auto``, ``always``, ``never``).
     """
 
     def load_context(self, context: Any) -> None:
+        import acne_detection  # noqa: F401 - its import sets the privacy defaults, before Ultralytics reads them
         from ultralytics import YOLO
 
         self.model = YOLO(context.artifacts["weights"])
+        self.grading = dict(context.model_config or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from acne_detection.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS, severity_grade
+        from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
+
         params = params or {}
-        train_args = self.model.ckpt.get("train_args", {}) if isinstance(self.model.ckpt, dict) else {}
-        imgsz = int(params.get("imgsz") or train_args.get("imgsz", 640))  # 0: the training size
+        settings = InferenceSettings(imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
+                                     conf=float(params.get("conf", 0.25)), slicing=str(params.get("slicing", "auto")),
+                                     device="cpu", batch=1)
+        photos = []
+        for i, row in enumerate(model_input.to_dict("records")):
+            encoded = row.get("image_b64")
+            if isinstance(encoded, str) and encoded:
+                photos.append((f"#{i}", base64.b64decode(encoded)))
+            else:
+                photos.append((str(row["image"]), str(row["image"])))
+        boxes = predict_boxes(self.model, photos, settings)
+        counted = self.grading.get("count_classes")
+        thresholds = self.grading.get("thresholds", ACNE04_THRESHOLDS)
+        names = self.grading.get("names", ACNE04_GRADE_NAMES)
         rows = []
-        for image in model_input["image"]:
-            result = next(iter(self.model.predict(str(image), conf=float(params.get("conf", 0.25)), imgsz=imgsz,
-                                                  device="cpu", verbose=False)))
-            for cls, conf, box in zip(result.boxes.cls.tolist(), result.boxes.conf.tolist(), result.boxes.xyxy.tolist()):
-                rows.append((str(image), int(cls), result.names[int(cls)], float(conf), *box))
+        for key, _ in photos:
+            mine = boxes[boxes.image == key]
+            n = int(len(mine) if not counted else mine["class"].isin(counted).sum())
+            grade = int(severity_grade(n, thresholds))
+            listed = mine[["class", "confidence", "x_min", "y_min", "x_max", "y_max"]].round(2).to_dict("records")
+            rows.append((key, n, grade, names[grade], json.dumps(listed)))
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
 

@@ -225,3 +225,72 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
     (root / "grades.csv").write_text("image,grade\n" + "\n".join(grades) + "\n", encoding="utf-8")
     manifest.write_text(wanted, encoding="utf-8")
     return root
+
+
+# Lesion diameters in pixels of a phone photo of a face (~4000 px wide): absolute sizes, not
+# scaled with the photo, so a comedone stays 5-15 px however large the photo is.
+_PHONE_DIAMETER_PX = {"comedone": (5, 15), "papule": (15, 30), "pustule": (20, 36), "nodule": (40, 80)}
+
+
+def render_phone_photo(rng: np.random.Generator, width: int, height: int, n_lesions: int
+                       ) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+    """A large photo as a phone takes it: skin texture at a quarter of the resolution (smooth
+    at this scale), lesions at their absolute pixel sizes (``_PHONE_DIAMETER_PX``).
+
+    Returns:
+        ``(height, width, 3)`` uint8 RGB pixels and ``(class, x_min, y_min, x_max, y_max)`` boxes.
+    """
+    side = max(width, height)
+    small = _skin(rng, max(side // 4, 64))
+    img = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+    boxes: list[tuple[str, float, float, float, float]] = []
+    centres: list[tuple[float, float, float]] = []
+    for cls in rng.choice(CLASSES, size=n_lesions, p=_CLASS_SHARE):
+        r = rng.uniform(*_PHONE_DIAMETER_PX[str(cls)]) / 2
+        for _ in range(40):
+            cx, cy = rng.uniform(0.05 * width, 0.95 * width), rng.uniform(0.05 * height, 0.95 * height)
+            if all(np.hypot(cx - x, cy - y) > 1.2 * (r + q) for x, y, q in centres):
+                break
+        else:
+            continue
+        hw, hh = (v * _BOX_MARGIN + 1 for v in _draw_lesion(img, rng, str(cls), cx, cy, r))
+        centres.append((cx, cy, r))
+        boxes.append((str(cls), max(cx - hw, 0.0), max(cy - hh, 0.0), min(cx + hw, width), min(cy + hh, height)))
+    img = img[:height, :width]
+    img += rng.normal(0, 0.012, img.shape).astype(np.float32)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), boxes
+
+
+def write_new_photos(path: str | Path, *, n_small: int = 4, n_phone: int = 2, seed: int = 1, size: int = 640,
+                     phone_size: tuple[int, int] = (3000, 4000), labels: bool = False) -> Path:
+    """Unlabelled photos to try ``kedro run --pipeline predict`` on: ``n_small`` like the
+    training photos and ``n_phone`` at a phone's full resolution (portrait by default).
+
+    Args:
+        path: the folder (created).
+        n_small: photos at ``size`` px, one per severity grade in turn.
+        n_phone: photos at ``phone_size`` (width, height) with lesions of absolute size.
+        seed: the random seed.
+        size: side of the small photos.
+        phone_size: width and height of the phone photos.
+        labels: also write a VOC ``.xml`` beside each photo (for benchmarks; the default
+            demo folder has none, as new photos would not).
+
+    Returns:
+        The folder.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    spec = SyntheticSpec(size=size)
+    made = [(f"photo_{i:02d}.jpg", *render_photo(rng, spec, grade=i % len(spec.counts))) for i in range(n_small)]
+    for i in range(n_phone):
+        made.append((f"phone_{i:02d}.jpg", *render_phone_photo(rng, *phone_size, int(rng.integers(8, 40)))))
+    for name, pixels, boxes in made:
+        Image.fromarray(pixels).save(root / name, quality=92)
+        if labels:
+            h, w = pixels.shape[:2]
+            xml = _voc_xml(name, w, boxes).replace(f"<height>{w}</height>", f"<height>{h}</height>")
+            (root / name).with_suffix(".xml").write_text(xml, encoding="utf-8")
+    logger.info("Demo photos to predict on: %d written to %s", len(made), root)
+    return root

@@ -109,3 +109,40 @@ def mark_run_killed(run_id: str | None) -> None:
     active = mlflow.active_run()
     if run.info.status == "RUNNING" and (active is None or active.info.run_id != run_id):
         client.set_terminated(run_id, status="KILLED")
+
+
+def model_version_tag(spec: str | None, sha256: str) -> dict[str, str]:
+    """What the registry says about a model: its version name and the tags ``eval`` set on it
+    (``operating_threshold``), for a ``models:/`` spec, or for the version whose weights have
+    this SHA-256 (a ``runs:/`` spec or the trained model).
+
+    Args:
+        spec: ``predict.model`` or ``eval.model``.
+        sha256: the checkpoint's SHA-256.
+
+    Returns:
+        ``model_version`` ("acne-detector/3") and the version's tags; ``{}`` when the registry
+        has no such version (or cannot be reached).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        if spec and spec.startswith("models:/"):
+            ref = spec.removeprefix("models:/").strip("/")
+            name, _, ref = ref.partition("@") if "@" in ref else ref.rpartition("/")
+            if ref.isdigit():
+                version = client.get_model_version(name, ref)
+            elif ref.lower() == "latest":
+                version = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+            else:
+                version = client.get_model_version_by_alias(name, ref)
+        else:
+            found = [v for v in client.search_model_versions() if v.tags.get("model_sha256") == sha256]
+            if not found:
+                return {}
+            version = max(found, key=lambda v: int(v.version))
+    except (MlflowException, ValueError):
+        return {}
+    return {**version.tags, "model_version": f"{version.name}/{version.version}"}

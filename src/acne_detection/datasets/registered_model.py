@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -44,17 +45,22 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         from acne_detection import serving
 
         signature = ModelSignature(
-            inputs=Schema([ColSpec("string", "image")]),
-            outputs=Schema([ColSpec("string", "image"), ColSpec("long", "class_id"), ColSpec("string", "class"),
-                            *(ColSpec("double", c) for c in ("confidence", "x_min", "y_min", "x_max", "y_max"))]),
-            params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("imgsz", "long", 0)]),
+            inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "image_b64", required=False)]),
+            outputs=Schema([ColSpec("string", "image"), ColSpec("long", "lesions"), ColSpec("long", "grade"),
+                            ColSpec("string", "grade_name"), ColSpec("string", "boxes")]),
+            params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("imgsz", "long", 0),
+                                ParamSpec("slicing", "string", "auto")]),
         )
+        package = Path(serving.__file__).parent
         info = mlflow.pyfunc.log_model(
             name="detector",
             python_model=serving.__file__,  # models from code: no pickled object
+            code_paths=[str(package)],  # the package itself, so loading needs no install of this project
             artifacts={"weights": str(data["weights"])},
+            model_config=data.get("config") or None,
             signature=signature,
-            pip_requirements=[f"{p}=={version(p)}" for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow")],
+            pip_requirements=[f"{p}=={version(p)}" for p in
+                              ("ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow")],
             registered_model_name=self._name,
         )
         client = mlflow.MlflowClient()

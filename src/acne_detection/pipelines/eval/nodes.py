@@ -24,6 +24,7 @@ from ultralytics import YOLO
 
 from acne_detection.accelerator import detect_device
 from acne_detection.datasets import YoloDataset
+from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
 from acne_detection.metrics import (
     average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
 )
@@ -31,7 +32,6 @@ from acne_detection.params import parse
 from acne_detection.tracking import model_run_id, resolve_model
 
 logger = logging.getLogger(__name__)
-PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
 AP_NOTE = (
     "AP here is COCO's (faster-coco-eval, equal to pycocotools to 1e-9 in the tests: 101-point interpolated, at most "
     "100 detections per image and class, on the test split). Ultralytics' validator, printed during training, integrates a continuous PR curve on the "
@@ -58,17 +58,12 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
     logger.info("Evaluating %s (%s)", checkpoint, source)
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
-    imgsz = model.ckpt.get("train_args", {}).get("imgsz", 640) if isinstance(model.ckpt, dict) else 640
+    # batch 1, paths as they are: the table is exactly what `yolo predict` gives on each file
+    settings = InferenceSettings(imgsz=model_imgsz(model), conf=p.min_conf, iou=p.nms_iou, max_det=p.max_det,
+                                 device=device, batch=1)
     images = dataset.images("test")
-    logger.info("Predicting %d test images on %s (%s) at %d px", len(images), device, device_name, imgsz)
-    rows = []
-    for path in images:
-        result = next(iter(model.predict(str(path), imgsz=imgsz, conf=p.min_conf, iou=p.nms_iou, max_det=p.max_det,
-                                         device=device, verbose=False)))
-        boxes = result.boxes
-        for cls, conf, xyxy in zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist()):
-            rows.append((path.relative_to(dataset.root).as_posix(), int(cls), dataset.names[int(cls)], conf, *xyxy))
-    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    logger.info("Predicting %d test images on %s (%s) at %d px", len(images), device, device_name, settings.imgsz)
+    return predict_boxes(model, [(path.relative_to(dataset.root).as_posix(), path) for path in images], settings)
 
 
 def check_model_classes(model_names: dict[int, str] | list[str], dataset_names: list[str], *, model_label: str) -> None:
@@ -246,6 +241,40 @@ def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], p
     run_id = str(training_summary.get("mlflow_run_id", "unknown")) if spec is None else model_run_id(spec)
     return {"model_source": spec or "trained_weights", "model_run_id": run_id,
             "dataset_manifest_sha256": dataset.manifest_sha256()}
+
+
+def record_model_threshold(operating_point: dict[str, Any], weights: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Remember the operating point *for the model evaluated*, so ``predict`` uses that model's
+    own threshold and never another's: by the checkpoint's SHA-256 in
+    ``data/06_models/model_threshold.json``, and as ``operating_threshold`` tags on every
+    registered version with those weights.
+
+    Args:
+        operating_point: ``choose_operating_point``'s result.
+        weights: the checkpoint ``train`` saved (``eval.model`` may name another).
+        params: the ``eval`` parameters.
+
+    Returns:
+        ``model_sha256``, ``model_source``, ``threshold``, ``rule``.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from acne_detection.datasets.weights import sha256_of
+
+    spec = parse("eval", params).model
+    checkpoint, source = resolve_model(spec, Path(weights))
+    record = {"model_sha256": sha256_of(checkpoint), "model_source": source,
+              "threshold": operating_point["threshold"], "rule": operating_point["rule"]}
+    client = MlflowClient()
+    try:
+        versions = [v for v in client.search_model_versions() if v.tags.get("model_sha256") == record["model_sha256"]]
+        for v in versions:
+            client.set_model_version_tag(v.name, v.version, "operating_threshold", str(record["threshold"]))
+            client.set_model_version_tag(v.name, v.version, "operating_rule", record["rule"])
+    except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
+        logger.warning("Could not tag the registered model with its threshold: %s", err)
+    return record
 
 
 def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:

@@ -4,7 +4,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 from acne_detection.pipelines.eval.nodes import (
-    check_quality_gate, choose_operating_point, evaluate_detections, fingerprint_inputs, plot_confusion_matrix,
+    check_quality_gate, choose_operating_point, record_model_threshold, evaluate_detections, fingerprint_inputs, plot_confusion_matrix,
     plot_error_gallery, plot_threshold_curves, predict_test_split, report_headline, sweep_thresholds,
 )
 from acne_detection.tracking import to_mlflow_metrics
@@ -21,6 +21,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "threshold_sweep", name="sweep_thresholds"),
             node(choose_operating_point, ["threshold_sweep", "params:eval"], "operating_point",
                  name="choose_operating_point"),
+            node(record_model_threshold, ["operating_point", "trained_weights", "params:eval"], "model_threshold",
+                 name="record_model_threshold"),
             node(evaluate_detections, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                  ["test_metrics_per_class", "confusion_matrix", "test_metrics"], name="evaluate_detections"),
             node(grade_test_photos, ["test_predictions", "ground_truth", "yolo_dataset", "split_images", "operating_point",

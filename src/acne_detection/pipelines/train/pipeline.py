@@ -19,7 +19,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(plot_training_curves, "training_history", "training_curves", name="plot_training_curves"),
             node(assess_training_health, "training_history", "training_health", name="assess_training_health"),
             node(report_training_health, "training_health", "training_health_tags", name="report_training_health"),
-            node(describe_for_registry, ["trained_weights", "training_health", "yolo_dataset"], "registered_model",
+            node(describe_for_registry, ["trained_weights", "training_health", "yolo_dataset", "params:grading"],
+                 "registered_model",
                  name="register_model"),
         ]
     )

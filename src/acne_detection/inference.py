@@ -1,0 +1,198 @@
+"""Photos in, a table of boxes out: the one prediction path that ``eval``, the ``predict``
+pipeline and the served MLflow model all use.
+
+Photos are streamed: one batch is decoded at a time, so memory stays flat whatever the
+number of photos. Large photos (a phone's 4000 px) can be predicted in tiles ("sliced
+inference") with SAHI (Akyon et al., ICIP 2022; the library Ultralytics' own guide points
+to for it), which slices, predicts every tile and merges the boxes of a lesion cut by a tile
+edge (greedy non-maximum merging on intersection-over-smaller). We use it rather than write
+our own merging: it is maintained, tested on exactly this problem, and supports Ultralytics
+models directly. Tiles are ``imgsz`` pixels and predicted at ``imgsz``, so a lesion keeps the
+pixel size it had in training instead of shrinking with the photo.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
+PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
+# Pillow's guard against decompression bombs stops at ~179 MP; a 12000 x 9000 photo is 108 MP
+# and a real camera's; we decode at reduced size where we can and never hold more than one.
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How to predict.
+
+    Attributes:
+        imgsz: the size the model sees (its training size).
+        conf: the least confidence kept.
+        iou: NMS IoU threshold.
+        max_det: boxes kept per photo at most.
+        device: ``cpu``, ``0``, ``mps``...
+        slicing: ``never``, ``always``, or ``auto`` (photos whose long side exceeds
+            ``slice_above`` times ``imgsz``).
+        slice_above: see ``slicing``.
+        overlap: tile overlap ratio.
+        batch: photos (or tiles) per forward pass.
+    """
+
+    imgsz: int
+    conf: float
+    iou: float = 0.7
+    max_det: int = 300
+    device: str = "cpu"
+    slicing: Literal["never", "always", "auto"] = "never"
+    slice_above: float = 2.0
+    overlap: float = 0.2
+    batch: int = 8
+
+
+def model_imgsz(model: Any, default: int = 640) -> int:
+    """The image size a checkpoint was trained at (``train_args.imgsz``), else ``default``."""
+    ckpt = getattr(model, "ckpt", None)
+    return int(ckpt.get("train_args", {}).get("imgsz", default)) if isinstance(ckpt, dict) else default
+
+
+def load_photo(source: str | Path | bytes, *, max_side: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a photo as displayed: EXIF orientation applied, 8-bit RGB, any mode or depth.
+
+    Args:
+        source: a path, or the file's bytes.
+        max_side: when set, a JPEG is decoded at the smallest power-of-two reduction still at
+            least this large (libjpeg's DCT scaling: a 12000 px photo never exists in memory
+            at full size when it will be shrunk anyway).
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB pixels, and the factor from them to the photo's own pixels
+        (1.0 unless decoded reduced).
+    """
+    from acne_detection.datasets.yolo_folder import _to_8bit
+
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        full = _displayed_size(img)
+        if max_side and img.format in ("JPEG", "MPO") and max(img.size) > 2 * max_side:
+            img.draft("RGB", (max_side, max_side))
+        pixels = _to_8bit(ImageOps.exif_transpose(img)).convert("RGB")
+    return np.asarray(pixels), full[0] / pixels.width
+
+
+def _displayed_size(img: Image.Image) -> tuple[int, int]:
+    """Width and height as displayed, from the header alone (EXIF 5-8 rotate by 90 degrees)."""
+    return (img.height, img.width) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else img.size
+
+
+_CV2_READS = ("JPEG", "PNG", "BMP", "WEBP")
+
+
+def _pass_path(source: Any, settings: InferenceSettings) -> bool:
+    """Whether to hand a path to Ultralytics as it is (what ``yolo predict`` does: OpenCV
+    decodes it): an ordinary photo, upright, not too large, and not predicted in tiles."""
+    if not isinstance(source, (str, Path)):
+        return False
+    if settings.slicing == "never":
+        return True
+    with Image.open(source) as img:
+        plain = img.format in _CV2_READS and img.getexif().get(0x0112, 1) == 1 and img.mode in ("RGB", "L")
+        return plain and max(img.size) <= 4 * settings.imgsz and not _needs_slicing(*img.size, settings)
+
+
+def _decode(source: str | Path | bytes | np.ndarray, settings: InferenceSettings) -> tuple[np.ndarray, float, bool]:
+    """Pixels to predict on (decoded reduced when the photo will be shrunk to ``imgsz`` anyway),
+    their scale to the photo's pixels, and whether the photo is predicted in tiles."""
+    if isinstance(source, np.ndarray):
+        return source, 1.0, _needs_slicing(source.shape[1], source.shape[0], settings)
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+        sliced = _needs_slicing(*_displayed_size(img), settings)
+    return *load_photo(source, max_side=None if sliced else settings.imgsz), sliced
+
+
+def _needs_slicing(width: int, height: int, settings: InferenceSettings) -> bool:
+    if settings.slicing == "auto":
+        return max(width, height) > settings.slice_above * settings.imgsz
+    return settings.slicing == "always"
+
+
+def _rows(key: str, names: dict[int, str], xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray,
+          scale: float = 1.0) -> list[tuple]:
+    return [(key, int(c), names[int(c)], float(s), *(float(v) * scale for v in box)) for box, s, c in zip(xyxy, conf, cls)]
+
+
+def predict_boxes(model: Any, photos: Iterable[tuple[str, str | Path | bytes | np.ndarray]],
+                  settings: InferenceSettings) -> pd.DataFrame:
+    """Every box the model finds on every photo, in the photo's own pixels as displayed.
+
+    Args:
+        model: an Ultralytics ``YOLO``.
+        photos: ``(key, source)`` pairs; a source is a path (handed to Ultralytics as it is,
+            so results equal ``yolo predict`` on that file), the file's bytes, or ``(H, W, 3)``
+            RGB pixels.
+        settings: how to predict.
+
+    Returns:
+        One row per box: ``image`` (the key), ``class_id``, ``class``, ``confidence`` and
+        ``x_min``, ``y_min``, ``x_max``, ``y_max`` (pixels of the photo as displayed).
+    """
+    return pd.DataFrame([row for rows in iter_predictions(model, photos, settings) for row in rows[1]],
+                        columns=PREDICTION_COLUMNS)
+
+
+def iter_predictions(model: Any, photos: Iterable[tuple[str, Any]], settings: InferenceSettings
+                     ) -> Iterator[tuple[str, list[tuple]]]:
+    """``predict_boxes`` one photo at a time: ``(key, rows)`` in input order, batched underneath."""
+    names = {int(k): str(v) for k, v in model.names.items()}
+    batch: list[tuple[str, Any, float]] = []
+    kwargs = {"imgsz": settings.imgsz, "conf": settings.conf, "iou": settings.iou, "max_det": settings.max_det,
+              "device": settings.device, "verbose": False}
+
+    def _flush() -> Iterator[tuple[str, list[tuple]]]:
+        sources = [s for _, s, _ in batch]
+        for (key, _, scale), r in zip(batch, model.predict(sources, batch=settings.batch, **kwargs)):
+            b = r.boxes
+            yield key, _rows(key, names, b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy(), scale)
+        batch.clear()
+
+    for key, source in photos:
+        if _pass_path(source, settings):
+            batch.append((key, str(source), 1.0))
+        else:
+            pixels, scale, sliced = _decode(source, settings)
+            if sliced:
+                yield from _flush()
+                yield key, _sliced_rows(model, key, names, pixels, settings)
+                continue
+            batch.append((key, np.ascontiguousarray(pixels[:, :, ::-1]), scale))  # Ultralytics takes BGR arrays
+        if len(batch) >= settings.batch:
+            yield from _flush()
+    if batch:
+        yield from _flush()
+
+
+def _sliced_rows(model: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings) -> list[tuple]:
+    """SAHI's sliced prediction of one photo: ``imgsz`` tiles at ``overlap``, plus the whole
+    photo at ``imgsz`` for lesions larger than a tile, merged by greedy NMM on IOS."""
+    from sahi.models.ultralytics import UltralyticsDetectionModel
+    from sahi.predict import get_sliced_prediction
+
+    detector = UltralyticsDetectionModel(model=model, confidence_threshold=settings.conf, device=settings.device,
+                                         image_size=settings.imgsz,
+                                         category_mapping={str(k): v for k, v in names.items()})
+    result = get_sliced_prediction(pixels, detector, slice_height=settings.imgsz, slice_width=settings.imgsz,
+                                   overlap_height_ratio=settings.overlap, overlap_width_ratio=settings.overlap,
+                                   perform_standard_pred=True, postprocess_type="GREEDYNMM",
+                                   postprocess_match_metric="IOS", postprocess_match_threshold=0.5,
+                                   batch_size=settings.batch, verbose=0)
+    found = sorted(result.object_prediction_list, key=lambda p: -p.score.value)[:settings.max_det]
+    return [(key, int(p.category.id), names[int(p.category.id)], float(p.score.value), *map(float, p.bbox.to_xyxy()))
+            for p in found]
