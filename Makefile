@@ -20,7 +20,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[test,onnx]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,7 +42,7 @@ predict: install
 # Serves the registered model over HTTP on 127.0.0.1 (the local environment: no download).
 serve: install
 	@echo "Model server: POST http://127.0.0.1:$(SERVE_PORT)/invocations  (Ctrl-C to stop; see README, Serving)"
-	MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m $(MODEL) --env-manager local \
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m $(MODEL) --env-manager local \
 		--host 127.0.0.1 --port $(SERVE_PORT)
 
 bench: install

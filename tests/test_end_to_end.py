@@ -326,7 +326,8 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
     import json
 
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn, as make serve sets it
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/acne-detector/1", "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
@@ -355,3 +356,29 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.e2e
+def test_onnx_runtime_predicts_the_same_lesions(project: Path, runs: dict, tmp_path: Path) -> None:
+    """predict.runtime onnx: the trained model exported once to ONNX Runtime finds the same
+    boxes as PyTorch (within float error), in the same photo frame."""
+    import shutil
+
+    from acne_detection.inference import InferenceSettings, load_detector, predict_boxes
+
+    checkpoint = tmp_path / "model.pt"
+    shutil.copy(project / "data" / "06_models" / "acne_yolov8n.pt", checkpoint)
+    images = sorted((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())[:3]
+    found = {}
+    for runtime in ("torch", "onnx"):
+        model, imgsz = load_detector(checkpoint, runtime=runtime)
+        found[runtime] = predict_boxes(model, [(p.name, p) for p in images], InferenceSettings(imgsz=imgsz, conf=0.01))
+    assert (tmp_path / "model-64.onnx").is_file() and imgsz == 64
+    from acne_detection.metrics import box_iou
+
+    corners = ["x_min", "y_min", "x_max", "y_max"]
+    confident = found["torch"][found["torch"].confidence >= 0.05]  # clear of the 0.01 cut, where float error decides
+    assert len(confident) > 0
+    for image, mine in confident.groupby("image"):
+        theirs = found["onnx"][found["onnx"].image == image]
+        assert (box_iou(mine[corners].to_numpy(), theirs[corners].to_numpy()).max(axis=1) > 0.95).all(), image

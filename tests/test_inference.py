@@ -29,19 +29,27 @@ def coco_model(tmp_path_factory: pytest.TempPathFactory):
     return YOLO(str(source.load().resolve()[0]))
 
 
-def test_an_object_cut_by_tile_edges_is_counted_once(coco_model) -> None:
-    """bus.jpg (810 x 1080) in 320 px tiles: every person and the bus cross tile edges; merged,
-    each is found once, as the plain whole-photo prediction finds it."""
-    photo = ASSETS / "bus.jpg"
-    plain = predict_boxes(coco_model, [("bus", photo)], InferenceSettings(imgsz=640, conf=0.5))
-    sliced = predict_boxes(coco_model, [("bus", photo)],
-                           InferenceSettings(imgsz=320, conf=0.5, slicing="always", overlap=0.2))
-    people = plain[plain["class"] == "person"]
-    assert len(people) >= 3  # a real scene, so the comparison means something
-    assert sliced["class"].value_counts().get("person", 0) == len(people)
-    assert sliced["class"].value_counts().get("bus", 0) == 1
-    tile_edges = np.arange(256, 810, 256)  # 320 px tiles at 20 % overlap start every 256 px
-    assert any(((r.x_min < e) and (r.x_max > e)) for r in people.itertuples() for e in tile_edges)
+@pytest.mark.parametrize("offset", [190, 220])
+def test_an_object_cut_by_a_tile_edge_is_counted_once(coco_model, offset: int) -> None:
+    """Ultralytics' bus.jpg shrunk so people are ~170 px tall (lesions too are much smaller than
+    a tile), pasted so that a person straddles the edge of the first 320 px tile (x = 320,
+    and the next tile's start at x = 256): every person the plain prediction finds is found
+    once by the sliced one, not once per tile it touches."""
+    from acne_detection.metrics import box_iou
+
+    small = Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360))
+    plain = predict_boxes(coco_model, [("s", np.asarray(small))], InferenceSettings(imgsz=320, conf=0.4))
+    canvas = Image.new("RGB", (1200, 1200), (120, 120, 120))
+    canvas.paste(small, (offset, offset))
+    sliced = predict_boxes(coco_model, [("c", np.asarray(canvas))],
+                           InferenceSettings(imgsz=320, conf=0.4, slicing="always", overlap=0.2))
+    corners = ["x_min", "y_min", "x_max", "y_max"]
+    people = plain[plain["class"] == "person"][corners].to_numpy() + offset
+    found = sliced[sliced["class"] == "person"][corners].to_numpy()
+    assert len(people) == 3
+    assert any(x0 < edge < x1 for x0, _, x1, _ in people for edge in (256, 320))  # one is cut by a tile edge
+    overlaps = box_iou(people, found) > 0.3
+    assert overlaps.sum(axis=1).tolist() == [1, 1, 1]  # each person once
 
 
 def test_a_path_bytes_and_pixels_give_the_same_boxes_in_the_photo_frame(coco_model, tmp_path: Path) -> None:
@@ -52,11 +60,14 @@ def test_a_path_bytes_and_pixels_give_the_same_boxes_in_the_photo_frame(coco_mod
     by_pixels = predict_boxes(coco_model, [("z", pixels)], settings)
     by_bytes = predict_boxes(coco_model, [("z", photo.read_bytes())], settings)
     assert scale == 1.0 and len(by_path) >= 2
-    assert by_bytes[["x_min", "y_min", "x_max", "y_max"]].to_numpy() == pytest.approx(
-        by_pixels[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), abs=1e-3)
+    corners = ["x_min", "y_min", "x_max", "y_max"]
     # decoded by Pillow vs OpenCV: the same people, boxes within a few pixels
     assert len(by_pixels) == len(by_path)
-    assert np.abs(by_pixels[["x_min", "y_min"]].to_numpy() - by_path[["x_min", "y_min"]].to_numpy()).max() < 4
+    assert np.abs(by_pixels[corners].to_numpy() - by_path[corners].to_numpy()).max() < 4
+    # bytes of a 1280 px JPEG predicted at 320 are decoded at half size (libjpeg's DCT scaling), and
+    # the boxes scaled back: the same people, in the full photo's frame, within 2.5 % of its width
+    assert len(by_bytes) == len(by_path)
+    assert np.abs(by_bytes[corners].to_numpy() - by_path[corners].to_numpy()).max() < 0.025 * 1280
 
 
 def test_exif_rotated_grayscale_rgba_and_16_bit_photos_are_predicted_as_displayed(coco_model, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ pixel size it had in training instead of shrinking with the photo.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 from collections.abc import Iterable, Iterator
@@ -57,6 +58,41 @@ class InferenceSettings:
     slice_above: float = 2.0
     overlap: float = 0.2
     batch: int = 8
+
+
+def load_detector(checkpoint: Path, *, runtime: Literal["torch", "onnx"] = "torch", imgsz: int | None = None
+                  ) -> tuple[Any, int]:
+    """An Ultralytics model ready to predict, in PyTorch or exported to ONNX Runtime.
+
+    ONNX Runtime is often faster on a CPU (``benchmarks/RESULTS.md`` has the measured ratio).
+    The export is made once per checkpoint and size, beside the checkpoint
+    (``NAME-<imgsz>.onnx``), and redone when the checkpoint is newer. It needs the ``onnx``
+    extra (``pip install -e ".[onnx]"``): Ultralytics' own run-time install of the export
+    packages fails offline.
+
+    Args:
+        checkpoint: the ``.pt`` file.
+        runtime: ``torch`` or ``onnx``.
+        imgsz: the input size (default: the training size).
+
+    Returns:
+        The model and the image size it predicts at.
+    """
+    from ultralytics import YOLO
+
+    model = YOLO(str(checkpoint))
+    size = imgsz or model_imgsz(model)
+    if runtime == "torch":
+        return model, size
+    for needed in ("onnx", "onnxruntime", "onnxslim"):
+        if importlib.util.find_spec(needed) is None:
+            raise ImportError(f"predict.runtime onnx needs the '{needed}' package: pip install -e \".[onnx]\"")
+    onnx_path = checkpoint.with_name(f"{checkpoint.stem}-{size}.onnx")
+    if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
+        exported = Path(model.export(format="onnx", imgsz=size, dynamic=True, simplify=True, verbose=False))
+        exported.replace(onnx_path)
+        logger.info("Exported %s to ONNX at %d px: %s", checkpoint.name, size, onnx_path)
+    return YOLO(str(onnx_path), task="detect"), size
 
 
 def model_imgsz(model: Any, default: int = 640) -> int:
@@ -157,6 +193,8 @@ def iter_predictions(model: Any, photos: Iterable[tuple[str, Any]], settings: In
               "device": settings.device, "verbose": False}
 
     def _flush() -> Iterator[tuple[str, list[tuple]]]:
+        if not batch:
+            return
         sources = [s for _, s, _ in batch]
         for (key, _, scale), r in zip(batch, model.predict(sources, batch=settings.batch, **kwargs)):
             b = r.boxes

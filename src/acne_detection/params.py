@@ -136,6 +136,7 @@ class PredictParams(_Strict):
     threshold: float | None = Field(None, gt=0, lt=1)  # null: the operating point eval chose for this model
     default_threshold: float = Field(0.25, gt=0, lt=1)  # used, with a warning, when eval chose none for it
     device: str = "auto"
+    runtime: Literal["torch", "onnx"] = "torch"  # onnx: ONNX Runtime (the [onnx] extra), exported once
     imgsz: int | None = Field(None, ge=32)  # null: the model's training size
     slicing: Literal["auto", "always", "never"] = "auto"
     slice_above: float = Field(2.0, gt=0)  # auto slices photos whose long side exceeds this many times imgsz

@@ -24,7 +24,7 @@ from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
 from acne_detection.grading import severity_grade
 from acne_detection.image_check import probe_image
-from acne_detection.inference import PREDICTION_COLUMNS, InferenceSettings, iter_predictions, load_photo, model_imgsz
+from acne_detection.inference import PREDICTION_COLUMNS, InferenceSettings, iter_predictions, load_detector, load_photo
 from acne_detection.params import parse
 from acne_detection.tracking import model_version_tag, resolve_model
 
@@ -85,12 +85,10 @@ def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[
         photo: ``status`` ``predicted`` or ``skipped`` with ``reason`` and ``detail``, size,
         ``sliced``. Annotation files beside the photos are not listed (the log counts them).
     """
-    from ultralytics import YOLO
-
     p = parse("predict", params)
-    model = YOLO(model_info["checkpoint"])
+    model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=p.runtime, imgsz=p.imgsz)
     device, device_name = detect_device(p.device)
-    settings = InferenceSettings(imgsz=p.imgsz or model_imgsz(model), conf=model_info["threshold"], iou=p.nms_iou,
+    settings = InferenceSettings(imgsz=imgsz, conf=model_info["threshold"], iou=p.nms_iou,
                                  max_det=p.max_det, device=device, slicing=p.slicing, slice_above=p.slice_above,
                                  overlap=p.overlap, batch=p.batch)
     rows, good = [], []
@@ -105,8 +103,8 @@ def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[
             rows.append(_photo_row(photos.root, f, probe["image_problem"], probe["image_detail"]))
         else:
             good.append((f, probe))
-    logger.info("Predicting %d photos on %s (%s) at %d px, slicing %s; %d files skipped", len(good), device,
-                device_name, settings.imgsz, settings.slicing, len(rows))
+    logger.info("Predicting %d photos on %s (%s, %s) at %d px, slicing %s; %d files skipped", len(good), device,
+                device_name, p.runtime, settings.imgsz, settings.slicing, len(rows))
     lesions = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -210,7 +208,7 @@ def _output_name(photo: str) -> str:
     return photo.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
 
 
-def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: dict[str, bytes],
+def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: list[Path],
                   model_info: dict[str, Any], params: dict[str, Any]) -> str:
     """One HTML page that opens from disk: a card per photo (thumbnail, counts, grade), the
     skipped files, and the model and threshold used.
@@ -218,8 +216,8 @@ def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: dict[
     Args:
         summary: ``summarise_photos``'s table.
         skipped: the skipped files.
-        annotated: ``draw_annotated_photos``'s images (thumbnails are embedded, so the page
-            stands alone; each links to its full annotated copy in ``annotated/``).
+        annotated: the annotated copies ``draw_annotated_photos`` wrote (thumbnails are
+            embedded, so the page stands alone; each links to its full copy in ``annotated/``).
         model_info: ``choose_model``'s result.
         params: the ``predict`` parameters (``report_thumb_side``).
 
@@ -227,13 +225,14 @@ def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: dict[
         The page.
     """
     p = parse("predict", params)
+    files = {path.name: path for path in annotated}
     counts = [c for c in summary.columns if c not in {"photo", "lesions", "grade", "grade_name", "width", "height",
                                                        "sliced", "model", "threshold"}]
     cards = []
     for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records"):
         row = pd.Series(record)
         name = _output_name(row.photo)
-        thumb = Image.open(io.BytesIO(annotated[name]))
+        thumb = Image.open(files[name])
         thumb.thumbnail((p.report_thumb_side, p.report_thumb_side))
         buffer = io.BytesIO()
         thumb.save(buffer, format="JPEG", quality=80)
