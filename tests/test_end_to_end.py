@@ -54,6 +54,20 @@ def runs(project: Path) -> dict[str, float]:
         os.chdir(cwd)
 
 
+def _wait_until_up(url: str, server: subprocess.Popen, *, seconds: float) -> None:
+    """Poll ``url`` until it answers 200; fail if the server process exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{url}: the server did not start (exit code {server.poll()})") from None
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
     """A real ``mlflow server`` process over the store the runs wrote."""
@@ -66,16 +80,7 @@ def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start (exit code {server.poll()})") from None
-                time.sleep(0.5)
+        _wait_until_up(f"{url}/health", server, seconds=90)
         yield MlflowClient(tracking_uri=url)
     finally:
         server.terminate()
@@ -333,15 +338,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=project.parent, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "model server did not start"
-                time.sleep(0.5)
+        _wait_until_up(f"http://127.0.0.1:{port}/ping", server, seconds=120)
         image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
         body = {"dataframe_split": {"columns": ["image_b64"], "data": [[base64.b64encode(image.read_bytes()).decode()]]},
                 "params": {"conf": 0.01}}

@@ -69,22 +69,26 @@ def model_run_id(spec: str) -> str:
     Returns:
         The run id; ``"unknown"`` for a bare checkpoint file, whose origin is not recorded.
     """
-    from mlflow.tracking import MlflowClient
-
     if spec.startswith("runs:/"):
         return spec.removeprefix("runs:/").split("/")[0]
     if not spec.startswith("models:/"):
         return "unknown"
+    return registered_version(spec).run_id or "unknown"
+
+
+def registered_version(spec: str) -> Any:
+    """The registry's ``ModelVersion`` a ``models:/<name>/<version>``, ``models:/<name>/latest``,
+    ``models:/<name>/<alias>`` or ``models:/<name>@<alias>`` URI names."""
+    from mlflow.tracking import MlflowClient
+
     ref = spec.removeprefix("models:/").strip("/")
     name, _, ref = ref.partition("@") if "@" in ref else ref.rpartition("/")
     client = MlflowClient()
     if ref.isdigit():
-        version = client.get_model_version(name, ref)
-    elif ref.lower() == "latest":
-        version = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-    else:
-        version = client.get_model_version_by_alias(name, ref)
-    return version.run_id or "unknown"
+        return client.get_model_version(name, ref)
+    if ref.lower() == "latest":
+        return max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    return client.get_model_version_by_alias(name, ref)
 
 
 def mark_run_killed(run_id: str | None) -> None:
@@ -127,19 +131,11 @@ def model_version_tag(spec: str | None, sha256: str) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
     try:
         if spec and spec.startswith("models:/"):
-            ref = spec.removeprefix("models:/").strip("/")
-            name, _, ref = ref.partition("@") if "@" in ref else ref.rpartition("/")
-            if ref.isdigit():
-                version = client.get_model_version(name, ref)
-            elif ref.lower() == "latest":
-                version = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-            else:
-                version = client.get_model_version_by_alias(name, ref)
+            version = registered_version(spec)
         else:
-            found = [v for v in client.search_model_versions() if v.tags.get("model_sha256") == sha256]
+            found = [v for v in MlflowClient().search_model_versions() if v.tags.get("model_sha256") == sha256]
             if not found:
                 return {}
             version = max(found, key=lambda v: int(v.version))
