@@ -47,7 +47,7 @@ def _truth(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image", "class_id", "x_min", "y_min", "x_max", "y_max"])
 
 
-def bench_slicing(model_path: Path, work: Path, n_photos: int) -> list[dict]:
+def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> list[dict]:
     from ultralytics import YOLO
 
     from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
@@ -62,7 +62,7 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int) -> list[dict]:
     photos = [(p.name, p) for p in sorted(folder.glob("*.jpg"))]
     results = {}
     for mode in ("never", "always"):
-        settings = InferenceSettings(imgsz=imgsz, conf=0.25, slicing=mode, max_det=3000)
+        settings = InferenceSettings(imgsz=imgsz, conf=conf, slicing=mode, max_det=3000)
         start = time.perf_counter()
         found = predict_boxes(model, photos, settings).assign(class_id=0)
         seconds = (time.perf_counter() - start) / len(photos)
@@ -77,7 +77,8 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int) -> list[dict]:
         m = match_detections(r["found"], truth[small], iou_threshold=0.5)
         r["recall_small"] = len(m[(m.true_class >= 0) & (m.pred_class >= 0)]) / max(int(small.sum()), 1)
     plain, sliced = results["never"], results["always"]
-    note = (f"{n_photos} photos 3000x4000, {len(truth)} lesions ({int(small.sum())} under 16x16 px), imgsz {imgsz}: "
+    note = (f"{n_photos} photos 3000x4000, {len(truth)} lesions ({int(small.sum())} under 16x16 px), imgsz {imgsz}, "
+            f"confidence >= {conf:.2f}: "
             f"recall {plain['recall']:.3f} -> {sliced['recall']:.3f}, small lesions {plain['recall_small']:.3f} -> "
             f"{sliced['recall_small']:.3f}, counting MAE {plain['count_mae']:.1f} -> {sliced['count_mae']:.1f} lesions/photo")
     return [{"benchmark": "sliced inference on phone photos", "baseline": "whole photo resized to imgsz",
@@ -161,15 +162,23 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "data" / "06_models" / "acne_yolov8n.pt")
     parser.add_argument("--phone-photos", type=int, default=6)
     parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument("--conf", type=float, default=None,
+                        help="confidence threshold for the slicing rows (default: the operating point eval recorded "
+                             "for this model in data/06_models/model_threshold.json, else 0.25)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
     from benchmarks.run import merge_results
+    from acne_detection.datasets.weights import sha256_of
+
+    record = ROOT / "data" / "06_models" / "model_threshold.json"
+    saved = json.loads(record.read_text()) if record.exists() else {}
+    conf = args.conf or (saved["threshold"] if saved.get("model_sha256") == sha256_of(args.model) else 0.25)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = bench_slicing(args.model, work, args.phone_photos)
+        rows = bench_slicing(args.model, work, args.phone_photos, conf)
         rows += bench_throughput(args.model, work, args.photos, args.repeats)
         rows += bench_memory(args.model, work)
     merge_results(rows)
