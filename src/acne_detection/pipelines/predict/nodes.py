@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from acne_detection.accelerator import detect_device
@@ -196,8 +196,10 @@ def draw_annotated_photos(photos: Photos, lesions: pd.DataFrame, summary: pd.Dat
         mine = lesions.loc[lesions.image == row.photo, ["class", "x_min", "y_min", "x_max", "y_max"]]
         for cls, *box in mine.itertuples(index=False, name=None):
             draw.rectangle([v * scale for v in box], outline=colour[cls], width=width)
-        draw.rectangle([0, 0, img.width, 22], fill="black")
-        draw.text((6, 5), f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})", fill="white")
+        size = max(12, img.width // 40)  # legible on the copy and on its thumbnail in the report
+        draw.rectangle([0, 0, img.width, int(size * 1.6)], fill="black")
+        draw.text((size // 2, size // 4), f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})", fill="white",
+                  font=ImageFont.load_default(size=size))
         buffer = io.BytesIO()
         img.save(buffer, format="JPEG", quality=88)
         out[_output_name(row.photo)] = buffer.getvalue()
