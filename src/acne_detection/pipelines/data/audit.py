@@ -41,13 +41,15 @@ def _determining_tokens(photo_class: pd.Series, groups: pd.Series, min_groups: i
     """Tokens whose photos (spanning at least ``min_groups`` source photos) all hold one and
     the same single class. ``photo_class``: the class of each single-class photo, ``None`` for
     a mixed one; index: image id."""
-    found = {}
-    tokens = pd.Series({image_id: _tokens(image_id) for image_id in photo_class.index}).explode()
-    for token, ids in tokens.groupby(tokens).groups.items():
-        classes = photo_class[ids]
-        if groups[ids].nunique() >= min_groups and classes.notna().all() and classes.nunique() == 1:
-            found[str(token)] = str(classes.iloc[0])
-    return found
+    pairs = pd.DataFrame([(image_id, t) for image_id in photo_class.index for t in _tokens(image_id)],
+                         columns=["image_id", "token"])
+    pairs["class"] = pairs.image_id.map(photo_class)
+    pairs["group"] = pairs.image_id.map(groups)
+    pairs["mixed"] = pairs["class"].isna()
+    per_token = pairs.groupby("token").agg(groups=("group", "nunique"), classes=("class", "nunique"),
+                                           mixed=("mixed", "any"), first=("class", "first"))
+    found = per_token[(per_token.groups >= min_groups) & (per_token.classes == 1) & ~per_token.mixed]
+    return {str(t): str(c) for t, c in found["first"].items()}
 
 
 def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, dict[str, str]]:
@@ -71,14 +73,10 @@ def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any]
     boxes = raw.boxes[raw.boxes.class_name.astype(str).str.strip() != ""]
     names_per_photo = boxes.groupby("image_id")["class_name"].agg(lambda s: frozenset(map(str, s)))
     n_boxes = boxes.groupby("image_id").size()
-    names = sorted({n for s in names_per_photo for n in s})
-    cooccurrence = pd.DataFrame(0, index=pd.Index(names, name="class_name"), columns=names)
-    for held in names_per_photo:
-        for n in held:
-            cooccurrence.loc[n, n] += 1
-        for x, y in combinations(sorted(held), 2):
-            cooccurrence.loc[x, y] += 1
-            cooccurrence.loc[y, x] += 1
+    holds = pd.crosstab(boxes["image_id"], boxes["class_name"].astype(str)).clip(upper=1)  # photos x names
+    names = sorted(holds.columns)
+    matrix = holds[names].to_numpy()
+    cooccurrence = pd.DataFrame(matrix.T @ matrix, index=pd.Index(names, name="class_name"), columns=names)
     multi = names_per_photo[n_boxes[names_per_photo.index] >= 2]
     single_share = float((multi.map(len) == 1).mean()) if len(multi) else float("nan")
     photo_class = names_per_photo.map(lambda s: next(iter(s)) if len(s) == 1 else None)

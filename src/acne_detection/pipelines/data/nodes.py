@@ -233,9 +233,10 @@ def _resolve_copies(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series
 def _copies_of(images: pd.DataFrame) -> pd.Series:
     """Every other file with the same bytes as each image (``; ``-separated), valid or not:
     copies of one photo, which the split keeps in one group."""
-    named = images[images.sha256 != ""]
+    named = images[(images.sha256 != "") & images.sha256.duplicated(keep=False)]
     members = named.groupby("sha256")["image_id"].agg(list)
-    others = named.apply(lambda r: "; ".join(i for i in members[r.sha256] if i != r.image_id), axis=1)
+    others = pd.Series(["; ".join(i for i in members[sha] if i != image_id)
+                        for sha, image_id in zip(named.sha256, named.image_id)], index=named.index, dtype=object)
     return others.reindex(images.index).fillna("")
 
 
@@ -339,6 +340,8 @@ def merge_groups(images: pd.DataFrame, pattern: str) -> pd.Series:
         return g
 
     for group, row in zip(own, copies):
+        if not row:
+            continue
         for other in assign_groups(pd.Series(row, dtype=object), pattern):
             a, b = sorted((_root(group), _root(other)), key=lambda g: (g not in derived, g))
             parent[b] = a
