@@ -58,12 +58,24 @@ class SyntheticSpec:
     n_images: int = 200
     size: int = 640
     seed: int = 0
-    generator: int = 3  # bumped whenever the drawing changes, so a cached folder is regenerated
+    generator: int = 4  # bumped whenever the drawing changes, so a cached folder is regenerated
     counts: tuple[tuple[int, int], ...] = ((0, 5), (6, 20), (21, 50), (51, 64))  # lesions per grade, inclusive
 
 
-def _skin(rng: np.random.Generator, size: int) -> np.ndarray:
+def base_skin_ita(tone: np.ndarray) -> float:
+    """The true ITA of a photo: that of its base skin colour (RGB in [0, 1]), before lighting,
+    mottling and pores are applied, as OpenCV's CIELAB gives it."""
+    from acne_detection.skin_tone import ita_of_lab
+
+    lightness, _, b = cv2.cvtColor(np.asarray(tone, np.float32).reshape(1, 1, 3), cv2.COLOR_RGB2LAB)[0, 0]
+    return ita_of_lab(float(lightness), float(b))
+
+
+def _skin(rng: np.random.Generator, size: int, tones: list[float] | None = None) -> np.ndarray:
+    """Skin of one base tone; the tone's true ITA is appended to ``tones`` when given."""
     tone = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.95, 1.05, 3).astype(np.float32)
+    if tones is not None:
+        tones.append(base_skin_ita(tone))
     img = np.broadcast_to(tone, (size, size, 3)).copy()
     for sigma, amp in ((size / 12, 0.05), (size / 60, 0.025)):  # mottling at two scales
         noise = cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), sigma)
@@ -144,21 +156,22 @@ def _place(rng: np.random.Generator, size: int, r: float, centres: list[tuple[fl
     return None
 
 
-def render_photo(rng: np.random.Generator, spec: SyntheticSpec,
-                 grade: int | None = None) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+def render_photo(rng: np.random.Generator, spec: SyntheticSpec, grade: int | None = None,
+                 tones: list[float] | None = None) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
     """Render one photograph and its lesion boxes.
 
     Args:
         rng: the generator to draw from (its state advances).
         spec: the dataset specification.
         grade: the severity grade to draw a lesion count for (``spec.counts``); ``None``: drawn.
+        tones: when given, the photo's true skin tone (ITA of its base colour) is appended.
 
     Returns:
         The image, ``(size, size, 3)`` uint8 RGB, and a list of ``(class, x_min, y_min, x_max,
         y_max)`` boxes in pixels.
     """
     size = spec.size
-    img = _skin(rng, size)
+    img = _skin(rng, size, tones)
     boxes: list[tuple[str, float, float, float, float]] = []
     grade = int(rng.integers(len(spec.counts))) if grade is None else grade
     low, high = spec.counts[grade]
@@ -213,9 +226,9 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     rng = np.random.default_rng(spec.seed)
-    grades = []
+    grades, tones = [], []
     for i in range(spec.n_images):
-        pixels, boxes = render_photo(rng, spec, grade=i % len(spec.counts))
+        pixels, boxes = render_photo(rng, spec, grade=i % len(spec.counts), tones=tones)
         name = f"synthetic_{i:05d}.jpg"
         Image.fromarray(pixels).save(root / name, quality=92)
         (root / name).with_suffix(".xml").write_text(_voc_xml(name, spec.size, boxes), encoding="utf-8")
@@ -223,6 +236,9 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
         if (i + 1) % 50 == 0 or i + 1 == spec.n_images:
             logger.info("Synthetic photographs: %d/%d written to %s", i + 1, spec.n_images, root)
     (root / "grades.csv").write_text("image,grade\n" + "\n".join(grades) + "\n", encoding="utf-8")
+    # the true skin tone of each photo, for testing tone estimates (a real export has none)
+    (root / "skin_tones.csv").write_text("image,ita\n" + "".join(f"synthetic_{i:05d}.jpg,{t:.2f}\n" for i, t in enumerate(tones)),
+                                         encoding="utf-8")
     manifest.write_text(wanted, encoding="utf-8")
     return root
 
