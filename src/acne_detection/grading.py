@@ -37,6 +37,21 @@ def severity_grade(counts: Sequence[int] | np.ndarray | int, thresholds: Sequenc
     return np.searchsorted(np.asarray(thresholds), np.asarray(counts), side="left").astype(int)
 
 
+def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[str, ...] | None) -> pd.Series:
+    """Lesions per image, of the classes that count (all when ``count_classes`` is ``None``).
+
+    Args:
+        boxes: one row per lesion (``image``, ``class``).
+        images: every image to count on, including those without a box.
+        count_classes: the classes counted (Hayashi counts papules and pustules).
+
+    Returns:
+        The count per image, aligned with ``images``.
+    """
+    counted = boxes if count_classes is None else boxes[boxes["class"].isin(count_classes)]
+    return images.map(counted.groupby("image").size()).fillna(0).astype(int)
+
+
 def grades_from_names(image_ids: pd.Series, pattern: str | None) -> pd.Series:
     """The grade a file name states, as ACNE04's ``levle2_49.jpg`` does.
 

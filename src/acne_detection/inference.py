@@ -132,29 +132,33 @@ def _displayed_size(img: Image.Image) -> tuple[int, int]:
 _CV2_READS = ("JPEG", "PNG", "BMP", "WEBP")
 
 
-def _pass_path(source: Any, settings: InferenceSettings) -> bool:
-    """Whether to hand a path to Ultralytics as it is (what ``yolo predict`` does: OpenCV
-    decodes it): an ordinary photo, upright, not too large, and not predicted in tiles."""
-    if not isinstance(source, (str, Path)):
-        return False
-    if settings.slicing == "never":
-        return True
-    with Image.open(source) as img:
-        plain = img.format in _CV2_READS and img.getexif().get(0x0112, 1) == 1 and img.mode in ("RGB", "L")
-        return plain and max(img.size) <= 4 * settings.imgsz and not _needs_slicing(*img.size, settings)
+def _prepare(source: str | Path | bytes | np.ndarray, settings: InferenceSettings) -> tuple[str | np.ndarray, float, bool]:
+    """What to hand Ultralytics for one photo, from one read of its header.
 
+    An ordinary photo (a format OpenCV reads, upright, 8-bit RGB or gray, not too large, not
+    tiled) goes as its path, as ``yolo predict`` takes it. Anything else is decoded here as
+    displayed, at reduced size when it will be shrunk to ``imgsz`` anyway.
 
-def _decode(source: str | Path | bytes | np.ndarray, settings: InferenceSettings) -> tuple[np.ndarray, float, bool]:
-    """Pixels to predict on (decoded reduced when the photo will be shrunk to ``imgsz`` anyway),
-    their scale to the photo's pixels, and whether the photo is predicted in tiles."""
+    Returns:
+        The path or the ``(H, W, 3)`` RGB pixels, their scale to the photo's own pixels, and
+        whether the photo is predicted in tiles.
+    """
     if isinstance(source, np.ndarray):
-        return source, 1.0, _needs_slicing(source.shape[1], source.shape[0], settings)
+        return source, 1.0, needs_slicing(source.shape[1], source.shape[0], settings)
+    if isinstance(source, (str, Path)) and settings.slicing == "never":
+        return str(source), 1.0, False
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-        sliced = _needs_slicing(*_displayed_size(img), settings)
-    return *load_photo(source, max_side=None if sliced else settings.imgsz), sliced
+        sliced = needs_slicing(*_displayed_size(img), settings)
+        plain = (isinstance(source, (str, Path)) and img.format in _CV2_READS and img.mode in ("RGB", "L")
+                 and img.getexif().get(0x0112, 1) == 1 and max(img.size) <= 4 * settings.imgsz)
+    if plain and not sliced:
+        return str(source), 1.0, False
+    pixels, scale = load_photo(source, max_side=None if sliced else settings.imgsz)
+    return pixels, scale, sliced
 
 
-def _needs_slicing(width: int, height: int, settings: InferenceSettings) -> bool:
+def needs_slicing(width: int, height: int, settings: InferenceSettings) -> bool:
+    """Whether a photo of this displayed size is predicted in tiles under ``settings.slicing``."""
     if settings.slicing == "auto":
         return max(width, height) > settings.slice_above * settings.imgsz
     return settings.slicing == "always"
@@ -201,31 +205,37 @@ def iter_predictions(model: Any, photos: Iterable[tuple[str, Any]], settings: In
             yield key, _rows(key, names, b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy(), scale)
         batch.clear()
 
+    tiler: list[Any] = []  # SAHI's wrapper of the model, made on the first photo that needs it
+
     for key, source in photos:
-        if _pass_path(source, settings):
-            batch.append((key, str(source), 1.0))
-        else:
-            pixels, scale, sliced = _decode(source, settings)
-            if sliced:
-                yield from _flush()
-                yield key, _sliced_rows(model, key, names, pixels, settings)
-                continue
-            batch.append((key, np.ascontiguousarray(pixels[:, :, ::-1]), scale))  # Ultralytics takes BGR arrays
+        item, scale, sliced = _prepare(source, settings)
+        if sliced:
+            yield from _flush()
+            tiler = tiler or [_sahi_model(model, names, settings)]
+            yield key, _sliced_rows(tiler[0], key, names, item, settings)
+            continue
+        # Ultralytics takes a path as it is, pixels as BGR
+        batch.append((key, item if isinstance(item, str) else np.ascontiguousarray(item[:, :, ::-1]), scale))
         if len(batch) >= settings.batch:
             yield from _flush()
     if batch:
         yield from _flush()
 
 
-def _sliced_rows(model: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings) -> list[tuple]:
+def _sahi_model(model: Any, names: dict[int, str], settings: InferenceSettings) -> Any:
+    """SAHI's wrapper around the Ultralytics model, predicting each tile at ``imgsz``."""
+    from sahi.models.ultralytics import UltralyticsDetectionModel
+
+    return UltralyticsDetectionModel(model=model, confidence_threshold=settings.conf, device=settings.device,
+                                     image_size=settings.imgsz, category_mapping={str(k): v for k, v in names.items()})
+
+
+def _sliced_rows(detector: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings
+                 ) -> list[tuple]:
     """SAHI's sliced prediction of one photo: ``imgsz`` tiles at ``overlap``, plus the whole
     photo at ``imgsz`` for lesions larger than a tile, merged by greedy NMM on IOS."""
-    from sahi.models.ultralytics import UltralyticsDetectionModel
     from sahi.predict import get_sliced_prediction
 
-    detector = UltralyticsDetectionModel(model=model, confidence_threshold=settings.conf, device=settings.device,
-                                         image_size=settings.imgsz,
-                                         category_mapping={str(k): v for k, v in names.items()})
     result = get_sliced_prediction(pixels, detector, slice_height=settings.imgsz, slice_width=settings.imgsz,
                                    overlap_height_ratio=settings.overlap, overlap_width_ratio=settings.overlap,
                                    perform_standard_pred=True, postprocess_type="GREEDYNMM",

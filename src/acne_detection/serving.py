@@ -41,7 +41,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         self.grading = dict(context.model_config or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from acne_detection.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS, severity_grade
+        from acne_detection.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS, count_lesions, severity_grade
         from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
 
         params = params or {}
@@ -59,13 +59,13 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         counted = self.grading.get("count_classes")
         thresholds = self.grading.get("thresholds", ACNE04_THRESHOLDS)
         names = self.grading.get("names", ACNE04_GRADE_NAMES)
+        keys = pd.Series([key for key, _ in photos])
+        counts = count_lesions(boxes, keys, tuple(counted) if counted else None)
         rows = []
-        for key, _ in photos:
-            mine = boxes[boxes.image == key]
-            n = int(len(mine) if not counted else mine["class"].isin(counted).sum())
+        for key, n in zip(keys, counts):
             grade = int(severity_grade(n, thresholds))
-            listed = mine[["class", "confidence", "x_min", "y_min", "x_max", "y_max"]].round(2).to_dict("records")
-            rows.append((key, n, grade, names[grade], json.dumps(listed)))
+            listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
+            rows.append((key, int(n), grade, names[grade], json.dumps(listed.round(2).to_dict("records"))))
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
 

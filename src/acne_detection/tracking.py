@@ -115,6 +115,14 @@ def mark_run_killed(run_id: str | None) -> None:
         client.set_terminated(run_id, status="KILLED")
 
 
+def versions_with_weights(sha256: str) -> list[Any]:
+    """Every registered model version whose weights have this SHA-256 (train tags
+    ``model_sha256`` on each version it registers)."""
+    from mlflow.tracking import MlflowClient
+
+    return [v for v in MlflowClient().search_model_versions() if v.tags.get("model_sha256") == sha256]
+
+
 def model_version_tag(spec: str | None, sha256: str) -> dict[str, str]:
     """What the registry says about a model: its version name and the tags ``eval`` set on it
     (``operating_threshold``), for a ``models:/`` spec, or for the version whose weights have
@@ -129,13 +137,12 @@ def model_version_tag(spec: str | None, sha256: str) -> dict[str, str]:
         has no such version (or cannot be reached).
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     try:
         if spec and spec.startswith("models:/"):
             version = registered_version(spec)
         else:
-            found = [v for v in MlflowClient().search_model_versions() if v.tags.get("model_sha256") == sha256]
+            found = versions_with_weights(sha256)
             if not found:
                 return {}
             version = max(found, key=lambda v: int(v.version))

@@ -12,25 +12,10 @@ from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import grading_metrics, severity_grade
+from acne_detection.grading import count_lesions, grading_metrics, severity_grade
 from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
-
-
-def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[str, ...] | None) -> pd.Series:
-    """Lesions per image, of the classes that count (all when ``count_classes`` is ``None``).
-
-    Args:
-        boxes: one row per lesion (``image``, ``class``).
-        images: every image to count on, including those without a box.
-        count_classes: the classes counted (Hayashi counts papules and pustules).
-
-    Returns:
-        The count per image, aligned with ``images``.
-    """
-    counted = boxes if count_classes is None else boxes[boxes["class"].isin(count_classes)]
-    return images.map(counted.groupby("image").size()).fillna(0).astype(int)
 
 
 def grade_test_photos(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,

@@ -29,7 +29,7 @@ from acne_detection.metrics import (
     average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
 )
 from acne_detection.params import parse
-from acne_detection.tracking import model_run_id, resolve_model
+from acne_detection.tracking import model_run_id, resolve_model, versions_with_weights
 
 logger = logging.getLogger(__name__)
 AP_NOTE = (
@@ -268,8 +268,7 @@ def record_model_threshold(operating_point: dict[str, Any], weights: Path, param
               "threshold": operating_point["threshold"], "rule": operating_point["rule"]}
     client = MlflowClient()
     try:
-        versions = [v for v in client.search_model_versions() if v.tags.get("model_sha256") == record["model_sha256"]]
-        for v in versions:
+        for v in versions_with_weights(record["model_sha256"]):
             client.set_model_version_tag(v.name, v.version, "operating_threshold", str(record["threshold"]))
             client.set_model_version_tag(v.name, v.version, "operating_rule", record["rule"])
     except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation

@@ -22,9 +22,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from acne_detection.accelerator import detect_device
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
-from acne_detection.grading import severity_grade
+from acne_detection.grading import count_lesions, severity_grade
 from acne_detection.image_check import probe_image
-from acne_detection.inference import PREDICTION_COLUMNS, InferenceSettings, iter_predictions, load_detector, load_photo
+from acne_detection.inference import PREDICTION_COLUMNS, InferenceSettings, iter_predictions, load_detector, load_photo, needs_slicing
 from acne_detection.params import parse
 from acne_detection.tracking import model_version_tag, resolve_model
 
@@ -116,8 +116,8 @@ def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[
             bar.advance(task)
     for f, probe in good:
         w, h = int(probe["width"]), int(probe["height"])
-        sliced = settings.slicing == "always" or (settings.slicing == "auto" and max(w, h) > settings.slice_above * settings.imgsz)
-        rows.append({**_photo_row(photos.root, f, "", ""), "status": "predicted", "width": w, "height": h, "sliced": sliced})
+        rows.append({**_photo_row(photos.root, f, "", ""), "status": "predicted", "width": w, "height": h,
+                     "sliced": needs_slicing(w, h, settings)})
     table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).sort_values("photo", ignore_index=True)
     return pd.DataFrame(lesions, columns=PREDICTION_COLUMNS), table
 
@@ -143,8 +143,6 @@ def summarise_photos(lesions: pd.DataFrame, photo_table: pd.DataFrame, model_inf
         ``height``, ``sliced``, ``model``, ``threshold``), the skipped files with their reason,
         and MLflow metrics (photos predicted and skipped, lesions, photos per grade).
     """
-    from acne_detection.pipelines.eval.grading import count_lesions
-
     g = parse("grading", grading)
     predicted = photo_table[photo_table.status == "predicted"].reset_index(drop=True)
     classes = sorted(lesions["class"].unique()) if len(lesions) else []
