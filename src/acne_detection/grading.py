@@ -92,10 +92,12 @@ def parse_grades_file(table: pd.DataFrame, image_ids: pd.Series, *, n_grades: in
         The grade per image (``<NA>`` where the file has none), and the file's problems: one row
         per unusable line (``file``, ``image_id``, ``reason``, ``detail``).
     """
+    from acne_detection.datasets.readers import PROBLEM_COLUMNS  # the export readers' problem rows, same columns
+
     grades = pd.Series(pd.NA, index=image_ids.index, dtype="Int64")
     problems: list[dict[str, str]] = []
     if table.empty:
-        return grades, pd.DataFrame(problems, columns=["file", "image_id", "reason", "detail"])
+        return grades, pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     if not {"image", "grade"} <= set(table.columns):
         problems.append({"file": file, "image_id": "", "reason": "unparseable grades file",
                          "detail": f"columns {list(table.columns)}; expected image, grade"})
@@ -116,7 +118,7 @@ def parse_grades_file(table: pd.DataFrame, image_ids: pd.Series, *, n_grades: in
                              "detail": f"grade '{raw}' is not one of 0..{n_grades - 1}"})
         else:
             grades[targets] = int(raw)
-    return grades, pd.DataFrame(problems, columns=["file", "image_id", "reason", "detail"])
+    return grades, pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
 
 
 def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict[str, float], pd.DataFrame]:

@@ -8,11 +8,11 @@ from typing import Any
 import pandas as pd
 
 from acne_detection.datasets.export import RawExport
+from acne_detection.datasets.readers import PROBLEM_COLUMNS
 from acne_detection.grading import grades_from_names, parse_grades_file
 from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
-GRADE_REPORT_COLUMNS = ["file", "image_id", "reason", "detail"]
 
 
 def attach_grades(images: pd.DataFrame, raw: RawExport, params: dict[str, Any],
@@ -48,7 +48,7 @@ def attach_grades(images: pd.DataFrame, raw: RawExport, params: dict[str, Any],
         rows.append(pd.DataFrame({"file": images.loc[missing, "image_id"], "image_id": images.loc[missing, "image_id"],
                                   "reason": "no grade", "detail": "neither grades.csv nor the file name gives a grade"}))
     report = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else \
-        pd.DataFrame(columns=GRADE_REPORT_COLUMNS)
+        pd.DataFrame(columns=PROBLEM_COLUMNS)
     counts = out.grade.value_counts().sort_index()
     if grade.notna().any():
         logger.info("Grades: %s; %d images without a grade (data/08_reporting/grade_report.csv)",
@@ -57,4 +57,4 @@ def attach_grades(images: pd.DataFrame, raw: RawExport, params: dict[str, Any],
         logger.info("Grades: the export gives none (no grades.csv, no grade in file names): grading is not measured")
     if len(problems):
         logger.warning("grades.csv: %d unusable lines (data/08_reporting/grade_report.csv)", len(problems))
-    return out, report[GRADE_REPORT_COLUMNS]
+    return out, report[PROBLEM_COLUMNS]
