@@ -62,4 +62,6 @@ def test_estimates_against_the_synthetic_true_tones(tmp_path: Path) -> None:
         adjacent += abs(found_band - true_band) == 1
         assert abs(found_band - true_band) <= 1, row.image
     assert truth.ita.map(ita_band).nunique() >= 4  # the generator spans the bands
-    assert hits / len(truth) >= 0.9, (hits, adjacent)  # measured: 120 of 120 in the true band, mean error 1.6 degrees
+    # measured: 60 of 60 in the true band here (mean error 1.8 degrees); on the default set (240 photos,
+    # 640 px) 236 of 240, the other 4 in the adjacent band (mean error 1.6, largest 5.9 degrees)
+    assert hits / len(truth) >= 0.9, (hits, adjacent)

@@ -43,6 +43,13 @@ class LabelAuditParams(_Strict):
     strict: bool = False  # true: image-level labels that the class map does not collapse stop the run
 
 
+class DataSkinToneParams(_Strict):
+    """Skin tone per source photo (``acne_detection.skin_tone``)."""
+
+    measure: bool = True  # false: no tone is measured, the split is not stratified by it, eval reports none
+    max_side: int = Field(256, ge=32)  # photos are measured at this long side
+
+
 class DataParams(_Strict):
     classes: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
     class_map: dict[str, str] = Field(default_factory=dict)
@@ -53,6 +60,7 @@ class DataParams(_Strict):
     split: SplitParams = SplitParams()
     grades: GradeSourceParams = GradeSourceParams()
     label_audit: LabelAuditParams = LabelAuditParams()
+    skin_tone: DataSkinToneParams = DataSkinToneParams()
 
     @model_validator(mode="after")
     def _map_targets_are_classes(self) -> DataParams:
@@ -116,7 +124,17 @@ class GateParams(_Strict):
     recall: float = Field(0.85, ge=0, le=1)
     precision: float = Field(0.75, ge=0, le=1)
     grade_accuracy: float | None = Field(None, ge=0, le=1)  # null: grading is reported, not gated
+    skin_tone: bool = False  # true: a tone band flagged for its recall gap fails the gate
     strict: bool = False
+
+
+class SkinToneEvalParams(_Strict):
+    """Metrics per skin tone band, and when a band's recall gap is flagged."""
+
+    min_photos: int = Field(15, ge=1)  # bands with fewer test photos are reported, not judged
+    recall_margin: float = Field(0.05, ge=0, le=1)  # flag a band whose recall is this far below the overall
+    bootstrap: int = Field(1000, ge=0)  # resamples of the band's photos for the 95 % intervals; 0: none
+    seed: int = 0
 
 
 class EvalParams(_Strict):
@@ -124,6 +142,7 @@ class EvalParams(_Strict):
     device: str = "auto"
     operating_point: OperatingPointParams = OperatingPointParams()
     gate: GateParams = GateParams()
+    skin_tone: SkinToneEvalParams = SkinToneEvalParams()
     gallery_size: int = Field(4, ge=1)
     iou_threshold: float = Field(0.5, gt=0, lt=1)
     min_conf: float = Field(0.001, gt=0, lt=1)

@@ -38,11 +38,14 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, params)
     assert headline["mAP50"] == pytest.approx(1.0) and headline["recall"] == 1.0 and headline["precision"] == 1.0
     assert confusion.set_index("true").loc["background"].sum() == 0  # no false alarm above the threshold
-    gate = check_quality_gate(headline, {}, params)
+    gate = check_quality_gate(headline, {}, {}, params)
     assert gate["gate"] == "pass" and "gate.grade_accuracy" not in gate  # not gated unless asked
     grading = {"photos_graded": 6.0, "grade_accuracy": 4 / 6, "grade_accuracy_low": 0.3, "grade_accuracy_high": 0.903,
                "grade_ceiling": 5 / 6, "grade_recall.mild": 0.5, "count_mae": 30 / 7, "count_rmse": 6.414}
-    text = report_headline(per_class, point, gate, grading)
+    from acne_detection.pipelines.eval.tones import COLUMNS
+
+    text = report_headline(per_class, point, gate, grading, pd.DataFrame(columns=COLUMNS),
+                           {"skin_tone.check": "not measured: no test photo has a skin tone"})
     assert "Quality gate: **PASS**" in text and "pycocotools" in text
     assert "Grade accuracy on 6 test photos: **0.667** (95 % Wilson interval 0.300-0.903); ceiling 0.833" in text
     assert "MAE 4.29, RMSE 6.41" in text and "mild 0.50" in text
@@ -52,16 +55,21 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
 
 def test_gate_fails_loudly_only_when_strict() -> None:
     weak = {"mAP50": 0.7, "recall": 0.9, "precision": 0.8}
-    verdict = check_quality_gate(weak, {}, {})
+    verdict = check_quality_gate(weak, {}, {}, {})
     assert verdict["gate"] == "fail" and verdict["gate.mAP50"].startswith("fail (0.700 < 0.80)")
     assert verdict["gate.recall"].startswith("pass")
     with pytest.raises(DatasetError, match="Quality gate failed"):
-        check_quality_gate(weak, {}, {"gate": {"strict": True}})
+        check_quality_gate(weak, {}, {}, {"gate": {"strict": True}})
     good = {"mAP50": 0.9, "recall": 0.9, "precision": 0.8}
-    graded = check_quality_gate(good, {"grade_accuracy": 0.7}, {"gate": {"grade_accuracy": 0.8}})
+    graded = check_quality_gate(good, {"grade_accuracy": 0.7}, {}, {"gate": {"grade_accuracy": 0.8}})
     assert graded["gate"] == "fail" and graded["gate.grade_accuracy"] == "fail (0.700 < 0.80)"
-    unmeasured = check_quality_gate(good, {}, {"gate": {"grade_accuracy": 0.8}})
+    unmeasured = check_quality_gate(good, {}, {}, {"gate": {"grade_accuracy": 0.8}})
     assert unmeasured["gate.grade_accuracy"].startswith("fail (not measured")
+    assert "gate.skin_tone" not in unmeasured  # not gated unless asked
+    toned = check_quality_gate(good, {}, {"skin_tone.check": "warning: dark recall 0.700 is 0.200 below the overall 0.900"},
+                               {"gate": {"skin_tone": True}})
+    assert toned["gate"] == "fail" and toned["gate.skin_tone"].startswith("fail (warning: dark recall 0.700")
+    assert check_quality_gate(good, {}, {"skin_tone.check": "pass (no band ...)"}, {"gate": {"skin_tone": True}})["gate"] == "pass"
 
 
 def test_lineage_tags_hash_the_manifest(tiny_yolo) -> None:

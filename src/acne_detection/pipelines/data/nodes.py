@@ -363,8 +363,8 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     """Assign every image to train, val or test, keeping groups whole and classes stratified.
 
     Stratification is multi-label on the classes each group contains, with background-only
-    groups as a class of their own, and on each group's grade where images have a ``grade``;
-    the same inputs and seed give the same split.
+    groups as a class of their own, on each group's grade where images have a ``grade`` and on
+    its skin tone band where they have a ``tone_band``; the same inputs and seed give the same split.
 
     Args:
         images: accepted images (``image_id``, ``source_split``, ...).
@@ -391,6 +391,9 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     if "grade" in out and out["grade"].notna().any():  # so every split holds every grade
         grade = out.groupby("group")["grade"].first().reindex(groups)
         presence = presence.join(pd.get_dummies(grade.astype("string"), prefix="grade").astype(int)).fillna(0)
+    if "tone_band" in out and (out["tone_band"] != "").any():  # so the test split is not all one skin tone
+        band = out.groupby("group")["tone_band"].first().reindex(groups)
+        presence = presence.join(pd.get_dummies(band, prefix="tone").astype(int)).fillna(0)
     if len(groups) < 3:
         raise DatasetError(f"only {len(groups)} source photo groups: need at least 3 to fill train, val and test")
     rest, test = _stratified_split(presence, holdout=p.split.test, seed=p.split.seed)

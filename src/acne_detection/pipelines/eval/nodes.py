@@ -29,6 +29,7 @@ from acne_detection.metrics import (
     average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
 )
 from acne_detection.params import parse
+from acne_detection.pipelines.eval.tones import skin_tone_lines
 from acne_detection.tracking import model_run_id, resolve_model, versions_with_weights
 
 logger = logging.getLogger(__name__)
@@ -190,13 +191,16 @@ def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, d
     return per_class, confusion.reset_index(), headline
 
 
-def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], params: dict[str, Any]) -> dict[str, str]:
+def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], tone_check: dict[str, str],
+                       params: dict[str, Any]) -> dict[str, str]:
     """Compare the headline metrics with the targets in ``eval.gate``.
 
     Args:
         metrics: ``evaluate_detections``'s headline metrics.
         grading: ``evaluate_grading``'s metrics (``grade_accuracy`` is gated when
             ``gate.grade_accuracy`` is set and the test photos have true grades).
+        tone_check: ``evaluate_by_skin_tone``'s tags (gated when ``gate.skin_tone`` is true: a
+            flagged band, or no tone measured, fails).
         params: the ``eval`` parameters.
 
     Returns:
@@ -218,6 +222,9 @@ def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], par
             continue
         value = source[name]
         verdicts[name] = ("pass" if value >= target else "fail") + f" ({value:.3f} {'>=' if value >= target else '<'} {target:.2f})"
+    if gate.skin_tone:
+        check = tone_check.get("skin_tone.check", "not measured")
+        verdicts["skin_tone"] = check if check.startswith("pass") else f"fail ({check})"
     overall = "pass" if all(v.startswith("pass") for v in verdicts.values()) else "fail"
     logger.log(logging.INFO if overall == "pass" else logging.WARNING, "Quality gate: %s %s", overall.upper(), verdicts)
     if gate.strict and overall == "fail":
@@ -383,7 +390,7 @@ def _grading_lines(grading: dict[str, float]) -> str:
 
 
 def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], gate: dict[str, str],
-                    grading: dict[str, float]) -> str:
+                    grading: dict[str, float], tones: pd.DataFrame, tone_check: dict[str, str]) -> str:
     """The run's headline as Markdown, also logged so the terminal shows it.
 
     Args:
@@ -391,9 +398,12 @@ def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], ga
         operating_point: the chosen threshold.
         gate: ``check_quality_gate``'s verdicts.
         grading: ``evaluate_grading``'s metrics.
+        tones: ``evaluate_by_skin_tone``'s table.
+        tone_check: its verdict tags.
 
     Returns:
-        Markdown: the metrics per class and overall, the operating point, the gate, and a note
+        Markdown: the metrics per class and overall, the operating point, grading, the metrics
+        per skin tone band, the gate, and a note
         on how this AP relates to the one Ultralytics printed during training.
     """
     columns = ["class", "instances", "ap50", "ap50_95", "precision", "recall", "f1"]
@@ -407,6 +417,7 @@ def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], ga
         f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
         f"({operating_point['rule']}).\n\n"
         + _grading_lines(grading)
+        + skin_tone_lines(tones, tone_check)
         + f"Quality gate: **{gate['gate'].upper()}**\n" + "\n".join(gate_lines) + "\n\n" + AP_NOTE + "\n"
     )
     logger.info("\n%s", text)

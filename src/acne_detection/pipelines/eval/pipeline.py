@@ -3,6 +3,7 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
+from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics
 from acne_detection.pipelines.eval.nodes import (
     check_quality_gate, choose_operating_point, record_model_threshold, evaluate_detections, fingerprint_inputs, plot_confusion_matrix,
     plot_error_gallery, plot_threshold_curves, predict_test_split, report_headline, sweep_thresholds,
@@ -32,7 +33,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(plot_grade_confusion, ["grade_confusion_matrix", "grading_metrics"], "grade_confusion_plot",
                  name="plot_grade_confusion"),
             node(to_mlflow_metrics, "grading_metrics", "grading_metrics_mlflow", name="log_grading_metrics"),
-            node(check_quality_gate, ["test_metrics", "grading_metrics", "params:eval"], "quality_gate",
+            node(evaluate_by_skin_tone, ["test_predictions", "ground_truth", "yolo_dataset", "split_images", "operating_point",
+                                         "test_grades", "params:eval"],
+                 ["skin_tone_metrics", "skin_tone_metrics_mlflow", "skin_tone_check"], name="evaluate_by_skin_tone"),
+            node(plot_skin_tone_metrics, ["skin_tone_metrics", "params:eval"], "skin_tone_plot", name="plot_skin_tone_metrics"),
+            node(check_quality_gate, ["test_metrics", "grading_metrics", "skin_tone_check", "params:eval"], "quality_gate",
                  name="check_quality_gate"),
             node(plot_confusion_matrix, "confusion_matrix", "confusion_matrix_plot", name="plot_confusion_matrix"),
             node(plot_threshold_curves, ["threshold_sweep", "operating_point"], "threshold_curves",
@@ -40,7 +45,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(plot_error_gallery, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                  "error_gallery", name="plot_error_gallery"),
             node(to_mlflow_metrics, "test_metrics", "test_metrics_mlflow", name="log_test_metrics"),
-            node(report_headline, ["test_metrics_per_class", "operating_point", "quality_gate", "grading_metrics"],
+            node(report_headline, ["test_metrics_per_class", "operating_point", "quality_gate", "grading_metrics",
+                                   "skin_tone_metrics", "skin_tone_check"],
                  "results_summary",
                  name="report_headline"),
         ]
