@@ -114,7 +114,11 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
             "preview/augmentation_box_losses.csv", "eval/threshold_sweep.csv", "eval/threshold_curves.png",
             "eval/error_gallery.png", "model/operating_point.json", "eval/grade_confusion_matrix.png",
             "eval/grade_confusion_matrix.csv", "eval/test_grades.csv", "data/label_audit.json",
-            "data/grade_report.csv"} <= artifacts
+            "data/grade_report.csv", "data/skin_tone_report.csv", "data/skin_tone_report.png",
+            "eval/skin_tone_metrics.csv", "eval/skin_tone_metrics.png"} <= artifacts
+    tone_metrics = {m for m in full.data.metrics if m.startswith("test.tone.")}
+    assert any(m.endswith(".recall_low") for m in tone_metrics) and any(m.endswith(".photos") for m in tone_metrics)
+    assert full.data.tags["skin_tone.check"].split()[0] in {"pass", "warning:"}
     assert full.data.tags["data.label_audit"] == "ok"  # the synthetic default's classes are lesion types
     assert full.data.metrics["test.grade_ceiling"] == 1.0  # synthetic grades are the true counts' grades
     assert full.data.tags["gate"] in {"pass", "fail"} and full.data.tags["gate.recall"].split()[0] in {"pass", "fail"}
@@ -236,6 +240,14 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
     assert grading["grade_accuracy"] == pytest.approx((grades.true_grade == grades.pred_grade).mean())
     assert grading["count_mae"] == pytest.approx((grades.pred_count - grades.true_count).abs().mean())
     assert f"**{grading['grade_accuracy']:.3f}**" in summary
+
+    tones = pd.read_csv(reports / "skin_tone_metrics.csv").set_index("tone_band")
+    assert tones.loc["all", "recall"] == pytest.approx(metrics["recall"])  # the same matching, all photos
+    assert tones.drop("all")["photos"].sum() == len(grades) and tones.drop("all")["lesions"].sum() == len(truth)
+    assert "## Skin tone" in summary
+    split = pd.read_csv(project / "data" / "03_primary" / "split_manifest.csv", keep_default_na=False)
+    report = pd.read_csv(reports / "skin_tone_report.csv", keep_default_na=False)
+    assert report[report.split == "test"]["photos"].sum() == (split.split == "test").sum()
 
     health = json.loads((reports / "training_health.json").read_text())
     assert health == {"verdict": "too short", "hint": "fewer than 3 epochs: train longer to judge", "evidence": {"epochs": 2}}
