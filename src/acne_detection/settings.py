@@ -1,8 +1,8 @@
 """Kedro project settings."""
 
-from acne_detection.hooks import RunReportHooks
+from acne_detection.hooks import CheckoutLock, RunReportHooks
 
-HOOKS = (RunReportHooks(),)
+HOOKS = (CheckoutLock(), RunReportHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

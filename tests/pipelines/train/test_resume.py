@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from acne_detection.datasets import PretrainedWeightsSource
-from acne_detection.pipelines.train.resume import plan_resume, record_run
+from acne_detection.pipelines.train.resume import plan_resume, prepare_training, record_run
 from tests.conftest import PROJECT_ROOT, copy_project
 
 SETTINGS = {"data": "abc", "model": "yolov8n.pt", "imgsz": 64, "epochs": 4}
@@ -28,19 +28,41 @@ def _checkpoint(save_dir: Path, epoch: int) -> None:
 
 
 def test_resumes_only_an_unfinished_run_with_the_same_settings(tmp_path: Path) -> None:
-    assert plan_resume(tmp_path, SETTINGS, "auto").reason == "starting fresh (no interrupted run to resume)"
+    run = tmp_path / "train"  # Ultralytics' run folder; the record lives beside it, in the work folder
+    assert plan_resume(run, SETTINGS, "auto").reason == "starting fresh (no interrupted run to resume)"
     record_run(tmp_path, SETTINGS, "run-1")
-    _checkpoint(tmp_path, 1)
-    plan = plan_resume(tmp_path, SETTINGS, "auto")
+    _checkpoint(run, 1)
+    plan = plan_resume(run, SETTINGS, "auto")
     assert plan.resume and plan.completed_epochs == 2 and plan.previous_run_id == "run-1"
     assert plan.reason == "resuming the interrupted run after epoch 2 of 4"
-    assert not plan_resume(tmp_path, SETTINGS, False).resume
-    changed = plan_resume(tmp_path, {**SETTINGS, "imgsz": 96, "data": "xyz"}, "auto")
+    assert not plan_resume(run, SETTINGS, False).resume
+    changed = plan_resume(run, {**SETTINGS, "imgsz": 96, "data": "xyz"}, "auto")
     assert not changed.resume and changed.reason == "starting fresh (changed since the interrupted run: data, imgsz)"
-    _checkpoint(tmp_path, -1)
-    assert plan_resume(tmp_path, SETTINGS, "auto").reason == "starting fresh (the previous run finished)"
-    (tmp_path / "weights" / "last.pt").write_bytes(b"cut short")
-    assert "unreadable" in plan_resume(tmp_path, SETTINGS, "auto").reason
+    _checkpoint(run, -1)
+    assert plan_resume(run, SETTINGS, "auto").reason == "starting fresh (the previous run finished)"
+    (run / "weights" / "last.pt").write_bytes(b"cut short")
+    assert "unreadable" in plan_resume(run, SETTINGS, "auto").reason
+
+
+def test_the_record_survives_a_ddp_launch_deleting_the_run_folder(tmp_path: Path) -> None:
+    """A fresh DDP launch removes Ultralytics' run folder after the project prepared it; the
+    record is outside it, so once checkpoints exist again the run can still be resumed."""
+    from types import SimpleNamespace
+
+    from ultralytics.utils.dist import generate_ddp_command
+
+    plan = prepare_training(tmp_path, SETTINGS, "auto", "run-7")
+    assert not plan.resume and (tmp_path / "kedro_run.json").exists()
+    (tmp_path / "train").mkdir()
+    trainer = SimpleNamespace(resume=False, save_dir=tmp_path / "train", args=SimpleNamespace(), model=None, callbacks={},
+                              world_size=2)
+    _, script = generate_ddp_command(trainer)  # what Ultralytics does before spawning workers: rmtree(save_dir)
+    Path(script).unlink()
+    Path(script).with_suffix(".pt").unlink()
+    assert not (tmp_path / "train").exists() and (tmp_path / "kedro_run.json").exists()
+    _checkpoint(tmp_path / "train", 1)  # the workers checkpoint epoch 2, then the job is killed
+    again = prepare_training(tmp_path, SETTINGS, "auto", "run-8")
+    assert again.resume and again.previous_run_id == "run-7" and again.completed_epochs == 2
 
 
 @pytest.fixture(scope="module")

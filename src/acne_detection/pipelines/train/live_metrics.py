@@ -1,24 +1,37 @@
 """Ultralytics callbacks that stream training into the Kedro run's MLflow run, per epoch.
 
 Ultralytics' own MLflow integration is removed from the trainer (it would start runs,
-switch experiments and turn autologging on); these callbacks write into whatever run
-kedro-mlflow opened, with the epoch (1-based) as the step, and do nothing without one.
-The re-validation of the best checkpoint after training (which Ultralytics reports through
-the same event) is logged once, as ``best/...``, so each per-epoch metric has exactly one
-point per epoch.
+switch experiments and turn autologging on). These callbacks log into one named run, by id,
+through an ``MlflowClient`` on the tracking URI they were made with, not into "the active
+run": in multi-GPU (DDP) training Ultralytics rebuilds the trainer and its callbacks in
+worker processes that have no Kedro session and no active MLflow run. Only rank 0 (or a
+single-process run, rank -1) logs; the other ranks stay silent. The epoch (1-based) is the
+step. The re-validation of the best checkpoint after training, which Ultralytics reports
+through the same event, is told apart by the event order (no epoch started since the last
+report) and logged once, as ``best/...``, so each per-epoch metric has one point per epoch.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
 
 
 def _clean(name: str) -> str:
     return name.replace("(", "").replace(")", "")
+
+
+def process_rank() -> int:
+    """This process's rank in distributed training: -1 alone, 0 for the first DDP worker.
+    Read at call time from the environment ``torch.distributed.run`` sets (``RANK``)."""
+    return int(os.environ.get("RANK", -1))
 
 
 def epoch_metrics(trainer: Any) -> dict[str, float]:
@@ -39,30 +52,53 @@ def epoch_metrics(trainer: Any) -> dict[str, float]:
     return {_clean(k): float(v) for k, v in metrics.items()}
 
 
-def live_metrics_callbacks(tags: dict[str, str]) -> dict[str, Callable[[Any], None]]:
-    """Callbacks to register on an Ultralytics model with ``model.add_callback``.
+class LiveMetrics:
+    """Per-epoch logging into one MLflow run, safe to pickle into DDP workers.
 
     Args:
-        tags: MLflow tags set when training starts (device, pretrained weights, ...).
-
-    Returns:
-        ``{event: callback}`` for ``on_train_start`` and ``on_fit_epoch_end``.
+        run_id: the run to log into (``None``: tracking is off, nothing is logged).
+        tracking_uri: where that run lives (the Kedro run's tracking URI).
+        tags: set on the run when training starts (device, weights source, ...).
     """
 
-    def on_train_start(trainer: Any) -> None:
-        if mlflow.active_run():
-            mlflow.set_tags(tags)
+    def __init__(self, run_id: str | None, tracking_uri: str, tags: dict[str, str]) -> None:
+        self.run_id, self.tracking_uri, self.tags = run_id, tracking_uri, dict(tags)
+        self._epoch_running = False
 
-    def on_fit_epoch_end(trainer: Any) -> None:
-        if not mlflow.active_run():
-            return
-        if getattr(trainer, "in_final_eval", False):  # the best checkpoint re-validated after the last epoch
-            best = {f"best/{_clean(k)}": float(v) for k, v in (trainer.metrics or {}).items()}
-            mlflow.log_metrics(best, step=0)
-            return
-        mlflow.log_metrics(epoch_metrics(trainer), step=trainer.epoch + 1)
+    @classmethod
+    def for_active_run(cls, tags: dict[str, str]) -> LiveMetrics:
+        """Callbacks bound to the MLflow run active now (kedro-mlflow's), by id and URI."""
+        return cls(current_run_id(), mlflow.get_tracking_uri(), tags)
 
-    return {"on_train_start": on_train_start, "on_fit_epoch_end": on_fit_epoch_end}
+    def callbacks(self) -> dict[str, Callable[[Any], None]]:
+        """``{event: callback}`` to register with ``model.add_callback``."""
+        return {"on_train_start": self.on_train_start, "on_train_epoch_start": self.on_train_epoch_start,
+                "on_fit_epoch_end": self.on_fit_epoch_end}
+
+    def _client(self) -> MlflowClient | None:
+        if self.run_id is None or process_rank() not in (-1, 0):
+            return None
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def on_train_start(self, trainer: Any) -> None:
+        client = self._client()
+        if client is not None:
+            client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in self.tags.items()])
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self._epoch_running = True
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        final_eval, self._epoch_running = not self._epoch_running, False
+        client = self._client()
+        if client is None:
+            return
+        now = int(time.time() * 1000)
+        if final_eval:  # the best checkpoint re-validated after the last epoch
+            values, step = {f"best/{_clean(k)}": float(v) for k, v in (trainer.metrics or {}).items()}, 0
+        else:
+            values, step = epoch_metrics(trainer), trainer.epoch + 1
+        client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
 
 def current_run_id() -> str | None:

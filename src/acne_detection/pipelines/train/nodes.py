@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from acne_detection.accelerator import detect_device, device_settings, environment_tags
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.params import parse
-from acne_detection.pipelines.train.live_metrics import current_run_id, live_metrics_callbacks, replay_history
-from acne_detection.pipelines.train.resume import completed_history, plan_resume, record_run
+from acne_detection.pipelines.train.live_metrics import LiveMetrics, current_run_id, replay_history
+from acne_detection.pipelines.train.resume import prepare_training
 from acne_detection.tracking import mark_run_killed
 from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 
@@ -29,21 +28,13 @@ logger = logging.getLogger(__name__)
 
 class ProjectTrainer(DetectionTrainer):
     """Ultralytics' detection trainer without its third-party integrations (MLflow, hub,
-    Comet, ...): tracking goes through kedro-mlflow, and nothing leaves the machine."""
+    Comet, ...): tracking goes through kedro-mlflow, and nothing leaves the machine. In
+    multi-GPU training each worker rebuilds this class, so the integrations stay off there too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.in_final_eval = False
         for event, funcs in self.callbacks.items():
             self.callbacks[event] = [f for f in funcs if not f.__module__.startswith("ultralytics.utils.callbacks.")]
-
-    def final_eval(self) -> None:
-        """Validate the best checkpoint, flagged so callbacks tell it from a training epoch."""
-        self.in_final_eval = True
-        try:
-            super().final_eval()
-        finally:
-            self.in_final_eval = False
 
 
 def train_detector(
@@ -56,7 +47,7 @@ def train_detector(
         dataset: the YOLO-format dataset.
         pretrained: the lazily resolved COCO checkpoint.
         workdir: the folder Ultralytics writes its checkpoints into.
-        params: the ``train`` parameters.
+        params: the ``train`` parameters (``device: 0,1`` trains on two GPUs with DDP).
 
     Returns:
         The best checkpoint, the per-epoch history (Ultralytics' ``results.csv``) and a
@@ -66,13 +57,22 @@ def train_detector(
     for warning in augmentation_warnings(p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)):
         logger.warning(warning)
     device, device_name = detect_device(p.device)
-    tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained)}
-    settings = _resume_settings(p, dataset, pretrained.name)
-    plan = plan_resume(workdir / "train", settings, p.resume)
+    plan = prepare_training(workdir, _resume_settings(p, dataset, pretrained.name), p.resume, current_run_id())
     logger.info("Training: %s", plan.reason)
-    model = _starting_model(plan, pretrained, p, workdir / "train", settings, tags)
+    if plan.resume:
+        source = {"weights_source": "resumed checkpoint", "resumed_from_run": str(plan.previous_run_id),
+                  "resumed_after_epoch": str(plan.completed_epochs)}
+        replay_history(plan.history)
+        mark_run_killed(plan.previous_run_id)
+        model = YOLO(str(plan.checkpoint))
+    else:
+        weights, origin = (pretrained.resolve() if p.pretrained
+                           else (Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"))
+        source = {"weights_source": origin}
+        model = YOLO(str(weights))
+    tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained), **source}
     logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
-    for event, callback in live_metrics_callbacks(tags).items():
+    for event, callback in LiveMetrics.for_active_run(tags).callbacks().items():
         model.add_callback(event, callback)
     if plan.resume:  # Ultralytics restores the interrupted run's own settings from the checkpoint
         workers = device_settings(device, batch=p.batch, workers=p.workers)["workers"]
@@ -82,34 +82,36 @@ def train_detector(
     return _results(model.trainer, p, tags)
 
 
-def _starting_model(plan: Any, pretrained: PretrainedWeights, p: Any, save_dir: Path, settings: dict[str, Any],
-                    tags: dict[str, str]) -> YOLO:
-    """The interrupted run's checkpoint, or fresh COCO weights (or a random init); records
-    the source in ``tags``."""
-    if plan.resume:
-        tags.update(weights_source="resumed checkpoint", resumed_from_run=str(plan.previous_run_id),
-                    resumed_after_epoch=str(plan.completed_epochs))
-        replay_history(completed_history(save_dir, plan.completed_epochs))
-        mark_run_killed(plan.previous_run_id)
-        return YOLO(str(plan.checkpoint))
-    shutil.rmtree(save_dir, ignore_errors=True)
-    record_run(save_dir, settings, current_run_id())
-    if p.pretrained:
-        weights, tags["weights_source"] = pretrained.resolve()
-    else:
-        weights, tags["weights_source"] = Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"
-    return YOLO(str(weights))
+def parameter_counts(model: Any, freeze: int) -> tuple[int, int]:
+    """Total and trainable parameters of a detection model under ``freeze``, by the rule
+    Ultralytics' trainer applies (layers ``model.0.`` .. ``model.{freeze-1}.`` and every ``.dfl``
+    frozen), not by ``requires_grad``: in multi-GPU training the launching process never sets
+    up the model, so its flags say nothing about what the workers trained.
+
+    Args:
+        model: the ``torch.nn.Module`` (or an object with ``named_parameters``).
+        freeze: ``train.freeze``, the number of leading layers frozen.
+
+    Returns:
+        ``(total, trainable)``.
+    """
+    frozen_names = [f"model.{i}." for i in range(freeze)] + [".dfl"]
+    total = trainable = 0
+    for name, tensor in model.named_parameters():
+        total += tensor.numel()
+        if not any(f in name for f in frozen_names) and tensor.dtype.is_floating_point:
+            trainable += tensor.numel()
+    return total, trainable
 
 
 def _results(trainer: Any, p: Any, tags: dict[str, str]) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
     """Best checkpoint, per-epoch history and summary of a finished Ultralytics trainer."""
     history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
     history.columns = [c.strip() for c in history.columns]
-    parameters = list(trainer.model.parameters())
+    total, trainable = parameter_counts(trainer.model, p.freeze)
     summary = {**tags, "epochs_run": int(len(history)), "imgsz": p.imgsz,
                "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
-               "parameters_total": int(sum(x.numel() for x in parameters)),
-               "parameters_trainable": int(sum(x.numel() for x in parameters if x.requires_grad)),
+               "parameters_total": total, "parameters_trainable": trainable,
                "frozen_layers": p.freeze, "mlflow_run_id": current_run_id() or ""}
     best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
     return best, history, summary

@@ -2,15 +2,20 @@
 
 Ultralytics saves ``last.pt`` after every epoch, with the optimizer state and the epoch it
 finished (``-1`` once training completed). A run resumes from it only when the settings
-that shape the model are those of the interrupted run, as recorded beside the checkpoint
-when that run started; anything else starts fresh, and the log says why.
+that shape the model are those of the interrupted run, as recorded in the work folder when
+that run started; anything else starts fresh, and the log says why.
+
+The record lives in the work folder, beside Ultralytics' run folder and not inside it: a
+fresh multi-GPU (DDP) launch deletes the run folder (``generate_ddp_command``) after the
+record is written, and a record deleted with it would make the run impossible to resume.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +35,40 @@ class ResumePlan:
     checkpoint: Path | None = None
     completed_epochs: int = 0
     previous_run_id: str | None = None
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # epochs to replay into the new run
+
+
+def prepare_training(workdir: Path, settings: dict[str, Any], mode: bool | str, run_id: str | None) -> ResumePlan:
+    """Prepare the work folder for a training run: the one place that decides where it starts.
+
+    Resuming: the interrupted run's folder is kept, its history trimmed to the checkpointed
+    epochs and returned for replay. Starting fresh: Ultralytics' run folder is removed and this
+    run's settings and MLflow run id are recorded in ``workdir``.
+
+    Args:
+        workdir: the training work folder (Ultralytics writes ``workdir/train``).
+        settings: what must be unchanged to resume.
+        mode: ``train.resume`` (``"auto"`` or ``False``).
+        run_id: the MLflow run this training logs into.
+
+    Returns:
+        The plan: ``resume``, ``reason``, the ``checkpoint`` and ``history`` when resuming.
+    """
+    save_dir = workdir / "train"
+    plan = plan_resume(save_dir, settings, mode)
+    if plan.resume:
+        return ResumePlan(True, plan.reason, plan.checkpoint, plan.completed_epochs, plan.previous_run_id,
+                          completed_history(save_dir, plan.completed_epochs))
+    shutil.rmtree(save_dir, ignore_errors=True)
+    record_run(workdir, settings, run_id)
+    return plan
 
 
 def plan_resume(save_dir: Path, settings: dict[str, Any], mode: bool | str) -> ResumePlan:
     """Decide whether training continues from ``save_dir/weights/last.pt``.
 
     Args:
-        save_dir: Ultralytics' run folder.
+        save_dir: Ultralytics' run folder (the record is read from its parent, the work folder).
         settings: what must be unchanged to resume (data fingerprint, model, imgsz, epochs...).
         mode: ``"auto"`` (resume when possible) or ``False`` (always start over).
 
@@ -54,7 +86,8 @@ def plan_resume(save_dir: Path, settings: dict[str, Any], mode: bool | str) -> R
         return ResumePlan(False, f"starting fresh (the last checkpoint is unreadable: {type(err).__name__})")
     if epoch < 0:
         return ResumePlan(False, "starting fresh (the previous run finished)")
-    record = json.loads((save_dir / RECORD).read_text()) if (save_dir / RECORD).exists() else {}
+    path = save_dir.parent / RECORD
+    record = json.loads(path.read_text()) if path.exists() else {}
     before = record.get("settings", {})
     changed = sorted(k for k in set(settings) | set(before) if before.get(k) != settings.get(k))
     if changed:
@@ -63,10 +96,11 @@ def plan_resume(save_dir: Path, settings: dict[str, Any], mode: bool | str) -> R
                       last, epoch + 1, record.get("mlflow_run_id"))
 
 
-def record_run(save_dir: Path, settings: dict[str, Any], run_id: str | None) -> None:
-    """Write what a resumed run must match, and the MLflow run to link back to."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    (save_dir / RECORD).write_text(json.dumps({"settings": settings, "mlflow_run_id": run_id}, indent=2, sort_keys=True))
+def record_run(workdir: Path, settings: dict[str, Any], run_id: str | None) -> None:
+    """Write what a resumed run must match, and the MLflow run to link back to, in the work
+    folder (outside the run folder a DDP launch deletes)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / RECORD).write_text(json.dumps({"settings": settings, "mlflow_run_id": run_id}, indent=2, sort_keys=True))
 
 
 def completed_history(save_dir: Path, completed_epochs: int) -> pd.DataFrame:
