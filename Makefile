@@ -13,14 +13,14 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui serve predict bench bench-quick install clean-outputs
+.PHONY: run test ui serve server server-stop predict bench bench-quick bench-gpu install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test,onnx]"
+	$(BIN)/python -m pip install -e ".[test,onnx,team]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,6 +35,14 @@ ui: install
 	@mkdir -p data/mlflow
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+# A team tracking server: PostgreSQL (a local cluster under data/team/, or MLFLOW_BACKEND_STORE_URI)
+# + proxied artifacts, on 127.0.0.1:5050. Runs log to it with `kedro run --env team`. README, "Scaling out".
+server: install
+	$(BIN)/python -m acne_detection.team_server start
+
+server-stop: install
+	$(BIN)/python -m acne_detection.team_server stop
 
 predict: install
 	$(BIN)/kedro run --pipeline predict

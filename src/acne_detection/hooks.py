@@ -92,8 +92,12 @@ class RunReportHooks:
     """Validates every parameter group before any node runs, and closes a run by saying
     where its outputs are and how to look at them."""
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before kedro-mlflow, which would retry a dead server for minutes
     def after_context_created(self, context: Any) -> None:
+        loader = context.config_loader
+        if "mlflow" not in loader.config_patterns:  # kedro-mlflow's own patterns, registered when its hook runs
+            loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
+        check_tracking_server(loader["mlflow"].get("server", {}).get("mlflow_tracking_uri"))
         params = context.params
         check_parameter_groups(params, Path(context.project_path) / context.config_loader.conf_source)
         for group in PARAMETER_GROUPS:
@@ -124,6 +128,34 @@ class RunReportHooks:
         _close_reopened_runs(status="FAILED")
         # The cause in one line, above Kedro's traceback, where a user reads first.
         logger.error("The run stopped: %s", _root_cause(error))
+
+
+def check_tracking_server(uri: str | None, *, timeout: float = 5.0) -> None:
+    """Fail fast, and say what to do, when the tracking URI names a server that does not answer.
+
+    Args:
+        uri: the tracking URI the run will use.
+        timeout: seconds to wait for ``/health``.
+
+    Raises:
+        RuntimeError: an ``http(s)`` server that does not answer.
+    """
+    import urllib.error
+    import urllib.request
+
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers (behind a proxy or authentication): MLflow's client will say more
+    except OSError as err:
+        raise RuntimeError(
+            f"The MLflow tracking server at {uri} does not answer ({getattr(err, 'reason', err)}). Start it with "
+            "`make server` (README, \"Scaling out\"), or point MLFLOW_TRACKING_URI at a running one; without "
+            "`--env team` and MLFLOW_TRACKING_URI, runs go to this checkout's SQLite store."
+        ) from None
 
 
 def _root_cause(error: BaseException) -> str:

@@ -1,10 +1,31 @@
 """Kedro project settings."""
 
+import os
+from urllib.parse import urlparse
+
 from acne_detection.hooks import CheckoutLock, RunReportHooks
 
 HOOKS = (CheckoutLock(), RunReportHooks())
 
+
+def tracking_uri(default: str) -> str:
+    """``MLFLOW_TRACKING_URI`` when set (a team server, a colleague's store), else the
+    configuration's ``default``: kedro-mlflow itself reads the variable only when
+    ``mlflow.yml`` has no URI at all."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default
+
+
+def local_artifacts(location: str, uri: str) -> str | None:
+    """The experiment's artifact folder for a local store (SQLite, files); ``None`` for a
+    tracking server, so that the server chooses (``mlflow-artifacts:/``) and proxies the
+    artifacts. kedro-mlflow would turn a relative folder into an absolute path on this
+    machine, which a server's clients would then write to directly, bypassing the proxy."""
+    return location if urlparse(uri).scheme in ("", "file", "sqlite") else None
+
+
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    "custom_resolvers": {"tracking_uri": tracking_uri, "local_artifacts": local_artifacts},
+    "merge_strategy": {"mlflow": "soft"},  # an environment's mlflow.yml overrides single keys
 }
