@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,21 @@ from PIL import Image
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
 CLASSES = ["comedone", "papule", "pustule", "nodule"]
+_STARTING_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_does_not_leak():
+    """MLflow's ``set_tracking_uri`` (called by kedro-mlflow in every in-process session) also
+    sets ``MLFLOW_TRACKING_URI``, which the project honours: put it back after each test, so a
+    later run does not log into an earlier test's store or server."""
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != _STARTING_TRACKING_URI:
+        import mlflow
+
+        mlflow.set_tracking_uri(_STARTING_TRACKING_URI)
+        if _STARTING_TRACKING_URI is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def write_image(path: Path, size: tuple[int, int] = (64, 48), *, seed: int = 0, mode: str = "RGB", **save_kwargs) -> Path:

@@ -5,7 +5,7 @@ metrics, the model registry) and artifacts proxied by the server into a folder.
 creates a local PostgreSQL cluster under ``data/team/`` (``initdb``; as root, owned by and run as
 the ``postgres`` user, since PostgreSQL refuses to run as root), starts it on 127.0.0.1 only,
 then serves MLflow on 127.0.0.1:5050. A team's own PostgreSQL is used instead when
-``MLFLOW_BACKEND_STORE_URI`` is set (``postgresql://USER@HOST:PORT/DB``, the password in
+``MLFLOW_BACKEND_STORE_URI`` is set (``postgresql+psycopg2://USER@HOST:PORT/DB``, the password in
 ``PGPASSWORD`` or ``~/.pgpass``: never in the repo). Runs point at the server with
 ``kedro run --env team`` or ``MLFLOW_TRACKING_URI=http://127.0.0.1:5050`` (README, "Scaling out").
 
@@ -149,7 +149,7 @@ class LocalPostgres:
 
     def uri(self) -> str:
         """The backend store URI, without the password (it travels in ``PGPASSWORD``)."""
-        return f"postgresql://{ROLE}@{DEFAULT_HOST}:{self.port}/{DATABASE}"
+        return f"postgresql+psycopg2://{ROLE}@{DEFAULT_HOST}:{self.port}/{DATABASE}"
 
 
 def start_tracking_server(backend_uri: str, artifacts: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

@@ -1,0 +1,155 @@
+"""A team tracking server on real parts: a real PostgreSQL cluster (run as the ``postgres``
+user when the suite runs as root) and a real ``mlflow server`` process with proxied artifacts.
+Two copies of the project, as two people would have, run the whole tiny pipeline at once
+against it; a third run started in one of those checkouts is refused; then the registry is used
+from the server by ``eval`` and ``mlflow.pyfunc``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from acne_detection.team_server import LocalPostgres, start_tracking_server, wait_until_up
+from tests.conftest import copy_project
+
+TINY = "train.epochs=2,train.imgsz=64,train.batch=8,preview.samples=4"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    if not (shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL (initdb) is not installed: .ci/run must install it")
+        pytest.skip("PostgreSQL is not installed here (initdb not found): the team server test needs it")
+    # PostgreSQL refuses root, and the postgres user cannot enter pytest's private temp folders
+    pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-")), _free_port())
+    pg.start()
+    port = _free_port()
+    artifacts = tmp_path_factory.mktemp("server") / "artifacts"
+    log = artifacts.parent / "server.log"
+    proc = start_tracking_server(pg.uri(), artifacts, port=port, password=pg.password(), log=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, proc, seconds=180)
+        yield {"url": url, "artifacts": artifacts, "client": MlflowClient(tracking_uri=url), "pg": pg}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        pg.stop()
+        shutil.rmtree(pg.root, ignore_errors=True)
+
+
+def _team_copy(root: Path) -> Path:
+    """A copy of the project whose ``team`` environment reads the tiny synthetic export."""
+    copy_project(root, n_images=24, size=128)
+    shutil.copy(root / "conf" / "local" / "catalog.yml", root / "conf" / "team" / "catalog.yml")
+    return root
+
+
+def _kedro(project: Path, url: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
+    return subprocess.Popen([str(Path(sys.executable).parent / "kedro"), "run", "--env", "team", "--params", TINY, *extra],
+                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def two_runs(server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Alice's and Bob's copies run the whole pipeline at once; meanwhile a second run is
+    started in Alice's checkout, and must be refused."""
+    alice, bob = (_team_copy(tmp_path_factory.mktemp(name) / "acne-detection") for name in ("alice", "bob"))
+    runs = {"alice": _kedro(alice, server["url"]), "bob": _kedro(bob, server["url"])}
+    deadline = time.monotonic() + 300
+    while not (alice / "data" / ".kedro_run.json").exists():
+        assert runs["alice"].poll() is None and time.monotonic() < deadline, "Alice's run never took the checkout"
+        time.sleep(0.2)
+    intruder = _kedro(alice, server["url"], "--pipeline", "data")
+    refused = intruder.communicate(timeout=300)[0]
+    out = {name: proc.communicate(timeout=1500)[0] for name, proc in runs.items()}
+    for name, proc in runs.items():
+        assert proc.returncode == 0, f"{name}: {out[name][-4000:]}"
+    return {"alice": alice, "bob": bob, "refused": (intruder.returncode, refused)}
+
+
+@pytest.mark.e2e
+def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict) -> None:
+    client = server["client"]
+    experiment = client.get_experiment_by_name("acne_detection")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server, not a client path
+    found = client.search_runs([experiment.experiment_id])
+    assert len(found) == 2 and {r.info.status for r in found} == {"FINISHED"}  # the refused run left none
+    versions = client.search_model_versions("name='acne-detector'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert {v.run_id for v in versions} == {r.info.run_id for r in found}  # one version per run, distinct
+    weights_by_run = {}
+    for run in found:
+        for metric in ("train/box_loss", "train/cls_loss", "val/dfl_loss", "metrics/mAP50B", "lr/pg0"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+        for metric in ("test.mAP50", "test.recall", "data.images_read", "test.grade_accuracy"):
+            assert metric in run.data.metrics, metric
+        assert any(m.startswith("test.tone.") for m in run.data.metrics)
+        folder = client.download_artifacts(run.info.run_id, "model")
+        weights_by_run[run.info.run_id] = hashlib.sha256((Path(folder) / "acne_yolov8n.pt").read_bytes()).hexdigest()
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert {"eval/confusion_matrix.png", "eval/skin_tone_metrics.csv", "data/quarantine_report.csv"} <= {
+            a.path for folder in ("eval", "data") for a in client.list_artifacts(run.info.run_id, folder)}
+    local = {hashlib.sha256((two_runs[name] / "data" / "06_models" / "acne_yolov8n.pt").read_bytes()).hexdigest()
+             for name in ("alice", "bob")}
+    assert set(weights_by_run.values()) == local  # each run's artifact is its own checkout's weights, intact
+    # the server's folder holds them (each run's copy, and the registered model's), byte-identical to the checkouts'
+    stored = {hashlib.sha256(p.read_bytes()).hexdigest() for p in server["artifacts"].rglob("acne_yolov8n.pt")}
+    assert stored == local
+    for name in ("alice", "bob"):
+        assert not (two_runs[name] / "data" / "mlflow" / "artifacts").exists()
+
+
+@pytest.mark.e2e
+def test_a_second_run_in_the_same_checkout_is_refused(two_runs: dict) -> None:
+    code, output = two_runs["refused"]
+    assert code != 0
+    assert "Another kedro run is using this checkout's data folder" in " ".join(output.split())
+
+
+@pytest.mark.e2e
+def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_runs: dict) -> None:
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    client = server["client"]
+    bob_version = next(v for v in client.search_model_versions("name='acne-detector'")
+                       if hashlib.sha256(Path(client.download_artifacts(v.run_id, "model/acne_yolov8n.pt")).read_bytes())
+                       .hexdigest() == hashlib.sha256((two_runs["bob"] / "data/06_models/acne_yolov8n.pt").read_bytes()).hexdigest())
+    evaluation = _kedro(two_runs["alice"], server["url"], "--pipeline", "eval", "--params",
+                        f"{TINY},eval.model=models:/acne-detector/{bob_version.version}")
+    output = evaluation.communicate(timeout=900)[0]
+    assert evaluation.returncode == 0, output[-4000:]
+    latest = client.search_runs([client.get_experiment_by_name("acne_detection").experiment_id],
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert latest.data.tags["model_run_id"] == bob_version.run_id  # Alice evaluated Bob's registered model
+    mlflow.set_tracking_uri(server["url"])
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/acne-detector/{bob_version.version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    photo = next((two_runs["alice"] / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
+    answer = model.predict(pd.DataFrame({"image": [str(photo)]}), params={"conf": 0.001})
+    boxes = json.loads(answer.boxes[0])
+    assert answer.lesions[0] == len(boxes) > 0 and answer.grade_name[0] in ("mild", "moderate", "severe", "very severe")
