@@ -56,6 +56,11 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks.run
 
+# The GPU recipe (640 px, AMP, autobatch, cache in RAM) on the configured export, against plain
+# yolo train + yolo val: benchmarks/RESULTS-gpu.md. Stops at once without a CUDA GPU. GPU_ARGS="--env acne04 --device 0"
+bench-gpu: install
+	$(BIN)/python -m benchmarks.gpu $(GPU_ARGS)
+
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import copy_project
+import pytest
+
+from tests.conftest import PROJECT_ROOT, copy_project
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -34,3 +36,14 @@ def test_a_misspelt_group_on_the_command_line_stops_before_any_node(tmp_path: Pa
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "Unknown parameter group(s) ['dta']" in out
     assert not (project / "data" / "01_raw").exists()  # nothing ran, not even the synthetic export
+
+
+def test_the_gpu_benchmark_stops_at_once_without_a_gpu() -> None:
+    """``make bench-gpu`` on a machine without CUDA: a clear message and a non-zero exit, before any work."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the benchmark would run")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "needs an NVIDIA GPU with CUDA, and torch sees none here" in done.stderr
+    assert not (PROJECT_ROOT / "benchmarks" / "RESULTS-gpu.md").exists()

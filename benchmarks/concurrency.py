@@ -1,0 +1,112 @@
+"""Two people, two copies of the project, one tracking store, two ``kedro run`` at once: is
+anything lost? Measured against a team server (PostgreSQL + ``mlflow server``) and against
+one shared SQLite file, with one run alone as the baseline for time.
+
+``python -m benchmarks.concurrency`` (a few minutes; needs PostgreSQL for the server row).
+Rows go into ``benchmarks/RESULTS.md`` through ``benchmarks.run.merge_results``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from acne_detection.team_server import LocalPostgres, start_tracking_server, wait_until_up
+from benchmarks.run import ROOT, merge_results
+
+TINY = "train.epochs=3,train.imgsz=64,train.batch=8,preview.samples=4"
+EPOCH_METRICS = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "metrics/mAP50B", "lr/pg0")
+
+
+def _copy(root: Path, env: str) -> Path:
+    """A copy of the project on 24 synthetic photos (128 px), as a colleague's checkout."""
+    for name in ("conf", "src"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("local", "__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    base = yaml.safe_load((ROOT / "conf" / "base" / "catalog.yml").read_text())["raw_export"]
+    catalog = {"raw_export": {**base, "synthetic": {"n_images": 24, "size": 128, "seed": 0}}}
+    (root / "conf" / env).mkdir(exist_ok=True)
+    (root / "conf" / env / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    return root
+
+
+def _runs(projects: list[Path], uri: str, env: str) -> tuple[float, list[int], list[str]]:
+    """Start one ``kedro run`` per project at once; their wall time, exit codes and output tails."""
+    kedro = str(Path(sys.executable).parent / "kedro")
+    start = time.perf_counter()
+    procs = [subprocess.Popen([kedro, "run", "--env", env, "--params", TINY], cwd=p, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+             for p in projects]
+    outs = [p.communicate()[0] for p in procs]
+    return time.perf_counter() - start, [p.returncode for p in procs], [o[-1500:] for o in outs]
+
+
+def _audit(uri: str) -> dict[str, object]:
+    """What the store holds after the runs: finished runs, complete metric histories, artifacts, versions."""
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("acne_detection")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    steps_expected = len(EPOCH_METRICS) * 3 * len(runs)
+    steps = sum(len(client.get_metric_history(r.info.run_id, m)) for r in runs for m in EPOCH_METRICS)
+    weights = sum(any(a.path.endswith(".pt") for a in client.list_artifacts(r.info.run_id, "model")) for r in runs)
+    versions = {v.version for v in client.search_model_versions("name='acne-detector'")}
+    return {"finished": sum(r.info.status == "FINISHED" for r in runs), "runs": len(runs), "steps": steps,
+            "steps_expected": steps_expected, "weights": weights, "versions": len(versions)}
+
+
+def _row(store: str, alone: float, together: float, codes: list[int], audit: dict) -> dict:
+    lost = audit["steps_expected"] - audit["steps"]
+    note = (f"exit codes {codes}; {audit['finished']}/{audit['runs']} runs finished, metric points "
+            f"{audit['steps']}/{audit['steps_expected']} ({lost} lost), weights logged {audit['weights']}/2, "
+            f"registered versions {audit['versions']} distinct")
+    return {"benchmark": f"two concurrent runs, {store}", "baseline": "the same run alone", "baseline_s": alone,
+            "ours": "two kedro run at once from two checkouts", "ours_s": together, "ratio": together / alone, "notes": note}
+
+
+def main() -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # shared SQLite file
+        shared = tmp / "shared-sqlite"
+        shared.mkdir()
+        uri = f"sqlite:///{shared / 'mlflow.db'}"
+        alone, codes, _ = _runs([_copy(tmp / "solo-sqlite", "local")], f"sqlite:///{tmp / 'solo.db'}", "local")
+        together, codes, tails = _runs([_copy(tmp / f"{n}-sqlite", "local") for n in ("alice", "bob")], uri, "local")
+        rows.append(_row("one shared SQLite file", alone, together, codes, _audit(uri)))
+        print(rows[-1], *tails, sep="\n")
+        # team server: PostgreSQL + mlflow server with proxied artifacts
+        pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-bench-")), 5439)
+        pg.start()
+        server = start_tracking_server(pg.uri(), tmp / "artifacts", port=5059, password=pg.password(), log=tmp / "server.log")
+        url = "http://127.0.0.1:5059"
+        try:
+            wait_until_up(url, server)
+            alone_env = _copy(tmp / "solo-team", "team")
+            alone, _, _ = _runs([alone_env], url, "team")
+            client = MlflowClient(tracking_uri=url)
+            for run in client.search_runs([client.get_experiment_by_name("acne_detection").experiment_id]):
+                client.delete_run(run.info.run_id)  # the audit counts the two concurrent runs only
+            for version in client.search_model_versions("name='acne-detector'"):
+                client.delete_model_version("acne-detector", version.version)
+            together, codes, tails = _runs([_copy(tmp / f"{n}-team", "team") for n in ("alice", "bob")], url, "team")
+            rows.append(_row("team server (PostgreSQL + mlflow server)", alone, together, codes, _audit(url)))
+            print(rows[-1], *tails, sep="\n")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            pg.stop()
+            shutil.rmtree(pg.root, ignore_errors=True)
+    merge_results(rows)
+
+
+if __name__ == "__main__":
+    main()
