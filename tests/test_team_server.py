@@ -107,11 +107,14 @@ def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict) -> None:
         folder = client.download_artifacts(run.info.run_id, "model")
         weights_by_run[run.info.run_id] = hashlib.sha256((Path(folder) / "acne_yolov8n.pt").read_bytes()).hexdigest()
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-        assert {"eval/confusion_matrix.png", "eval/skin_tone_metrics.csv", "data/quarantine_report.csv"} <= {
-            a.path for folder in ("eval", "data") for a in client.list_artifacts(run.info.run_id, folder)}
+        logged = {a.path for folder in ("eval", "data", "preview") for a in client.list_artifacts(run.info.run_id, folder)}
+        assert {"eval/confusion_matrix.png", "eval/skin_tone_metrics.csv", "data/quarantine_report.csv"} <= logged
+        # conf/team sets tracking.log_photos: false: figures made of photos stay in the checkout
+        assert not {"eval/error_gallery.png", "preview/augmentation_preview.png"} & logged
     local = {hashlib.sha256((two_runs[name] / "data" / "06_models" / "acne_yolov8n.pt").read_bytes()).hexdigest()
              for name in ("alice", "bob")}
     assert set(weights_by_run.values()) == local  # each run's artifact is its own checkout's weights, intact
+    assert all((two_runs[name] / "data" / "08_reporting" / "error_gallery.png").exists() for name in ("alice", "bob"))
     # the server's folder holds them (each run's copy, and the registered model's), byte-identical to the checkouts'
     stored = {hashlib.sha256(p.read_bytes()).hexdigest() for p in server["artifacts"].rglob("acne_yolov8n.pt")}
     assert stored == local

@@ -88,6 +88,29 @@ class CheckoutLock:
         self.release()
 
 
+# Artifacts made of photographs' pixels: the augmentation previews, the error gallery and the
+# predict report's thumbnails (annotated copies from predict are never logged).
+PHOTO_ARTIFACTS = ("augmentation_preview", "augmentation_panels", "error_gallery", "prediction_report")
+
+
+class PhotoArtifacts:
+    """With ``tracking.log_photos: false``, figures made of photos are written under ``data/``
+    as usual but not sent to the MLflow tracking store (a shared server holds metrics, tables,
+    plots and the model, and no photograph)."""
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any, parameters: dict[str, Any]) -> None:
+        # Kedro hands the parameters as catalog entries: "parameters", "params:tracking", ...
+        if parse("tracking", parameters.get("params:tracking") or {}).log_photos:
+            return
+        for name in PHOTO_ARTIFACTS:
+            dataset = catalog.get(name) if name in catalog else None
+            if dataset is not None and hasattr(dataset, "_logging_activated"):
+                dataset._logging_activated = False
+        logger.info("tracking.log_photos is false: %s stay on this machine, not in the tracking store",
+                    ", ".join(PHOTO_ARTIFACTS))
+
+
 class RunReportHooks:
     """Validates every parameter group before any node runs, and closes a run by saying
     where its outputs are and how to look at them."""

@@ -183,6 +183,12 @@ class GradingParams(_Strict):
         return self
 
 
+class TrackingParams(_Strict):
+    """What goes to the MLflow tracking store besides metrics and tables."""
+
+    log_photos: bool = True  # false: figures made of photos (previews, error gallery, predict report) stay on this machine
+
+
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "data": DataParams,
     "train": TrainParams,
@@ -190,6 +196,7 @@ PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "eval": EvalParams,
     "grading": GradingParams,
     "predict": PredictParams,
+    "tracking": TrackingParams,
 }
 
 

@@ -3,9 +3,9 @@
 import os
 from urllib.parse import urlparse
 
-from acne_detection.hooks import CheckoutLock, RunReportHooks
+from acne_detection.hooks import CheckoutLock, PhotoArtifacts, RunReportHooks
 
-HOOKS = (CheckoutLock(), RunReportHooks())
+HOOKS = (CheckoutLock(), PhotoArtifacts(), RunReportHooks())
 
 
 def tracking_uri(default: str) -> str:
