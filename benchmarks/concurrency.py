@@ -75,14 +75,18 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # shared SQLite file
-        shared = tmp / "shared-sqlite"
-        shared.mkdir()
-        uri = f"sqlite:///{shared / 'mlflow.db'}"
-        alone, codes, _ = _runs([_copy(tmp / "solo-sqlite", "local")], f"sqlite:///{tmp / 'solo.db'}", "local")
-        together, codes, tails = _runs([_copy(tmp / f"{n}-sqlite", "local") for n in ("alice", "bob")], uri, "local")
-        rows.append(_row("one shared SQLite file", alone, together, codes, _audit(uri)))
-        print(rows[-1], *tails, sep="\n")
+        # one shared SQLite file: new (the two runs create it), then already created
+        alone, _, _ = _runs([_copy(tmp / "solo-sqlite", "local")], f"sqlite:///{tmp / 'solo.db'}", "local")
+        for label, ready in (("one new SQLite file", False), ("one existing SQLite file", True)):
+            shared = tmp / f"shared-{ready}"
+            shared.mkdir()
+            uri = f"sqlite:///{shared / 'mlflow.db'}"
+            if ready:
+                MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema
+            projects = [_copy(tmp / f"{n}-sqlite-{ready}", "local") for n in ("alice", "bob")]
+            together, codes, tails = _runs(projects, uri, "local")
+            rows.append(_row(label, alone, together, codes, _audit(uri)))
+            print(rows[-1], *tails, sep="\n")
         # team server: PostgreSQL + mlflow server with proxied artifacts
         pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-bench-")), 5439)
         pg.start()

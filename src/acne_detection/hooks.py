@@ -127,9 +127,37 @@ class RunReportHooks:
             if group in params:
                 parse(group, params[group])
 
+    @hook_impl(trylast=True)  # after kedro-mlflow has opened the run
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        import mlflow
+
+        from acne_detection.tracking import run_name
+
+        run = mlflow.active_run()
+        if run is None:
+            return
+        names = run_params.get("pipeline_names") or ["__default__"]
+
+        def _param(name: str) -> dict[str, Any]:
+            return catalog.load(f"params:{name}") if f"params:{name}" in catalog else {}
+
+        trains = "training_workdir" in pipeline.all_inputs()
+        predicts = "new_photos" in pipeline.all_inputs()
+        source = catalog.get("new_photos" if predicts else "raw_export") if ("new_photos" if predicts else "raw_export") in catalog else None
+        dataset = Path(str(getattr(source, "_path", ""))).name
+        model = (_param("predict") if predicts else _param("eval")).get("model") if not trains else None
+        mlflow.set_tag("mlflow.runName", run_name("+".join(names), dataset=dataset, train=_param("train") if trains else None,
+                                                  model=model, run_id=run.info.run_id))
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment(run.info.experiment_id)
+        if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":  # the UI's model-training view
+            client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
+
     @hook_impl(trylast=True)
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         import mlflow
+
+        from acne_detection.tracking import run_headline, ui_address
 
         _close_reopened_runs()
         if "ingestion_counts" in pipeline.all_outputs():  # the reconciliation, where a user reads last
@@ -138,12 +166,22 @@ class RunReportHooks:
             logger.info("%s (reasons: data/08_reporting/quarantine_report.csv)",
                         describe_counts(catalog.load("ingestion_counts")))
         run = mlflow.last_active_run()
-        run_line = f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}" if run else "MLflow tracking was off"
+        if run is None:
+            logger.info("Done. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), data/07_model_output "
+                        "(predictions), data/08_reporting (metrics, plots, reports). MLflow tracking was off.")
+            return
+        client = mlflow.MlflowClient()
+        logged = client.get_run(run.info.run_id).data
+        headline = run_headline(logged.metrics, logged.tags)
+        client.set_tag(run.info.run_id, "mlflow.note.content", headline)  # the run's description in the UI
+        uri = mlflow.get_tracking_uri()
+        local = not uri.startswith(("http://", "https://"))
         logger.info(
-            "Done. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), "
-            "data/07_model_output (predictions), data/08_reporting (metrics, plots, reports). "
-            "%s. Browse it with `make ui`, then open http://127.0.0.1:5000",
-            run_line,
+            "Done: %s. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), "
+            "data/07_model_output (predictions), data/08_reporting (metrics, plots, reports). MLflow run %s in %s. "
+            "Browse it%s: %s",
+            headline.replace("**", ""), run.info.run_id, uri, " with `make ui`, then open" if local else "",
+            ui_address(uri, run.info.experiment_id, run.info.run_id),
         )
 
     @hook_impl(trylast=True)

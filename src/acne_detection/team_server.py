@@ -169,7 +169,8 @@ def start_tracking_server(backend_uri: str, artifacts: Path, *, host: str = DEFA
     Returns:
         The server process (``wait_until_up`` tells when it answers).
     """
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # GenAI jobs (scorers): seven worker processes, unused here
+           **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
     if password:
         env["PGPASSWORD"] = password
     destination = artifacts if "://" in str(artifacts) else Path(artifacts).resolve()

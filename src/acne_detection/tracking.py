@@ -149,3 +149,59 @@ def model_version_tag(spec: str | None, sha256: str) -> dict[str, str]:
     except (MlflowException, ValueError):
         return {}
     return {**version.tags, "model_version": f"{version.name}/{version.version}"}
+
+
+PIPELINE_LABELS = {"__default__": "full run"}
+
+
+def run_name(pipeline: str, *, dataset: str, train: dict[str, Any] | None, model: str | None, run_id: str) -> str:
+    """A run name a person can tell apart in the MLflow UI: pipeline, key settings, a short id.
+
+    Args:
+        pipeline: the pipeline run (``__default__`` reads "full run").
+        dataset: the export's (or photo folder's) folder name.
+        train: the ``train`` parameters when the pipeline trains (epochs, imgsz, device).
+        model: the evaluated or predicting model when one is named (``eval.model``/``predict.model``).
+        run_id: the MLflow run id (its first 6 characters end the name).
+
+    Returns:
+        e.g. "full run · synthetic · 20 ep @ 416 px · 3f9a2c".
+    """
+    parts = [PIPELINE_LABELS.get(pipeline, pipeline), dataset]
+    if train:
+        parts.append(f"{train.get('epochs')} ep @ {train.get('imgsz')} px")
+    if model:
+        parts.append(model.rsplit("/", 2)[-2] + "/" + model.rsplit("/", 1)[-1] if model.startswith("models:/") else Path(model).name)
+    return " · ".join([*(p for p in parts if p), run_id[:6]])
+
+
+def run_headline(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    """The description of a run (MLflow's ``mlflow.note.content``): its headline figures.
+
+    Args:
+        metrics: the run's metrics.
+        tags: the run's tags (``gate``, ``skin_tone.check``, ``training.health``).
+
+    Returns:
+        Markdown, e.g. "mAP@50 0.942 · recall 0.904 · precision 0.966 · grade accuracy 0.906 · gate PASS".
+    """
+    named = [("test.mAP50", "mAP@50"), ("test.mAP50-95", "mAP@50-95"), ("test.recall", "recall"),
+             ("test.precision", "precision"), ("test.grade_accuracy", "grade accuracy"),
+             ("predict.photos_predicted", "photos predicted"), ("data.images_accepted", "images accepted")]
+    parts = [f"{label} {metrics[key]:.3f}" if not key.startswith(("predict.", "data.")) else f"{label} {metrics[key]:.0f}"
+             for key, label in named if key in metrics]
+    if "gate" in tags:
+        parts.append(f"gate **{tags['gate'].upper()}**")
+    if "skin_tone.check" in tags:
+        parts.append("skin tone: " + tags["skin_tone.check"].split(" (")[0])
+    if "training.health" in tags:
+        parts.append(f"training {tags['training.health']}")
+    return " · ".join(parts) if parts else "no headline metric in this run"
+
+
+def ui_address(tracking_uri: str, experiment_id: str, run_id: str | None = None, *, ui: str = "http://127.0.0.1:5000") -> str:
+    """Where to look at a run: the tracking server itself, or ``make ui``'s address for a local
+    store, opened in MLflow's model-training view (``workflowType=machine_learning``)."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{page}?workflowType=machine_learning"
