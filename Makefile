@@ -29,6 +29,8 @@ run: install
 	$(BIN)/kedro run
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
 
 ui: install

@@ -42,9 +42,17 @@ def _runs(projects: list[Path], uri: str, env: str) -> tuple[float, list[int], l
     """Start one ``kedro run`` per project at once; their wall time, exit codes and output tails."""
     kedro = str(Path(sys.executable).parent / "kedro")
     start = time.perf_counter()
-    procs = [subprocess.Popen([kedro, "run", "--env", env, "--params", TINY], cwd=p, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
-             for p in projects]
+    procs = [
+        subprocess.Popen(
+            [kedro, "run", "--env", env, "--params", TINY],
+            cwd=p,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        )
+        for p in projects
+    ]
     outs = [p.communicate()[0] for p in procs]
     return time.perf_counter() - start, [p.returncode for p in procs], [o[-1500:] for o in outs]
 
@@ -58,17 +66,32 @@ def _audit(uri: str) -> dict[str, object]:
     steps = sum(len(client.get_metric_history(r.info.run_id, m)) for r in runs for m in EPOCH_METRICS)
     weights = sum(any(a.path.endswith(".pt") for a in client.list_artifacts(r.info.run_id, "model")) for r in runs)
     versions = {v.version for v in client.search_model_versions("name='acne-detector'")}
-    return {"finished": sum(r.info.status == "FINISHED" for r in runs), "runs": len(runs), "steps": steps,
-            "steps_expected": steps_expected, "weights": weights, "versions": len(versions)}
+    return {
+        "finished": sum(r.info.status == "FINISHED" for r in runs),
+        "runs": len(runs),
+        "steps": steps,
+        "steps_expected": steps_expected,
+        "weights": weights,
+        "versions": len(versions),
+    }
 
 
 def _row(store: str, alone: float, together: float, codes: list[int], audit: dict) -> dict:
     lost = audit["steps_expected"] - audit["steps"]
-    note = (f"exit codes {codes}; {audit['finished']}/{audit['runs']} runs finished, metric points "
-            f"{audit['steps']}/{audit['steps_expected']} ({lost} lost), weights logged {audit['weights']}/2, "
-            f"registered versions {audit['versions']} distinct")
-    return {"benchmark": f"two concurrent runs, {store}", "baseline": "the same run alone", "baseline_s": alone,
-            "ours": "two kedro run at once from two checkouts", "ours_s": together, "ratio": together / alone, "notes": note}
+    note = (
+        f"exit codes {codes}; {audit['finished']}/{audit['runs']} runs finished, metric points "
+        f"{audit['steps']}/{audit['steps_expected']} ({lost} lost), weights logged {audit['weights']}/2, "
+        f"registered versions {audit['versions']} distinct"
+    )
+    return {
+        "benchmark": f"two concurrent runs, {store}",
+        "baseline": "the same run alone",
+        "baseline_s": alone,
+        "ours": "two kedro run at once from two checkouts",
+        "ours_s": together,
+        "ratio": together / alone,
+        "notes": note,
+    }
 
 
 def main() -> None:
@@ -90,7 +113,9 @@ def main() -> None:
         # team server: PostgreSQL + mlflow server with proxied artifacts
         pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-bench-")), 5439)
         pg.start()
-        server = start_tracking_server(pg.uri(), tmp / "artifacts", port=5059, password=pg.password(), log=tmp / "server.log")
+        server = start_tracking_server(
+            pg.uri(), tmp / "artifacts", port=5059, password=pg.password(), log=tmp / "server.log"
+        )
         url = "http://127.0.0.1:5059"
         try:
             wait_until_up(url, server)

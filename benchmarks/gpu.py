@@ -30,8 +30,10 @@ def _require_gpu() -> str:
     import torch
 
     if not torch.cuda.is_available():
-        sys.exit("make bench-gpu needs an NVIDIA GPU with CUDA, and torch sees none here "
-                 f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Run it on a GPU machine.")
+        sys.exit(
+            "make bench-gpu needs an NVIDIA GPU with CUDA, and torch sees none here "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Run it on a GPU machine."
+        )
     return torch.cuda.get_device_name(0)
 
 
@@ -43,8 +45,12 @@ class GpuMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, check=False).stdout.split()
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
             if out:
                 self.peak_mb = max(self.peak_mb, max(float(v) for v in out))
 
@@ -63,7 +69,9 @@ def _ours(env: str, device: str, epochs: int | None) -> dict[str, float]:
     params += f",train.epochs={epochs}" if epochs else ""
     start = time.perf_counter()
     with GpuMemory() as memory:
-        subprocess.run([str(Path(sys.executable).parent / "kedro"), "run", "--env", env, "--params", params], cwd=ROOT, check=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "kedro"), "run", "--env", env, "--params", params], cwd=ROOT, check=True
+        )
     wall = time.perf_counter() - start
     reports = ROOT / "data" / "08_reporting"
     summary = json.loads((reports / "training_summary.json").read_text())
@@ -73,9 +81,16 @@ def _ours(env: str, device: str, epochs: int | None) -> dict[str, float]:
 
     history = pd.read_csv(reports / "training_history.csv")
     speed = float(history["images_per_s"].median()) if "images_per_s" in history else float("nan")
-    return {"wall_s": wall, "gpu_mb": memory.peak_mb, "epochs": summary["epochs_run"], "best_epoch": summary["best_epoch"],
-            "images_per_s": speed, "map50": metrics["mAP50"], "map50_95": metrics["mAP50-95"],
-            "grade_accuracy": grading.get("grade_accuracy", float("nan"))}
+    return {
+        "wall_s": wall,
+        "gpu_mb": memory.peak_mb,
+        "epochs": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        "images_per_s": speed,
+        "map50": metrics["mAP50"],
+        "map50_95": metrics["mAP50-95"],
+        "grade_accuracy": grading.get("grade_accuracy", float("nan")),
+    }
 
 
 def _baseline(device: str, epochs: int, train: dict) -> dict[str, float]:
@@ -95,14 +110,20 @@ def _baseline(device: str, epochs: int, train: dict) -> dict[str, float]:
         "'map50_95': float(r.box.map)}))\n"
     )
     with GpuMemory() as memory:
-        out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     import pandas as pd
 
     history = pd.read_csv(work / "train" / "results.csv")
     history.columns = [c.strip() for c in history.columns]
-    return {**result, "gpu_mb": memory.peak_mb, "epochs": len(history),
-            "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1}
+    return {
+        **result,
+        "gpu_mb": memory.peak_mb,
+        "epochs": len(history),
+        "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
+    }
 
 
 def main() -> None:
@@ -120,17 +141,27 @@ def main() -> None:
     rows = [
         ("time, train + test evaluation (s)", base["wall_s"], ours["wall_s"]),
         ("peak GPU memory (MB, nvidia-smi)", base["gpu_mb"], ours["gpu_mb"]),
-        ("epochs run / epoch of best mAP@50-95", f"{base['epochs']} / {base['best_epoch']}", f"{ours['epochs']} / {ours['best_epoch']}"),
+        (
+            "epochs run / epoch of best mAP@50-95",
+            f"{base['epochs']} / {base['best_epoch']}",
+            f"{ours['epochs']} / {ours['best_epoch']}",
+        ),
         ("training images/s (median epoch)", "-", ours["images_per_s"]),
         ("test mAP@50", base["map50"], ours["map50"]),
         ("test mAP@50-95", base["map50_95"], ours["map50_95"]),
         ("grading accuracy (test photos)", "-", ours["grade_accuracy"]),
     ]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"# GPU benchmark ({gpu}, device {args.device}, env {args.env})", "",
-             f"Recipe: {RECIPE}, AMP on, epochs {ours['epochs']}. Baseline: `yolo train` + `yolo val --split test` on the "
-             "same YOLO dataset and settings. The baseline's mAP is Ultralytics' own (a continuous PR curve), ours COCO's "
-             "(faster-coco-eval): they differ by a few points on the same predictions.", "", "| measure | yolo train + val | kedro run | ratio |", "|---|---|---|---|"]
+    lines = [
+        f"# GPU benchmark ({gpu}, device {args.device}, env {args.env})",
+        "",
+        f"Recipe: {RECIPE}, AMP on, epochs {ours['epochs']}. Baseline: `yolo train` + `yolo val --split test` on the "
+        "same YOLO dataset and settings. The baseline's mAP is Ultralytics' own (a continuous PR curve), ours COCO's "
+        "(faster-coco-eval): they differ by a few points on the same predictions.",
+        "",
+        "| measure | yolo train + val | kedro run | ratio |",
+        "|---|---|---|---|",
+    ]
     for name, b, o in rows:
         ratio = fmt(o / b) if isinstance(b, float) and isinstance(o, float) and b else "-"
         lines.append(f"| {name} | {fmt(b)} | {fmt(o)} | {ratio} |")

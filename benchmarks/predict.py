@@ -43,7 +43,9 @@ def _truth(folder: Path) -> pd.DataFrame:
     for xml in sorted(folder.glob("*.xml")):
         for obj in ET.parse(xml).findall("object"):
             b = obj.find("bndbox")
-            rows.append((xml.with_suffix(".jpg").name, 0, *(float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))))
+            rows.append(
+                (xml.with_suffix(".jpg").name, 0, *(float(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")))
+            )
     return pd.DataFrame(rows, columns=["image", "class_id", "x_min", "y_min", "x_max", "y_max"])
 
 
@@ -69,23 +71,43 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> l
         matches = match_detections(found, truth, iou_threshold=0.5)
         hit = matches[(matches.true_class >= 0) & (matches.pred_class >= 0)]
         recall = len(hit) / len(truth)
-        count_error = (found.groupby("image").size().reindex(truth.image.unique(), fill_value=0)
-                       - truth.groupby("image").size()).abs().mean()
+        count_error = (
+            (found.groupby("image").size().reindex(truth.image.unique(), fill_value=0) - truth.groupby("image").size())
+            .abs()
+            .mean()
+        )
         results[mode] = {"recall": recall, "count_mae": float(count_error), "s_per_photo": seconds, "found": found}
     # small-lesion recall, by matching small true boxes alone (IoU 0.5, any detection)
     for mode, r in results.items():
         m = match_detections(r["found"], truth[small], iou_threshold=0.5)
         r["recall_small"] = len(m[(m.true_class >= 0) & (m.pred_class >= 0)]) / max(int(small.sum()), 1)
     plain, sliced = results["never"], results["always"]
-    note = (f"{n_photos} photos 3000x4000, {len(truth)} lesions ({int(small.sum())} under 16x16 px), imgsz {imgsz}, "
-            f"confidence >= {conf:.2f}: "
-            f"recall {plain['recall']:.3f} -> {sliced['recall']:.3f}, small lesions {plain['recall_small']:.3f} -> "
-            f"{sliced['recall_small']:.3f}, counting MAE {plain['count_mae']:.1f} -> {sliced['count_mae']:.1f} lesions/photo")
-    return [{"benchmark": "sliced inference on phone photos", "baseline": "whole photo resized to imgsz",
-             "baseline_s": {"median_s": plain["s_per_photo"], "min_s": plain["s_per_photo"], "max_s": plain["s_per_photo"]},
-             "ours": "SAHI tiles at imgsz (predict slicing: always)",
-             "ours_s": {"median_s": sliced["s_per_photo"], "min_s": sliced["s_per_photo"], "max_s": sliced["s_per_photo"]},
-             "ratio": sliced["s_per_photo"] / plain["s_per_photo"], "note": note + "; times per photo"}]
+    note = (
+        f"{n_photos} photos 3000x4000, {len(truth)} lesions ({int(small.sum())} under 16x16 px), imgsz {imgsz}, "
+        f"confidence >= {conf:.2f}: "
+        f"recall {plain['recall']:.3f} -> {sliced['recall']:.3f}, small lesions {plain['recall_small']:.3f} -> "
+        f"{sliced['recall_small']:.3f}, counting MAE {plain['count_mae']:.1f} -> "
+        f"{sliced['count_mae']:.1f} lesions/photo"
+    )
+    return [
+        {
+            "benchmark": "sliced inference on phone photos",
+            "baseline": "whole photo resized to imgsz",
+            "baseline_s": {
+                "median_s": plain["s_per_photo"],
+                "min_s": plain["s_per_photo"],
+                "max_s": plain["s_per_photo"],
+            },
+            "ours": "SAHI tiles at imgsz (predict slicing: always)",
+            "ours_s": {
+                "median_s": sliced["s_per_photo"],
+                "min_s": sliced["s_per_photo"],
+                "max_s": sliced["s_per_photo"],
+            },
+            "ratio": sliced["s_per_photo"] / plain["s_per_photo"],
+            "note": note + "; times per photo",
+        }
+    ]
 
 
 def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) -> list[dict]:
@@ -104,8 +126,9 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
         predict_boxes(model, [(p.name, p) for p in paths], settings)
 
     def theirs() -> None:  # what `yolo predict source=DIR imgsz=... conf=...` runs
-        for _ in model.predict([str(p) for p in paths], imgsz=imgsz, conf=0.25, device="cpu", verbose=False,
-                               stream=True, batch=8):
+        for _ in model.predict(
+            [str(p) for p in paths], imgsz=imgsz, conf=0.25, device="cpu", verbose=False, stream=True, batch=8
+        ):
             pass
 
     ours()  # warm-up (model fuse, first allocations)
@@ -123,16 +146,29 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
 
     onnx()
     fast = _timed(onnx, repeats)
-    onnx_row = {"benchmark": f"prediction on ONNX Runtime, {n_photos} photos 640 px",
-                "baseline": "inference.predict_boxes on PyTorch", "baseline_s": mine,
-                "ours": "the same, predict.runtime: onnx", "ours_s": fast, "ratio": fast["median_s"] / mine["median_s"],
-                "note": f"{n_photos / fast['median_s']:.1f} photos/s vs {n_photos / mine['median_s']:.1f} on PyTorch, "
-                        f"imgsz {imgsz}, cpu"}
-    return [onnx_row, {"benchmark": f"prediction throughput, {n_photos} photos 640 px", "baseline": "Ultralytics predict (stream, batch 8)",
-             "baseline_s": base, "ours": "inference.predict_boxes (predict pipeline)", "ours_s": mine,
-             "ratio": mine["median_s"] / base["median_s"],
-             "note": f"{n_photos / mine['median_s']:.1f} photos/s (baseline {n_photos / base['median_s']:.1f}), "
-                     f"imgsz {imgsz}, cpu"}][::-1]
+    onnx_row = {
+        "benchmark": f"prediction on ONNX Runtime, {n_photos} photos 640 px",
+        "baseline": "inference.predict_boxes on PyTorch",
+        "baseline_s": mine,
+        "ours": "the same, predict.runtime: onnx",
+        "ours_s": fast,
+        "ratio": fast["median_s"] / mine["median_s"],
+        "note": f"{n_photos / fast['median_s']:.1f} photos/s vs {n_photos / mine['median_s']:.1f} on PyTorch, "
+        f"imgsz {imgsz}, cpu",
+    }
+    return [
+        onnx_row,
+        {
+            "benchmark": f"prediction throughput, {n_photos} photos 640 px",
+            "baseline": "Ultralytics predict (stream, batch 8)",
+            "baseline_s": base,
+            "ours": "inference.predict_boxes (predict pipeline)",
+            "ours_s": mine,
+            "ratio": mine["median_s"] / base["median_s"],
+            "note": f"{n_photos / mine['median_s']:.1f} photos/s (baseline {n_photos / base['median_s']:.1f}), "
+            f"imgsz {imgsz}, cpu",
+        },
+    ][::-1]
 
 
 def _peak_child(model_path: Path, folder: Path, n: int) -> float:
@@ -153,8 +189,13 @@ def bench_memory(model_path: Path, work: Path) -> list[dict]:
 
     folder = write_voc_export(work / "many", n_images=1000, size=640, seed=5)
     peaks = {n: _peak_child(model_path, folder, n) for n in (100, 1000)}
-    return [{"benchmark": "peak resident memory of prediction (MB)", "ours": "inference.iter_predictions (streamed)",
-             "memory_mb": {f"{n} photos": v for n, v in peaks.items()}}]
+    return [
+        {
+            "benchmark": "peak resident memory of prediction (MB)",
+            "ours": "inference.iter_predictions (streamed)",
+            "memory_mb": {f"{n} photos": v for n, v in peaks.items()},
+        }
+    ]
 
 
 def main() -> None:
@@ -162,15 +203,19 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "data" / "06_models" / "acne_yolov8n.pt")
     parser.add_argument("--phone-photos", type=int, default=6)
     parser.add_argument("--photos", type=int, default=100)
-    parser.add_argument("--conf", type=float, default=None,
-                        help="confidence threshold for the slicing rows (default: the operating point eval recorded "
-                             "for this model in data/06_models/model_threshold.json, else 0.25)")
+    parser.add_argument(
+        "--conf",
+        type=float,
+        default=None,
+        help="confidence threshold for the slicing rows (default: the operating point eval recorded "
+        "for this model in data/06_models/model_threshold.json, else 0.25)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
-    from benchmarks.run import merge_results
     from acne_detection.datasets.weights import sha256_of
+    from benchmarks.run import merge_results
 
     record = ROOT / "data" / "06_models" / "model_threshold.json"
     saved = json.loads(record.read_text()) if record.exists() else {}

@@ -49,17 +49,28 @@ def _data_pipeline(export: Path, out: Path) -> None:
     from acne_detection.params import parse
     from acne_detection.pipelines.data import create_pipeline
 
-    data = parse("data", {"class_map": {"whitehead and blackhead": "comedone", "papules": "papule",
-                                        "pustules": "pustule", "nodules and cysts": "nodule"}}).model_dump()
+    data = parse(
+        "data",
+        {
+            "class_map": {
+                "whitehead and blackhead": "comedone",
+                "papules": "papule",
+                "pustules": "pustule",
+                "nodules and cysts": "nodule",
+            }
+        },
+    ).model_dump()
     data["class_map"] = dict(data["class_map"])
     data["classes"] = list(data["classes"])
-    catalog = DataCatalog({
-        "raw_export": AnnotatedExport(path=str(export), format="voc"),
-        "mapped_export": MemoryDataset(copy_mode="assign"),
-        "yolo_dataset": YoloDatasetFolder(path=str(out), names=data["classes"]),
-        "params:data": MemoryDataset(data),
-        "params:train": MemoryDataset({}),
-    })
+    catalog = DataCatalog(
+        {
+            "raw_export": AnnotatedExport(path=str(export), format="voc"),
+            "mapped_export": MemoryDataset(copy_mode="assign"),
+            "yolo_dataset": YoloDatasetFolder(path=str(out), names=data["classes"]),
+            "params:data": MemoryDataset(data),
+            "params:train": MemoryDataset({}),
+        }
+    )
     SequentialRunner().run(create_pipeline(), catalog)
 
 
@@ -73,7 +84,11 @@ def bench_ingestion(sizes: list[int], repeats: int, work: Path) -> list[dict]:
         parts = os.cpu_count() or 1  # the generator is sequential per seed: one part per core
         if not (export / f"part{parts - 1}" / "synthetic.json").exists():  # --work keeps them between runs
             with ProcessPoolExecutor(parts) as pool:
-                list(pool.map(_write_part, [(export / f"part{i}", n // parts + (i < n % parts), i) for i in range(parts)]))
+                list(
+                    pool.map(
+                        _write_part, [(export / f"part{i}", n // parts + (i < n % parts), i) for i in range(parts)]
+                    )
+                )
 
         def copy(export: Path = export) -> None:
             target = work / "copy"
@@ -87,13 +102,24 @@ def bench_ingestion(sizes: list[int], repeats: int, work: Path) -> list[dict]:
             _data_pipeline(export, work / "yolo")
 
         base, ours = _timed(copy, repeats), _timed(ingest, repeats)
-        rows.append({"benchmark": f"ingestion, {n} photos", "baseline": "cp -r of the export", "baseline_s": base,
-                     "ours": "data pipeline (validate, split, YOLO folder)", "ours_s": ours,
-                     "ratio": ours["median_s"] / base["median_s"], "images_per_s": n / ours["median_s"]})
+        rows.append(
+            {
+                "benchmark": f"ingestion, {n} photos",
+                "baseline": "cp -r of the export",
+                "baseline_s": base,
+                "ours": "data pipeline (validate, split, YOLO folder)",
+                "ours_s": ours,
+                "ratio": ours["median_s"] / base["median_s"],
+                "images_per_s": n / ours["median_s"],
+            }
+        )
     memory = {}
     for n in sizes:  # in a fresh process each, so one size's peak does not hide the next
         shutil.rmtree(work / "yolo", ignore_errors=True)
-        code = f"from benchmarks.run import _data_pipeline; from pathlib import Path; _data_pipeline(Path({str(work / f'export_{n}')!r}), Path({str(work / 'yolo')!r}))"
+        code = (
+            "from benchmarks.run import _data_pipeline; from pathlib import Path; "
+            f"_data_pipeline(Path({str(work / f'export_{n}')!r}), Path({str(work / 'yolo')!r}))"
+        )
         memory[f"{n} photos"] = _isolated_rss([sys.executable, "-c", code], ROOT)
     rows.append({"benchmark": "peak resident memory of ingestion (MB)", "ours": "data pipeline", "memory_mb": memory})
     return rows
@@ -108,9 +134,8 @@ def _write_part(args: tuple[Path, int, int]) -> None:
 
 def bench_metrics(n_detections: int, repeats: int) -> dict:
     """All eval metrics from a detection table against pycocotools' COCOeval alone."""
-    from tests.test_metrics import _pycocotools_summary, _random_detections
-
     from acne_detection.metrics import average_precision, match_detections, precision_recall_f1, threshold_sweep
+    from tests.test_metrics import _pycocotools_summary, _random_detections
 
     n_images = max(n_detections // 4, 10)
     gt, dt_ = _random_detections(n_images, n_classes=4, seed=0)
@@ -126,10 +151,16 @@ def bench_metrics(n_detections: int, repeats: int) -> dict:
     base, mine = _timed(lambda: _pycocotools_summary(gt, dt_, images, 4), repeats), _timed(ours, repeats)
     stats = _pycocotools_summary(gt, dt_, images, 4)
     ap = ours()
-    return {"benchmark": f"metrics, {len(dt_)} detections", "baseline": "pycocotools COCOeval (AP only)",
-            "baseline_s": base, "ours": "eval metrics: AP@50/75/50-95 + by size, threshold sweep, P/R/F1", "ours_s": mine,
-            "ratio": mine["median_s"] / base["median_s"],
-            "note": f"AP@50-95 difference {abs(ap.ap50_95.mean() - stats[0]):.1e}, AP@50 {abs(ap.ap50.mean() - stats[1]):.1e}"}
+    return {
+        "benchmark": f"metrics, {len(dt_)} detections",
+        "baseline": "pycocotools COCOeval (AP only)",
+        "baseline_s": base,
+        "ours": "eval metrics: AP@50/75/50-95 + by size, threshold sweep, P/R/F1",
+        "ours_s": mine,
+        "ratio": mine["median_s"] / base["median_s"],
+        "note": f"AP@50-95 difference {abs(ap.ap50_95.mean() - stats[0]):.1e}, "
+        f"AP@50 {abs(ap.ap50.mean() - stats[1]):.1e}",
+    }
 
 
 def _peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
@@ -149,8 +180,15 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
     from tests.conftest import copy_project
 
     project = copy_project(work / "project", n_images=n_images, size=640)
-    kedro = [str(Path(sys.executable).parent / "kedro"), "run", "--params", f"train.epochs={epochs},train.imgsz={imgsz}"]
-    subprocess.run(kedro, cwd=project, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm: data, weights
+    kedro = [
+        str(Path(sys.executable).parent / "kedro"),
+        "run",
+        "--params",
+        f"train.epochs={epochs},train.imgsz={imgsz}",
+    ]
+    subprocess.run(
+        kedro, cwd=project, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )  # warm: data, weights
     from acne_detection.params import parse
     from acne_detection.training_config import training_overrides
 
@@ -159,12 +197,27 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
     weights = project / "data" / "06_models" / "pretrained" / "yolov8n.pt"
     yolo = str(Path(sys.executable).parent / "yolo")
     # The very settings the train node hands Ultralytics, so both sides do the same work.
-    same = training_overrides(parse("train", {**params, "epochs": epochs, "imgsz": imgsz}), data_yaml=data_yaml,
-                              device="cpu", workdir=work / "yolo_runs")
+    same = training_overrides(
+        parse("train", {**params, "epochs": epochs, "imgsz": imgsz}),
+        data_yaml=data_yaml,
+        device="cpu",
+        workdir=work / "yolo_runs",
+    )
     common = [f"{k}={v}" for k, v in same.items() if k not in ("data", "name")]
     plain_train = [yolo, "detect", "train", f"data={data_yaml}", f"model={weights}", "name=train", *common]
-    plain_val = [yolo, "detect", "val", f"data={data_yaml}", f"model={work / 'yolo_runs' / 'train' / 'weights' / 'best.pt'}",
-                 "split=test", f"imgsz={imgsz}", "plots=False", f"project={work / 'yolo_runs'}", "name=val", "exist_ok=True"]
+    plain_val = [
+        yolo,
+        "detect",
+        "val",
+        f"data={data_yaml}",
+        f"model={work / 'yolo_runs' / 'train' / 'weights' / 'best.pt'}",
+        "split=test",
+        f"imgsz={imgsz}",
+        "plots=False",
+        f"project={work / 'yolo_runs'}",
+        "name=val",
+        "exist_ok=True",
+    ]
     ours_times, base_times, train_times, base_train_times, rss = [], [], [], [], {}
     for _ in range(repeats):
         wall, _ = _peak_rss_mb(kedro, project)
@@ -185,33 +238,53 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
 
     n_train = len(list((project / "data" / "05_model_input" / "yolo" / "train" / "images").iterdir()))
     return [
-        {"benchmark": f"whole run, {n_images} photos, {epochs} epochs at {imgsz} px", "baseline": "yolo train + yolo val",
-         "baseline_s": stats(base_times), "ours": "kedro run (data, preview, train, eval)", "ours_s": stats(ours_times),
-         "ratio": statistics.median(ours_times) / statistics.median(base_times)},
-        {"benchmark": f"training only ({n_train} train images x {epochs} epochs)", "baseline": "yolo train",
-         "baseline_s": stats(base_train_times), "ours": "kedro run --pipeline train", "ours_s": stats(train_times),
-         "ratio": statistics.median(train_times) / statistics.median(base_train_times),
-         "images_per_s": n_train * epochs / statistics.median(train_times),
-         "baseline_images_per_s": n_train * epochs / statistics.median(base_train_times)},
-        {"benchmark": "peak resident memory per pipeline (MB)", "baseline": "-", "ours": "kedro run --pipeline NAME",
-         "memory_mb": rss},
+        {
+            "benchmark": f"whole run, {n_images} photos, {epochs} epochs at {imgsz} px",
+            "baseline": "yolo train + yolo val",
+            "baseline_s": stats(base_times),
+            "ours": "kedro run (data, preview, train, eval)",
+            "ours_s": stats(ours_times),
+            "ratio": statistics.median(ours_times) / statistics.median(base_times),
+        },
+        {
+            "benchmark": f"training only ({n_train} train images x {epochs} epochs)",
+            "baseline": "yolo train",
+            "baseline_s": stats(base_train_times),
+            "ours": "kedro run --pipeline train",
+            "ours_s": stats(train_times),
+            "ratio": statistics.median(train_times) / statistics.median(base_train_times),
+            "images_per_s": n_train * epochs / statistics.median(train_times),
+            "baseline_images_per_s": n_train * epochs / statistics.median(base_train_times),
+        },
+        {
+            "benchmark": "peak resident memory per pipeline (MB)",
+            "baseline": "-",
+            "ours": "kedro run --pipeline NAME",
+            "memory_mb": rss,
+        },
     ]
 
 
 def _isolated_rss(cmd: list[str], cwd: Path) -> float:
     """Peak RSS of one command, measured in a fresh Python so earlier children do not count."""
-    code = ("import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,"
-            "stderr=subprocess.DEVNULL);print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    code = (
+        "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL,"
+        "stderr=subprocess.DEVNULL);print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     out = subprocess.run([sys.executable, "-c", code, *cmd], cwd=cwd, check=True, capture_output=True, text=True)
     return int(out.stdout.strip()) / 1024
 
 
 def _markdown(results: list[dict], meta: dict) -> str:
-    lines = [f"# Benchmark results ({meta['mode']})", "",
-             f"Machine: {meta['machine']}; date: {meta['date']}; commit of each row in the last column.",
-             "Each time is the median of the runs, with min-max; ratio = ours / baseline (lower is better).", "",
-             "| benchmark | baseline | baseline time (s) | ours | our time (s) | ratio | notes | commit |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Benchmark results ({meta['mode']})",
+        "",
+        f"Machine: {meta['machine']}; date: {meta['date']}; commit of each row in the last column.",
+        "Each time is the median of the runs, with min-max; ratio = ours / baseline (lower is better).",
+        "",
+        "| benchmark | baseline | baseline time (s) | ours | our time (s) | ratio | notes | commit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         commit = f"`{r.get('commit', meta['commit'])}`"
         if "memory_mb" in r:
@@ -224,8 +297,11 @@ def _markdown(results: list[dict], meta: dict) -> str:
             notes = (notes + f" {r['images_per_s']:.1f} images/s").strip()
         if "baseline_images_per_s" in r:
             notes += f" (baseline {r['baseline_images_per_s']:.1f})"
-        lines.append(f"| {r['benchmark']} | {r['baseline']} | {b['median_s']:.2f} ({b['min_s']:.2f}-{b['max_s']:.2f}) | "
-                     f"{r['ours']} | {o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f}) | {r['ratio']:.2f} | {notes} | {commit} |")
+        lines.append(
+            f"| {r['benchmark']} | {r['baseline']} | {b['median_s']:.2f} ({b['min_s']:.2f}-{b['max_s']:.2f}) | "
+            f"{r['ours']} | {o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f}) | {r['ratio']:.2f} | "
+            f"{notes} | {commit} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -248,13 +324,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS),
-                        help="run these groups; the other rows of the results file are kept as they were")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        default=list(GROUPS),
+        help="run these groups; the other rows of the results file are kept as they were",
+    )
     parser.add_argument("--work", type=Path, help="keep generated exports here between runs (default: a temp folder)")
     args = parser.parse_args()
     repeats = max(args.repeats, 3)
     sys.path.insert(0, str(ROOT))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
         results = _run(args.only, args.quick, repeats, args.work)
@@ -269,8 +352,13 @@ def main() -> None:
         fresh = {r["benchmark"] for r in results}
         kept = [r for r in json.loads(out.read_text())["results"] if r["benchmark"] not in fresh]
         results = sorted(kept + results, key=lambda r: GROUPS.index(_group(r["benchmark"])))
-    meta = {"mode": "quick" if args.quick else "full", "date": dt.date.today().isoformat(), "commit": commit or "unknown",
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    meta = {
+        "mode": "quick" if args.quick else "full",
+        "date": dt.date.today().isoformat(),
+        "commit": commit or "unknown",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     (HERE / f"RESULTS{suffix}.md").write_text(_markdown(results, meta))
     print(_markdown(results, meta))
@@ -279,14 +367,20 @@ def main() -> None:
 def merge_results(rows: list[dict]) -> None:
     """Put rows measured by another script (``benchmarks.predict``) into the full results,
     replacing earlier rows of the same name, and rewrite ``RESULTS.md``."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     out = HERE / "results.json"
     saved = json.loads(out.read_text()) if out.exists() else {"meta": {}, "results": []}
     fresh = {r["benchmark"] for r in rows}
     rows = [{**{k: v for k, v in r.items() if k != "found"}, "commit": commit or "unknown"} for r in rows]
     results = [r for r in saved["results"] if r["benchmark"] not in fresh] + rows
-    meta = {**saved["meta"], "date": dt.date.today().isoformat(),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    meta = {
+        **saved["meta"],
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     (HERE / "RESULTS.md").write_text(_markdown(results, meta))
 

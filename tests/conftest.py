@@ -30,7 +30,9 @@ def _tracking_uri_does_not_leak():
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def write_image(path: Path, size: tuple[int, int] = (64, 48), *, seed: int = 0, mode: str = "RGB", **save_kwargs) -> Path:
+def write_image(
+    path: Path, size: tuple[int, int] = (64, 48), *, seed: int = 0, mode: str = "RGB", **save_kwargs
+) -> Path:
     """Write a small random image (real pixels, decodable) and return its path."""
     rng = np.random.default_rng(seed)
     w, h = size
@@ -89,7 +91,11 @@ def copy_project(root: Path, *, n_images: int, size: int, catalog: dict | None =
 
 def tree_digest(root: Path) -> dict[str, str]:
     """SHA-256 of every file below ``root``: to prove a source folder was left untouched."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -103,8 +109,12 @@ def acne04_sample() -> Path:
 def data_params() -> dict:
     return {
         "classes": CLASSES,
-        "class_map": {"whitehead and blackhead": "comedone", "papules": "papule", "pustules": "pustule",
-                      "nodules and cysts": "nodule"},
+        "class_map": {
+            "whitehead and blackhead": "comedone",
+            "papules": "papule",
+            "pustules": "pustule",
+            "nodules and cysts": "nodule",
+        },
     }
 
 
@@ -117,8 +127,15 @@ def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("tiny")
     write_voc_export(root / "raw", n_images=18, size=96, seed=1)
-    params = {"classes": CLASSES, "class_map": {"whitehead and blackhead": "comedone", "papules": "papule",
-                                                "pustules": "pustule", "nodules and cysts": "nodule"}}
+    params = {
+        "classes": CLASSES,
+        "class_map": {
+            "whitehead and blackhead": "comedone",
+            "papules": "papule",
+            "pustules": "pustule",
+            "nodules and cysts": "nodule",
+        },
+    }
     images, boxes, _, _ = validated(AnnotatedExport(path=str(root / "raw")).load(), params)
     manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, params), boxes, params)
     folder = YoloDatasetFolder(path=str(root / "yolo"), names=CLASSES)

@@ -33,9 +33,13 @@ def test_defaults_are_the_guides_transfer_learning_and_augmentation() -> None:
 
 @pytest.mark.parametrize(
     ("group", "raw", "key"),
-    [("train", {"epoch": 3}, "epoch"), ("train", {"augment": {"hsv_x": 1}}, "hsv_x"),
-     ("data", {"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "sum to 1"),
-     ("data", {"class_map": {"x": "scar"}}, "scar"), ("eval", {"conf_threshold": 2}, "conf_threshold")],
+    [
+        ("train", {"epoch": 3}, "epoch"),
+        ("train", {"augment": {"hsv_x": 1}}, "hsv_x"),
+        ("data", {"split": {"train": 0.9, "val": 0.2, "test": 0.1}}, "sum to 1"),
+        ("data", {"class_map": {"x": "scar"}}, "scar"),
+        ("eval", {"conf_threshold": 2}, "conf_threshold"),
+    ],
 )
 def test_a_bad_parameter_names_its_key(group: str, raw: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
@@ -47,7 +51,11 @@ def test_device_settings_follow_the_device_unless_fixed() -> None:
 
     assert device_settings("0", batch="auto", workers="auto")["batch"] == -1  # Ultralytics' autobatch
     assert device_settings("0", batch="auto", workers="auto")["amp"] is True
-    assert device_settings("cpu", batch="auto", workers="auto") == {"amp": False, "batch": 16, "workers": min(2, __import__("os").cpu_count())}
+    assert device_settings("cpu", batch="auto", workers="auto") == {
+        "amp": False,
+        "batch": 16,
+        "workers": min(2, __import__("os").cpu_count()),
+    }
     assert device_settings("mps", batch=8, workers=0) == {"amp": False, "batch": 8, "workers": 0}
 
 
@@ -58,6 +66,9 @@ def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
     (tmp_path / "local" / "catalog.yml").write_text("raw_export:\n  path: ${runtime_params:export_dir, data/x}\n")
     good = {"data": {}, "train": {}, "preview": {}, "eval": {}, "grading": {}, "predict": {}}
     check_parameter_groups({**good, "export_dir": "y"}, tmp_path)  # a runtime parameter the conf reads
-    with pytest.raises(ValueError, match=r"Unknown parameter group\(s\) \['dta'\].*\['data', 'eval', 'grading', 'predict', 'preview', 'train'\]"
-                       r".*\['export_dir'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown parameter group\(s\) \['dta'\].*\['data', 'eval', 'grading', 'predict', 'preview', 'tracking', 'train'\]"
+        r".*\['export_dir'\]",
+    ):
         check_parameter_groups({**good, "dta": {"strict": True}}, tmp_path)

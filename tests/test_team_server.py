@@ -65,8 +65,14 @@ def _team_copy(root: Path) -> Path:
 
 def _kedro(project: Path, url: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
-    return subprocess.Popen([str(Path(sys.executable).parent / "kedro"), "run", "--env", "team", "--params", TINY, *extra],
-                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "kedro"), "run", "--env", "team", "--params", TINY, *extra],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +113,16 @@ def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict) -> None:
         folder = client.download_artifacts(run.info.run_id, "model")
         weights_by_run[run.info.run_id] = hashlib.sha256((Path(folder) / "acne_yolov8n.pt").read_bytes()).hexdigest()
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-        logged = {a.path for folder in ("eval", "data", "preview") for a in client.list_artifacts(run.info.run_id, folder)}
+        logged = {
+            a.path for folder in ("eval", "data", "preview") for a in client.list_artifacts(run.info.run_id, folder)
+        }
         assert {"eval/confusion_matrix.png", "eval/skin_tone_metrics.csv", "data/quarantine_report.csv"} <= logged
         # conf/team sets tracking.log_photos: false: figures made of photos stay in the checkout
         assert not {"eval/error_gallery.png", "preview/augmentation_preview.png"} & logged
-    local = {hashlib.sha256((two_runs[name] / "data" / "06_models" / "acne_yolov8n.pt").read_bytes()).hexdigest()
-             for name in ("alice", "bob")}
+    local = {
+        hashlib.sha256((two_runs[name] / "data" / "06_models" / "acne_yolov8n.pt").read_bytes()).hexdigest()
+        for name in ("alice", "bob")
+    }
     assert set(weights_by_run.values()) == local  # each run's artifact is its own checkout's weights, intact
     assert all((two_runs[name] / "data" / "08_reporting" / "error_gallery.png").exists() for name in ("alice", "bob"))
     # the server's folder holds them (each run's copy, and the registered model's), byte-identical to the checkouts'
@@ -137,15 +147,27 @@ def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_run
     import pandas as pd
 
     client = server["client"]
-    bob_version = next(v for v in client.search_model_versions("name='acne-detector'")
-                       if hashlib.sha256(Path(client.download_artifacts(v.run_id, "model/acne_yolov8n.pt")).read_bytes())
-                       .hexdigest() == hashlib.sha256((two_runs["bob"] / "data/06_models/acne_yolov8n.pt").read_bytes()).hexdigest())
-    evaluation = _kedro(two_runs["alice"], server["url"], "--pipeline", "eval", "--params",
-                        f"{TINY},eval.model=models:/acne-detector/{bob_version.version}")
+    bob_version = next(
+        v
+        for v in client.search_model_versions("name='acne-detector'")
+        if hashlib.sha256(Path(client.download_artifacts(v.run_id, "model/acne_yolov8n.pt")).read_bytes()).hexdigest()
+        == hashlib.sha256((two_runs["bob"] / "data/06_models/acne_yolov8n.pt").read_bytes()).hexdigest()
+    )
+    evaluation = _kedro(
+        two_runs["alice"],
+        server["url"],
+        "--pipeline",
+        "eval",
+        "--params",
+        f"{TINY},eval.model=models:/acne-detector/{bob_version.version}",
+    )
     output = evaluation.communicate(timeout=900)[0]
     assert evaluation.returncode == 0, output[-4000:]
-    latest = client.search_runs([client.get_experiment_by_name("acne_detection").experiment_id],
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    latest = client.search_runs(
+        [client.get_experiment_by_name("acne_detection").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     assert latest.data.tags["model_run_id"] == bob_version.run_id  # Alice evaluated Bob's registered model
     mlflow.set_tracking_uri(server["url"])
     try:

@@ -32,7 +32,9 @@ def detect_device(requested: str = "auto") -> tuple[str, str]:
     elif device == "mps":
         name = "mps: Apple GPU"
     else:
-        name = ", ".join(f"cuda:{i}: {torch.cuda.get_device_name(int(i))}" for i in device.split(",") if i.strip().isdigit())
+        name = ", ".join(
+            f"cuda:{i}: {torch.cuda.get_device_name(int(i))}" for i in device.split(",") if i.strip().isdigit()
+        )
     return device, name
 
 
@@ -65,8 +67,13 @@ def environment_tags(device: str, device_name: str) -> dict[str, str]:
     """Versions and hardware worth recording with every training run."""
     import ultralytics
 
-    tags = {"device": device, "device_name": device_name, "torch_version": torch.__version__,
-            "ultralytics_version": ultralytics.__version__, "cuda_version": str(torch.version.cuda)}
+    tags = {
+        "device": device,
+        "device_name": device_name,
+        "torch_version": torch.__version__,
+        "ultralytics_version": ultralytics.__version__,
+        "cuda_version": str(torch.version.cuda),
+    }
     if device not in ("cpu", "mps") and torch.cuda.is_available():
         first = int(device.split(",")[0])
         tags["device_memory_gb"] = f"{torch.cuda.get_device_properties(first).total_memory / 2**30:.1f}"

@@ -22,7 +22,9 @@ ACNE04_THRESHOLDS = (5, 20, 50)
 ACNE04_GRADE_NAMES = ("mild", "moderate", "severe", "very severe")
 
 
-def severity_grade(counts: Sequence[int] | np.ndarray | int, thresholds: Sequence[int] = ACNE04_THRESHOLDS) -> np.ndarray:
+def severity_grade(
+    counts: Sequence[int] | np.ndarray | int, thresholds: Sequence[int] = ACNE04_THRESHOLDS
+) -> np.ndarray:
     """The severity grade of each lesion count: how many thresholds the count exceeds.
 
     With ACNE04's thresholds (5, 20, 50): 0-5 → 0, 6-20 → 1, 21-50 → 2, 51 or more → 3.
@@ -77,7 +79,9 @@ def grades_from_names(image_ids: pd.Series, pattern: str | None) -> pd.Series:
     return image_ids.map(_grade).astype("Int64")
 
 
-def parse_grades_file(table: pd.DataFrame, image_ids: pd.Series, *, n_grades: int, file: str) -> tuple[pd.Series, pd.DataFrame]:
+def parse_grades_file(
+    table: pd.DataFrame, image_ids: pd.Series, *, n_grades: int, file: str
+) -> tuple[pd.Series, pd.DataFrame]:
     """Grades from a ``grades.csv`` (columns ``image``, ``grade``) matched to the export's images.
 
     ``image`` may be the image's path in the export, its file name or its stem.
@@ -99,8 +103,14 @@ def parse_grades_file(table: pd.DataFrame, image_ids: pd.Series, *, n_grades: in
     if table.empty:
         return grades, pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     if not {"image", "grade"} <= set(table.columns):
-        problems.append({"file": file, "image_id": "", "reason": "unparseable grades file",
-                         "detail": f"columns {list(table.columns)}; expected image, grade"})
+        problems.append(
+            {
+                "file": file,
+                "image_id": "",
+                "reason": "unparseable grades file",
+                "detail": f"columns {list(table.columns)}; expected image, grade",
+            }
+        )
         return grades, pd.DataFrame(problems)
     keys = {}
     for index, image_id in image_ids.items():
@@ -111,11 +121,23 @@ def parse_grades_file(table: pd.DataFrame, image_ids: pd.Series, *, n_grades: in
         name, raw = str(row.image).strip(), str(row.grade).strip()
         targets = keys.get(name, [])
         if not targets:
-            problems.append({"file": file, "image_id": name, "reason": "grade for an unknown image",
-                             "detail": f"'{name}' is not an image of the export"})
+            problems.append(
+                {
+                    "file": file,
+                    "image_id": name,
+                    "reason": "grade for an unknown image",
+                    "detail": f"'{name}' is not an image of the export",
+                }
+            )
         elif not (raw.isdigit() and int(raw) < n_grades):
-            problems.append({"file": file, "image_id": name, "reason": "unparseable grade",
-                             "detail": f"grade '{raw}' is not one of 0..{n_grades - 1}"})
+            problems.append(
+                {
+                    "file": file,
+                    "image_id": name,
+                    "reason": "unparseable grade",
+                    "detail": f"grade '{raw}' is not one of 0..{n_grades - 1}",
+                }
+            )
         else:
             grades[targets] = int(raw)
     return grades, pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
@@ -149,8 +171,12 @@ def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict
     if n:
         correct = int((truth == pred).sum())
         interval = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
-        metrics.update(grade_accuracy=correct / n, grade_accuracy_low=interval.low, grade_accuracy_high=interval.high,
-                       grade_ceiling=float((graded.count_grade.astype(int).to_numpy() == truth).mean()))
+        metrics.update(
+            grade_accuracy=correct / n,
+            grade_accuracy_low=interval.low,
+            grade_accuracy_high=interval.high,
+            grade_ceiling=float((graded.count_grade.astype(int).to_numpy() == truth).mean()),
+        )
         for g, name in enumerate(labels):
             if (truth == g).any():
                 metrics[f"grade_recall.{name}"] = float(matrix[g, g] / matrix[g].sum())

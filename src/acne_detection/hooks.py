@@ -58,13 +58,15 @@ class CheckoutLock:
             holder = json.loads(info.read_text()) if info.exists() else {}
             raise RuntimeError(
                 f"Another kedro run is using this checkout's data folder ({data}): pipeline "
-                f"'{holder.get('pipeline', '?')}', process {holder.get('pid', '?')}, started {holder.get('started', '?')}. "
+                f"'{holder.get('pipeline', '?')}', process {holder.get('pid', '?')}, "
+                f"started {holder.get('started', '?')}. "
                 "Two runs in one checkout would overwrite each other's datasets and training folder: wait for it to "
                 "finish, or run from another copy of the project (both can log to one MLflow server: see README, "
-                "\"Scaling out\")."
+                '"Scaling out").'
             ) from None
-        info.write_text(json.dumps({"pipeline": pipeline_name, "pid": os.getpid(),
-                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        info.write_text(
+            json.dumps({"pipeline": pipeline_name, "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        )
         self._lock = lock
 
     def release(self) -> None:
@@ -107,8 +109,10 @@ class PhotoArtifacts:
             dataset = catalog.get(name) if name in catalog else None
             if dataset is not None and hasattr(dataset, "_logging_activated"):
                 dataset._logging_activated = False
-        logger.info("tracking.log_photos is false: %s stay on this machine, not in the tracking store",
-                    ", ".join(PHOTO_ARTIFACTS))
+        logger.info(
+            "tracking.log_photos is false: %s stay on this machine, not in the tracking store",
+            ", ".join(PHOTO_ARTIFACTS),
+        )
 
 
 class RunReportHooks:
@@ -143,11 +147,23 @@ class RunReportHooks:
 
         trains = "training_workdir" in pipeline.all_inputs()
         predicts = "new_photos" in pipeline.all_inputs()
-        source = catalog.get("new_photos" if predicts else "raw_export") if ("new_photos" if predicts else "raw_export") in catalog else None
+        source = (
+            catalog.get("new_photos" if predicts else "raw_export")
+            if ("new_photos" if predicts else "raw_export") in catalog
+            else None
+        )
         dataset = Path(str(getattr(source, "_path", ""))).name
         model = (_param("predict") if predicts else _param("eval")).get("model") if not trains else None
-        mlflow.set_tag("mlflow.runName", run_name("+".join(names), dataset=dataset, train=_param("train") if trains else None,
-                                                  model=model, run_id=run.info.run_id))
+        mlflow.set_tag(
+            "mlflow.runName",
+            run_name(
+                "+".join(names),
+                dataset=dataset,
+                train=_param("train") if trains else None,
+                model=model,
+                run_id=run.info.run_id,
+            ),
+        )
         client = mlflow.MlflowClient()
         experiment = client.get_experiment(run.info.experiment_id)
         if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":  # the UI's model-training view
@@ -163,12 +179,16 @@ class RunReportHooks:
         if "ingestion_counts" in pipeline.all_outputs():  # the reconciliation, where a user reads last
             from acne_detection.pipelines.data.nodes import describe_counts
 
-            logger.info("%s (reasons: data/08_reporting/quarantine_report.csv)",
-                        describe_counts(catalog.load("ingestion_counts")))
+            logger.info(
+                "%s (reasons: data/08_reporting/quarantine_report.csv)",
+                describe_counts(catalog.load("ingestion_counts")),
+            )
         run = mlflow.last_active_run()
         if run is None:
-            logger.info("Done. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), data/07_model_output "
-                        "(predictions), data/08_reporting (metrics, plots, reports). MLflow tracking was off.")
+            logger.info(
+                "Done. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), data/07_model_output "
+                "(predictions), data/08_reporting (metrics, plots, reports). MLflow tracking was off."
+            )
             return
         client = mlflow.MlflowClient()
         logged = client.get_run(run.info.run_id).data
@@ -180,7 +200,10 @@ class RunReportHooks:
             "Done: %s. Outputs: data/05_model_input (YOLO dataset), data/06_models (weights), "
             "data/07_model_output (predictions), data/08_reporting (metrics, plots, reports). MLflow run %s in %s. "
             "Browse it%s: %s",
-            headline.replace("**", ""), run.info.run_id, uri, " with `make ui`, then open" if local else "",
+            headline.replace("**", ""),
+            run.info.run_id,
+            uri,
+            " with `make ui`, then open" if local else "",
             ui_address(uri, run.info.experiment_id, run.info.run_id),
         )
 
@@ -214,7 +237,7 @@ def check_tracking_server(uri: str | None, *, timeout: float = 5.0) -> None:
     except OSError as err:
         raise RuntimeError(
             f"The MLflow tracking server at {uri} does not answer ({getattr(err, 'reason', err)}). Start it with "
-            "`make server` (README, \"Scaling out\"), or point MLFLOW_TRACKING_URI at a running one; without "
+            '`make server` (README, "Scaling out"), or point MLFLOW_TRACKING_URI at a running one; without '
             "`--env team` and MLFLOW_TRACKING_URI, runs go to this checkout's SQLite store."
         ) from None
 
@@ -246,6 +269,7 @@ def check_parameter_groups(params: dict[str, Any], conf_source: Path) -> None:
     if unknown:
         raise ValueError(
             f"Unknown parameter group(s) {unknown} (from --params or conf/*/parameters*.yml): the known groups are "
-            f"{sorted(PARAMETER_GROUPS)}" + (f", and the configuration reads runtime parameters {sorted(used)}" if used else "")
-            + ". Check the spelling, e.g. --params \"data.strict=true\"."
+            f"{sorted(PARAMETER_GROUPS)}"
+            + (f", and the configuration reads runtime parameters {sorted(used)}" if used else "")
+            + '. Check the spelling, e.g. --params "data.strict=true".'
         )

@@ -86,14 +86,15 @@ def _walk_jpeg(data: bytes) -> None:
             raise _Broken("unreadable image", f"invalid JPEG marker 0xFF{marker:02X} at byte {pos - 2}")
         if pos + 2 > len(data):
             raise _Broken("truncated image", f"file ends inside the segment at byte {pos - 2}")
-        length = int.from_bytes(data[pos:pos + 2], "big")
+        length = int.from_bytes(data[pos : pos + 2], "big")
         if length < 2 or pos + length > len(data):
             # Past the first scan only tables and scan headers follow (progressive files); any
             # other segment running off the end is damage in the scan data, not a short file.
             short = length >= 2 and (not scans or marker in _BETWEEN_SCANS)
             reason = "truncated image" if short else "unreadable image"
-            raise _Broken(reason, f"segment 0xFF{marker:02X} at byte {pos - 2} claims {length} bytes, "
-                                  f"{len(data) - pos} remain")
+            raise _Broken(
+                reason, f"segment 0xFF{marker:02X} at byte {pos - 2} claims {length} bytes, {len(data) - pos} remain"
+            )
         pos += length
         if marker in _SOF:
             frames += 1
@@ -141,8 +142,14 @@ def probe_image(file: str, check: str = "structure") -> dict[str, Any]:
     """
     data = Path(file).read_bytes()
     info: dict[str, Any] = {
-        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "width": 0, "height": 0,
-        "orientation": 1, "mode": "", "image_problem": "", "image_detail": "",
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": 0,
+        "height": 0,
+        "orientation": 1,
+        "mode": "",
+        "image_problem": "",
+        "image_detail": "",
     }
     if not data:
         return {**info, "image_problem": "zero-byte file", "image_detail": "the file is empty"}
@@ -177,4 +184,3 @@ def _check_body(img: Image.Image, data: bytes, check: str) -> tuple[str, str]:
         img.draft(img.mode, (max(img.width // 8, 1), max(img.height // 8, 1)))
     img.load()
     return "", ""
-

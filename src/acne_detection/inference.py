@@ -60,8 +60,9 @@ class InferenceSettings:
     batch: int = 8
 
 
-def load_detector(checkpoint: Path, *, runtime: Literal["torch", "onnx"] = "torch", imgsz: int | None = None
-                  ) -> tuple[Any, int]:
+def load_detector(
+    checkpoint: Path, *, runtime: Literal["torch", "onnx"] = "torch", imgsz: int | None = None
+) -> tuple[Any, int]:
     """An Ultralytics model ready to predict, in PyTorch or exported to ONNX Runtime.
 
     ONNX Runtime is often faster on a CPU (``benchmarks/RESULTS.md`` has the measured ratio).
@@ -132,7 +133,9 @@ def _displayed_size(img: Image.Image) -> tuple[int, int]:
 _CV2_READS = ("JPEG", "PNG", "BMP", "WEBP")
 
 
-def _prepare(source: str | Path | bytes | np.ndarray, settings: InferenceSettings) -> tuple[str | np.ndarray, float, bool]:
+def _prepare(
+    source: str | Path | bytes | np.ndarray, settings: InferenceSettings
+) -> tuple[str | np.ndarray, float, bool]:
     """What to hand Ultralytics for one photo, from one read of its header.
 
     An ordinary photo (a format OpenCV reads, upright, 8-bit RGB or gray, not too large, not
@@ -149,8 +152,13 @@ def _prepare(source: str | Path | bytes | np.ndarray, settings: InferenceSetting
         return str(source), 1.0, False
     with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
         sliced = needs_slicing(*_displayed_size(img), settings)
-        plain = (isinstance(source, (str, Path)) and img.format in _CV2_READS and img.mode in ("RGB", "L")
-                 and img.getexif().get(0x0112, 1) == 1 and max(img.size) <= 4 * settings.imgsz)
+        plain = (
+            isinstance(source, (str, Path))
+            and img.format in _CV2_READS
+            and img.mode in ("RGB", "L")
+            and img.getexif().get(0x0112, 1) == 1
+            and max(img.size) <= 4 * settings.imgsz
+        )
     if plain and not sliced:
         return str(source), 1.0, False
     pixels, scale = load_photo(source, max_side=None if sliced else settings.imgsz)
@@ -164,13 +172,17 @@ def needs_slicing(width: int, height: int, settings: InferenceSettings) -> bool:
     return settings.slicing == "always"
 
 
-def _rows(key: str, names: dict[int, str], xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray,
-          scale: float = 1.0) -> list[tuple]:
-    return [(key, int(c), names[int(c)], float(s), *(float(v) * scale for v in box)) for box, s, c in zip(xyxy, conf, cls)]
+def _rows(
+    key: str, names: dict[int, str], xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, scale: float = 1.0
+) -> list[tuple]:
+    return [
+        (key, int(c), names[int(c)], float(s), *(float(v) * scale for v in box)) for box, s, c in zip(xyxy, conf, cls)
+    ]
 
 
-def predict_boxes(model: Any, photos: Iterable[tuple[str, str | Path | bytes | np.ndarray]],
-                  settings: InferenceSettings) -> pd.DataFrame:
+def predict_boxes(
+    model: Any, photos: Iterable[tuple[str, str | Path | bytes | np.ndarray]], settings: InferenceSettings
+) -> pd.DataFrame:
     """Every box the model finds on every photo, in the photo's own pixels as displayed.
 
     Args:
@@ -184,17 +196,25 @@ def predict_boxes(model: Any, photos: Iterable[tuple[str, str | Path | bytes | n
         One row per box: ``image`` (the key), ``class_id``, ``class``, ``confidence`` and
         ``x_min``, ``y_min``, ``x_max``, ``y_max`` (pixels of the photo as displayed).
     """
-    return pd.DataFrame([row for rows in iter_predictions(model, photos, settings) for row in rows[1]],
-                        columns=PREDICTION_COLUMNS)
+    return pd.DataFrame(
+        [row for rows in iter_predictions(model, photos, settings) for row in rows[1]], columns=PREDICTION_COLUMNS
+    )
 
 
-def iter_predictions(model: Any, photos: Iterable[tuple[str, Any]], settings: InferenceSettings
-                     ) -> Iterator[tuple[str, list[tuple]]]:
+def iter_predictions(
+    model: Any, photos: Iterable[tuple[str, Any]], settings: InferenceSettings
+) -> Iterator[tuple[str, list[tuple]]]:
     """``predict_boxes`` one photo at a time: ``(key, rows)`` in input order, batched underneath."""
     names = {int(k): str(v) for k, v in model.names.items()}
     batch: list[tuple[str, Any, float]] = []
-    kwargs = {"imgsz": settings.imgsz, "conf": settings.conf, "iou": settings.iou, "max_det": settings.max_det,
-              "device": settings.device, "verbose": False}
+    kwargs = {
+        "imgsz": settings.imgsz,
+        "conf": settings.conf,
+        "iou": settings.iou,
+        "max_det": settings.max_det,
+        "device": settings.device,
+        "verbose": False,
+    }
 
     def _flush() -> Iterator[tuple[str, list[tuple]]]:
         if not batch:
@@ -226,21 +246,38 @@ def _sahi_model(model: Any, names: dict[int, str], settings: InferenceSettings) 
     """SAHI's wrapper around the Ultralytics model, predicting each tile at ``imgsz``."""
     from sahi.models.ultralytics import UltralyticsDetectionModel
 
-    return UltralyticsDetectionModel(model=model, confidence_threshold=settings.conf, device=settings.device,
-                                     image_size=settings.imgsz, category_mapping={str(k): v for k, v in names.items()})
+    return UltralyticsDetectionModel(
+        model=model,
+        confidence_threshold=settings.conf,
+        device=settings.device,
+        image_size=settings.imgsz,
+        category_mapping={str(k): v for k, v in names.items()},
+    )
 
 
-def _sliced_rows(detector: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings
-                 ) -> list[tuple]:
+def _sliced_rows(
+    detector: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings
+) -> list[tuple]:
     """SAHI's sliced prediction of one photo: ``imgsz`` tiles at ``overlap``, plus the whole
     photo at ``imgsz`` for lesions larger than a tile, merged by greedy NMM on IOS."""
     from sahi.predict import get_sliced_prediction
 
-    result = get_sliced_prediction(pixels, detector, slice_height=settings.imgsz, slice_width=settings.imgsz,
-                                   overlap_height_ratio=settings.overlap, overlap_width_ratio=settings.overlap,
-                                   perform_standard_pred=True, postprocess_type="GREEDYNMM",
-                                   postprocess_match_metric="IOS", postprocess_match_threshold=0.5,
-                                   batch_size=settings.batch, verbose=0)
-    found = sorted(result.object_prediction_list, key=lambda p: -p.score.value)[:settings.max_det]
-    return [(key, int(p.category.id), names[int(p.category.id)], float(p.score.value), *map(float, p.bbox.to_xyxy()))
-            for p in found]
+    result = get_sliced_prediction(
+        pixels,
+        detector,
+        slice_height=settings.imgsz,
+        slice_width=settings.imgsz,
+        overlap_height_ratio=settings.overlap,
+        overlap_width_ratio=settings.overlap,
+        perform_standard_pred=True,
+        postprocess_type="GREEDYNMM",
+        postprocess_match_metric="IOS",
+        postprocess_match_threshold=0.5,
+        batch_size=settings.batch,
+        verbose=0,
+    )
+    found = sorted(result.object_prediction_list, key=lambda p: -p.score.value)[: settings.max_det]
+    return [
+        (key, int(p.category.id), names[int(p.category.id)], float(p.score.value), *map(float, p.bbox.to_xyxy()))
+        for p in found
+    ]

@@ -49,8 +49,9 @@ def f1_score(precision: float, recall: float) -> float:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def _coco_dicts(predictions: pd.DataFrame, ground_truth: pd.DataFrame, images: list[str],
-                n_classes: int) -> tuple[dict, list[dict]]:
+def _coco_dicts(
+    predictions: pd.DataFrame, ground_truth: pd.DataFrame, images: list[str], n_classes: int
+) -> tuple[dict, list[dict]]:
     """The tables as COCO dicts: ground truth (``images``, ``annotations``, ``categories``) and
     detections; image and category ids start at 1, as COCO's tools expect."""
     image_id = {name: i + 1 for i, name in enumerate(images)}
@@ -63,14 +64,24 @@ def _coco_dicts(predictions: pd.DataFrame, ground_truth: pd.DataFrame, images: l
         "images": [{"id": i} for i in image_id.values()],
         "categories": [{"id": k + 1} for k in range(n_classes)],
         "annotations": [
-            {"id": n + 1, "image_id": image_id[img], "category_id": int(cls) + 1, "bbox": list(map(float, box)),
-             "area": float(box[2] * box[3]), "iscrowd": 0}
-            for n, (img, cls, box) in enumerate(zip(ground_truth["image"], ground_truth["class_id"], _xywh(ground_truth)))
+            {
+                "id": n + 1,
+                "image_id": image_id[img],
+                "category_id": int(cls) + 1,
+                "bbox": list(map(float, box)),
+                "area": float(box[2] * box[3]),
+                "iscrowd": 0,
+            }
+            for n, (img, cls, box) in enumerate(
+                zip(ground_truth["image"], ground_truth["class_id"], _xywh(ground_truth))
+            )
         ],
     }
     dt = [
         {"image_id": image_id[img], "category_id": int(cls) + 1, "bbox": list(map(float, box)), "score": float(s)}
-        for img, cls, box, s in zip(predictions["image"], predictions["class_id"], _xywh(predictions), predictions["confidence"])
+        for img, cls, box, s in zip(
+            predictions["image"], predictions["class_id"], _xywh(predictions), predictions["confidence"]
+        )
     ]
     return gt, dt
 
@@ -81,7 +92,11 @@ def _ap_table(precision: np.ndarray, n_classes: int) -> pd.DataFrame:
 
     def _ap(p: np.ndarray) -> np.ndarray:
         valid = p > -1
-        return np.where(valid.any(axis=(0, 1)), np.where(valid, p, 0).sum(axis=(0, 1)) / np.maximum(valid.sum(axis=(0, 1)), 1), np.nan)
+        return np.where(
+            valid.any(axis=(0, 1)),
+            np.where(valid, p, 0).sum(axis=(0, 1)) / np.maximum(valid.sum(axis=(0, 1)), 1),
+            np.nan,
+        )
 
     rows = pd.DataFrame({"class_id": range(n_classes)})
     rows["ap50"] = _ap(precision[[0], :, :, 0, -1])
@@ -96,8 +111,12 @@ def _ap_without_detections(ground_truth: pd.DataFrame, n_classes: int) -> pd.Dat
     """AP when nothing was detected: 0 for each class (and area range) with ground truth, else NaN."""
     area = (ground_truth.x_max - ground_truth.x_min) * (ground_truth.y_max - ground_truth.y_min)
     rows = pd.DataFrame({"class_id": range(n_classes)})
-    for names, (lo, hi) in ((("ap50", "ap75", "ap50_95"), COCO_AREAS["all"]), (("ap_small",), COCO_AREAS["small"]),
-                            (("ap_medium",), COCO_AREAS["medium"]), (("ap_large",), COCO_AREAS["large"])):
+    for names, (lo, hi) in (
+        (("ap50", "ap75", "ap50_95"), COCO_AREAS["all"]),
+        (("ap_small",), COCO_AREAS["small"]),
+        (("ap_medium",), COCO_AREAS["medium"]),
+        (("ap_large",), COCO_AREAS["large"]),
+    ):
         present = rows.class_id.isin(ground_truth.class_id[(area >= lo) & (area <= hi)].astype(int))
         for name in names:
             rows[name] = np.where(present, 0.0, np.nan)
@@ -105,8 +124,13 @@ def _ap_without_detections(ground_truth: pd.DataFrame, n_classes: int) -> pd.Dat
 
 
 def average_precision(
-    predictions: pd.DataFrame, ground_truth: pd.DataFrame, *, images: list[str], n_classes: int,
-    max_dets: int = 100, reference: bool = False,
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    *,
+    images: list[str],
+    n_classes: int,
+    max_dets: int = 100,
+    reference: bool = False,
 ) -> pd.DataFrame:
     """COCO AP per class, by faster-coco-eval (or pycocotools' ``COCOeval`` with ``reference``).
 
@@ -125,7 +149,6 @@ def average_precision(
     """
     images = list(dict.fromkeys([*images, *ground_truth["image"], *predictions["image"]]))
     gt, dt = _coco_dicts(predictions, ground_truth, images, n_classes)
-    columns = ["ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"]
     if not dt or not gt["annotations"]:  # both tools refuse an empty side, and the answer is known
         return _ap_without_detections(ground_truth.iloc[:0] if dt else ground_truth, n_classes)
     if reference:
@@ -151,8 +174,9 @@ def average_precision(
     return _ap_table(np.asarray(evaluator.eval["precision"]), n_classes)
 
 
-def resampled_ap(hit: np.ndarray, confidence: np.ndarray, det_photo: np.ndarray, true_per_photo: np.ndarray,
-                 weights: np.ndarray) -> np.ndarray:
+def resampled_ap(
+    hit: np.ndarray, confidence: np.ndarray, det_photo: np.ndarray, true_per_photo: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
     """AP of one class at one IoU threshold under many reweightings of the photos: a bootstrap's AP.
 
     faster-coco-eval computes AP for one set of images; a bootstrap over photos needs it for a
@@ -235,16 +259,27 @@ def match_detections(
     _, _, match, iou = _coco_matches(det, gt, det_valid, gt_valid, np.array([[0.0, np.inf]]), np.array([iou_threshold]))
     g = match[det_group, 0, 0, det_rank]
     hit = g >= 0
-    found = pd.DataFrame({
-        "image": preds["image"].to_numpy(), "true_class": np.where(hit, gt_class[det_group, np.maximum(g, 0)], -1),
-        "pred_class": preds["class_id"].to_numpy(int), "iou": np.where(hit, iou[det_group, det_rank, np.maximum(g, 0)], 0.0),
-        "confidence": preds["confidence"].to_numpy(float),
-    })
+    found = pd.DataFrame(
+        {
+            "image": preds["image"].to_numpy(),
+            "true_class": np.where(hit, gt_class[det_group, np.maximum(g, 0)], -1),
+            "pred_class": preds["class_id"].to_numpy(int),
+            "iou": np.where(hit, iou[det_group, det_rank, np.maximum(g, 0)], 0.0),
+            "confidence": preds["confidence"].to_numpy(float),
+        }
+    )
     taken = np.zeros(gt_valid.shape, bool)
     taken[det_group[hit], g[hit]] = True
     missed = ~taken[gt_group, gt_rank]
-    lost = pd.DataFrame({"image": ground_truth["image"].to_numpy()[missed], "true_class": ground_truth["class_id"].to_numpy(int)[missed],
-                         "pred_class": -1, "iou": 0.0, "confidence": np.nan})
+    lost = pd.DataFrame(
+        {
+            "image": ground_truth["image"].to_numpy()[missed],
+            "true_class": ground_truth["class_id"].to_numpy(int)[missed],
+            "pred_class": -1,
+            "iou": 0.0,
+            "confidence": np.nan,
+        }
+    )
     return pd.concat([found, lost], ignore_index=True)[columns]
 
 
@@ -327,8 +362,14 @@ COCO_IOUS = np.linspace(0.5, 0.95, 10)
 COCO_AREAS = {"all": (0.0, 1e10), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
 
 
-def _coco_matches(det: np.ndarray, gt: np.ndarray, det_valid: np.ndarray, gt_valid: np.ndarray,
-                  areas: np.ndarray, thresholds: np.ndarray = COCO_IOUS) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _coco_matches(
+    det: np.ndarray,
+    gt: np.ndarray,
+    det_valid: np.ndarray,
+    gt_valid: np.ndarray,
+    areas: np.ndarray,
+    thresholds: np.ndarray = COCO_IOUS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """COCO's greedy matching for a batch of (image, class) groups, all thresholds and areas at once.
 
     As in pycocotools' ``evaluateImg``: ground truth outside an area range is "ignored";

@@ -179,14 +179,18 @@ class GradingParams(_Strict):
         if list(self.thresholds) != sorted(set(self.thresholds)):
             raise ValueError(f"grading.thresholds must increase strictly, got {list(self.thresholds)}")
         if len(self.names) != len(self.thresholds) + 1:
-            raise ValueError(f"grading.names needs {len(self.thresholds) + 1} names for {len(self.thresholds)} thresholds")
+            raise ValueError(
+                f"grading.names needs {len(self.thresholds) + 1} names for {len(self.thresholds)} thresholds"
+            )
         return self
 
 
 class TrackingParams(_Strict):
     """What goes to the MLflow tracking store besides metrics and tables."""
 
-    log_photos: bool = True  # false: figures made of photos (previews, error gallery, predict report) stay on this machine
+    log_photos: bool = (
+        True  # false: figures made of photos (previews, error gallery, predict report) stay on this machine
+    )
 
 
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {

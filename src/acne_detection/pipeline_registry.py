@@ -18,5 +18,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     """
     pipelines = find_pipelines(raise_errors=True)
     # Kedro may load only the pipelines a command asks for; __default__ is whatever of the four is there
-    pipelines["__default__"] = sum(pipelines[name] for name in ("data", "preview", "train", "eval") if name in pipelines)
+    pipelines["__default__"] = sum(
+        pipelines[name] for name in ("data", "preview", "train", "eval") if name in pipelines
+    )
     return pipelines

@@ -34,8 +34,9 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        import acne_detection  # noqa: F401 - its import sets the privacy defaults, before Ultralytics reads them
         from ultralytics import YOLO
+
+        import acne_detection  # noqa: F401 - its import sets the privacy defaults, before Ultralytics reads them
 
         self.model = YOLO(context.artifacts["weights"])
         self.grading = dict(context.model_config or {})
@@ -45,9 +46,13 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
 
         params = params or {}
-        settings = InferenceSettings(imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
-                                     conf=float(params.get("conf", 0.25)), slicing=str(params.get("slicing", "auto")),
-                                     device="cpu", batch=1)
+        settings = InferenceSettings(
+            imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
+            conf=float(params.get("conf", 0.25)),
+            slicing=str(params.get("slicing", "auto")),
+            device="cpu",
+            batch=1,
+        )
         photos = []
         for i, row in enumerate(model_input.to_dict("records")):
             encoded = row.get("image_b64")

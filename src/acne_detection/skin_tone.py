@@ -19,7 +19,12 @@ import numpy as np
 
 # (name, lowest ITA) from the lightest band down; a value belongs to the first band it reaches
 BANDS: tuple[tuple[str, float], ...] = (
-    ("very light", 55.0), ("light", 41.0), ("intermediate", 28.0), ("tan", 10.0), ("brown", -30.0), ("dark", -math.inf),
+    ("very light", 55.0),
+    ("light", 41.0),
+    ("intermediate", 28.0),
+    ("tan", 10.0),
+    ("brown", -30.0),
+    ("dark", -math.inf),
 )
 BAND_NAMES = tuple(name for name, _ in BANDS)
 
@@ -36,8 +41,9 @@ def ita_of_lab(lightness: float, b: float) -> float:
     return math.degrees(math.atan2(lightness - 50.0, b)) if b > 0 else float("nan")
 
 
-def estimate_ita(rgb: np.ndarray, boxes: Sequence[Sequence[float]] = (), *, max_side: int = 256,
-                 margin: float = 0.15) -> float:
+def estimate_ita(
+    rgb: np.ndarray, boxes: Sequence[Sequence[float]] = (), *, max_side: int = 256, margin: float = 0.15
+) -> float:
     """The ITA of a photo's skin, lesions and non-skin pixels left out.
 
     Pixels are converted to CIELAB with OpenCV (sRGB, D65). Left out: every lesion box grown
@@ -59,14 +65,19 @@ def estimate_ita(rgb: np.ndarray, boxes: Sequence[Sequence[float]] = (), *, max_
     """
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) \
-        if scale < 1 else rgb
+    small = (
+        cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if scale < 1
+        else rgb
+    )
     lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # L in 0..100, a and b in CIE units
     keep = (lab[..., 0] >= 15) & (lab[..., 0] <= 97) & (lab[..., 1] > 0) & (lab[..., 2] > 0)
     for x0, y0, x1, y1 in boxes:
         mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-        keep[max(0, int((y0 - my) * scale)):int(math.ceil((y1 + my) * scale)),
-             max(0, int((x0 - mx) * scale)):int(math.ceil((x1 + mx) * scale))] = False
+        keep[
+            max(0, int((y0 - my) * scale)) : int(math.ceil((y1 + my) * scale)),
+            max(0, int((x0 - mx) * scale)) : int(math.ceil((x1 + mx) * scale)),
+        ] = False
     if keep.mean() < 0.05:
         return float("nan")
     return ita_of_lab(float(np.median(lab[..., 0][keep])), float(np.median(lab[..., 2][keep])))

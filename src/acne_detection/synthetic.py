@@ -44,8 +44,16 @@ SOURCE_NAMES = {
     "nodule": "nodules and cysts",
 }
 _SKIN_TONES = np.array(  # RGB in [0, 1], light to dark
-    [[0.96, 0.80, 0.69], [0.93, 0.73, 0.60], [0.85, 0.64, 0.48], [0.74, 0.52, 0.36],
-     [0.58, 0.39, 0.26], [0.42, 0.27, 0.18]], dtype=np.float32)
+    [
+        [0.96, 0.80, 0.69],
+        [0.93, 0.73, 0.60],
+        [0.85, 0.64, 0.48],
+        [0.74, 0.52, 0.36],
+        [0.58, 0.39, 0.26],
+        [0.42, 0.27, 0.18],
+    ],
+    dtype=np.float32,
+)
 # The default export's tones, cycled within each grade: one base tone per ITA band (very light
 # 61, light 51, intermediate 36, tan 18, brown -8, dark -40 degrees), intermediate to dark twice
 # as often, so the 35 % test split holds ~17 photos in each of those four bands (enough to
@@ -76,7 +84,9 @@ def base_skin_ita(tone: np.ndarray) -> float:
     return ita_of_lab(float(lightness), float(b))
 
 
-def _skin(rng: np.random.Generator, size: int, tones: list[float] | None = None, tone_index: int | None = None) -> np.ndarray:
+def _skin(
+    rng: np.random.Generator, size: int, tones: list[float] | None = None, tone_index: int | None = None
+) -> np.ndarray:
     """Skin of one base tone (drawn, or ``_SKIN_TONES[tone_index]``); its true ITA is appended to
     ``tones`` when given."""
     index = rng.integers(len(_SKIN_TONES)) if tone_index is None else tone_index
@@ -103,8 +113,18 @@ def _skin(rng: np.random.Generator, size: int, tones: list[float] | None = None,
     return img
 
 
-def _blend(img: np.ndarray, cx: float, cy: float, rx: float, ry: float, color: np.ndarray,
-           alpha: float, *, edge: float = 0.15, profile: str = "disk") -> None:
+def _blend(
+    img: np.ndarray,
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    color: np.ndarray,
+    alpha: float,
+    *,
+    edge: float = 0.15,
+    profile: str = "disk",
+) -> None:
     """Alpha-blend an elliptical blob into ``img`` in place, within its bounding patch."""
     size = img.shape[0]
     x0, x1 = max(int(cx - 2 * rx), 0), min(int(cx + 2 * rx) + 2, size)
@@ -121,7 +141,9 @@ def _blend(img: np.ndarray, cx: float, cy: float, rx: float, ry: float, color: n
     img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + color * a
 
 
-def _draw_lesion(img: np.ndarray, rng: np.random.Generator, cls: str, cx: float, cy: float, r: float) -> tuple[float, float]:
+def _draw_lesion(
+    img: np.ndarray, rng: np.random.Generator, cls: str, cx: float, cy: float, r: float
+) -> tuple[float, float]:
     """Draw one lesion centred at (cx, cy); return its half-width and half-height in pixels."""
     rx, ry = r * rng.uniform(0.85, 1.15), r * rng.uniform(0.85, 1.15)
     skin = img[int(cy), int(cx)].copy()
@@ -146,7 +168,9 @@ def _draw_lesion(img: np.ndarray, rng: np.random.Generator, cls: str, cx: float,
     return rx, ry
 
 
-def _place(rng: np.random.Generator, size: int, r: float, centres: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+def _place(
+    rng: np.random.Generator, size: int, r: float, centres: list[tuple[float, float, float]]
+) -> tuple[float, float] | None:
     """A centre for a lesion of radius ``r``: touching an earlier lesion a quarter of the time,
     else apart from all of them; ``None`` when the skin is too crowded to find one."""
     for _ in range(40):
@@ -163,8 +187,13 @@ def _place(rng: np.random.Generator, size: int, r: float, centres: list[tuple[fl
     return None
 
 
-def render_photo(rng: np.random.Generator, spec: SyntheticSpec, grade: int | None = None,
-                 tones: list[float] | None = None, tone_index: int | None = None) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+def render_photo(
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    grade: int | None = None,
+    tones: list[float] | None = None,
+    tone_index: int | None = None,
+) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
     """Render one photograph and its lesion boxes.
 
     Args:
@@ -246,8 +275,9 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
             logger.info("Synthetic photographs: %d/%d written to %s", i + 1, spec.n_images, root)
     (root / "grades.csv").write_text("image,grade\n" + "\n".join(grades) + "\n", encoding="utf-8")
     # the true skin tone of each photo, for testing tone estimates (a real export has none)
-    (root / "skin_tones.csv").write_text("image,ita\n" + "".join(f"synthetic_{i:05d}.jpg,{t:.2f}\n" for i, t in enumerate(tones)),
-                                         encoding="utf-8")
+    (root / "skin_tones.csv").write_text(
+        "image,ita\n" + "".join(f"synthetic_{i:05d}.jpg,{t:.2f}\n" for i, t in enumerate(tones)), encoding="utf-8"
+    )
     manifest.write_text(wanted, encoding="utf-8")
     return root
 
@@ -257,8 +287,9 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
 _PHONE_DIAMETER_PX = {"comedone": (5, 15), "papule": (15, 30), "pustule": (20, 36), "nodule": (40, 80)}
 
 
-def render_phone_photo(rng: np.random.Generator, width: int, height: int, n_lesions: int
-                       ) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+def render_phone_photo(
+    rng: np.random.Generator, width: int, height: int, n_lesions: int
+) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
     """A large photo as a phone takes it: skin texture at a quarter of the resolution (smooth
     at this scale), lesions at their absolute pixel sizes (``_PHONE_DIAMETER_PX``).
 
@@ -286,8 +317,16 @@ def render_phone_photo(rng: np.random.Generator, width: int, height: int, n_lesi
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), boxes
 
 
-def write_new_photos(path: str | Path, *, n_small: int = 4, n_phone: int = 2, seed: int = 1, size: int = 640,
-                     phone_size: tuple[int, int] = (3000, 4000), labels: bool = False) -> Path:
+def write_new_photos(
+    path: str | Path,
+    *,
+    n_small: int = 4,
+    n_phone: int = 2,
+    seed: int = 1,
+    size: int = 640,
+    phone_size: tuple[int, int] = (3000, 4000),
+    labels: bool = False,
+) -> Path:
     """Unlabelled photos to try ``kedro run --pipeline predict`` on: ``n_small`` like the
     training photos and ``n_phone`` at a phone's full resolution (portrait by default).
 

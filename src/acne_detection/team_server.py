@@ -40,10 +40,14 @@ ROLE = "mlflow"
 
 def _pg_bin(name: str) -> str:
     """A PostgreSQL program: on PATH, or in Debian's versioned folder."""
-    found = shutil.which(name) or next((str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    found = shutil.which(name) or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+    )
     if not found:
-        raise RuntimeError(f"PostgreSQL's `{name}` is not installed (PostgreSQL 15+ is needed for the local cluster; "
-                           "or set MLFLOW_BACKEND_STORE_URI to an existing PostgreSQL database)")
+        raise RuntimeError(
+            f"PostgreSQL's `{name}` is not installed (PostgreSQL 15+ is needed for the local cluster; "
+            "or set MLFLOW_BACKEND_STORE_URI to an existing PostgreSQL database)"
+        )
     return found
 
 
@@ -80,8 +84,10 @@ class LocalPostgres:
         reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.root)], check=False)
         if reachable.returncode != 0:
             raise RuntimeError(
-                f"{self.root}: the postgres user cannot write here (a parent folder is not open to it). Give the cluster "
-                "a folder it can reach: TEAM_PG_DIR=/srv/acne-pg make server")
+                f"{self.root}: the postgres user cannot write here (a parent folder is not open to it). "
+                "Give the cluster "
+                "a folder it can reach: TEAM_PG_DIR=/srv/acne-pg make server"
+            )
 
     def password(self) -> str:
         return self.password_file.read_text(encoding="utf-8").strip()
@@ -99,9 +105,26 @@ class LocalPostgres:
             owner = pwd.getpwnam("postgres")
             os.chown(pwfile, owner.pw_uid, owner.pw_gid)
         try:
-            subprocess.run(self._as_owner([_pg_bin("initdb"), "-D", str(self.cluster), "-U", ROLE, "--pwfile", str(pwfile),
-                                           "--auth=scram-sha-256", "-E", "UTF8", "--no-instructions"]),
-                           check=True, capture_output=True, text=True)
+            subprocess.run(
+                self._as_owner(
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(self.cluster),
+                        "-U",
+                        ROLE,
+                        "--pwfile",
+                        str(pwfile),
+                        "--auth=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--no-instructions",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
+                text=True,
+            )
         except subprocess.CalledProcessError as err:
             raise RuntimeError(f"initdb failed in {self.cluster}: {err.stderr.strip()[-800:]}") from None
         finally:
@@ -111,8 +134,12 @@ class LocalPostgres:
     def running(self) -> bool:
         if not (self.cluster / "PG_VERSION").exists():
             return False
-        status = subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "status", "-D", str(self.cluster)]),
-                                capture_output=True, text=True, check=False)
+        status = subprocess.run(
+            self._as_owner([_pg_bin("pg_ctl"), "status", "-D", str(self.cluster)]),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return status.returncode == 0
 
     def start(self) -> None:
@@ -120,19 +147,46 @@ class LocalPostgres:
         self.initialise()
         if not self.running():
             options = f"-p {self.port} -c listen_addresses={DEFAULT_HOST} -c unix_socket_directories=''"
-            done = subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.cluster),
-                                                  "-l", str(self.root / "postgres.log"), "-o", options]),
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                self._as_owner(
+                    [
+                        _pg_bin("pg_ctl"),
+                        "start",
+                        "-w",
+                        "-t",
+                        "60",
+                        "-D",
+                        str(self.cluster),
+                        "-l",
+                        str(self.root / "postgres.log"),
+                        "-o",
+                        options,
+                    ]
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
-                log = (self.root / "postgres.log").read_text(errors="replace")[-800:] if (self.root / "postgres.log").exists() else ""
+                log = (
+                    (self.root / "postgres.log").read_text(errors="replace")[-800:]
+                    if (self.root / "postgres.log").exists()
+                    else ""
+                )
                 raise RuntimeError(f"PostgreSQL did not start on port {self.port}: {done.stderr.strip()} {log}")
         self._create_database()
 
     def _create_database(self) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(host=DEFAULT_HOST, port=self.port, user=ROLE, password=self.password(),
-                                dbname="postgres", connect_timeout=10)
+        conn = psycopg2.connect(
+            host=DEFAULT_HOST,
+            port=self.port,
+            user=ROLE,
+            password=self.password(),
+            dbname="postgres",
+            connect_timeout=10,
+        )
         try:
             conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with conn.cursor() as cur:
@@ -144,16 +198,27 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if self.running():
-            subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(self.cluster)]),
-                           capture_output=True, check=False)
+            subprocess.run(
+                self._as_owner([_pg_bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(self.cluster)]),
+                capture_output=True,
+                check=False,
+            )
 
     def uri(self) -> str:
         """The backend store URI, without the password (it travels in ``PGPASSWORD``)."""
         return f"postgresql+psycopg2://{ROLE}@{DEFAULT_HOST}:{self.port}/{DATABASE}"
 
 
-def start_tracking_server(backend_uri: str, artifacts: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                          workers: int = 2, password: str | None = None, log: Path | None = None) -> subprocess.Popen:
+def start_tracking_server(
+    backend_uri: str,
+    artifacts: Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = 2,
+    password: str | None = None,
+    log: Path | None = None,
+) -> subprocess.Popen:
     """Start ``mlflow server`` with proxied artifacts (``--artifacts-destination``): clients
     send artifacts through the server and need no access to the folder.
 
@@ -169,15 +234,34 @@ def start_tracking_server(backend_uri: str, artifacts: Path, *, host: str = DEFA
     Returns:
         The server process (``wait_until_up`` tells when it answers).
     """
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # GenAI jobs (scorers): seven worker processes, unused here
-           **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # GenAI jobs (scorers): seven worker processes, unused here
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
     if password:
         env["PGPASSWORD"] = password
     destination = artifacts if "://" in str(artifacts) else Path(artifacts).resolve()
     if not isinstance(destination, str):
         destination.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--artifacts-destination",
-               str(destination), "--serve-artifacts", "--host", host, "--port", str(port), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(destination),
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     out = open(log, "ab") if log else None  # noqa: SIM115 (the server outlives this function)
     return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
 
@@ -194,7 +278,9 @@ def wait_until_up(url: str, server: subprocess.Popen, *, seconds: float = 120) -
                     return
         except OSError:
             if server.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with code {server.returncode} before answering at {url}") from None
+                raise RuntimeError(
+                    f"mlflow server exited with code {server.returncode} before answering at {url}"
+                ) from None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not answer at {url} within {seconds:.0f} s") from None
             time.sleep(0.5)
@@ -202,8 +288,13 @@ def wait_until_up(url: str, server: subprocess.Popen, *, seconds: float = 120) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m acne_detection.team_server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="start", choices=["start", "stop"],
-                        help="start: PostgreSQL (if local) + MLflow server, in the foreground; stop: stop the local cluster")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="start",
+        choices=["start", "stop"],
+        help="start: PostgreSQL (if local) + MLflow server, in the foreground; stop: stop the local cluster",
+    )
     parser.add_argument("--host", default=os.environ.get("TEAM_HOST", DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(os.environ.get("TEAM_PORT", DEFAULT_PORT)))
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("TEAM_PG_PORT", DEFAULT_PG_PORT)))
@@ -222,15 +313,24 @@ def main(argv: list[str] | None = None) -> int:
         backend, password = local.uri(), local.password()
         logger.info("PostgreSQL: %s (data in %s)", backend, local.cluster)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("Listening on %s: anyone who reaches this address can read and write every run (MLflow's "
-                       "server has no login here). Put it behind a proxy with authentication.", args.host)
-    server = start_tracking_server(backend, Path(args.artifacts), host=args.host, port=args.port, workers=args.workers,
-                                   password=password)
+        logger.warning(
+            "Listening on %s: anyone who reaches this address can read and write every run (MLflow's "
+            "server has no login here). Put it behind a proxy with authentication.",
+            args.host,
+        )
+    server = start_tracking_server(
+        backend, Path(args.artifacts), host=args.host, port=args.port, workers=args.workers, password=password
+    )
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
         wait_until_up(url, server)
-        logger.info("MLflow tracking server: %s (artifacts in %s). Point runs at it: `kedro run --env team`, or "
-                    "MLFLOW_TRACKING_URI=%s. Ctrl-C stops it.", url, args.artifacts, url)
+        logger.info(
+            "MLflow tracking server: %s (artifacts in %s). Point runs at it: `kedro run --env team`, or "
+            "MLFLOW_TRACKING_URI=%s. Ctrl-C stops it.",
+            url,
+            args.artifacts,
+            url,
+        )
         server.wait()
     except KeyboardInterrupt:
         pass

@@ -43,8 +43,10 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
 
     if not spec:
         if not trained.is_file():
-            raise DatasetError(f"{trained}: no trained model yet; run `kedro run --pipeline train` first, "
-                               "or set eval.model to a checkpoint, runs:/<run_id> or models:/<name>/<version>")
+            raise DatasetError(
+                f"{trained}: no trained model yet; run `kedro run --pipeline train` first, "
+                "or set eval.model to a checkpoint, runs:/<run_id> or models:/<name>/<version>"
+            )
         return trained, "trained_weights"
     if spec.startswith(("runs:/", "models:/")):
         uri = f"{spec.rstrip('/')}/model" if spec.startswith("runs:/") else spec  # train logs weights under model/
@@ -171,7 +173,11 @@ def run_name(pipeline: str, *, dataset: str, train: dict[str, Any] | None, model
     if train:
         parts.append(f"{train.get('epochs')} ep @ {train.get('imgsz')} px")
     if model:
-        parts.append(model.rsplit("/", 2)[-2] + "/" + model.rsplit("/", 1)[-1] if model.startswith("models:/") else Path(model).name)
+        parts.append(
+            model.rsplit("/", 2)[-2] + "/" + model.rsplit("/", 1)[-1]
+            if model.startswith("models:/")
+            else Path(model).name
+        )
     return " · ".join([*(p for p in parts if p), run_id[:6]])
 
 
@@ -185,11 +191,20 @@ def run_headline(metrics: dict[str, float], tags: dict[str, str]) -> str:
     Returns:
         Markdown, e.g. "mAP@50 0.942 · recall 0.904 · precision 0.966 · grade accuracy 0.906 · gate PASS".
     """
-    named = [("test.mAP50", "mAP@50"), ("test.mAP50-95", "mAP@50-95"), ("test.recall", "recall"),
-             ("test.precision", "precision"), ("test.grade_accuracy", "grade accuracy"),
-             ("predict.photos_predicted", "photos predicted"), ("data.images_accepted", "images accepted")]
-    parts = [f"{label} {metrics[key]:.3f}" if not key.startswith(("predict.", "data.")) else f"{label} {metrics[key]:.0f}"
-             for key, label in named if key in metrics]
+    named = [
+        ("test.mAP50", "mAP@50"),
+        ("test.mAP50-95", "mAP@50-95"),
+        ("test.recall", "recall"),
+        ("test.precision", "precision"),
+        ("test.grade_accuracy", "grade accuracy"),
+        ("predict.photos_predicted", "photos predicted"),
+        ("data.images_accepted", "images accepted"),
+    ]
+    parts = [
+        f"{label} {metrics[key]:.3f}" if not key.startswith(("predict.", "data.")) else f"{label} {metrics[key]:.0f}"
+        for key, label in named
+        if key in metrics
+    ]
     if "gate" in tags:
         parts.append(f"gate **{tags['gate'].upper()}**")
     if "skin_tone.check" in tags:
@@ -199,7 +214,9 @@ def run_headline(metrics: dict[str, float], tags: dict[str, str]) -> str:
     return " · ".join(parts) if parts else "no headline metric in this run"
 
 
-def ui_address(tracking_uri: str, experiment_id: str, run_id: str | None = None, *, ui: str = "http://127.0.0.1:5000") -> str:
+def ui_address(
+    tracking_uri: str, experiment_id: str, run_id: str | None = None, *, ui: str = "http://127.0.0.1:5000"
+) -> str:
     """Where to look at a run: the tracking server itself, or ``make ui``'s address for a local
     store, opened in MLflow's model-training view (``workflowType=machine_learning``)."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui

@@ -76,7 +76,12 @@ def smallest_lesion_px(manifest: Any, imgsz: int) -> float | None:
     """
     import pandas as pd
 
-    lines = [ln.split() for text in manifest.loc[manifest["split"] == "train", "labels"] for ln in str(text).splitlines() if ln]
+    lines = [
+        ln.split()
+        for text in manifest.loc[manifest["split"] == "train", "labels"]
+        for ln in str(text).splitlines()
+        if ln
+    ]
     if not lines:
         return None
     boxes = pd.DataFrame(lines, columns=["cls", "cx", "cy", "w", "h"]).astype(float)
@@ -97,18 +102,26 @@ def augmentation_warnings(augment: Any, *, imgsz: int, smallest_box_px: float | 
     """
     warnings = []
     if augment.flipud > 0:
-        warnings.append(f"train.augment.flipud={augment.flipud:g}: faces are never photographed upside-down; "
-                        "vertical flips teach the model anatomy it will not meet (use 0)")
+        warnings.append(
+            f"train.augment.flipud={augment.flipud:g}: faces are never photographed upside-down; "
+            "vertical flips teach the model anatomy it will not meet (use 0)"
+        )
     if augment.degrees > 30:
-        warnings.append(f"train.augment.degrees={augment.degrees:g}: rotations beyond 30 degrees tilt faces further "
-                        "than clinical photos are taken (10 is typical)")
+        warnings.append(
+            f"train.augment.degrees={augment.degrees:g}: rotations beyond 30 degrees tilt faces further "
+            "than clinical photos are taken (10 is typical)"
+        )
     if augment.hsv_h > 0.1:
-        warnings.append(f"train.augment.hsv_h={augment.hsv_h:g}: hue shifts beyond 0.1 turn red lesions green or blue, "
-                        "and redness is what tells papules, pustules and nodules apart (0.015 is typical)")
+        warnings.append(
+            f"train.augment.hsv_h={augment.hsv_h:g}: hue shifts beyond 0.1 turn red lesions green or blue, "
+            "and redness is what tells papules, pustules and nodules apart (0.015 is typical)"
+        )
     if augment.mosaic > 0 and smallest_box_px is not None:
         shrunk = smallest_box_px * (1 - min(augment.scale, 0.9))
         if shrunk < 4:
-            warnings.append(f"train.augment.mosaic={augment.mosaic:g} with train.imgsz={imgsz}: the smallest lesions are "
-                            f"{smallest_box_px:.1f} px at this size and shrink to {shrunk:.1f} px under scale="
-                            f"{augment.scale:g}, too small to learn; raise imgsz or lower mosaic/scale")
+            warnings.append(
+                f"train.augment.mosaic={augment.mosaic:g} with train.imgsz={imgsz}: the smallest lesions are "
+                f"{smallest_box_px:.1f} px at this size and shrink to {shrunk:.1f} px under scale="
+                f"{augment.scale:g}, too small to learn; raise imgsz or lower mosaic/scale"
+            )
     return warnings

@@ -41,8 +41,11 @@ def test_yolo_reader_scales_boxes_and_names_problems(tmp_path: Path, data_params
     assert (box.x_min, box.y_min, box.x_max, box.y_max) == pytest.approx((40, 15, 60, 35))
     assert set(raw.images.source_split) == {"train", "val"}
     problems = dict(zip(raw.problems.file.map(lambda f: Path(f).name), raw.problems.reason))
-    assert problems == {"cols.txt": "wrong column count", "lonely.txt": "annotation without image",
-                        "unlabelled.jpg": "image without annotation"}
+    assert problems == {
+        "cols.txt": "wrong column count",
+        "lonely.txt": "annotation without image",
+        "unlabelled.jpg": "image without annotation",
+    }
     images, boxes, report, counts = validated(raw, {**data_params, "class_map": {"0 comedone": "comedone"}})
     assert images.set_index("image_id").loc["train/images/bg.jpg", "background"]
     assert set(boxes["class"]) == {"comedone", "papule"}
@@ -56,9 +59,11 @@ def test_coco_reader(tmp_path: Path, data_params: dict) -> None:
     write_image(root / "empty.jpg", (80, 60), seed=2)
     doc = {
         "categories": [{"id": 0, "name": "acne"}, {"id": 1, "name": "pustules"}],
-        "images": [{"id": 5, "file_name": "x.jpg", "width": 80, "height": 60},
-                   {"id": 6, "file_name": "empty.jpg", "width": 80, "height": 60},
-                   {"id": 7, "file_name": "gone.jpg", "width": 80, "height": 60}],
+        "images": [
+            {"id": 5, "file_name": "x.jpg", "width": 80, "height": 60},
+            {"id": 6, "file_name": "empty.jpg", "width": 80, "height": 60},
+            {"id": 7, "file_name": "gone.jpg", "width": 80, "height": 60},
+        ],
         "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [10, 20, 30, 15]}],
     }
     (root / "_annotations.coco.json").write_text(json.dumps(doc))
@@ -92,7 +97,13 @@ def test_voc_to_yolo_round_trip_keeps_every_box(tmp_path: Path, data_params: dic
     rng = np.random.default_rng(0)
     for i in range(12):
         write_image(src / f"img{i}.jpg", (96, 64), seed=i)
-        objects = [(["papules", "pustules", "nodules and cysts"][i % 3], *sorted(rng.uniform(0, 96, 2)), *sorted(rng.uniform(0, 64, 2)))]
+        objects = [
+            (
+                ["papules", "pustules", "nodules and cysts"][i % 3],
+                *sorted(rng.uniform(0, 96, 2)),
+                *sorted(rng.uniform(0, 64, 2)),
+            )
+        ]
         objects = [(n, a, c, b, d) for n, a, b, c, d in objects]
         write_voc(src / f"img{i}.xml", f"img{i}.jpg", objects)
     images, boxes, _, _ = validated(AnnotatedExport(path=str(src)).load(), data_params)
@@ -103,7 +114,8 @@ def test_voc_to_yolo_round_trip_keeps_every_box(tmp_path: Path, data_params: dic
     back = again.boxes.sort_values("x_min", ignore_index=True)
     expected = ground_truth.sort_values("x_min", ignore_index=True)
     assert back[["x_min", "y_min", "x_max", "y_max"]].to_numpy() == pytest.approx(
-        expected[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), abs=1e-3)
+        expected[["x_min", "y_min", "x_max", "y_max"]].to_numpy(), abs=1e-3
+    )
     assert back.class_name.tolist() == expected["class"].tolist()
     # Hard links, not copies, for plain JPEGs.
     linked = tmp_path / "yolo" / manifest.image.iloc[0]
@@ -152,9 +164,11 @@ def test_coco_annotations_that_point_nowhere_are_reported_not_dropped(tmp_path: 
     doc = {
         "categories": [{"id": 1, "name": "papules"}],
         "images": [{"id": 1, "file_name": "x.jpg"}, {"id": 2, "file_name": "x.jpg"}],
-        "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
-                        {"id": 11, "image_id": 99, "category_id": 1, "bbox": [1, 2, 3, 4]},
-                        {"id": 12, "image_id": 1, "category_id": 1, "bbox": None}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"id": 11, "image_id": 99, "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"id": 12, "image_id": 1, "category_id": 1, "bbox": None},
+        ],
     }
     (root / "instances_train.json").write_text(json.dumps(doc), encoding="utf-8-sig")
     raw = AnnotatedExport(path=str(root)).load()
@@ -182,10 +196,14 @@ def test_coco_file_names_from_another_machine_are_found_by_name(tmp_path: Path) 
     root = tmp_path / "coco"
     write_image(root / "images" / "x.jpg", (80, 60), seed=1)
     write_image(root / "images" / "y.jpg", (80, 60), seed=2)
-    doc = {"categories": [{"id": 1, "name": "papules"}],
-           "images": [{"id": 1, "file_name": "/content/drive/MyDrive/acne/x.jpg"},
-                      {"id": 2, "file_name": "../images/y.jpg"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}]}
+    doc = {
+        "categories": [{"id": 1, "name": "papules"}],
+        "images": [
+            {"id": 1, "file_name": "/content/drive/MyDrive/acne/x.jpg"},
+            {"id": 2, "file_name": "../images/y.jpg"},
+        ],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}],
+    }
     (root / "annotations").mkdir()
     (root / "annotations" / "instances_default.json").write_text(json.dumps(doc))
     raw = AnnotatedExport(path=str(root)).load()

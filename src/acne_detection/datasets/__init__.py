@@ -4,10 +4,22 @@ from acne_detection.datasets.export import AnnotatedExport, RawExport
 from acne_detection.datasets.mlflow_tags import MlflowTags
 from acne_detection.datasets.photo_folder import FileFolder, OptionalJSONDataset, PhotoFolder, Photos
 from acne_detection.datasets.registered_model import RegisteredDetector
-from acne_detection.datasets.weights import PretrainedWeights, PretrainedWeightsSource, Workdir, WeightsFile
+from acne_detection.datasets.weights import PretrainedWeights, PretrainedWeightsSource, WeightsFile, Workdir
 from acne_detection.datasets.yolo_folder import YoloDataset, YoloDatasetFolder
 
 __all__ = [
-    "AnnotatedExport", "FileFolder", "MlflowTags", "OptionalJSONDataset", "PhotoFolder", "Photos", "PretrainedWeights", "PretrainedWeightsSource", "RawExport", "RegisteredDetector",
-    "WeightsFile", "Workdir", "YoloDataset", "YoloDatasetFolder",
+    "AnnotatedExport",
+    "FileFolder",
+    "MlflowTags",
+    "OptionalJSONDataset",
+    "PhotoFolder",
+    "Photos",
+    "PretrainedWeights",
+    "PretrainedWeightsSource",
+    "RawExport",
+    "RegisteredDetector",
+    "WeightsFile",
+    "Workdir",
+    "YoloDataset",
+    "YoloDatasetFolder",
 ]

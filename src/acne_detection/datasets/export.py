@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -10,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,20 +30,26 @@ _POOL_MIN_FILES = 256
 _CHUNK = 64
 
 
-_POINT_ELSEWHERE = ("Point `raw_export.path` in conf/<env>/catalog.yml at a VOC, YOLO or COCO export, "
-                    "or pass it for one run: see README, 'Use your own dataset'.")
+_POINT_ELSEWHERE = (
+    "Point `raw_export.path` in conf/<env>/catalog.yml at a VOC, YOLO or COCO export, "
+    "or pass it for one run: see README, 'Use your own dataset'."
+)
 
 
 def _no_images_message(root: Path, fmt: str, *, n_problem_files: int) -> str:
     """What an export without a single image holds, and what was expected instead."""
     found = pd.Series([p.suffix.lower() or "(no extension)" for p in root.rglob("*") if p.is_file()], dtype=object)
     seen = ", ".join(f"{n} {ext}" for ext, n in found.value_counts().head(6).items()) or "nothing at all"
-    expected = {"voc": "NAME.jpg beside NAME.xml (or Annotations/ + JPEGImages/)",
-                "yolo": "data.yaml, */images/*.jpg and */labels/*.txt (or darknet's NAME.txt beside NAME.jpg)",
-                "coco": "a *.json with images, annotations and categories, and the images it names"}[fmt]
+    expected = {
+        "voc": "NAME.jpg beside NAME.xml (or Annotations/ + JPEGImages/)",
+        "yolo": "data.yaml, */images/*.jpg and */labels/*.txt (or darknet's NAME.txt beside NAME.jpg)",
+        "coco": "a *.json with images, annotations and categories, and the images it names",
+    }[fmt]
     problems = f" ({n_problem_files} annotation files named no image that exists)" if n_problem_files else ""
-    return (f"{root.resolve()}: no photo found in the export folder (format {fmt}){problems}. Found: {seen}. "
-            f"Expected: {expected}. {_POINT_ELSEWHERE}")
+    return (
+        f"{root.resolve()}: no photo found in the export folder (format {fmt}){problems}. Found: {seen}. "
+        f"Expected: {expected}. {_POINT_ELSEWHERE}"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,10 +99,15 @@ class _FileMapper:
             self._pool.shutdown()
 
     def __call__(self, fn: Callable[[str], Any], items: list[str], description: str = "") -> list[Any]:
-        chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+        chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
         results: list[Any] = []
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, transient=False) as bar:
             task = bar.add_task(description, total=len(items))
             for chunk in self._map(partial(_apply, fn), chunks):
@@ -194,20 +205,32 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
                 check = partial(probe_image, check=self._check)
                 rows = map_files(check, images["file"].tolist(), f"Checking {len(images)} images")
         except OSError as err:
-            raise DatasetError(f"{self._path.resolve()}: the export folder cannot be read ({err}). {_POINT_ELSEWHERE}") from err
+            raise DatasetError(
+                f"{self._path.resolve()}: the export folder cannot be read ({err}). {_POINT_ELSEWHERE}"
+            ) from err
         if images.empty and (problems.image_id == "").all():
             raise DatasetError(_no_images_message(self._path, fmt, n_problem_files=len(problems)))
         probed = pd.DataFrame(rows, index=images.index, columns=PROBE_COLUMNS)
-        logger.info("Read %d %s annotations and checked %d images of %s in %.1f s (%s check)", len(images), fmt,
-                    len(images), self._path, time.perf_counter() - start, self._check)
+        logger.info(
+            "Read %d %s annotations and checked %d images of %s in %.1f s (%s check)",
+            len(images),
+            fmt,
+            len(images),
+            self._path,
+            time.perf_counter() - start,
+            self._check,
+        )
         images = pd.concat([images, probed], axis=1)
         if fmt == "yolo":  # YOLO boxes are fractions of the displayed image size
             size = images.set_index("image_id")[["width", "height"]]
             w = boxes["image_id"].map(size["width"]).astype(float)
             h = boxes["image_id"].map(size["height"]).astype(float)
-            boxes = boxes.assign(x_min=boxes.x_min * w, x_max=boxes.x_max * w, y_min=boxes.y_min * h, y_max=boxes.y_max * h)
-        return RawExport(root=str(self._path), format=fmt, images=images, boxes=boxes, problems=problems,
-                         grades=self._read_grades())
+            boxes = boxes.assign(
+                x_min=boxes.x_min * w, x_max=boxes.x_max * w, y_min=boxes.y_min * h, y_max=boxes.y_max * h
+            )
+        return RawExport(
+            root=str(self._path), format=fmt, images=images, boxes=boxes, problems=problems, grades=self._read_grades()
+        )
 
     def _read_grades(self) -> pd.DataFrame:
         path = self._path / self._grades_file
@@ -216,7 +239,9 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         try:
             return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-            raise DatasetError(f"{path}: cannot read the grades file ({err}); expected a CSV with columns image, grade") from err
+            raise DatasetError(
+                f"{path}: cannot read the grades file ({err}); expected a CSV with columns image, grade"
+            ) from err
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._path}: a raw export is read-only; the project never writes source data")
@@ -225,5 +250,9 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "format": self._format, "image_check": self._check,
-                "synthetic": self._synthetic is not None}
+        return {
+            "path": str(self._path),
+            "format": self._format,
+            "image_check": self._check,
+            "synthetic": self._synthetic is not None,
+        }

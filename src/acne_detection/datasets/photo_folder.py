@@ -45,8 +45,9 @@ class PhotoFolder(AbstractDataset[None, Photos]):
             to make a few unlabelled demo photos when the folder does not exist.
     """
 
-    def __init__(self, *, path: str, synthetic: dict[str, Any] | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, path: str, synthetic: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._path = Path(path)
         self._synthetic = synthetic
         self.metadata = metadata
@@ -57,18 +58,32 @@ class PhotoFolder(AbstractDataset[None, Photos]):
 
             write_new_photos(self._path, **self._synthetic)
         if not self._path.is_dir():
-            raise DatasetError(f"{self._path.resolve()}: the photo folder does not exist. Point `new_photos.path` in "
-                               "conf/<env>/catalog.yml at a folder of photos (see README, 'Predict on new photos').")
+            raise DatasetError(
+                f"{self._path.resolve()}: the photo folder does not exist. Point `new_photos.path` in "
+                "conf/<env>/catalog.yml at a folder of photos (see README, 'Predict on new photos')."
+            )
         files = sorted(p for p in self._path.rglob("*") if p.is_file() and not p.name.startswith("."))
         kinds: dict[str, list[Path]] = {"photos": [], "unsupported": [], "not_photos": [], "other": []}
         for f in files:
             suffix = f.suffix.lower()
-            kind = ("photos" if suffix in IMAGE_SUFFIXES else "unsupported" if suffix in UNSUPPORTED_IMAGE_SUFFIXES
-                    else "not_photos" if suffix in ANNOTATION_SUFFIXES else "other")
+            kind = (
+                "photos"
+                if suffix in IMAGE_SUFFIXES
+                else "unsupported"
+                if suffix in UNSUPPORTED_IMAGE_SUFFIXES
+                else "not_photos"
+                if suffix in ANNOTATION_SUFFIXES
+                else "other"
+            )
             kinds[kind].append(f)
-        logger.info("%s: %d photos, %d in unsupported formats, %d annotation or side files (not photos), %d other files",
-                    self._path, len(kinds["photos"]), len(kinds["unsupported"]), len(kinds["not_photos"]),
-                    len(kinds["other"]))
+        logger.info(
+            "%s: %d photos, %d in unsupported formats, %d annotation or side files (not photos), %d other files",
+            self._path,
+            len(kinds["photos"]),
+            len(kinds["unsupported"]),
+            len(kinds["not_photos"]),
+            len(kinds["other"]),
+        )
         return Photos(root=self._path, **kinds)
 
     def save(self, data: None) -> None:

@@ -29,14 +29,17 @@ import yaml
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # Photographs in formats the pipeline does not read: reported, never skipped in silence.
-UNSUPPORTED_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".gif", ".dng", ".cr2", ".nef", ".arw", ".raw",
-                                        ".jp2", ".jxl", ".svg", ".ico"})
+UNSUPPORTED_IMAGE_SUFFIXES = frozenset(
+    {".heic", ".heif", ".avif", ".gif", ".dng", ".cr2", ".nef", ".arw", ".raw", ".jp2", ".jxl", ".svg", ".ico"}
+)
 MapFiles = Callable[[Callable[[str], Any], list[str], str], list[Any]]
 
 
 def serial_map(fn: Callable[[str], Any], items: list[str], description: str = "") -> list[Any]:
     """The default ``map_files``: ``fn`` over ``items`` in this process, in order."""
     return [fn(item) for item in items]
+
+
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 
 IMAGE_COLUMNS = ["image_id", "file", "annotation_file", "source_split", "background"]
@@ -108,7 +111,9 @@ def _files_under(root: Path, suffixes: frozenset[str] | None) -> list[Path]:
     """Files under ``root`` whose suffix (any case) is one of ``suffixes`` (all if None), sorted."""
     found = []
     for folder, _, names in os.walk(root):
-        found.extend(os.path.join(folder, n) for n in names if suffixes is None or os.path.splitext(n)[1].lower() in suffixes)
+        found.extend(
+            os.path.join(folder, n) for n in names if suffixes is None or os.path.splitext(n)[1].lower() in suffixes
+        )
     return [Path(f) for f in sorted(found)]  # sorted as text: Path comparisons cost seconds on 10,000 files
 
 
@@ -122,8 +127,12 @@ def _is_coco(path: Path) -> bool:
 
 def _report_unsupported(tables: _Tables) -> None:
     for image in tables.files(UNSUPPORTED_IMAGE_SUFFIXES):
-        tables.problem(image, "unsupported image format",
-                       f"{image.suffix} is not read; convert to JPEG or PNG to use it", image=image)
+        tables.problem(
+            image,
+            "unsupported image format",
+            f"{image.suffix} is not read; convert to JPEG or PNG to use it",
+            image=image,
+        )
 
 
 def detect_format(root: Path) -> str:
@@ -198,8 +207,12 @@ def read_voc(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataFr
         if xml is None:
             tables.problem(image, "image without annotation", "no NAME.xml beside it or in Annotations/", image=image)
         elif xml in claimed:
-            tables.problem(image, "image without annotation", f"{xml.name} is already the annotation of "
-                           "another image with the same name", image=image)
+            tables.problem(
+                image,
+                "image without annotation",
+                f"{xml.name} is already the annotation of another image with the same name",
+                image=image,
+            )
         else:
             claimed.add(xml)
             pairs.append((image, xml))
@@ -221,8 +234,10 @@ _YOLO_NAME_FILES = ("data.yaml", "classes.txt", "obj.names")
 
 def _yolo_names(tables: _Tables) -> dict[int, str]:
     """Class names by id, from ``data.yaml`` (Ultralytics) or ``classes.txt``/``obj.names`` (darknet)."""
-    files = sorted((p for p in tables.files(frozenset({".yaml", ".txt", ".names"})) if p.name in _YOLO_NAME_FILES),
-                   key=lambda p: (_YOLO_NAME_FILES.index(p.name), len(p.parts), p))
+    files = sorted(
+        (p for p in tables.files(frozenset({".yaml", ".txt", ".names"})) if p.name in _YOLO_NAME_FILES),
+        key=lambda p: (_YOLO_NAME_FILES.index(p.name), len(p.parts), p),
+    )
     for file in files:
         try:
             if file.suffix == ".yaml":
@@ -231,8 +246,11 @@ def _yolo_names(tables: _Tables) -> dict[int, str]:
                 return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
             return dict(enumerate(ln.strip() for ln in file.read_text(encoding="utf-8-sig").splitlines() if ln.strip()))
         except (yaml.YAMLError, UnicodeDecodeError, ValueError, TypeError, AttributeError, OSError) as err:
-            tables.problem(file, "unparseable annotation file",
-                           f"class names unreadable ({type(err).__name__}: {err}); class ids are used as names")
+            tables.problem(
+                file,
+                "unparseable annotation file",
+                f"class names unreadable ({type(err).__name__}: {err}); class ids are used as names",
+            )
             return {}
     return {}
 
@@ -289,7 +307,9 @@ def read_yolo(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
         if label.is_file():
             pairs.append((image, label))
         else:
-            tables.problem(image, "image without annotation", f"missing label file {label.relative_to(root)}", image=image)
+            tables.problem(
+                image, "image without annotation", f"missing label file {label.relative_to(root)}", image=image
+            )
     parsed = map_files(parse_yolo_file, [str(label) for _, label in pairs], f"Reading {len(pairs)} YOLO label files")
     for (image, label), (status, content) in zip(pairs, parsed, strict=True):
         if status != "ok":
@@ -304,10 +324,14 @@ def read_yolo(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
             tables.add_box(image_id, str(label), name, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
     claimed = {label for _, label in pairs}
     image_folders = {image.parent for image in images}  # a .txt among images is a darknet label
-    label_files = (p for p in tables.files(frozenset({".txt"}))
-                   if p.name not in _YOLO_NAME_FILES and not p.name.lower().startswith("readme"))
-    for label in sorted(p for p in label_files
-                        if p not in claimed and (p.parent.name == "labels" or p.parent in image_folders)):
+    label_files = (
+        p
+        for p in tables.files(frozenset({".txt"}))
+        if p.name not in _YOLO_NAME_FILES and not p.name.lower().startswith("readme")
+    )
+    for label in sorted(
+        p for p in label_files if p not in claimed and (p.parent.name == "labels" or p.parent in image_folders)
+    ):
         tables.problem(label, "annotation without image", "no image with the same name in images/ or beside it")
     return tables.frames()
 
@@ -347,15 +371,21 @@ def read_coco(root: Path, *, map_files: MapFiles = serial_map) -> tuple[pd.DataF
             if key in entries:
                 by_image.setdefault(key, []).append(ann)
             else:
-                tables.problem(js, "annotation without image",
-                               f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r} refers to "
-                               f"image id {key!r}, which is not in 'images'")
+                tables.problem(
+                    js,
+                    "annotation without image",
+                    f"annotation {ann.get('id') if isinstance(ann, dict) else ann!r} refers to "
+                    f"image id {key!r}, which is not in 'images'",
+                )
         for image_key, entry in sorted(entries.items(), key=lambda kv: str(kv[1].get("file_name"))):
             name = str(entry.get("file_name", ""))
             image = _coco_image(js, name, by_name)
             if image is None:
-                tables.problem(js, "annotation without image",
-                               f"{name}: not found beside {js.name}, in images/, or by its name alone in the export")
+                tables.problem(
+                    js,
+                    "annotation without image",
+                    f"{name}: not found beside {js.name}, in images/, or by its name alone in the export",
+                )
                 continue
             if image in claimed:
                 tables.problem(js, "duplicate image entry", f"{name} (image id {image_key!r}) is listed more than once")

@@ -46,10 +46,22 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
 
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "image_b64", required=False)]),
-            outputs=Schema([ColSpec("string", "image"), ColSpec("long", "lesions"), ColSpec("long", "grade"),
-                            ColSpec("string", "grade_name"), ColSpec("string", "boxes")]),
-            params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("imgsz", "long", 0),
-                                ParamSpec("slicing", "string", "auto")]),
+            outputs=Schema(
+                [
+                    ColSpec("string", "image"),
+                    ColSpec("long", "lesions"),
+                    ColSpec("long", "grade"),
+                    ColSpec("string", "grade_name"),
+                    ColSpec("string", "boxes"),
+                ]
+            ),
+            params=ParamSchema(
+                [
+                    ParamSpec("conf", "double", 0.25),
+                    ParamSpec("imgsz", "long", 0),
+                    ParamSpec("slicing", "string", "auto"),
+                ]
+            ),
         )
         package = Path(serving.__file__).parent
         info = mlflow.pyfunc.log_model(
@@ -59,8 +71,10 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             artifacts={"weights": str(data["weights"])},
             model_config=data.get("config") or None,
             signature=signature,
-            pip_requirements=[f"{p}=={version(p)}" for p in
-                              ("ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow")],
+            pip_requirements=[
+                f"{p}=={version(p)}"
+                for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow")
+            ],
             registered_model_name=self._name,
         )
         client = mlflow.MlflowClient()

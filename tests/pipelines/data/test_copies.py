@@ -9,7 +9,11 @@ import pandas as pd
 
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.nodes import (
-    describe_dataset, find_split_leaks, plan_yolo_dataset, split_dataset, summarise_quarantine,
+    describe_dataset,
+    find_split_leaks,
+    plan_yolo_dataset,
+    split_dataset,
+    summarise_quarantine,
 )
 from tests.conftest import tree_digest, validated, write_image, write_voc
 
@@ -80,18 +84,26 @@ def test_a_renamed_copy_joins_its_photo_group_and_split(tmp_path: Path, data_par
     assert report_all.boxes.sum() == counts["boxes_accepted"] == len(ground_truth) == 37
     summary = summarise_quarantine(report)
     assert summary.set_index(["kind", "reason"])["count"].to_dict() == {
-        ("image", "byte-identical copy"): 1, ("box", "image quarantined"): 1}
+        ("image", "byte-identical copy"): 1,
+        ("box", "image quarantined"): 1,
+    }
     assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 37
     assert counts["boxes_read"] == counts["boxes_accepted"] + counts["boxes_quarantined"] == 38
     assert tree_digest(root) == before
 
 
 def test_keep_source_split_reports_a_leak_through_a_renamed_copy(data_params: dict) -> None:
-    images = pd.DataFrame({"image_id": ["train/p_jpg.rf.aa.jpg", "valid/IMG_1.jpg", "test/q.jpg"],
-                           "source_split": ["train", "val", "test"],
-                           "copies": ["", "train/p_jpg.rf.bb.jpg", ""]})
-    split = split_dataset(images, pd.DataFrame(columns=["image_id", "class"]),
-                          {**data_params, "split": {"keep_source_split": True}})
+    images = pd.DataFrame(
+        {
+            "image_id": ["train/p_jpg.rf.aa.jpg", "valid/IMG_1.jpg", "test/q.jpg"],
+            "source_split": ["train", "val", "test"],
+            "copies": ["", "train/p_jpg.rf.bb.jpg", ""],
+        }
+    )
+    split = split_dataset(
+        images, pd.DataFrame(columns=["image_id", "class"]), {**data_params, "split": {"keep_source_split": True}}
+    )
     leaks = find_split_leaks(split)
-    assert leaks.to_dict("records") == [{"group": "p", "splits": "train, val",
-                                          "images": "train/p_jpg.rf.aa.jpg; valid/IMG_1.jpg"}]
+    assert leaks.to_dict("records") == [
+        {"group": "p", "splits": "train, val", "images": "train/p_jpg.rf.aa.jpg; valid/IMG_1.jpg"}
+    ]

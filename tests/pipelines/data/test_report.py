@@ -10,11 +10,19 @@ from acne_detection.pipelines.data.nodes import describe_dataset, map_classes, p
 
 
 def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
-    gt = pd.DataFrame({
-        "split": ["train", "train", "test"], "image_id": ["a", "a", "b"], "class": ["comedone", "nodule", "comedone"],
-        "x_min": [0, 0, 0], "y_min": [0, 0, 0], "x_max": [20, 200, 40], "y_max": [20, 200, 40],
-        "width": [640, 640, 640], "height": [640, 640, 640],
-    })
+    gt = pd.DataFrame(
+        {
+            "split": ["train", "train", "test"],
+            "image_id": ["a", "a", "b"],
+            "class": ["comedone", "nodule", "comedone"],
+            "x_min": [0, 0, 0],
+            "y_min": [0, 0, 0],
+            "x_max": [20, 200, 40],
+            "y_max": [20, 200, 40],
+            "width": [640, 640, 640],
+            "height": [640, 640, 640],
+        }
+    )
     split = pd.DataFrame({"image_id": ["a", "b", "c"], "split": ["train", "test", "train"]})
     report = describe_dataset(split, gt, {"imgsz": 320}).set_index(["split", "class"])
     assert report.loc[("train", "all"), "images"] == 2 and report.loc[("train", "all"), "boxes"] == 2
@@ -40,9 +48,22 @@ def test_class_names_map_through_case_spacing_numbering_and_plurals(data_params)
     from acne_detection.params import parse
     from acne_detection.pipelines.data.nodes import map_class_names
 
-    names = pd.Series(["Whitehead and Blackhead", "0 comedone", "1-Papules", "pustules_", "NODULES AND CYSTS",
-                       "blackhead", "scar", "3", "acne scars"])
+    names = pd.Series(
+        [
+            "Whitehead and Blackhead",
+            "0 comedone",
+            "1-Papules",
+            "pustules_",
+            "NODULES AND CYSTS",
+            "blackhead",
+            "scar",
+            "3",
+            "acne scars",
+        ]
+    )
     mapped = [m if isinstance(m, str) else None for m in map_class_names(names, parse("data", data_params))]
     assert mapped == ["comedone", "comedone", "papule", "pustule", "nodule", None, None, None, None]
-    with_map = parse("data", {**data_params, "class_map": {**data_params["class_map"], "blackheads": "comedone", "3": "nodule"}})
+    with_map = parse(
+        "data", {**data_params, "class_map": {**data_params["class_map"], "blackheads": "comedone", "3": "nodule"}}
+    )
     assert map_class_names(pd.Series(["blackhead", "3"]), with_map).tolist() == ["comedone", "nodule"]

@@ -55,13 +55,15 @@ def test_same_inputs_and_seed_give_the_same_split_and_another_seed_another() -> 
 
 
 def test_keep_source_split_reports_leaks(caplog: pytest.LogCaptureFixture) -> None:
-    images = pd.DataFrame({"image_id": ["p_jpg.rf.aa.jpg", "p_jpg.rf.bb.jpg", "q.jpg"],
-                           "source_split": ["train", "test", "val"]})
+    images = pd.DataFrame(
+        {"image_id": ["p_jpg.rf.aa.jpg", "p_jpg.rf.bb.jpg", "q.jpg"], "source_split": ["train", "test", "val"]}
+    )
     split = split_dataset(images, pd.DataFrame(columns=["image_id", "class"]), {"split": {"keep_source_split": True}})
     assert split["split"].tolist() == ["train", "test", "val"]
     leaks = find_split_leaks(split)
-    assert leaks.to_dict("records") == [{"group": "p", "splits": "test, train",
-                                         "images": "p_jpg.rf.aa.jpg; p_jpg.rf.bb.jpg"}]
+    assert leaks.to_dict("records") == [
+        {"group": "p", "splits": "test, train", "images": "p_jpg.rf.aa.jpg; p_jpg.rf.bb.jpg"}
+    ]
     assert "Leakage in the split: copies of photo 'p'" in caplog.text
     assert find_split_leaks(split_dataset(*_tables(), {})).empty  # the project's own split never leaks
 

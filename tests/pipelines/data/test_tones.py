@@ -17,8 +17,15 @@ from acne_detection.pipelines.data.tones import describe_skin_tones, measure_ski
 from acne_detection.skin_tone import ita_band, ita_of_lab
 from tests.conftest import validated, write_voc
 
-PARAMS = {"classes": ["comedone", "papule", "pustule", "nodule"], "class_map": {
-    "whitehead and blackhead": "comedone", "papules": "papule", "pustules": "pustule", "nodules and cysts": "nodule"}}
+PARAMS = {
+    "classes": ["comedone", "papule", "pustule", "nodule"],
+    "class_map": {
+        "whitehead and blackhead": "comedone",
+        "papules": "papule",
+        "pustules": "pustule",
+        "nodules and cysts": "nodule",
+    },
+}
 
 
 def _skin_photo(path: Path, rgb: tuple[int, int, int], seed: int) -> None:
@@ -34,7 +41,9 @@ def test_copies_of_one_photo_share_its_tone_and_nothing_is_dropped(tmp_path: Pat
     raw = tmp_path / "raw"
     raw.mkdir()
     base = np.array([200, 150, 120])
-    for i, (name, gain) in enumerate((("face_jpg.rf.aa01", 1.0), ("face_jpg.rf.bb02", 1.22), ("face_jpg.rf.cc03", 0.7))):
+    for i, (name, gain) in enumerate(
+        (("face_jpg.rf.aa01", 1.0), ("face_jpg.rf.bb02", 1.22), ("face_jpg.rf.cc03", 0.7))
+    ):
         _skin_photo(raw / f"{name}.png", tuple(np.clip(base * gain, 0, 255).astype(int)), seed=i)
         write_voc(raw / f"{name}.xml", f"{name}.png", [("papules", 30, 30, 50, 50)], size=(80, 80))
     _skin_photo(raw / "other.png", (120, 80, 55), seed=9)

@@ -99,9 +99,23 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
     assert _reason(report, "dupbox.xml") == {"duplicate box"}
 
     accepted = set(images.image_id)
-    assert {"good.jpg", "gray.png", "rgba.png", "palette.png", "deep16.png", "name with space é.jpg",
-            "background.jpg", "edge_clip.jpg", "unknown.jpg", "dupbox.jpg", "exif_rotated.jpg", "cmyk.jpg",
-            "bilevel.png", "upper.JPG", "phone_multi_picture.jpg"} == accepted
+    assert {
+        "good.jpg",
+        "gray.png",
+        "rgba.png",
+        "palette.png",
+        "deep16.png",
+        "name with space é.jpg",
+        "background.jpg",
+        "edge_clip.jpg",
+        "unknown.jpg",
+        "dupbox.jpg",
+        "exif_rotated.jpg",
+        "cmyk.jpg",
+        "bilevel.png",
+        "upper.JPG",
+        "phone_multi_picture.jpg",
+    } == accepted
     rotated = images.set_index("image_id").loc["exif_rotated.jpg"]
     assert (rotated.width, rotated.height, rotated.orientation) == (48, 64, 6)
     clipped = boxes[boxes.image_id == "edge_clip.jpg"].iloc[0]
@@ -146,7 +160,11 @@ def test_unusual_images_reach_the_yolo_folder_as_displayed(broken_voc: Path, dat
     size = images.set_index("image_id")[["width", "height"]]
     for row in manifest.itertuples():
         pixels = cv2.imread(str(tmp_path / "yolo" / row.image))  # how Ultralytics' loader reads it
-        assert pixels is not None and pixels.shape == (size.loc[row.image_id, "height"], size.loc[row.image_id, "width"], 3), row.image_id
+        assert pixels is not None and pixels.shape == (
+            size.loc[row.image_id, "height"],
+            size.loc[row.image_id, "width"],
+            3,
+        ), row.image_id
         assert (tmp_path / "yolo" / row.label).read_text().count("\n") == len(boxes[boxes.image_id == row.image_id])
     rotated = manifest.set_index("image_id").loc["exif_rotated.jpg", "image"]
     assert rotated.endswith(".png")  # rewritten upright, not linked

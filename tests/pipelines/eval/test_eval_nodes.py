@@ -7,8 +7,14 @@ import pytest
 from kedro.io import DatasetError
 
 from acne_detection.pipelines.eval.nodes import (
-    check_quality_gate, choose_operating_point, evaluate_detections, fingerprint_inputs, plot_error_gallery,
-    plot_threshold_curves, report_headline, sweep_thresholds,
+    check_quality_gate,
+    choose_operating_point,
+    evaluate_detections,
+    fingerprint_inputs,
+    plot_error_gallery,
+    plot_threshold_curves,
+    report_headline,
+    sweep_thresholds,
 )
 
 
@@ -40,12 +46,26 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     assert confusion.set_index("true").loc["background"].sum() == 0  # no false alarm above the threshold
     gate = check_quality_gate(headline, {}, {}, params)
     assert gate["gate"] == "pass" and "gate.grade_accuracy" not in gate  # not gated unless asked
-    grading = {"photos_graded": 6.0, "grade_accuracy": 4 / 6, "grade_accuracy_low": 0.3, "grade_accuracy_high": 0.903,
-               "grade_ceiling": 5 / 6, "grade_recall.mild": 0.5, "count_mae": 30 / 7, "count_rmse": 6.414}
+    grading = {
+        "photos_graded": 6.0,
+        "grade_accuracy": 4 / 6,
+        "grade_accuracy_low": 0.3,
+        "grade_accuracy_high": 0.903,
+        "grade_ceiling": 5 / 6,
+        "grade_recall.mild": 0.5,
+        "count_mae": 30 / 7,
+        "count_rmse": 6.414,
+    }
     from acne_detection.pipelines.eval.tones import COLUMNS
 
-    text = report_headline(per_class, point, gate, grading, pd.DataFrame(columns=COLUMNS),
-                           {"skin_tone.check": "not measured: no test photo has a skin tone"})
+    text = report_headline(
+        per_class,
+        point,
+        gate,
+        grading,
+        pd.DataFrame(columns=COLUMNS),
+        {"skin_tone.check": "not measured: no test photo has a skin tone"},
+    )
     assert "Quality gate: **PASS**" in text and "pycocotools" in text
     assert "Grade accuracy on 6 test photos: **0.667** (95 % Wilson interval 0.300-0.903); ceiling 0.833" in text
     assert "MAE 4.29, RMSE 6.41" in text and "mild 0.50" in text
@@ -66,17 +86,26 @@ def test_gate_fails_loudly_only_when_strict() -> None:
     unmeasured = check_quality_gate(good, {}, {}, {"gate": {"grade_accuracy": 0.8}})
     assert unmeasured["gate.grade_accuracy"].startswith("fail (not measured")
     assert "gate.skin_tone" not in unmeasured  # not gated unless asked
-    toned = check_quality_gate(good, {}, {"skin_tone.check": "warning: dark recall 0.700 is 0.200 below the overall 0.900"},
-                               {"gate": {"skin_tone": True}})
+    toned = check_quality_gate(
+        good,
+        {},
+        {"skin_tone.check": "warning: dark recall 0.700 is 0.200 below the overall 0.900"},
+        {"gate": {"skin_tone": True}},
+    )
     assert toned["gate"] == "fail" and toned["gate.skin_tone"].startswith("fail (warning: dark recall 0.700")
-    assert check_quality_gate(good, {}, {"skin_tone.check": "pass (no band ...)"}, {"gate": {"skin_tone": True}})["gate"] == "pass"
+    assert (
+        check_quality_gate(good, {}, {"skin_tone.check": "pass (no band ...)"}, {"gate": {"skin_tone": True}})["gate"]
+        == "pass"
+    )
 
 
 def test_lineage_tags_hash_the_manifest(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
     tags = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {})
     assert tags["model_run_id"] == "abc" and len(tags["dataset_manifest_sha256"]) == 64
-    shuffled = type(dataset)(dataset.root, dataset.data_yaml, dataset.names, dataset.manifest.sample(frac=1, random_state=0))
+    shuffled = type(dataset)(
+        dataset.root, dataset.data_yaml, dataset.names, dataset.manifest.sample(frac=1, random_state=0)
+    )
     assert fingerprint_inputs(shuffled, {}, {})["dataset_manifest_sha256"] == tags["dataset_manifest_sha256"]
     other = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {"model": "runs:/f00d/"})
     assert (other["model_source"], other["model_run_id"]) == ("runs:/f00d/", "f00d")
@@ -106,15 +135,29 @@ def test_metrics_through_the_eval_nodes_equal_pycocotools(tiny_yolo) -> None:
     images = {name: i for i, name in enumerate(sorted(set(gt.image) | set(preds.image)), 1)}
     xywh = lambda r: [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min]  # noqa: E731
     coco = COCO()
-    coco.dataset = {"images": [{"id": i} for i in images.values()],
-                    "categories": [{"id": c} for c in range(len(dataset.names))],
-                    "annotations": [{"id": k, "image_id": images[r.image], "category_id": int(r.class_id), "iscrowd": 0,
-                                     "bbox": xywh(r), "area": xywh(r)[2] * xywh(r)[3]}
-                                    for k, r in enumerate(gt.itertuples(), 1)]}
+    coco.dataset = {
+        "images": [{"id": i} for i in images.values()],
+        "categories": [{"id": c} for c in range(len(dataset.names))],
+        "annotations": [
+            {
+                "id": k,
+                "image_id": images[r.image],
+                "category_id": int(r.class_id),
+                "iscrowd": 0,
+                "bbox": xywh(r),
+                "area": xywh(r)[2] * xywh(r)[3],
+            }
+            for k, r in enumerate(gt.itertuples(), 1)
+        ],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-        dets = coco.loadRes([{"image_id": images[r.image], "category_id": int(r.class_id), "score": r.confidence,
-                              "bbox": xywh(r)} for r in preds.itertuples()])
+        dets = coco.loadRes(
+            [
+                {"image_id": images[r.image], "category_id": int(r.class_id), "score": r.confidence, "bbox": xywh(r)}
+                for r in preds.itertuples()
+            ]
+        )
         ev = COCOeval(coco, dets, "bbox")
         ev.evaluate()
         ev.accumulate()
@@ -133,7 +176,9 @@ def test_a_model_with_other_classes_is_refused_naming_both_lists(tiny_yolo) -> N
 
     dataset, _ = tiny_yolo
     check_model_classes(dict(enumerate(dataset.names)), dataset.names, model_label="ok.pt")
-    with pytest.raises(DatasetError, match=r"coco\.pt.*\['person', 'bicycle'\].*\['comedone', 'papule', 'pustule', 'nodule'\]"):
+    with pytest.raises(
+        DatasetError, match=r"coco\.pt.*\['person', 'bicycle'\].*\['comedone', 'papule', 'pustule', 'nodule'\]"
+    ):
         check_model_classes({0: "person", 1: "bicycle"}, dataset.names, model_label="coco.pt")
     swapped = dict(enumerate(["papule", "comedone", "pustule", "nodule"]))
     with pytest.raises(DatasetError, match="order must match"):
@@ -148,8 +193,13 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
     from tests.conftest import PROJECT_ROOT
 
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
-    source = PretrainedWeightsSource(**{**{k: v for k, v in base.items() if k != "type"},
-                                        "cache": str(tmp_path / "yolov8n.pt"), "try_download": False})
+    source = PretrainedWeightsSource(
+        **{
+            **{k: v for k, v in base.items() if k != "type"},
+            "cache": str(tmp_path / "yolov8n.pt"),
+            "try_download": False,
+        }
+    )
     weights, _ = source.load().resolve()
     with pytest.raises(DatasetError, match=r"'person'.*'comedone'"):
         predict_test_split(weights, tiny_yolo[0], {})
@@ -178,7 +228,8 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     assert len(plot_grade_confusion(confusion, metrics).axes) == 2
     with pytest.raises(DatasetError, match="count_classes"):
         grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"count_classes": ["scar"]})
-    hayashi = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5},
-                                {"count_classes": ["papule", "pustule"]})
+    hayashi = grade_test_photos(
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"count_classes": ["papule", "pustule"]}
+    )
     inflammatory = ground_truth[(ground_truth.split == "test") & ground_truth["class"].isin(["papule", "pustule"])]
     assert hayashi.true_count.sum() == len(inflammatory)

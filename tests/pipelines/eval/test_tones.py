@@ -16,7 +16,9 @@ from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin
 POINT = {"threshold": 0.5}
 
 
-def _case(n_per_band: dict[str, int], found: dict[str, int], lesions: int = 2, false_alarms: dict[str, int] | None = None):
+def _case(
+    n_per_band: dict[str, int], found: dict[str, int], lesions: int = 2, false_alarms: dict[str, int] | None = None
+):
     """Photos in bands, ``lesions`` true boxes each; in each photo of a band the first
     ``found[band]`` lesions are detected at 0.9, and ``false_alarms[band]`` photos get one false
     alarm at 0.8. Grades: a photo's predicted grade is right iff all its lesions are found."""
@@ -27,17 +29,38 @@ def _case(n_per_band: dict[str, int], found: dict[str, int], lesions: int = 2, f
             manifest.append({"split": "test", "image": image, "image_id": image})
             split.append({"image_id": image, "tone_band": band})
             for j in range(lesions):
-                box = {"image": image, "class_id": 0, "x_min": 10.0 + 30 * j, "y_min": 10.0, "x_max": 30.0 + 30 * j, "y_max": 30.0}
+                box = {
+                    "image": image,
+                    "class_id": 0,
+                    "x_min": 10.0 + 30 * j,
+                    "y_min": 10.0,
+                    "x_max": 30.0 + 30 * j,
+                    "y_max": 30.0,
+                }
                 gt.append({**box, "split": "test", "image_id": image})
                 if j < found[band]:
                     preds.append({**box, "confidence": 0.9})
             if k < (false_alarms or {}).get(band, 0):
-                preds.append({"image": image, "class_id": 0, "x_min": 200.0, "y_min": 200.0, "x_max": 220.0, "y_max": 220.0,
-                              "confidence": 0.8})
+                preds.append(
+                    {
+                        "image": image,
+                        "class_id": 0,
+                        "x_min": 200.0,
+                        "y_min": 200.0,
+                        "x_max": 220.0,
+                        "y_max": 220.0,
+                        "confidence": 0.8,
+                    }
+                )
             grades.append({"image": image, "true_grade": 1, "pred_grade": 1 if found[band] == lesions else 0})
     dataset = SimpleNamespace(manifest=pd.DataFrame(manifest), names=["lesion"])
-    return (pd.DataFrame(preds), pd.DataFrame(gt), dataset, pd.DataFrame(split),
-            pd.DataFrame(grades).astype({"true_grade": "Int64"}))
+    return (
+        pd.DataFrame(preds),
+        pd.DataFrame(gt),
+        dataset,
+        pd.DataFrame(split),
+        pd.DataFrame(grades).astype({"true_grade": "Int64"}),
+    )
 
 
 def test_per_band_metrics_against_a_hand_computed_case() -> None:
@@ -97,7 +120,9 @@ def test_the_warning_both_ways(caplog) -> None:
 
 def test_no_tone_measured_is_said_not_guessed() -> None:
     preds, gt, dataset, split, grades = _case({"tan": 3}, {"tan": 2})
-    table, metrics, check = evaluate_by_skin_tone(preds, gt, dataset, split.drop(columns="tone_band"), POINT, grades, {})
+    table, metrics, check = evaluate_by_skin_tone(
+        preds, gt, dataset, split.drop(columns="tone_band"), POINT, grades, {}
+    )
     assert table.empty and metrics == {} and check["skin_tone.check"].startswith("not measured")
 
 
@@ -114,13 +139,30 @@ def test_bootstrap_ap_equals_faster_coco_eval_with_unit_weights() -> None:
             gt_rows.append({"image": image, "class_id": c, "x_min": x, "y_min": y, "x_max": x + s, "y_max": y + s})
             for _ in range(rng.integers(0, 3)):  # detections near the truth, some of the wrong class
                 j = rng.normal(0, s / 5, 4)
-                pred_rows.append({"image": image, "class_id": c if rng.random() < 0.8 else int(rng.integers(3)),
-                                  "x_min": x + j[0], "y_min": y + j[1], "x_max": x + s + j[2], "y_max": y + s + j[3],
-                                  "confidence": rng.random()})
+                pred_rows.append(
+                    {
+                        "image": image,
+                        "class_id": c if rng.random() < 0.8 else int(rng.integers(3)),
+                        "x_min": x + j[0],
+                        "y_min": y + j[1],
+                        "x_max": x + s + j[2],
+                        "y_max": y + s + j[3],
+                        "confidence": rng.random(),
+                    }
+                )
         for _ in range(120 if p < 3 else rng.integers(0, 5)):  # clutter
             x, y = rng.uniform(0, 220, 2)
-            pred_rows.append({"image": image, "class_id": int(rng.integers(3)), "x_min": x, "y_min": y, "x_max": x + 15,
-                              "y_max": y + 15, "confidence": rng.random() * 0.6})
+            pred_rows.append(
+                {
+                    "image": image,
+                    "class_id": int(rng.integers(3)),
+                    "x_min": x,
+                    "y_min": y,
+                    "x_max": x + 15,
+                    "y_max": y + 15,
+                    "confidence": rng.random() * 0.6,
+                }
+            )
     gt, preds = pd.DataFrame(gt_rows), pd.DataFrame(pred_rows)
     images = [f"p{p}" for p in range(40)]
     reference = average_precision(preds, gt, images=images, n_classes=3)["ap50"].to_numpy()
@@ -129,8 +171,13 @@ def test_bootstrap_ap_equals_faster_coco_eval_with_unit_weights() -> None:
     for cls in range(3):
         det = matched[matched.pred_class == cls]
         truth = np.bincount(gt.loc[gt.class_id == cls, "image"].map(index), minlength=40)
-        ours = resampled_ap(det.true_class.to_numpy() >= 0, det.confidence.to_numpy(), det["image"].map(index).to_numpy(),
-                            truth, np.ones((2, 40)))
+        ours = resampled_ap(
+            det.true_class.to_numpy() >= 0,
+            det.confidence.to_numpy(),
+            det["image"].map(index).to_numpy(),
+            truth,
+            np.ones((2, 40)),
+        )
         assert ours == pytest.approx([reference[cls]] * 2, abs=1e-12)
     # a resample that draws photo 0 twice and leaves out photo 1 is the AP of that duplicated set
     w = np.ones(40)
@@ -140,6 +187,7 @@ def test_bootstrap_ap_equals_faster_coco_eval_with_unit_weights() -> None:
     dup_ref = average_precision(dup_pred, dup_gt, images=[*images, "p0b"], n_classes=3)["ap50"].to_numpy()
     det = matched[matched.pred_class == 0]
     truth = np.bincount(gt.loc[gt.class_id == 0, "image"].map(index), minlength=40)
-    ours = resampled_ap(det.true_class.to_numpy() >= 0, det.confidence.to_numpy(), det["image"].map(index).to_numpy(),
-                        truth, w[None])
+    ours = resampled_ap(
+        det.true_class.to_numpy() >= 0, det.confidence.to_numpy(), det["image"].map(index).to_numpy(), truth, w[None]
+    )
     assert ours[0] == pytest.approx(dup_ref[0], abs=1e-9)

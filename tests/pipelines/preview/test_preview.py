@@ -12,14 +12,27 @@ from PIL import Image, ImageDraw
 from acne_detection.datasets import YoloDatasetFolder
 from acne_detection.params import parse
 from acne_detection.pipelines.preview.nodes import (
-    augmentation_tiles, augmented_samples, count_box_losses, preview_augmentations, preview_each_augmentation,
+    augmentation_tiles,
+    augmented_samples,
+    count_box_losses,
+    preview_augmentations,
+    preview_each_augmentation,
 )
 from acne_detection.pipelines.train.nodes import ProjectTrainer
 from acne_detection.training_config import augmentation_warnings, training_overrides, ultralytics_cfg
 
 AUGMENT_KEYS = list(parse("train", {}).augment.model_dump())
-OFF = {"mosaic": 0.0, "mixup": 0.0, "degrees": 0.0, "translate": 0.0, "scale": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
-       "hsv_v": 0.0, "fliplr": 0.0}
+OFF = {
+    "mosaic": 0.0,
+    "mixup": 0.0,
+    "degrees": 0.0,
+    "translate": 0.0,
+    "scale": 0.0,
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.0,
+    "fliplr": 0.0,
+}
 
 
 def _png(fig) -> bytes:
@@ -40,9 +53,19 @@ def one_lesion(tmp_path_factory: pytest.TempPathFactory):
         ImageDraw.Draw(img).ellipse((70, 30, 90, 50), fill=(40, 20, 20))  # centre (80, 40), 20 px wide
         src = root / f"src{i}.png"
         img.save(src)
-        rows.append({"split": split, "image_id": src.name, "file": str(src), "sha256": str(i), "orientation": 1,
-                     "mode": "RGB", "image": f"{split}/images/p{i}.png", "label": f"{split}/labels/p{i}.txt",
-                     "labels": "0 0.625000 0.312500 0.156250 0.156250"})
+        rows.append(
+            {
+                "split": split,
+                "image_id": src.name,
+                "file": str(src),
+                "sha256": str(i),
+                "orientation": 1,
+                "mode": "RGB",
+                "image": f"{split}/images/p{i}.png",
+                "label": f"{split}/labels/p{i}.txt",
+                "labels": "0 0.625000 0.312500 0.156250 0.156250",
+            }
+        )
     folder = YoloDatasetFolder(path=str(root / "yolo"), names=["comedone", "papule", "pustule", "nodule"])
     folder.save(pd.DataFrame(rows))
     return folder.load()
@@ -57,7 +80,9 @@ def test_preview_settings_equal_the_trainers_own(tiny_yolo, tmp_path: Path) -> N
     for key in [*AUGMENT_KEYS, "imgsz", "seed"]:
         assert getattr(preview_cfg, key) == getattr(trainer.args, key), key
     assert (trainer.args.degrees, trainer.args.hsv_s) == (7.0, 0.3)
-    assert not any(f.__module__.startswith("ultralytics.utils.callbacks.") for fs in trainer.callbacks.values() for f in fs)
+    assert not any(
+        f.__module__.startswith("ultralytics.utils.callbacks.") for fs in trainer.callbacks.values() for f in fs
+    )
 
 
 def test_fliplr_one_mirrors_the_boxes_and_zero_does_not(tiny_yolo) -> None:
@@ -73,8 +98,9 @@ def test_fliplr_one_mirrors_the_boxes_and_zero_does_not(tiny_yolo) -> None:
 def test_hsv_alone_changes_colours_not_boxes(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
     plain = augmented_samples(dataset, {"imgsz": 96, "augment": OFF}, samples=3, seed=0)
-    hsv = augmented_samples(dataset, {"imgsz": 96, "augment": {**OFF, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}},
-                            samples=3, seed=0)
+    hsv = augmented_samples(
+        dataset, {"imgsz": 96, "augment": {**OFF, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}}, samples=3, seed=0
+    )
     for a, b in zip(plain, hsv):
         assert np.array_equal(a["bboxes"].numpy(), b["bboxes"].numpy())
         assert not np.array_equal(a["img"].numpy(), b["img"].numpy())
@@ -89,7 +115,7 @@ def test_panel_tiles_rotation_keeps_the_box_around_the_lesion(one_lesion) -> Non
         img = sample["img"].permute(1, 2, 0).numpy().astype(int)
         dark = np.argwhere(img.sum(axis=2) < 200)  # the lesion's pixels (row, col)
         cy, cx = dark.mean(axis=0) / 128
-        (bx, by, bw, bh), = sample["bboxes"].numpy()
+        ((bx, by, bw, bh),) = sample["bboxes"].numpy()
         assert abs(bx - cx) < 0.02 and abs(by - cy) < 0.02  # box centred on the lesion
         assert bw * 128 >= np.ptp(dark[:, 1]) - 1 and bh * 128 >= np.ptp(dark[:, 0]) - 1  # and around it
     rotated = [s["img"].numpy() for s, _ in tiles[2:4]]

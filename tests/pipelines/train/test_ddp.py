@@ -18,22 +18,22 @@ from mlflow.tracking import MlflowClient
 from acne_detection.pipelines.train.live_metrics import LiveMetrics
 from acne_detection.pipelines.train.nodes import ProjectTrainer, parameter_counts
 
-REPORT = '''
+REPORT = """
 import json, sys
 report = {"trainer": type(trainer).__qualname__,
           "callbacks": sorted({f.__module__ for fs in trainer.callbacks.values() for f in fs})}
 MODE
 print("REPORT " + json.dumps(report))
-'''
-TRAIN = '''trainer.train()
+"""
+TRAIN = """trainer.train()
 report["trainable"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-'''
-ONE_EPOCH_BY_HAND = '''import torch
+"""
+ONE_EPOCH_BY_HAND = """import torch
 trainer.epoch, trainer.tloss, trainer.epoch_time = 0, torch.tensor([1.0, 2.0, 3.0]), None
 trainer.metrics, trainer.lr = {"metrics/mAP50(B)": 0.5}, {"lr/pg0": 0.01}
 for event in ("on_train_start", "on_train_epoch_start", "on_fit_epoch_end"):
     trainer.run_callbacks(event)
-'''
+"""
 
 
 @pytest.fixture
@@ -52,14 +52,33 @@ def ddp_state(tiny_yolo, tmp_path: Path):
     model = YOLO("yolov8n.yaml")  # a random init: no weights to fetch
     for event, callback in LiveMetrics(run_id, uri, {"device": "cuda:0,1"}).callbacks().items():
         model.add_callback(event, callback)
-    overrides = {"model": "yolov8n.yaml", "data": str(dataset.data_yaml), "epochs": 1, "imgsz": 64, "batch": 4,
-                 "device": "cpu", "workers": 0, "project": str(tmp_path / "work"), "name": "train", "exist_ok": True,
-                 "plots": False, "freeze": 10, "val": True}
+    overrides = {
+        "model": "yolov8n.yaml",
+        "data": str(dataset.data_yaml),
+        "epochs": 1,
+        "imgsz": 64,
+        "batch": 4,
+        "device": "cpu",
+        "workers": 0,
+        "project": str(tmp_path / "work"),
+        "name": "train",
+        "exist_ok": True,
+        "plots": False,
+        "freeze": 10,
+        "val": True,
+    }
     trainer = ProjectTrainer(overrides=overrides, _callbacks=model.callbacks)
     trainer.model = trainer.get_model(cfg="yolov8n.yaml", weights=None)
     script = Path(generate_ddp_file(trainer))
-    yield {"script": script, "state": script.with_suffix(".pt"), "client": client, "uri": uri, "run_id": run_id,
-           "experiment": experiment, "parent": trainer}
+    yield {
+        "script": script,
+        "state": script.with_suffix(".pt"),
+        "client": client,
+        "uri": uri,
+        "run_id": run_id,
+        "experiment": experiment,
+        "parent": trainer,
+    }
     script.unlink(missing_ok=True)
     script.with_suffix(".pt").unlink(missing_ok=True)
 
@@ -77,15 +96,20 @@ def _worker(script: Path, mode: str, rank: int, tmp_path: Path) -> dict:
     (``RANK``/``LOCAL_RANK`` set, no MLflow run, no Kedro), with a report line appended."""
     text = script.read_text().replace("    trainer.train()\n", "")
     if mode == TRAIN:  # a one-process gloo group: rank 0's data loader is a DistributedSampler, as in DDP
-        text = text.replace('if __name__ == "__main__":\n', 'if __name__ == "__main__":\n    import torch.distributed as dist\n'
-                            '    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)\n'
-                            % _free_port())
+        text = text.replace(
+            'if __name__ == "__main__":\n',
+            'if __name__ == "__main__":\n    import torch.distributed as dist\n'
+            '    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)\n'
+            % _free_port(),
+        )
     body = REPORT.replace("MODE", mode)
     runner = tmp_path / f"worker_rank{rank}.py"
     runner.write_text(text + "".join(f"    {line}\n" for line in body.strip().splitlines()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="1" if mode == TRAIN else "2", PYTHONUNBUFFERED="1")
-    done = subprocess.run([sys.executable, str(runner)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(runner)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("REPORT "))[7:])
 
@@ -97,7 +121,9 @@ def test_the_ddp_state_carries_the_project_trainer_and_callbacks(ddp_state) -> N
     assert state["trainer"] is ProjectTrainer
     owners = {type(getattr(f, "__self__", None)).__name__ for fs in state["callbacks"].values() for f in fs}
     assert "LiveMetrics" in owners
-    live = next(f.__self__ for f in state["callbacks"]["on_fit_epoch_end"] if type(getattr(f, "__self__", None)) is LiveMetrics)
+    live = next(
+        f.__self__ for f in state["callbacks"]["on_fit_epoch_end"] if type(getattr(f, "__self__", None)) is LiveMetrics
+    )
     assert (live.run_id, live.tracking_uri) == (ddp_state["run_id"], ddp_state["uri"])
 
 
@@ -134,8 +160,12 @@ def test_callbacks_log_one_point_per_epoch_and_the_final_validation_once(tmp_pat
     client = MlflowClient(tracking_uri=uri)
     run_id = client.create_run(client.create_experiment("cb")).info.run_id
     live = LiveMetrics(run_id, uri, {"device": "cpu"})
-    trainer = SimpleNamespace(tloss=torch.tensor([1.0, 2.0, 3.0]), epoch_time=None, lr={"lr/pg0": 0.01},
-                              label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": float(loss[0])})
+    trainer = SimpleNamespace(
+        tloss=torch.tensor([1.0, 2.0, 3.0]),
+        epoch_time=None,
+        lr={"lr/pg0": 0.01},
+        label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": float(loss[0])},
+    )
     live.on_train_start(trainer)
     for epoch in range(2):
         live.on_train_epoch_start(trainer)

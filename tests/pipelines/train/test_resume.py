@@ -54,8 +54,9 @@ def test_the_record_survives_a_ddp_launch_deleting_the_run_folder(tmp_path: Path
     plan = prepare_training(tmp_path, SETTINGS, "auto", "run-7")
     assert not plan.resume and (tmp_path / "kedro_run.json").exists()
     (tmp_path / "train").mkdir()
-    trainer = SimpleNamespace(resume=False, save_dir=tmp_path / "train", args=SimpleNamespace(), model=None, callbacks={},
-                              world_size=2)
+    trainer = SimpleNamespace(
+        resume=False, save_dir=tmp_path / "train", args=SimpleNamespace(), model=None, callbacks={}, world_size=2
+    )
     _, script = generate_ddp_command(trainer)  # what Ultralytics does before spawning workers: rmtree(save_dir)
     Path(script).unlink()
     Path(script).with_suffix(".pt").unlink()
@@ -70,8 +71,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project on 24 synthetic photos, its data pipeline already run."""
     root = tmp_path_factory.mktemp("resume") / "acne-detection"
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
-    source = PretrainedWeightsSource(**{k: v for k, v in base.items() if k != "type"},
-                                     ).load()
+    source = PretrainedWeightsSource(
+        **{k: v for k, v in base.items() if k != "type"},
+    ).load()
     cached, _ = replace(source, cache=root.parent / "weights" / "yolov8n.pt").resolve()
     copy_project(root, n_images=24, size=128, catalog={"pretrained_weights": {"local_path": str(cached)}})
     subprocess.run(_kedro("data"), cwd=root, check=True, capture_output=True)
@@ -79,8 +81,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _kedro(pipeline: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "kedro"), "run", "--pipeline", pipeline,
-            "--params", "train.epochs=4,train.imgsz=64,train.batch=8"]
+    return [
+        str(Path(sys.executable).parent / "kedro"),
+        "run",
+        "--pipeline",
+        pipeline,
+        "--params",
+        "train.epochs=4,train.imgsz=64,train.batch=8",
+    ]
 
 
 def _finished_epochs(last: Path) -> int:
@@ -94,8 +102,14 @@ def _finished_epochs(last: Path) -> int:
 def test_a_killed_run_resumes_and_ends_with_one_point_per_epoch(project: Path) -> None:
     last = project / "data" / "06_models" / "ultralytics" / "train" / "weights" / "last.pt"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}  # one log record per line
-    first = subprocess.Popen(_kedro("train"), cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=env, start_new_session=True)
+    first = subprocess.Popen(
+        _kedro("train"),
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not (last.exists() and _finished_epochs(last) >= 1):
         assert first.poll() is None, "training ended before it could be interrupted"

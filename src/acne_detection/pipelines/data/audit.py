@@ -41,13 +41,15 @@ def _determining_tokens(photo_class: pd.Series, groups: pd.Series, min_groups: i
     """Tokens whose photos (spanning at least ``min_groups`` source photos) all hold one and
     the same single class. ``photo_class``: the class of each single-class photo, ``None`` for
     a mixed one; index: image id."""
-    pairs = pd.DataFrame([(image_id, t) for image_id in photo_class.index for t in _tokens(image_id)],
-                         columns=["image_id", "token"])
+    pairs = pd.DataFrame(
+        [(image_id, t) for image_id in photo_class.index for t in _tokens(image_id)], columns=["image_id", "token"]
+    )
     pairs["class"] = pairs.image_id.map(photo_class)
     pairs["group"] = pairs.image_id.map(groups)
     pairs["mixed"] = pairs["class"].isna()
-    per_token = pairs.groupby("token").agg(groups=("group", "nunique"), classes=("class", "nunique"),
-                                           mixed=("mixed", "any"), first=("class", "first"))
+    per_token = pairs.groupby("token").agg(
+        groups=("group", "nunique"), classes=("class", "nunique"), mixed=("mixed", "any"), first=("class", "first")
+    )
     found = per_token[(per_token.groups >= min_groups) & (per_token.classes == 1) & ~per_token.mixed]
     return {str(t): str(c) for t, c in found["first"].items()}
 
@@ -89,7 +91,8 @@ def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any]
 
     image_level = len(names) >= 2 and (
         (len(multi) >= a.min_photos and single_share >= a.single_class_share)
-        or (coverage >= a.token_coverage and len(set(determining.values())) >= 2))
+        or (coverage >= a.token_coverage and len(set(determining.values())) >= 2)
+    )
     mapped = boxes.groupby("class_name")["class"].first()
     collapsed = mapped.notna().all() and mapped.nunique() <= 1
     evidence = _evidence(single_share, len(multi), pairs, names, families, determining, coverage)
@@ -99,20 +102,32 @@ def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any]
         status, message = "ok", f"class names look like lesion types: {evidence}"
     elif collapsed:
         status = "handled"
-        message = (f"class names are image-level labels, not lesion types ({evidence}); handled: class_map maps "
-                   f"them all to '{mapped.iloc[0]}'")
+        message = (
+            f"class names are image-level labels, not lesion types ({evidence}); handled: class_map maps "
+            f"them all to '{mapped.iloc[0]}'"
+        )
     else:
         status = "warning"
-        message = (f"class names look like IMAGE-LEVEL labels, not lesion types: {evidence}. A detector trained on "
-                   "them learns to guess the whole photo's label, and its per-class AP says nothing about lesion "
-                   "types. Map them all to one class (conf/acne04 does) and take the grade from the file name.")
+        message = (
+            f"class names look like IMAGE-LEVEL labels, not lesion types: {evidence}. A detector trained on "
+            "them learns to guess the whole photo's label, and its per-class AP says nothing about lesion "
+            "types. Map them all to one class (conf/acne04 does) and take the grade from the file name."
+        )
     log = logger.warning if status == "warning" else logger.info
     log("Label audit: %s", message)
     if status == "warning" and (a.strict or p.strict):
         raise DatasetError(f"Label audit (data.label_audit.strict): {message}")
-    audit = {"status": status, "message": message, "class_names": names, "photos_with_2plus_boxes": int(len(multi)),
-             "single_class_share": single_share, "cooccurring_pairs": pairs, "determining_tokens": determining,
-             "token_families": families, "token_coverage": coverage}
+    audit = {
+        "status": status,
+        "message": message,
+        "class_names": names,
+        "photos_with_2plus_boxes": int(len(multi)),
+        "single_class_share": single_share,
+        "cooccurring_pairs": pairs,
+        "determining_tokens": determining,
+        "token_families": families,
+        "token_coverage": coverage,
+    }
     tags = {"label_audit": status, "label_audit.evidence": evidence[:500]}
     return audit, cooccurrence.reset_index(), tags
 
@@ -126,8 +141,15 @@ def _families(determining: dict[str, str]) -> dict[str, dict[str, str]]:
     return {f: m for f, m in families.items() if "N" in f and len(set(m.values())) >= 2}
 
 
-def _evidence(single_share: float, n_multi: int, pairs: list[str], names: list[str],
-              families: dict[str, dict[str, str]], determining: dict[str, str], coverage: float) -> str:
+def _evidence(
+    single_share: float,
+    n_multi: int,
+    pairs: list[str],
+    names: list[str],
+    families: dict[str, dict[str, str]],
+    determining: dict[str, str],
+    coverage: float,
+) -> str:
     parts = []
     if n_multi:
         parts.append(f"{single_share:.0%} of the {n_multi} photos with 2+ boxes hold a single class")

@@ -15,8 +15,9 @@ from acne_detection.params import parse
 logger = logging.getLogger(__name__)
 
 
-def attach_grades(images: pd.DataFrame, raw: RawExport, params: dict[str, Any],
-                  grading: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def attach_grades(
+    images: pd.DataFrame, raw: RawExport, params: dict[str, Any], grading: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Give every accepted image its true grade, where the export states one.
 
     The grades file wins over the file name where both give a grade. A grade is never guessed:
@@ -39,20 +40,41 @@ def attach_grades(images: pd.DataFrame, raw: RawExport, params: dict[str, Any],
     from_file, problems = parse_grades_file(raw.grades, images["image_id"], n_grades=n_grades, file="grades.csv")
     grade = from_file.fillna(from_names.mask(bad_name))
     out = images.assign(grade=grade)
-    rows = [problems,
-            pd.DataFrame({"file": images.loc[bad_name, "image_id"], "image_id": images.loc[bad_name, "image_id"],
-                          "reason": "unparseable grade",
-                          "detail": "grade " + from_names[bad_name].astype(str) + f" in the file name is not 0..{n_grades - 1}"})]
+    rows = [
+        problems,
+        pd.DataFrame(
+            {
+                "file": images.loc[bad_name, "image_id"],
+                "image_id": images.loc[bad_name, "image_id"],
+                "reason": "unparseable grade",
+                "detail": "grade " + from_names[bad_name].astype(str) + f" in the file name is not 0..{n_grades - 1}",
+            }
+        ),
+    ]
     if grade.notna().any():
         missing = grade.isna() & ~bad_name
-        rows.append(pd.DataFrame({"file": images.loc[missing, "image_id"], "image_id": images.loc[missing, "image_id"],
-                                  "reason": "no grade", "detail": "neither grades.csv nor the file name gives a grade"}))
-    report = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else \
-        pd.DataFrame(columns=PROBLEM_COLUMNS)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "file": images.loc[missing, "image_id"],
+                    "image_id": images.loc[missing, "image_id"],
+                    "reason": "no grade",
+                    "detail": "neither grades.csv nor the file name gives a grade",
+                }
+            )
+        )
+    report = (
+        pd.concat([r for r in rows if len(r)], ignore_index=True)
+        if any(len(r) for r in rows)
+        else pd.DataFrame(columns=PROBLEM_COLUMNS)
+    )
     counts = out.grade.value_counts().sort_index()
     if grade.notna().any():
-        logger.info("Grades: %s; %d images without a grade (data/08_reporting/grade_report.csv)",
-                    {g.names[int(k)]: int(v) for k, v in counts.items()}, int(grade.isna().sum()))
+        logger.info(
+            "Grades: %s; %d images without a grade (data/08_reporting/grade_report.csv)",
+            {g.names[int(k)]: int(v) for k, v in counts.items()},
+            int(grade.isna().sum()),
+        )
     else:
         logger.info("Grades: the export gives none (no grades.csv, no grade in file names): grading is not measured")
     if len(problems):

@@ -61,9 +61,7 @@ def _box_reasons(boxes: pd.DataFrame, tolerance: float) -> tuple[pd.Series, pd.S
     """The first reason each box is unusable ("" if none) and a detail text."""
     corners = boxes[["x_min", "y_min", "x_max", "y_max"]].astype(float)
     w, h = boxes["width"].astype(float), boxes["height"].astype(float)
-    overhang = pd.concat(
-        [-corners.x_min, -corners.y_min, corners.x_max - w, corners.y_max - h], axis=1
-    ).max(axis=1)
+    overhang = pd.concat([-corners.x_min, -corners.y_min, corners.x_max - w, corners.y_max - h], axis=1).max(axis=1)
     conditions = [
         boxes["image_reason"] != "",
         ~np.isfinite(corners).all(axis=1),
@@ -71,17 +69,33 @@ def _box_reasons(boxes: pd.DataFrame, tolerance: float) -> tuple[pd.Series, pd.S
         (corners.x_max - corners.x_min <= 0) | (corners.y_max - corners.y_min <= 0),
         overhang > tolerance,
     ]
-    choices = ["image quarantined", "non-numeric or NaN value", "unknown class",
-               "zero or negative width or height", "box past the image edge"]
+    choices = [
+        "image quarantined",
+        "non-numeric or NaN value",
+        "unknown class",
+        "zero or negative width or height",
+        "box past the image edge",
+    ]
     reason = pd.Series(np.select(conditions, choices, default=""), index=boxes.index)
     detail = np.select(
         conditions,
-        [boxes["image_reason"], "a coordinate is not a number",
-         "class '" + boxes["class_name"].astype(str) + "' is not in class_map",
-         "box is " + (corners.x_max - corners.x_min).round(1).astype(str) + " x "
-         + (corners.y_max - corners.y_min).round(1).astype(str) + " px",
-         "extends " + overhang.round(1).astype(str) + " px past the edge of a "
-         + w.astype(int).astype(str) + " x " + h.astype(int).astype(str) + " image"],
+        [
+            boxes["image_reason"],
+            "a coordinate is not a number",
+            "class '" + boxes["class_name"].astype(str) + "' is not in class_map",
+            "box is "
+            + (corners.x_max - corners.x_min).round(1).astype(str)
+            + " x "
+            + (corners.y_max - corners.y_min).round(1).astype(str)
+            + " px",
+            "extends "
+            + overhang.round(1).astype(str)
+            + " px past the edge of a "
+            + w.astype(int).astype(str)
+            + " x "
+            + h.astype(int).astype(str)
+            + " image",
+        ],
         default="",
     )
     return reason, pd.Series(detail, index=boxes.index)
@@ -107,11 +121,17 @@ def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.D
     boxes = raw.boxes.assign(**{"class": map_class_names(raw.boxes["class_name"], p)})
     if p.unmapped_class == "error" and boxes["class"].isna().any():
         row = boxes[boxes["class"].isna()].iloc[0]
-        raise DatasetError(f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)")
+        raise DatasetError(
+            f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)"
+        )
     table = boxes.groupby("class_name", dropna=False).agg(boxes=("image_id", "size"), mapped=("class", "first"))
-    table = table.reset_index()[["class_name", "mapped", "boxes"]].rename(columns={"mapped": "class"}).fillna({"class": ""})
-    logger.info("Class mapping in force (source name -> class): %s",
-                dict(zip(table.class_name, table["class"].replace("", "(unmapped)"))))
+    table = (
+        table.reset_index()[["class_name", "mapped", "boxes"]].rename(columns={"mapped": "class"}).fillna({"class": ""})
+    )
+    logger.info(
+        "Class mapping in force (source name -> class): %s",
+        dict(zip(table.class_name, table["class"].replace("", "(unmapped)"))),
+    )
     return dataclasses.replace(raw, boxes=boxes), table
 
 
@@ -143,12 +163,18 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     images["image_reason"] = images["image_problem"]
     tiny = (images.image_reason == "") & ((images.width < _MIN_SIDE_PX) | (images.height < _MIN_SIDE_PX))
     images.loc[tiny, "image_reason"] = "image too small"
-    images.loc[tiny, "image_detail"] = (images.loc[tiny, "width"].astype(str) + " x " + images.loc[tiny, "height"].astype(str)
-                                        + f" px; Ultralytics skips images under {_MIN_SIDE_PX} px")
+    images.loc[tiny, "image_detail"] = (
+        images.loc[tiny, "width"].astype(str)
+        + " x "
+        + images.loc[tiny, "height"].astype(str)
+        + f" px; Ultralytics skips images under {_MIN_SIDE_PX} px"
+    )
 
     boxes = raw.boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
     reason, detail = _box_reasons(boxes, p.edge_tolerance_px)
-    key = boxes[["image_id", "class"]].astype(str).join(boxes[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str))
+    key = (
+        boxes[["image_id", "class"]].astype(str).join(boxes[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str))
+    )
     duplicate = (reason == "") & key.duplicated()
     reason[duplicate], detail[duplicate] = "duplicate box", "same class and corners as an earlier box"
     _quarantine_images(images, boxes, reason, detail, "invalid box", _images_with_bad_boxes(boxes, reason, detail))
@@ -157,21 +183,29 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
 
     w, h = boxes["width"].astype(float), boxes["height"].astype(float)
     accepted_boxes = boxes[reason == ""].assign(
-        x_min=lambda b: b.x_min.clip(0, w), y_min=lambda b: b.y_min.clip(0, h),
-        x_max=lambda b: b.x_max.clip(0, w), y_max=lambda b: b.y_max.clip(0, h),
+        x_min=lambda b: b.x_min.clip(0, w),
+        y_min=lambda b: b.y_min.clip(0, h),
+        x_max=lambda b: b.x_max.clip(0, w),
+        y_max=lambda b: b.y_max.clip(0, h),
     )[["image_id", "class", "class_name", "x_min", "y_min", "x_max", "y_max", "annotation_file"]]
     accepted_images = images[images.image_reason == ""].drop(columns=["image_problem", "image_detail", "image_reason"])
     n_disagree = int(images.image_detail.str.contains("boxes differ", regex=False).sum())
     if n_disagree:
-        logger.warning("%d byte-identical copies carry other boxes than the copy kept (the copy with the most valid "
-                       "boxes is kept); see 'byte-identical copy' rows in the quarantine report", n_disagree)
+        logger.warning(
+            "%d byte-identical copies carry other boxes than the copy kept (the copy with the most valid "
+            "boxes is kept); see 'byte-identical copy' rows in the quarantine report",
+            n_disagree,
+        )
 
     quarantine = pd.concat(
         [
             raw.problems.assign(kind=np.where(raw.problems.image_id != "", "image", "file")),
-            images[images.image_reason != ""].assign(kind="image", reason=lambda d: d.image_reason, detail=lambda d: d.image_detail),
-            boxes[reason != ""].assign(kind="box", file=lambda d: d.annotation_file, reason=reason[reason != ""],
-                                       detail=detail[reason != ""]),
+            images[images.image_reason != ""].assign(
+                kind="image", reason=lambda d: d.image_reason, detail=lambda d: d.image_detail
+            ),
+            boxes[reason != ""].assign(
+                kind="box", file=lambda d: d.annotation_file, reason=reason[reason != ""], detail=detail[reason != ""]
+            ),
         ],
         ignore_index=True,
     )[QUARANTINE_COLUMNS]
@@ -179,7 +213,10 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     if p.strict and len(quarantine):
         by_reason = quarantine.groupby("reason").size().to_dict()
         first = quarantine.iloc[0]
-        raise DatasetError(f"strict mode: {len(quarantine)} items quarantined {by_reason}; first: {first.file}: {first.reason} ({first.detail})")
+        raise DatasetError(
+            f"strict mode: {len(quarantine)} items quarantined {by_reason}; "
+            f"first: {first.file}: {first.reason} ({first.detail})"
+        )
     return accepted_images.reset_index(drop=True), accepted_boxes.reset_index(drop=True), quarantine, summary
 
 
@@ -189,8 +226,9 @@ def _images_with_bad_boxes(boxes: pd.DataFrame, reason: pd.Series, detail: pd.Se
     return pd.Series((reason[first.index] + ": " + detail[first.index]).to_numpy(), index=first.image_id.to_numpy())
 
 
-def _quarantine_images(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series, detail: pd.Series,
-                       why: str, details: pd.Series) -> None:
+def _quarantine_images(
+    images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series, detail: pd.Series, why: str, details: pd.Series
+) -> None:
     """Quarantine the still-accepted images named in ``details`` (index: image id; values: the
     detail), and mark their remaining boxes, in place on this node's own working tables."""
     hit = images.image_id.isin(details.index) & (images.image_reason == "")
@@ -215,7 +253,17 @@ def _resolve_copies(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series
     usable = images[(images.image_reason == "") & (images.sha256 != "")]
     good = boxes[reason == ""]
     corners = good[["x_min", "y_min", "x_max", "y_max"]].astype(float).round(1).astype(str)
-    signature = good["class"].astype(str) + ":" + corners.x_min + "," + corners.y_min + "," + corners.x_max + "," + corners.y_max
+    signature = (
+        good["class"].astype(str)
+        + ":"
+        + corners.x_min
+        + ","
+        + corners.y_min
+        + ","
+        + corners.x_max
+        + ","
+        + corners.y_max
+    )
     box_sets = signature.groupby(good.image_id).agg(lambda v: tuple(sorted(v)))
     ranked = usable.assign(n_boxes=usable.image_id.map(box_sets).map(lambda b: len(b) if isinstance(b, tuple) else 0))
     ranked = ranked.sort_values(["n_boxes", "image_id"], ascending=[False, True], kind="mergesort")
@@ -235,8 +283,11 @@ def _copies_of(images: pd.DataFrame) -> pd.Series:
     copies of one photo, which the split keeps in one group."""
     named = images[(images.sha256 != "") & images.sha256.duplicated(keep=False)]
     members = named.groupby("sha256")["image_id"].agg(list)
-    others = pd.Series(["; ".join(i for i in members[sha] if i != image_id)
-                        for sha, image_id in zip(named.sha256, named.image_id)], index=named.index, dtype=object)
+    others = pd.Series(
+        ["; ".join(i for i in members[sha] if i != image_id) for sha, image_id in zip(named.sha256, named.image_id)],
+        index=named.index,
+        dtype=object,
+    )
     return others.reindex(images.index).fillna("")
 
 
@@ -397,7 +448,9 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     if len(groups) < 3:
         raise DatasetError(f"only {len(groups)} source photo groups: need at least 3 to fill train, val and test")
     rest, test = _stratified_split(presence, holdout=p.split.test, seed=p.split.seed)
-    train, val = _stratified_split(presence.iloc[rest], holdout=p.split.val / (p.split.train + p.split.val), seed=p.split.seed)
+    train, val = _stratified_split(
+        presence.iloc[rest], holdout=p.split.val / (p.split.train + p.split.val), seed=p.split.seed
+    )
     split_of = {}
     for name, rows in (("train", rest[train]), ("val", rest[val]), ("test", test)):
         split_of.update({groups[i]: name for i in rows})
@@ -420,8 +473,11 @@ def find_split_leaks(split: pd.DataFrame) -> pd.DataFrame:
         One row per leaking group: ``group``, ``splits`` (e.g. ``"test, train"``), ``images``
         (its image ids, ``;``-separated).
     """
-    spread = split.groupby("group").agg(splits=("split", lambda s: ", ".join(sorted(set(s)))),
-                                        n_splits=("split", "nunique"), images=("image_id", "; ".join))
+    spread = split.groupby("group").agg(
+        splits=("split", lambda s: ", ".join(sorted(set(s)))),
+        n_splits=("split", "nunique"),
+        images=("image_id", "; ".join),
+    )
     leaks = spread[spread.n_splits > 1].drop(columns="n_splits").reset_index()
     for row in leaks.itertuples():
         logger.warning("Leakage in the split: copies of photo '%s' are in %s (%s)", row.group, row.splits, row.images)
@@ -435,7 +491,9 @@ def _target_name(image_id: str) -> str:
     return f"{stem}_{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
 
 
-def plan_yolo_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def plan_yolo_dataset(
+    images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Lay out the YOLO-format dataset: where each image goes and its label lines.
 
     Args:
@@ -454,9 +512,11 @@ def plan_yolo_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[st
     plan = images.copy()
     names = plan["image_id"].map(_target_name)
     suffix = np.where(
-        (plan["orientation"] == 1) & plan["mode"].isin(["RGB", "L"])
+        (plan["orientation"] == 1)
+        & plan["mode"].isin(["RGB", "L"])
         & plan["file"].str.lower().str.endswith((".jpg", ".jpeg", ".png")),
-        plan["file"].map(lambda f: PurePosixPath(f).suffix.lower()), ".png",
+        plan["file"].map(lambda f: PurePosixPath(f).suffix.lower()),
+        ".png",
     )
     plan["image"] = plan["split"] + "/images/" + names + suffix
     plan["label"] = plan["split"] + "/labels/" + names + ".txt"
@@ -464,20 +524,41 @@ def plan_yolo_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[st
     gt["class_id"] = gt["class"].map(class_id).astype(int)
     w, h = gt["width"].astype(float), gt["height"].astype(float)
     lines = (
-        gt["class_id"].astype(str) + " " + ((gt.x_min + gt.x_max) / 2 / w).map("{:.6f}".format) + " "
-        + ((gt.y_min + gt.y_max) / 2 / h).map("{:.6f}".format) + " " + ((gt.x_max - gt.x_min) / w).map("{:.6f}".format)
-        + " " + ((gt.y_max - gt.y_min) / h).map("{:.6f}".format)
+        gt["class_id"].astype(str)
+        + " "
+        + ((gt.x_min + gt.x_max) / 2 / w).map("{:.6f}".format)
+        + " "
+        + ((gt.y_min + gt.y_max) / 2 / h).map("{:.6f}".format)
+        + " "
+        + ((gt.x_max - gt.x_min) / w).map("{:.6f}".format)
+        + " "
+        + ((gt.y_max - gt.y_min) / h).map("{:.6f}".format)
     )
     plan["labels"] = plan["image_id"].map(lines.groupby(gt["image_id"]).agg("\n".join)).fillna("")
     columns = ["split", "image_id", "file", "sha256", "orientation", "mode", "image", "label", "labels"]
-    gt_columns = ["split", "image", "image_id", "class", "class_id", "x_min", "y_min", "x_max", "y_max", "width", "height"]
+    gt_columns = [
+        "split",
+        "image",
+        "image_id",
+        "class",
+        "class_id",
+        "x_min",
+        "y_min",
+        "x_max",
+        "y_max",
+        "width",
+        "height",
+    ]
     return plan[columns], gt[gt_columns].sort_values(["image", "x_min", "y_min"], ignore_index=True)
 
 
 def _sides_at_training_size(ground_truth: pd.DataFrame, imgsz: int) -> dict[str, pd.Series]:
     """Box width ``w`` and height ``h`` in pixels once the image's longest side is ``imgsz``."""
     scale = imgsz / ground_truth[["width", "height"]].max(axis=1)
-    return {"w": (ground_truth.x_max - ground_truth.x_min) * scale, "h": (ground_truth.y_max - ground_truth.y_min) * scale}
+    return {
+        "w": (ground_truth.x_max - ground_truth.x_min) * scale,
+        "h": (ground_truth.y_max - ground_truth.y_min) * scale,
+    }
 
 
 def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_params: dict[str, Any]) -> pd.DataFrame:
@@ -498,16 +579,31 @@ def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_para
     rows = []
     for (split_name, cls), g in pd.concat([boxes, boxes.assign(**{"class": "all"})]).groupby(["split", "class"]):
         images_in_split = int((split["split"] == split_name).sum()) if cls == "all" else g.image_id.nunique()
-        rows.append({"split": split_name, "class": cls, "images": images_in_split, "boxes": len(g),
-                     "median_w_px": g.w.median(), "median_h_px": g.h.median(), "share_small": g.small.mean(),
-                     "boxes_per_image": len(g) / max(images_in_split, 1)})
+        rows.append(
+            {
+                "split": split_name,
+                "class": cls,
+                "images": images_in_split,
+                "boxes": len(g),
+                "median_w_px": g.w.median(),
+                "median_h_px": g.h.median(),
+                "share_small": g.small.mean(),
+                "boxes_per_image": len(g) / max(images_in_split, 1),
+            }
+        )
     order = {"train": 0, "val": 1, "test": 2}
-    return pd.DataFrame(rows).sort_values(["split", "class"], key=lambda c: c.map(order) if c.name == "split" else c,
-                                          ignore_index=True)
+    return pd.DataFrame(rows).sort_values(
+        ["split", "class"], key=lambda c: c.map(order) if c.name == "split" else c, ignore_index=True
+    )
 
 
-def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, cooccurrence: pd.DataFrame, audit: dict[str, Any],
-                 train_params: dict[str, Any]) -> Figure:
+def plot_dataset(
+    ground_truth: pd.DataFrame,
+    split: pd.DataFrame,
+    cooccurrence: pd.DataFrame,
+    audit: dict[str, Any],
+    train_params: dict[str, Any],
+) -> Figure:
     """Boxes per class and split, box sizes at the training size, lesions per image, photos
     per grade and split, and the label audit (which source class names share a photo).
 
@@ -526,7 +622,9 @@ def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, cooccurrence: 
     side = np.sqrt(sides["w"] * sides["h"])
     fig = Figure(figsize=(25, 4.5))
     axes = fig.subplots(1, 5)
-    pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(ax=axes[0], rot=0)
+    pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(
+        ax=axes[0], rot=0
+    )
     axes[0].set(title="boxes per class and split", ylabel="boxes")
     for cls, values in side.groupby(ground_truth["class"]):
         axes[1].hist(values, bins=30, alpha=0.5, label=cls)
@@ -538,7 +636,9 @@ def plot_dataset(ground_truth: pd.DataFrame, split: pd.DataFrame, cooccurrence: 
     axes[2].set(title="lesions per image", xlabel="lesions", ylabel="images")
     grade = pd.to_numeric(split.get("grade", pd.Series(dtype=float)), errors="coerce")
     if grade.notna().any():
-        pd.crosstab(grade.astype("Int64"), split["split"]).reindex(columns=["train", "val", "test"]).plot.bar(ax=axes[3], rot=0)
+        pd.crosstab(grade.astype("Int64"), split["split"]).reindex(columns=["train", "val", "test"]).plot.bar(
+            ax=axes[3], rot=0
+        )
         axes[3].set(title="photos per true grade and split", xlabel="grade", ylabel="photos")
     else:
         axes[3].text(0.5, 0.5, "no true grades in this export", ha="center", va="center")

@@ -58,20 +58,31 @@ def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[s
     corners = {k: g[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
     none = np.zeros((0, 4))
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:  # decoding and OpenCV release the GIL
-        itas = list(pool.map(lambda row: _photo_ita(row[1], corners.get(row[0], none), p.skin_tone.max_side),
-                             zip(images["image_id"], images["file"])))
+        itas = list(
+            pool.map(
+                lambda row: _photo_ita(row[1], corners.get(row[0], none), p.skin_tone.max_side),
+                zip(images["image_id"], images["file"]),
+            )
+        )
     out = images.copy()
     out["ita_image"] = np.round(itas, 2)
     group = merge_groups(out, p.group_pattern)
     out["ita"] = out["ita_image"].groupby(group).transform("median").round(2)
     out["tone_band"] = out["ita"].map(ita_band)
     per_photo = out.assign(group=group).drop_duplicates("group")["tone_band"].replace("", "(not measured)")
-    logger.info("Skin tone (ITA) of %d source photos in %.1f s: %s", len(per_photo), time.perf_counter() - start,
-                per_photo.value_counts().to_dict())
+    logger.info(
+        "Skin tone (ITA) of %d source photos in %.1f s: %s",
+        len(per_photo),
+        time.perf_counter() - start,
+        per_photo.value_counts().to_dict(),
+    )
     unmeasured = out.loc[out["tone_band"] == "", "image_id"]
     if len(unmeasured):
-        logger.warning("%d images have no measurable skin (under 5 %% skin-coloured pixels), e.g. %s",
-                       len(unmeasured), unmeasured.iloc[0])
+        logger.warning(
+            "%d images have no measurable skin (under 5 %% skin-coloured pixels), e.g. %s",
+            len(unmeasured),
+            unmeasured.iloc[0],
+        )
     return out
 
 
@@ -88,18 +99,30 @@ def describe_skin_tones(split: pd.DataFrame, ground_truth: pd.DataFrame) -> pd.D
         photos) and ``median_ita``. Empty when no tone was measured.
     """
     if "tone_band" not in split:
-        return pd.DataFrame(columns=["tone_band", "split", "photos", "source_photos", "lesions", "share_of_split", "median_ita"])
-    photos = split.assign(tone_band=split["tone_band"].replace("", "(not measured)"),
-                          lesions=split["image_id"].map(ground_truth.groupby("image_id").size()).fillna(0).astype(int))
+        return pd.DataFrame(
+            columns=["tone_band", "split", "photos", "source_photos", "lesions", "share_of_split", "median_ita"]
+        )
+    photos = split.assign(
+        tone_band=split["tone_band"].replace("", "(not measured)"),
+        lesions=split["image_id"].map(ground_truth.groupby("image_id").size()).fillna(0).astype(int),
+    )
     rows = []
     for split_name, s in [*((name, photos[photos.split == name]) for name in SPLITS), ("all", photos)]:
         for band in [*BAND_NAMES, "(not measured)"]:
             b = s[s.tone_band == band]
             if band == "(not measured)" and b.empty:
                 continue
-            rows.append({"tone_band": band, "split": split_name, "photos": len(b), "source_photos": b["group"].nunique(),
-                         "lesions": int(b["lesions"].sum()), "share_of_split": len(b) / max(len(s), 1),
-                         "median_ita": float(b["ita"].median()) if len(b) else np.nan})
+            rows.append(
+                {
+                    "tone_band": band,
+                    "split": split_name,
+                    "photos": len(b),
+                    "source_photos": b["group"].nunique(),
+                    "lesions": int(b["lesions"].sum()),
+                    "share_of_split": len(b) / max(len(s), 1),
+                    "median_ita": float(b["ita"].median()) if len(b) else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -129,7 +152,10 @@ def plot_skin_tones(report: pd.DataFrame, split: pd.DataFrame) -> Figure:
     axes[1].hist(itas, bins=np.arange(-60, 91, 5), rwidth=0.9, color="#b07850")
     for edge in (55, 41, 28, 10, -30):
         axes[1].axvline(edge, color="k", lw=0.8, ls="--")
-    axes[1].set(title=f"ITA of the {len(itas)} source photos (band edges dashed)", xlabel="ITA (degrees; lighter →)",
-                ylabel="source photos")
+    axes[1].set(
+        title=f"ITA of the {len(itas)} source photos (band edges dashed)",
+        xlabel="ITA (degrees; lighter →)",
+        ylabel="source photos",
+    )
     fig.tight_layout()
     return fig

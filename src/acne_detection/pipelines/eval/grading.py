@@ -18,8 +18,14 @@ from acne_detection.params import parse
 logger = logging.getLogger(__name__)
 
 
-def grade_test_photos(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
-                      split_images: pd.DataFrame, operating_point: dict[str, Any], grading: dict[str, Any]) -> pd.DataFrame:
+def grade_test_photos(
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    operating_point: dict[str, Any],
+    grading: dict[str, Any],
+) -> pd.DataFrame:
     """Count and grade every test photo, from its true boxes and from the detector's.
 
     Args:
@@ -70,13 +76,23 @@ def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dic
     names = parse("grading", grading).names
     metrics, confusion = grading_metrics(photos, names=names)
     if "grade_accuracy" in metrics:
-        logger.info("Grading on %d test photos: accuracy %.3f (95%% CI %.3f-%.3f), ceiling from true counts %.3f; "
-                    "counting MAE %.2f, RMSE %.2f", metrics["photos_graded"], metrics["grade_accuracy"],
-                    metrics["grade_accuracy_low"], metrics["grade_accuracy_high"], metrics["grade_ceiling"],
-                    metrics["count_mae"], metrics["count_rmse"])
+        logger.info(
+            "Grading on %d test photos: accuracy %.3f (95%% CI %.3f-%.3f), ceiling from true counts %.3f; "
+            "counting MAE %.2f, RMSE %.2f",
+            metrics["photos_graded"],
+            metrics["grade_accuracy"],
+            metrics["grade_accuracy_low"],
+            metrics["grade_accuracy_high"],
+            metrics["grade_ceiling"],
+            metrics["count_mae"],
+            metrics["count_rmse"],
+        )
     else:
-        logger.info("Grading: no test photo has a true grade; counting MAE %.2f, RMSE %.2f",
-                    metrics.get("count_mae", np.nan), metrics.get("count_rmse", np.nan))
+        logger.info(
+            "Grading: no test photo has a true grade; counting MAE %.2f, RMSE %.2f",
+            metrics.get("count_mae", np.nan),
+            metrics.get("count_rmse", np.nan),
+        )
     return metrics, confusion.reset_index()
 
 
@@ -95,7 +111,10 @@ def plot_grade_confusion(confusion: pd.DataFrame, metrics: dict[str, float]) -> 
     normalised = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(12, 5))
     axes = fig.subplots(1, 2)
-    for ax, values, title, fmt in ((axes[0], rows, "photos", "{:.0f}"), (axes[1], normalised, "recall per true grade", "{:.2f}")):
+    for ax, values, title, fmt in (
+        (axes[0], rows, "photos", "{:.0f}"),
+        (axes[1], normalised, "recall per true grade", "{:.2f}"),
+    ):
         ax.imshow(values, cmap="Purples", vmin=0)
         ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=20, ha="right")
         ax.set_yticks(range(len(counts.index)), counts.index)
@@ -103,8 +122,10 @@ def plot_grade_confusion(confusion: pd.DataFrame, metrics: dict[str, float]) -> 
         for (i, j), v in np.ndenumerate(values):
             ax.text(j, i, fmt.format(v), ha="center", va="center", color="white" if v > values.max() / 2 else "black")
     if "grade_accuracy" in metrics:
-        fig.suptitle(f"Severity grading on {metrics['photos_graded']:.0f} test photos: accuracy {metrics['grade_accuracy']:.3f} "
-                     f"(95% CI {metrics['grade_accuracy_low']:.2f}-{metrics['grade_accuracy_high']:.2f}); "
-                     f"ceiling (true counts graded) {metrics['grade_ceiling']:.3f}")
+        fig.suptitle(
+            f"Severity grading on {metrics['photos_graded']:.0f} test photos: accuracy {metrics['grade_accuracy']:.3f} "
+            f"(95% CI {metrics['grade_accuracy_low']:.2f}-{metrics['grade_accuracy_high']:.2f}); "
+            f"ceiling (true counts graded) {metrics['grade_ceiling']:.3f}"
+        )
     fig.tight_layout()
     return fig

@@ -26,7 +26,12 @@ from acne_detection.accelerator import detect_device
 from acne_detection.datasets import YoloDataset
 from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
 from acne_detection.metrics import (
-    average_precision, confusion_counts, f1_score, match_detections, precision_recall_f1, threshold_sweep,
+    average_precision,
+    confusion_counts,
+    f1_score,
+    match_detections,
+    precision_recall_f1,
+    threshold_sweep,
 )
 from acne_detection.params import parse
 from acne_detection.pipelines.eval.tones import skin_tone_lines
@@ -35,8 +40,8 @@ from acne_detection.tracking import model_run_id, resolve_model, versions_with_w
 logger = logging.getLogger(__name__)
 AP_NOTE = (
     "AP here is COCO's (faster-coco-eval, equal to pycocotools to 1e-9 in the tests: 101-point interpolated, at most "
-    "100 detections per image and class, on the test split). Ultralytics' validator, printed during training, integrates a continuous PR curve on the "
-    "validation split, so its mAP differs by a few points."
+    "100 detections per image and class, on the test split). Ultralytics' validator, printed during training, "
+    "integrates a continuous PR curve on the validation split, so its mAP differs by a few points."
 )
 
 
@@ -60,8 +65,9 @@ def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, An
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
     # batch 1, paths as they are: the table is exactly what `yolo predict` gives on each file
-    settings = InferenceSettings(imgsz=model_imgsz(model), conf=p.min_conf, iou=p.nms_iou, max_det=p.max_det,
-                                 device=device, batch=1)
+    settings = InferenceSettings(
+        imgsz=model_imgsz(model), conf=p.min_conf, iou=p.nms_iou, max_det=p.max_det, device=device, batch=1
+    )
     images = dataset.images("test")
     logger.info("Predicting %d test images on %s (%s) at %d px", len(images), device, device_name, settings.imgsz)
     return predict_boxes(model, [(path.relative_to(dataset.root).as_posix(), path) for path in images], settings)
@@ -84,15 +90,17 @@ def check_model_classes(model_names: dict[int, str] | list[str], dataset_names: 
         raise DatasetError(
             f"{model_label}: the model's classes {ours} differ from the dataset's {list(dataset_names)} "
             "(names and order must match); evaluate a model trained on this dataset's classes, "
-            "or set data.classes to the model's")
+            "or set data.classes to the model's"
+        )
 
 
 def _test_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
     return ground_truth[ground_truth.split == "test"]
 
 
-def sweep_thresholds(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
-                     params: dict[str, Any]) -> pd.DataFrame:
+def sweep_thresholds(
+    predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: dict[str, Any]
+) -> pd.DataFrame:
     """Precision, recall and F1 at confidence thresholds 0.05 to 0.95, per class and overall.
 
     Args:
@@ -136,15 +144,32 @@ def choose_operating_point(sweep: pd.DataFrame, params: dict[str, Any]) -> dict[
         row = reaching.iloc[-1] if len(reaching) else overall.iloc[0]
         if not len(reaching):
             logger.warning("No threshold reaches recall %.2f; using the lowest, %.2f", p.recall_target, row.threshold)
-    point = {"threshold": float(row.threshold), "rule": p.rule, "recall_target": p.recall_target,
-             "precision": float(row.precision), "recall": float(row.recall), "f1": float(row.f1)}
-    logger.info("Operating point (%s): confidence >= %.2f gives precision %.3f, recall %.3f, F1 %.3f",
-                p.rule, point["threshold"], point["precision"], point["recall"], point["f1"])
+    point = {
+        "threshold": float(row.threshold),
+        "rule": p.rule,
+        "recall_target": p.recall_target,
+        "precision": float(row.precision),
+        "recall": float(row.recall),
+        "f1": float(row.f1),
+    }
+    logger.info(
+        "Operating point (%s): confidence >= %.2f gives precision %.3f, recall %.3f, F1 %.3f",
+        p.rule,
+        point["threshold"],
+        point["precision"],
+        point["recall"],
+        point["f1"],
+    )
     return point
 
 
-def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
-                        operating_point: dict[str, Any], params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+def evaluate_detections(
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    operating_point: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Measure the detector on the test split.
 
     Args:
@@ -172,27 +197,55 @@ def evaluate_detections(predictions: pd.DataFrame, ground_truth: pd.DataFrame, d
     tp, fp, fn = (int(per_class[c].sum()) for c in ("tp", "fp", "fn"))
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
     mean_iou = float(np.average(per_class.mean_iou.fillna(0), weights=per_class.tp)) if tp else np.nan
-    overall = {"class_id": -1, "class": "all", "instances": int(len(gt)), "tp": tp, "fp": fp, "fn": fn,
-               "precision": precision, "recall": recall, "f1": f1_score(precision, recall), "mean_iou": mean_iou,
-               **per_class[["ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"]].mean().to_dict()}
+    overall = {
+        "class_id": -1,
+        "class": "all",
+        "instances": int(len(gt)),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1_score(precision, recall),
+        "mean_iou": mean_iou,
+        **per_class[["ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"]].mean().to_dict(),
+    }
     per_class = pd.concat([per_class, pd.DataFrame([overall])], ignore_index=True)
-    cm = confusion_counts(match_detections(kept, gt, iou_threshold=p.iou_threshold, class_aware=False), n_classes=len(names))
+    cm = confusion_counts(
+        match_detections(kept, gt, iou_threshold=p.iou_threshold, class_aware=False), n_classes=len(names)
+    )
     labels = [*names, "background"]
     confusion = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
-    headline = {"mAP50": overall["ap50"], "mAP50-95": overall["ap50_95"], "mAP75": overall["ap75"],
-                "mAP_small": overall["ap_small"], "mAP_medium": overall["ap_medium"], "mAP_large": overall["ap_large"],
-                "precision": precision, "recall": recall, "f1": overall["f1"], "mean_iou": mean_iou,
-                "operating_threshold": operating_point["threshold"]}
+    headline = {
+        "mAP50": overall["ap50"],
+        "mAP50-95": overall["ap50_95"],
+        "mAP75": overall["ap75"],
+        "mAP_small": overall["ap_small"],
+        "mAP_medium": overall["ap_medium"],
+        "mAP_large": overall["ap_large"],
+        "precision": precision,
+        "recall": recall,
+        "f1": overall["f1"],
+        "mean_iou": mean_iou,
+        "operating_threshold": operating_point["threshold"],
+    }
     for _, row in per_class.iloc[:-1].iterrows():
         name = row["class"]
-        headline.update({f"mAP50.{name}": row.ap50, f"mAP50-95.{name}": row.ap50_95,
-                         f"precision.{name}": row.precision, f"recall.{name}": row.recall})
+        headline.update(
+            {
+                f"mAP50.{name}": row.ap50,
+                f"mAP50-95.{name}": row.ap50_95,
+                f"precision.{name}": row.precision,
+                f"recall.{name}": row.recall,
+            }
+        )
     headline = {k: float(v) for k, v in headline.items() if pd.notna(v)}
     return per_class, confusion.reset_index(), headline
 
 
-def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], tone_check: dict[str, str],
-                       params: dict[str, Any]) -> dict[str, str]:
+def check_quality_gate(
+    metrics: dict[str, float], grading: dict[str, float], tone_check: dict[str, str], params: dict[str, Any]
+) -> dict[str, str]:
     """Compare the headline metrics with the targets in ``eval.gate``.
 
     Args:
@@ -221,7 +274,9 @@ def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], ton
             verdicts[name] = "fail (not measured: no test photo has a true grade)"
             continue
         value = source[name]
-        verdicts[name] = ("pass" if value >= target else "fail") + f" ({value:.3f} {'>=' if value >= target else '<'} {target:.2f})"
+        verdicts[name] = (
+            "pass" if value >= target else "fail"
+        ) + f" ({value:.3f} {'>=' if value >= target else '<'} {target:.2f})"
     if gate.skin_tone:
         check = tone_check.get("skin_tone.check", "not measured")
         verdicts["skin_tone"] = check if check.startswith("pass") else f"fail ({check})"
@@ -232,7 +287,9 @@ def check_quality_gate(metrics: dict[str, float], grading: dict[str, float], ton
     return {"gate": overall, **{f"gate.{k}": v for k, v in verdicts.items()}}
 
 
-def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], params: dict[str, Any]) -> dict[str, str]:
+def fingerprint_inputs(
+    dataset: YoloDataset, training_summary: dict[str, Any], params: dict[str, Any]
+) -> dict[str, str]:
     """Tags that trace every number back to its model and data.
 
     Args:
@@ -246,8 +303,11 @@ def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], p
     """
     spec = parse("eval", params).model
     run_id = str(training_summary.get("mlflow_run_id", "unknown")) if spec is None else model_run_id(spec)
-    return {"model_source": spec or "trained_weights", "model_run_id": run_id,
-            "dataset_manifest_sha256": dataset.manifest_sha256()}
+    return {
+        "model_source": spec or "trained_weights",
+        "model_run_id": run_id,
+        "dataset_manifest_sha256": dataset.manifest_sha256(),
+    }
 
 
 def record_model_threshold(operating_point: dict[str, Any], weights: Path, params: dict[str, Any]) -> dict[str, Any]:
@@ -271,8 +331,12 @@ def record_model_threshold(operating_point: dict[str, Any], weights: Path, param
 
     spec = parse("eval", params).model
     checkpoint, source = resolve_model(spec, Path(weights))
-    record = {"model_sha256": sha256_of(checkpoint), "model_source": source,
-              "threshold": operating_point["threshold"], "rule": operating_point["rule"]}
+    record = {
+        "model_sha256": sha256_of(checkpoint),
+        "model_source": source,
+        "threshold": operating_point["threshold"],
+        "rule": operating_point["rule"],
+    }
     client = MlflowClient()
     try:
         for v in versions_with_weights(record["model_sha256"]):
@@ -296,7 +360,10 @@ def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
     rows = counts.to_numpy(float)
     normalised = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for ax, values, title, fmt in ((axes[0], rows, "counts", "{:.0f}"), (axes[1], normalised, "row-normalised (recall per true class)", "{:.2f}")):
+    for ax, values, title, fmt in (
+        (axes[0], rows, "counts", "{:.0f}"),
+        (axes[1], normalised, "row-normalised (recall per true class)", "{:.2f}"),
+    ):
         ax.imshow(values, cmap="Blues")
         ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=35, ha="right")
         ax.set_yticks(range(len(counts.index)), counts.index)
@@ -326,14 +393,25 @@ def plot_threshold_curves(sweep: pd.DataFrame, operating_point: dict[str, Any]) 
     for ax, metric in zip(axes[:3], ("precision", "recall", "F1")):
         ax.axvline(operating_point["threshold"], color="r", ls="--", lw=1)
         ax.set(title=f"{metric} vs confidence threshold", xlabel="threshold", ylim=(0, 1.02))
-    axes[3].set(title="precision-recall (thresholds 0.05-0.95)", xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    axes[3].set(
+        title="precision-recall (thresholds 0.05-0.95)",
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+    )
     axes[3].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def plot_error_gallery(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
-                       operating_point: dict[str, Any], params: dict[str, Any]) -> Figure:
+def plot_error_gallery(
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    operating_point: dict[str, Any],
+    params: dict[str, Any],
+) -> Figure:
     """The test images with the most missed lesions (top row) and the most false alarms
     (bottom row), ground truth in green and predictions in red with class and confidence.
 
@@ -362,10 +440,16 @@ def plot_error_gallery(predictions: pd.DataFrame, ground_truth: pd.DataFrame, da
                 continue
             ax.imshow(Image.open(dataset.root / image).convert("RGB"))
             for r in gt[gt.image == image].itertuples():
-                ax.add_patch(Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#00ff66", lw=1))
+                ax.add_patch(
+                    Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#00ff66", lw=1)
+                )
             for r in kept[kept.image == image].itertuples():
-                ax.add_patch(Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#ff3030", lw=1))
-                ax.text(r.x_min, r.y_min - 2, f"{dataset.names[r.class_id]} {r.confidence:.2f}", color="#ff3030", fontsize=5)
+                ax.add_patch(
+                    Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#ff3030", lw=1)
+                )
+                ax.text(
+                    r.x_min, r.y_min - 2, f"{dataset.names[r.class_id]} {r.confidence:.2f}", color="#ff3030", fontsize=5
+                )
             ax.set_title(f"{Path(image).name[:26]}: {ranking[image]} {title}", fontsize=7)
     fig.suptitle("Errors at the operating point: ground truth green, predictions red", fontsize=10)
     fig.tight_layout()
@@ -374,11 +458,21 @@ def plot_error_gallery(predictions: pd.DataFrame, ground_truth: pd.DataFrame, da
 
 def _grading_lines(grading: dict[str, float]) -> str:
     """The grading section of the summary: accuracy with its interval and the ceiling beside it."""
-    counting = (f"Counting error per test photo (lesions at the operating point vs true): MAE {grading['count_mae']:.2f}, "
-                f"RMSE {grading['count_rmse']:.2f}.\n\n") if "count_mae" in grading else ""
+    counting = (
+        (
+            f"Counting error per test photo (lesions at the operating point vs true): MAE {grading['count_mae']:.2f}, "
+            f"RMSE {grading['count_rmse']:.2f}.\n\n"
+        )
+        if "count_mae" in grading
+        else ""
+    )
     if "grade_accuracy" not in grading:
-        return "## Severity grading\n\nNo test photo has a true grade, so grading accuracy is not measured.\n" + counting
-    recalls = ", ".join(f"{k.removeprefix('grade_recall.')} {v:.2f}" for k, v in grading.items() if k.startswith("grade_recall."))
+        return (
+            "## Severity grading\n\nNo test photo has a true grade, so grading accuracy is not measured.\n" + counting
+        )
+    recalls = ", ".join(
+        f"{k.removeprefix('grade_recall.')} {v:.2f}" for k, v in grading.items() if k.startswith("grade_recall.")
+    )
     return (
         "## Severity grading\n\n"
         f"Grade accuracy on {grading['photos_graded']:.0f} test photos: **{grading['grade_accuracy']:.3f}** "
@@ -389,8 +483,14 @@ def _grading_lines(grading: dict[str, float]) -> str:
     )
 
 
-def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], gate: dict[str, str],
-                    grading: dict[str, float], tones: pd.DataFrame, tone_check: dict[str, str]) -> str:
+def report_headline(
+    per_class: pd.DataFrame,
+    operating_point: dict[str, Any],
+    gate: dict[str, str],
+    grading: dict[str, float],
+    tones: pd.DataFrame,
+    tone_check: dict[str, str],
+) -> str:
     """The run's headline as Markdown, also logged so the terminal shows it.
 
     Args:
@@ -418,7 +518,11 @@ def report_headline(per_class: pd.DataFrame, operating_point: dict[str, Any], ga
         f"({operating_point['rule']}).\n\n"
         + _grading_lines(grading)
         + skin_tone_lines(tones, tone_check)
-        + f"Quality gate: **{gate['gate'].upper()}**\n" + "\n".join(gate_lines) + "\n\n" + AP_NOTE + "\n"
+        + f"Quality gate: **{gate['gate'].upper()}**\n"
+        + "\n".join(gate_lines)
+        + "\n\n"
+        + AP_NOTE
+        + "\n"
     )
     logger.info("\n%s", text)
     return text

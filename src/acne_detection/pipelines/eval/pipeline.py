@@ -3,11 +3,20 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
-from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics
 from acne_detection.pipelines.eval.nodes import (
-    check_quality_gate, choose_operating_point, record_model_threshold, evaluate_detections, fingerprint_inputs, plot_confusion_matrix,
-    plot_error_gallery, plot_threshold_curves, predict_test_split, report_headline, sweep_thresholds,
+    check_quality_gate,
+    choose_operating_point,
+    evaluate_detections,
+    fingerprint_inputs,
+    plot_confusion_matrix,
+    plot_error_gallery,
+    plot_threshold_curves,
+    predict_test_split,
+    record_model_threshold,
+    report_headline,
+    sweep_thresholds,
 )
+from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics
 from acne_detection.tracking import to_mlflow_metrics
 
 
@@ -15,39 +24,120 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Trained weights + test split → predictions → thresholds → metrics, grading, plots, gate, headline."""
     return pipeline(
         [
-            node(predict_test_split, ["trained_weights", "yolo_dataset", "params:eval"], "test_predictions",
-                 name="predict_test_split"),
-            node(fingerprint_inputs, ["yolo_dataset", "training_summary", "params:eval"], "eval_lineage_tags", name="fingerprint_inputs"),
-            node(sweep_thresholds, ["test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
-                 "threshold_sweep", name="sweep_thresholds"),
-            node(choose_operating_point, ["threshold_sweep", "params:eval"], "operating_point",
-                 name="choose_operating_point"),
-            node(record_model_threshold, ["operating_point", "trained_weights", "params:eval"], "model_threshold",
-                 name="record_model_threshold"),
-            node(evaluate_detections, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
-                 ["test_metrics_per_class", "confusion_matrix", "test_metrics"], name="evaluate_detections"),
-            node(grade_test_photos, ["test_predictions", "ground_truth", "yolo_dataset", "split_images", "operating_point",
-                                     "params:grading"], "test_grades", name="grade_test_photos"),
-            node(evaluate_grading, ["test_grades", "params:grading"], ["grading_metrics", "grade_confusion_matrix"],
-                 name="evaluate_grading"),
-            node(plot_grade_confusion, ["grade_confusion_matrix", "grading_metrics"], "grade_confusion_plot",
-                 name="plot_grade_confusion"),
+            node(
+                predict_test_split,
+                ["trained_weights", "yolo_dataset", "params:eval"],
+                "test_predictions",
+                name="predict_test_split",
+            ),
+            node(
+                fingerprint_inputs,
+                ["yolo_dataset", "training_summary", "params:eval"],
+                "eval_lineage_tags",
+                name="fingerprint_inputs",
+            ),
+            node(
+                sweep_thresholds,
+                ["test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
+                "threshold_sweep",
+                name="sweep_thresholds",
+            ),
+            node(
+                choose_operating_point,
+                ["threshold_sweep", "params:eval"],
+                "operating_point",
+                name="choose_operating_point",
+            ),
+            node(
+                record_model_threshold,
+                ["operating_point", "trained_weights", "params:eval"],
+                "model_threshold",
+                name="record_model_threshold",
+            ),
+            node(
+                evaluate_detections,
+                ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
+                ["test_metrics_per_class", "confusion_matrix", "test_metrics"],
+                name="evaluate_detections",
+            ),
+            node(
+                grade_test_photos,
+                [
+                    "test_predictions",
+                    "ground_truth",
+                    "yolo_dataset",
+                    "split_images",
+                    "operating_point",
+                    "params:grading",
+                ],
+                "test_grades",
+                name="grade_test_photos",
+            ),
+            node(
+                evaluate_grading,
+                ["test_grades", "params:grading"],
+                ["grading_metrics", "grade_confusion_matrix"],
+                name="evaluate_grading",
+            ),
+            node(
+                plot_grade_confusion,
+                ["grade_confusion_matrix", "grading_metrics"],
+                "grade_confusion_plot",
+                name="plot_grade_confusion",
+            ),
             node(to_mlflow_metrics, "grading_metrics", "grading_metrics_mlflow", name="log_grading_metrics"),
-            node(evaluate_by_skin_tone, ["test_predictions", "ground_truth", "yolo_dataset", "split_images", "operating_point",
-                                         "test_grades", "params:eval"],
-                 ["skin_tone_metrics", "skin_tone_metrics_mlflow", "skin_tone_check"], name="evaluate_by_skin_tone"),
-            node(plot_skin_tone_metrics, ["skin_tone_metrics", "params:eval"], "skin_tone_plot", name="plot_skin_tone_metrics"),
-            node(check_quality_gate, ["test_metrics", "grading_metrics", "skin_tone_check", "params:eval"], "quality_gate",
-                 name="check_quality_gate"),
+            node(
+                evaluate_by_skin_tone,
+                [
+                    "test_predictions",
+                    "ground_truth",
+                    "yolo_dataset",
+                    "split_images",
+                    "operating_point",
+                    "test_grades",
+                    "params:eval",
+                ],
+                ["skin_tone_metrics", "skin_tone_metrics_mlflow", "skin_tone_check"],
+                name="evaluate_by_skin_tone",
+            ),
+            node(
+                plot_skin_tone_metrics,
+                ["skin_tone_metrics", "params:eval"],
+                "skin_tone_plot",
+                name="plot_skin_tone_metrics",
+            ),
+            node(
+                check_quality_gate,
+                ["test_metrics", "grading_metrics", "skin_tone_check", "params:eval"],
+                "quality_gate",
+                name="check_quality_gate",
+            ),
             node(plot_confusion_matrix, "confusion_matrix", "confusion_matrix_plot", name="plot_confusion_matrix"),
-            node(plot_threshold_curves, ["threshold_sweep", "operating_point"], "threshold_curves",
-                 name="plot_threshold_curves"),
-            node(plot_error_gallery, ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
-                 "error_gallery", name="plot_error_gallery"),
+            node(
+                plot_threshold_curves,
+                ["threshold_sweep", "operating_point"],
+                "threshold_curves",
+                name="plot_threshold_curves",
+            ),
+            node(
+                plot_error_gallery,
+                ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
+                "error_gallery",
+                name="plot_error_gallery",
+            ),
             node(to_mlflow_metrics, "test_metrics", "test_metrics_mlflow", name="log_test_metrics"),
-            node(report_headline, ["test_metrics_per_class", "operating_point", "quality_gate", "grading_metrics",
-                                   "skin_tone_metrics", "skin_tone_check"],
-                 "results_summary",
-                 name="report_headline"),
+            node(
+                report_headline,
+                [
+                    "test_metrics_per_class",
+                    "operating_point",
+                    "quality_gate",
+                    "grading_metrics",
+                    "skin_tone_metrics",
+                    "skin_tone_check",
+                ],
+                "results_summary",
+                name="report_headline",
+            ),
         ]
     )

@@ -25,9 +25,27 @@ from acne_detection.tracking import to_mlflow_metrics
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ["tone_band", "photos", "lesions", "ap50", "ap50_low", "ap50_high", "recall", "recall_low", "recall_high",
-           "precision", "precision_low", "precision_high", "photos_graded", "grade_accuracy", "grade_accuracy_low",
-           "grade_accuracy_high", "recall_gap", "judged", "flagged"]
+COLUMNS = [
+    "tone_band",
+    "photos",
+    "lesions",
+    "ap50",
+    "ap50_low",
+    "ap50_high",
+    "recall",
+    "recall_low",
+    "recall_high",
+    "precision",
+    "precision_low",
+    "precision_high",
+    "photos_graded",
+    "grade_accuracy",
+    "grade_accuracy_low",
+    "grade_accuracy_high",
+    "recall_gap",
+    "judged",
+    "flagged",
+]
 
 
 def _resample_weights(n_photos: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -48,9 +66,18 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def band_metrics(predictions: pd.DataFrame, ground_truth: pd.DataFrame, photos: pd.DataFrame, *, n_classes: int,
-                 threshold: float, iou_threshold: float, n_resamples: int, rng: np.random.Generator,
-                 max_dets: int = 100) -> dict[str, float]:
+def band_metrics(
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    photos: pd.DataFrame,
+    *,
+    n_classes: int,
+    threshold: float,
+    iou_threshold: float,
+    n_resamples: int,
+    rng: np.random.Generator,
+    max_dets: int = 100,
+) -> dict[str, float]:
     """AP@50, precision and recall at ``threshold``, and grading accuracy for one set of photos,
     each with a bootstrap 95 % interval over the photos.
 
@@ -80,16 +107,30 @@ def band_metrics(predictions: pd.DataFrame, ground_truth: pd.DataFrame, photos: 
     fp = np.bincount(photo, weights=kept.true_class < 0, minlength=len(images))
     fn = np.bincount(photo, weights=kept.pred_class < 0, minlength=len(images))
     graded = photos["true_grade"].notna().to_numpy() if "true_grade" in photos else np.zeros(len(images), bool)
-    correct = (photos["pred_grade"] == photos["true_grade"]).fillna(False).to_numpy(float) if graded.any() else np.zeros(len(images))
-    out = {"photos": len(images), "lesions": len(truth), "ap50": float(ap.mean()) if ap.notna().any() else np.nan,
-           "recall": float(_ratio(tp.sum(), tp.sum() + fn.sum())), "precision": float(_ratio(tp.sum(), tp.sum() + fp.sum())),
-           "photos_graded": int(graded.sum()),
-           "grade_accuracy": float(correct[graded].mean()) if graded.any() else np.nan}
+    correct = (
+        (photos["pred_grade"] == photos["true_grade"]).fillna(False).to_numpy(float)
+        if graded.any()
+        else np.zeros(len(images))
+    )
+    out = {
+        "photos": len(images),
+        "lesions": len(truth),
+        "ap50": float(ap.mean()) if ap.notna().any() else np.nan,
+        "recall": float(_ratio(tp.sum(), tp.sum() + fn.sum())),
+        "precision": float(_ratio(tp.sum(), tp.sum() + fp.sum())),
+        "photos_graded": int(graded.sum()),
+        "grade_accuracy": float(correct[graded].mean()) if graded.any() else np.nan,
+    }
     if not n_resamples or not images:
-        return out | {f"{m}_{e}": np.nan for m in ("ap50", "recall", "precision", "grade_accuracy") for e in ("low", "high")}
+        return out | {
+            f"{m}_{e}": np.nan for m in ("ap50", "recall", "precision", "grade_accuracy") for e in ("low", "high")
+        }
     w = _resample_weights(len(images), n_resamples, rng)
-    draws = {"recall": _ratio(w @ tp, w @ (tp + fn)), "precision": _ratio(w @ tp, w @ (tp + fp)),
-             "grade_accuracy": _ratio(w @ (correct * graded), w @ graded.astype(float))}
+    draws = {
+        "recall": _ratio(w @ tp, w @ (tp + fn)),
+        "precision": _ratio(w @ tp, w @ (tp + fp)),
+        "grade_accuracy": _ratio(w @ (correct * graded), w @ graded.astype(float)),
+    }
     matched = match_detections(top_per_photo(preds, max_dets), truth, iou_threshold=0.5)
     per_class = []
     for cls in range(n_classes):
@@ -97,17 +138,30 @@ def band_metrics(predictions: pd.DataFrame, ground_truth: pd.DataFrame, photos: 
         if not truth_c.any():
             continue
         det = matched[matched.pred_class == cls]
-        per_class.append(resampled_ap(det.true_class.to_numpy() >= 0, det.confidence.to_numpy(),
-                                      det["image"].map(index).to_numpy(), truth_c, w))
+        per_class.append(
+            resampled_ap(
+                det.true_class.to_numpy() >= 0,
+                det.confidence.to_numpy(),
+                det["image"].map(index).to_numpy(),
+                truth_c,
+                w,
+            )
+        )
     draws["ap50"] = np.nanmean(np.vstack(per_class), axis=0) if per_class else np.full(n_resamples, np.nan)
     for name, values in draws.items():
         out[f"{name}_low"], out[f"{name}_high"] = _interval(values) if not np.isnan(out[name]) else (np.nan, np.nan)
     return out
 
 
-def evaluate_by_skin_tone(predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset,
-                          split_images: pd.DataFrame, operating_point: dict[str, Any], test_grades: pd.DataFrame,
-                          params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, str]]:
+def evaluate_by_skin_tone(
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    operating_point: dict[str, Any],
+    test_grades: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, str]]:
     """Metrics per skin tone band on the test split, and whether any band is left behind.
 
     A band is judged when it holds at least ``eval.skin_tone.min_photos`` test photos; a judged
@@ -125,7 +179,8 @@ def evaluate_by_skin_tone(predictions: pd.DataFrame, ground_truth: pd.DataFrame,
 
     Returns:
         The table (one row per band present, lightest first, and ``all``: see ``COLUMNS``);
-        metrics for MLflow (``tone.<band>.<metric>``, shaped by ``to_mlflow_metrics``); and tags: ``skin_tone.check`` ("pass",
+        metrics for MLflow (``tone.<band>.<metric>``, shaped by ``to_mlflow_metrics``); and tags:
+        ``skin_tone.check`` ("pass",
         "warning: ..." or "not measured: ...") and ``skin_tone.flagged`` (bands, comma-separated).
     """
     p = parse("eval", params)
@@ -141,8 +196,13 @@ def evaluate_by_skin_tone(predictions: pd.DataFrame, ground_truth: pd.DataFrame,
     test = test.merge(test_grades[["image", "true_grade", "pred_grade"]], on="image", how="left")
     gt = ground_truth[ground_truth.split == "test"]
     rng = np.random.default_rng(cfg.seed)
-    common = {"n_classes": len(dataset.names), "threshold": operating_point["threshold"], "iou_threshold": p.iou_threshold,
-              "n_resamples": cfg.bootstrap, "rng": rng}
+    common = {
+        "n_classes": len(dataset.names),
+        "threshold": operating_point["threshold"],
+        "iou_threshold": p.iou_threshold,
+        "n_resamples": cfg.bootstrap,
+        "rng": rng,
+    }
     overall = band_metrics(predictions, gt, test, **common)
     rows = []
     for band in [b for b in [*BAND_NAMES, "(not measured)"] if b in set(test["tone_band"])]:
@@ -155,27 +215,67 @@ def evaluate_by_skin_tone(predictions: pd.DataFrame, ground_truth: pd.DataFrame,
     table = pd.DataFrame(rows)[COLUMNS]
     flagged = table[table.flagged]
     for r in flagged.itertuples():
-        logger.warning("Skin tone: recall on %s skin is %.3f (95 %% CI %.3f-%.3f, %d photos, %d lesions), %.3f below the "
-                       "overall %.3f (margin %.2f)", r.tone_band, r.recall, r.recall_low, r.recall_high, r.photos, r.lesions,
-                       r.recall_gap, overall["recall"], cfg.recall_margin)
+        logger.warning(
+            "Skin tone: recall on %s skin is %.3f (95 %% CI %.3f-%.3f, %d photos, %d lesions), %.3f below the "
+            "overall %.3f (margin %.2f)",
+            r.tone_band,
+            r.recall,
+            r.recall_low,
+            r.recall_high,
+            r.photos,
+            r.lesions,
+            r.recall_gap,
+            overall["recall"],
+            cfg.recall_margin,
+        )
     unjudged = table[(~table.judged) & (table.tone_band != "all")]
     if len(unjudged):
-        logger.info("Skin tone: %s hold fewer than %d test photos: reported, not judged",
-                    ", ".join(f"{r.tone_band} ({r.photos})" for r in unjudged.itertuples()), cfg.min_photos)
-    check = ("warning: " + "; ".join(f"{r.tone_band} recall {r.recall:.3f} is {r.recall_gap:.3f} below the overall "
-                                     f"{overall['recall']:.3f}" for r in flagged.itertuples())) if len(flagged) else \
-        f"pass (no band with >= {cfg.min_photos} photos has recall more than {cfg.recall_margin:.2f} below the overall)"
+        logger.info(
+            "Skin tone: %s hold fewer than %d test photos: reported, not judged",
+            ", ".join(f"{r.tone_band} ({r.photos})" for r in unjudged.itertuples()),
+            cfg.min_photos,
+        )
+    check = (
+        (
+            "warning: "
+            + "; ".join(
+                f"{r.tone_band} recall {r.recall:.3f} is {r.recall_gap:.3f} below the overall {overall['recall']:.3f}"
+                for r in flagged.itertuples()
+            )
+        )
+        if len(flagged)
+        else f"pass (no band with >= {cfg.min_photos} photos has recall more than "
+        f"{cfg.recall_margin:.2f} below the overall)"
+    )
     metrics = {}
     for r in table[table.tone_band != "all"].itertuples():
         key = r.tone_band.replace(" ", "_").strip("()")
-        for name in ("photos", "lesions", "ap50", "ap50_low", "ap50_high", "recall", "recall_low", "recall_high",
-                     "precision", "precision_low", "precision_high", "grade_accuracy", "grade_accuracy_low",
-                     "grade_accuracy_high", "recall_gap"):
+        for name in (
+            "photos",
+            "lesions",
+            "ap50",
+            "ap50_low",
+            "ap50_high",
+            "recall",
+            "recall_low",
+            "recall_high",
+            "precision",
+            "precision_low",
+            "precision_high",
+            "grade_accuracy",
+            "grade_accuracy_low",
+            "grade_accuracy_high",
+            "recall_gap",
+        ):
             value = getattr(r, name)
             if pd.notna(value):
                 metrics[f"tone.{key}.{name}"] = float(value)
     metrics["tone.bands_flagged"] = float(len(flagged))
-    return table, to_mlflow_metrics(metrics), {"skin_tone.check": check, "skin_tone.flagged": ", ".join(flagged.tone_band)}
+    return (
+        table,
+        to_mlflow_metrics(metrics),
+        {"skin_tone.check": check, "skin_tone.flagged": ", ".join(flagged.tone_band)},
+    )
 
 
 def plot_skin_tone_metrics(table: pd.DataFrame, params: dict[str, Any]) -> Figure:
@@ -201,8 +301,9 @@ def plot_skin_tone_metrics(table: pd.DataFrame, params: dict[str, Any]) -> Figur
     overall = table[table.tone_band == "all"].iloc[0]
     x = np.arange(len(bands))
     labels = [f"{b}\n{n} photos" for b, n in zip(bands.tone_band, bands.photos)]
-    for ax, metric, title in zip(axes, ("recall", "ap50", "grade_accuracy"),
-                                 ("recall at the operating point", "AP@50", "grading accuracy")):
+    for ax, metric, title in zip(
+        axes, ("recall", "ap50", "grade_accuracy"), ("recall at the operating point", "AP@50", "grading accuracy")
+    ):
         values = bands[metric].astype(float)
         low = (values - bands[f"{metric}_low"].astype(float)).clip(lower=0).fillna(0)
         high = (bands[f"{metric}_high"].astype(float) - values).clip(lower=0).fillna(0)
@@ -211,12 +312,17 @@ def plot_skin_tone_metrics(table: pd.DataFrame, params: dict[str, Any]) -> Figur
         if pd.notna(overall[metric]):
             ax.axhline(overall[metric], color="k", lw=1, label=f"all photos {overall[metric]:.3f}")
         if metric == "recall":
-            ax.axhline(overall[metric] - cfg.recall_margin, color="k", lw=1, ls="--", label=f"margin -{cfg.recall_margin:.2f}")
+            ax.axhline(
+                overall[metric] - cfg.recall_margin, color="k", lw=1, ls="--", label=f"margin -{cfg.recall_margin:.2f}"
+            )
         ax.set_xticks(x, labels, fontsize=8)
         ax.set(title=title, ylim=(0, 1.05))
         ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"By skin tone (ITA band), 95 % bootstrap intervals over photos; grey: fewer than {cfg.min_photos} "
-                 "photos (not judged), red: flagged", fontsize=10)
+    fig.suptitle(
+        f"By skin tone (ITA band), 95 % bootstrap intervals over photos; grey: fewer than {cfg.min_photos} "
+        "photos (not judged), red: flagged",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -233,12 +339,20 @@ def skin_tone_lines(table: pd.DataFrame, check: dict[str, str]) -> str:
         low, high = row[f"{metric}_low"], row[f"{metric}_high"]
         return f"{value:.3f} ({low:.2f}-{high:.2f})" if pd.notna(low) else f"{value:.3f}"
 
-    lines = ["| skin tone (ITA band) | photos | lesions | AP@50 | recall | precision | grade accuracy | judged |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| skin tone (ITA band) | photos | lesions | AP@50 | recall | precision | grade accuracy | judged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in table.iterrows():
-        judged = "**flagged**" if r.flagged else ("yes" if r.judged else ("–" if r.tone_band == "all" else "too few photos"))
-        lines.append(f"| {r.tone_band} | {r.photos} | {r.lesions} | {cell(r, 'ap50')} | {cell(r, 'recall')} | "
-                     f"{cell(r, 'precision')} | {cell(r, 'grade_accuracy')} | {judged} |")
-    return ("## Skin tone\n\n" + "\n".join(lines) + "\n\n"
-            "95 % bootstrap intervals over photos in brackets; recall and precision at the operating point. "
-            f"Check: {check['skin_tone.check']}.\n\n")
+        judged = (
+            "**flagged**" if r.flagged else ("yes" if r.judged else ("–" if r.tone_band == "all" else "too few photos"))
+        )
+        lines.append(
+            f"| {r.tone_band} | {r.photos} | {r.lesions} | {cell(r, 'ap50')} | {cell(r, 'recall')} | "
+            f"{cell(r, 'precision')} | {cell(r, 'grade_accuracy')} | {judged} |"
+        )
+    return (
+        "## Skin tone\n\n" + "\n".join(lines) + "\n\n"
+        "95 % bootstrap intervals over photos in brackets; recall and precision at the operating point. "
+        f"Check: {check['skin_tone.check']}.\n\n"
+    )

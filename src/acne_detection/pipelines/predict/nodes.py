@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,7 +23,14 @@ from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
 from acne_detection.grading import count_lesions, severity_grade
 from acne_detection.image_check import probe_image
-from acne_detection.inference import PREDICTION_COLUMNS, InferenceSettings, iter_predictions, load_detector, load_photo, needs_slicing
+from acne_detection.inference import (
+    PREDICTION_COLUMNS,
+    InferenceSettings,
+    iter_predictions,
+    load_detector,
+    load_photo,
+    needs_slicing,
+)
 from acne_detection.params import parse
 from acne_detection.tracking import model_version_tag, resolve_model
 
@@ -58,20 +64,34 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
     if p.threshold is not None:
         threshold, origin = p.threshold, "predict.threshold"
     elif model_threshold.get("model_sha256") == sha:
-        threshold, origin = float(model_threshold["threshold"]), f"eval's operating point ({model_threshold.get('rule')})"
+        threshold, origin = (
+            float(model_threshold["threshold"]),
+            f"eval's operating point ({model_threshold.get('rule')})",
+        )
     elif version.get("operating_threshold"):
         threshold, origin = float(version["operating_threshold"]), f"registered {version['model_version']}"
     else:
         threshold, origin = p.default_threshold, "predict.default_threshold"
-        logger.warning("No operating point recorded for %s (eval has not evaluated this model): using "
-                       "predict.default_threshold %.2f. Run `kedro run --pipeline eval` with the same model to get one.",
-                       source, threshold)
+        logger.warning(
+            "No operating point recorded for %s (eval has not evaluated this model): using "
+            "predict.default_threshold %.2f. Run `kedro run --pipeline eval` with the same model to get one.",
+            source,
+            threshold,
+        )
     logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
-    return {"checkpoint": str(checkpoint), "source": source, "model_sha256": sha,
-            "model_version": version.get("model_version", source), "threshold": threshold, "threshold_source": origin}
+    return {
+        "checkpoint": str(checkpoint),
+        "source": source,
+        "model_sha256": sha,
+        "model_version": version.get("model_version", source),
+        "threshold": threshold,
+        "threshold_source": origin,
+    }
 
 
-def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def predict_new_photos(
+    photos: Photos, model_info: dict[str, Any], params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every file, predict every good photo (streamed, in batches, sliced when large).
 
     Args:
@@ -88,13 +108,27 @@ def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[
     p = parse("predict", params)
     model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=p.runtime, imgsz=p.imgsz)
     device, device_name = detect_device(p.device)
-    settings = InferenceSettings(imgsz=imgsz, conf=model_info["threshold"], iou=p.nms_iou,
-                                 max_det=p.max_det, device=device, slicing=p.slicing, slice_above=p.slice_above,
-                                 overlap=p.overlap, batch=p.batch)
+    settings = InferenceSettings(
+        imgsz=imgsz,
+        conf=model_info["threshold"],
+        iou=p.nms_iou,
+        max_det=p.max_det,
+        device=device,
+        slicing=p.slicing,
+        slice_above=p.slice_above,
+        overlap=p.overlap,
+        batch=p.batch,
+    )
     rows, good = [], []
     for f in photos.unsupported:
-        rows.append(_photo_row(photos.root, f, "unsupported image format", f"{f.suffix} photos are not read; "
-                                                                            "export them as JPEG or PNG"))
+        rows.append(
+            _photo_row(
+                photos.root,
+                f,
+                "unsupported image format",
+                f"{f.suffix} photos are not read; export them as JPEG or PNG",
+            )
+        )
     for f in photos.other:
         rows.append(_photo_row(photos.root, f, "not an image", "a file of no photo or annotation type"))
     for f in photos.photos:
@@ -103,11 +137,24 @@ def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[
             rows.append(_photo_row(photos.root, f, probe["image_problem"], probe["image_detail"]))
         else:
             good.append((f, probe))
-    logger.info("Predicting %d photos on %s (%s, %s) at %d px, slicing %s; %d files skipped", len(good), device,
-                device_name, p.runtime, settings.imgsz, settings.slicing, len(rows))
+    logger.info(
+        "Predicting %d photos on %s (%s, %s) at %d px, slicing %s; %d files skipped",
+        len(good),
+        device,
+        device_name,
+        p.runtime,
+        settings.imgsz,
+        settings.slicing,
+        len(rows),
+    )
     lesions = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     keyed = [(f.relative_to(photos.root).as_posix(), f) for f, _ in good]
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(f"Predicting {len(good)} photos", total=len(good))
@@ -116,19 +163,34 @@ def predict_new_photos(photos: Photos, model_info: dict[str, Any], params: dict[
             bar.advance(task)
     for f, probe in good:
         w, h = int(probe["width"]), int(probe["height"])
-        rows.append({**_photo_row(photos.root, f, "", ""), "status": "predicted", "width": w, "height": h,
-                     "sliced": needs_slicing(w, h, settings)})
+        rows.append(
+            {
+                **_photo_row(photos.root, f, "", ""),
+                "status": "predicted",
+                "width": w,
+                "height": h,
+                "sliced": needs_slicing(w, h, settings),
+            }
+        )
     table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).sort_values("photo", ignore_index=True)
     return pd.DataFrame(lesions, columns=PREDICTION_COLUMNS), table
 
 
 def _photo_row(root: Path, f: Path, reason: str, detail: str) -> dict[str, Any]:
-    return {"photo": f.relative_to(root).as_posix(), "status": "skipped", "reason": reason, "detail": detail,
-            "width": 0, "height": 0, "sliced": False}
+    return {
+        "photo": f.relative_to(root).as_posix(),
+        "status": "skipped",
+        "reason": reason,
+        "detail": detail,
+        "width": 0,
+        "height": 0,
+        "sliced": False,
+    }
 
 
-def summarise_photos(lesions: pd.DataFrame, photo_table: pd.DataFrame, model_info: dict[str, Any],
-                     grading: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+def summarise_photos(
+    lesions: pd.DataFrame, photo_table: pd.DataFrame, model_info: dict[str, Any], grading: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Lesions per class, total, and severity grade per predicted photo; the skipped files.
 
     Args:
@@ -157,18 +219,28 @@ def summarise_photos(lesions: pd.DataFrame, photo_table: pd.DataFrame, model_inf
     summary["model"] = model_info["model_version"]
     summary["threshold"] = model_info["threshold"]
     skipped = photo_table[photo_table.status == "skipped"][["photo", "reason", "detail"]].reset_index(drop=True)
-    metrics = {"photos_predicted": len(summary), "photos_skipped": len(skipped), "lesions": int(summary.lesions.sum()),
-               "threshold": float(model_info["threshold"]),
-               **{f"photos_graded.{name}": int((summary.grade == k).sum()) for k, name in enumerate(g.names)}}
+    metrics = {
+        "photos_predicted": len(summary),
+        "photos_skipped": len(skipped),
+        "lesions": int(summary.lesions.sum()),
+        "threshold": float(model_info["threshold"]),
+        **{f"photos_graded.{name}": int((summary.grade == k).sum()) for k, name in enumerate(g.names)},
+    }
     for row in skipped.itertuples():
         logger.warning("Skipped %s: %s (%s)", row.photo, row.reason, row.detail)
-    logger.info("Predicted %d photos (%d lesions), skipped %d; grades: %s", len(summary), metrics["lesions"],
-                len(skipped), summary.grade_name.value_counts().to_dict())
+    logger.info(
+        "Predicted %d photos (%d lesions), skipped %d; grades: %s",
+        len(summary),
+        metrics["lesions"],
+        len(skipped),
+        summary.grade_name.value_counts().to_dict(),
+    )
     return summary, skipped, metrics
 
 
-def draw_annotated_photos(photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame,
-                          params: dict[str, Any]) -> dict[str, bytes]:
+def draw_annotated_photos(
+    photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame, params: dict[str, Any]
+) -> dict[str, bytes]:
     """Each predicted photo with its lesions boxed (colour per class) and its count and grade,
     at most ``annotated_max_side`` px, as JPEG bytes.
 
@@ -196,8 +268,12 @@ def draw_annotated_photos(photos: Photos, lesions: pd.DataFrame, summary: pd.Dat
             draw.rectangle([v * scale for v in box], outline=colour[cls], width=width)
         size = max(12, img.width // 40)  # legible on the copy and on its thumbnail in the report
         draw.rectangle([0, 0, img.width, int(size * 1.6)], fill="black")
-        draw.text((size // 2, size // 4), f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})", fill="white",
-                  font=ImageFont.load_default(size=size))
+        draw.text(
+            (size // 2, size // 4),
+            f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})",
+            fill="white",
+            font=ImageFont.load_default(size=size),
+        )
         buffer = io.BytesIO()
         img.save(buffer, format="JPEG", quality=88)
         out[_output_name(row.photo)] = buffer.getvalue()
@@ -208,8 +284,13 @@ def _output_name(photo: str) -> str:
     return photo.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
 
 
-def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: list[Path],
-                  model_info: dict[str, Any], params: dict[str, Any]) -> str:
+def render_report(
+    summary: pd.DataFrame,
+    skipped: pd.DataFrame,
+    annotated: list[Path],
+    model_info: dict[str, Any],
+    params: dict[str, Any],
+) -> str:
     """One HTML page that opens from disk: a card per photo (thumbnail, counts, grade), the
     skipped files, and the model and threshold used.
 
@@ -226,8 +307,11 @@ def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: list[
     """
     p = parse("predict", params)
     files = {path.name: path for path in annotated}
-    counts = [c for c in summary.columns if c not in {"photo", "lesions", "grade", "grade_name", "width", "height",
-                                                       "sliced", "model", "threshold"}]
+    counts = [
+        c
+        for c in summary.columns
+        if c not in {"photo", "lesions", "grade", "grade_name", "width", "height", "sliced", "model", "threshold"}
+    ]
     cards = []
     for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records"):
         row = pd.Series(record)
@@ -239,25 +323,30 @@ def render_report(summary: pd.DataFrame, skipped: pd.DataFrame, annotated: list[
         per_class = ", ".join(f"{c} {record[c]}" for c in counts)
         cards.append(
             f'<div class="card g{row.grade}"><a href="annotated/{html.escape(name)}">'
-            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" alt="{html.escape(row.photo)}"></a>'
+            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
+            f'alt="{html.escape(row.photo)}"></a>'
             f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
             f"<p>{row.lesions} lesions{': ' + html.escape(per_class) if per_class else ''}</p>"
-            f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>")
-    skipped_rows = "".join(f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
-                           for r in skipped.itertuples())
+            f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
+        )
+    skipped_rows = "".join(
+        f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
+        for r in skipped.itertuples()
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>acne-detection: predictions</title>
 <style>body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.cards{{display:flex;flex-wrap:wrap;gap:1em}}
 .card{{background:white;border:1px solid #ddd;border-left:6px solid #999;padding:.6em;width:{p.report_thumb_side}px}}
 .card img{{max-width:100%}}.card h3{{font-size:.9em;margin:.3em 0;word-break:break-all}}.grade{{font-weight:bold}}
 .g0{{border-left-color:#3a3}}.g1{{border-left-color:#db3}}.g2{{border-left-color:#e73}}.g3{{border-left-color:#c22}}
-.small{{color:#666;font-size:.8em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
+.small{{color:#666;font-size:.8em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
 </head><body>
 <h1>Predictions: {len(summary)} photos, {int(summary.lesions.sum())} lesions</h1>
-<p>Model: {html.escape(str(model_info['model_version']))} ({html.escape(str(model_info['source']))}); confidence
-&ge; {model_info['threshold']:.2f} ({html.escape(model_info['threshold_source'])}). Grades by lesion count (ACNE04):
+<p>Model: {html.escape(str(model_info["model_version"]))} ({html.escape(str(model_info["source"]))}); confidence
+&ge; {model_info["threshold"]:.2f} ({html.escape(model_info["threshold_source"])}). Grades by lesion count (ACNE04):
 0-5 mild, 6-20 moderate, 21-50 severe, more than 50 very severe. A screening aid, not a diagnosis.</p>
-<div class="cards">{''.join(cards)}</div>
+<div class="cards">{"".join(cards)}</div>
 <h2>Skipped files ({len(skipped)})</h2>
 <table><tr><th>file</th><th>reason</th><th>detail</th></tr>{skipped_rows}</table>
 </body></html>

@@ -3,7 +3,11 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.predict.nodes import (
-    choose_model, draw_annotated_photos, predict_new_photos, render_report, summarise_photos,
+    choose_model,
+    draw_annotated_photos,
+    predict_new_photos,
+    render_report,
+    summarise_photos,
 )
 from acne_detection.tracking import to_mlflow_metrics
 
@@ -12,17 +16,37 @@ def create_pipeline(**kwargs) -> Pipeline:
     """new photos + a model and its own threshold → lesions → counts and grades → annotated copies, report."""
     return pipeline(
         [
-            node(choose_model, ["trained_weights", "model_threshold", "params:predict"], "prediction_model",
-                 name="choose_model"),
-            node(predict_new_photos, ["new_photos", "prediction_model", "params:predict"],
-                 ["predicted_lesions", "predicted_files"], name="predict_new_photos"),
-            node(summarise_photos, ["predicted_lesions", "predicted_files", "prediction_model", "params:grading"],
-                 ["photo_summary", "skipped_photos", "prediction_metrics"], name="summarise_photos"),
+            node(
+                choose_model,
+                ["trained_weights", "model_threshold", "params:predict"],
+                "prediction_model",
+                name="choose_model",
+            ),
+            node(
+                predict_new_photos,
+                ["new_photos", "prediction_model", "params:predict"],
+                ["predicted_lesions", "predicted_files"],
+                name="predict_new_photos",
+            ),
+            node(
+                summarise_photos,
+                ["predicted_lesions", "predicted_files", "prediction_model", "params:grading"],
+                ["photo_summary", "skipped_photos", "prediction_metrics"],
+                name="summarise_photos",
+            ),
             node(to_mlflow_metrics, "prediction_metrics", "prediction_metrics_mlflow", name="log_prediction_metrics"),
-            node(draw_annotated_photos, ["new_photos", "predicted_lesions", "photo_summary", "params:predict"],
-                 "annotated_photos", name="draw_annotated_photos"),
-            node(render_report, ["photo_summary", "skipped_photos", "annotated_photos", "prediction_model",
-                                 "params:predict"], "prediction_report", name="render_report"),
+            node(
+                draw_annotated_photos,
+                ["new_photos", "predicted_lesions", "photo_summary", "params:predict"],
+                "annotated_photos",
+                name="draw_annotated_photos",
+            ),
+            node(
+                render_report,
+                ["photo_summary", "skipped_photos", "annotated_photos", "prediction_model", "params:predict"],
+                "prediction_report",
+                name="render_report",
+            ),
         ],
         tags=["predict"],
     )

@@ -27,12 +27,29 @@ from matplotlib.patches import Rectangle
 
 from acne_detection.datasets import YoloDataset
 from acne_detection.params import TrainParams, parse
-from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides, ultralytics_cfg
+from acne_detection.training_config import (
+    augmentation_warnings,
+    smallest_lesion_px,
+    training_overrides,
+    ultralytics_cfg,
+)
 
 logger = logging.getLogger(__name__)
 CLASS_COLOURS = ("#00e5ff", "#ffea00", "#76ff03", "#ff4081", "#ffffff")
-_ALL_OFF = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0, "degrees": 0.0, "translate": 0.0, "scale": 0.0,
-            "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.0, "mosaic": 0.0, "mixup": 0.0}
+_ALL_OFF = {
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.0,
+    "degrees": 0.0,
+    "translate": 0.0,
+    "scale": 0.0,
+    "shear": 0.0,
+    "perspective": 0.0,
+    "flipud": 0.0,
+    "fliplr": 0.0,
+    "mosaic": 0.0,
+    "mixup": 0.0,
+}
 
 
 def _train_set(dataset: YoloDataset, p: TrainParams) -> Any:
@@ -42,7 +59,9 @@ def _train_set(dataset: YoloDataset, p: TrainParams) -> Any:
 
     overrides = training_overrides(p, data_yaml=dataset.data_yaml, device="cpu", workdir=Path(tempfile.gettempdir()))
     data = check_det_dataset(str(dataset.data_yaml))
-    return build_yolo_dataset(ultralytics_cfg(overrides), data["train"], overrides["batch"], data, mode="train", stride=32)
+    return build_yolo_dataset(
+        ultralytics_cfg(overrides), data["train"], overrides["batch"], data, mode="train", stride=32
+    )
 
 
 def _seed(seed: int) -> None:
@@ -51,7 +70,9 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def augmented_samples(dataset: YoloDataset, train_params: dict[str, Any], *, samples: int, seed: int) -> list[dict[str, Any]]:
+def augmented_samples(
+    dataset: YoloDataset, train_params: dict[str, Any], *, samples: int, seed: int
+) -> list[dict[str, Any]]:
     """Draw training samples through Ultralytics' own training dataset and augmentations.
 
     Args:
@@ -107,11 +128,18 @@ def preview_augmentations(dataset: YoloDataset, train_params: dict[str, Any], pr
     """
     pp = parse("preview", preview_params)
     p = parse("train", train_params)
-    for warning in augmentation_warnings(p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)):
+    for warning in augmentation_warnings(
+        p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)
+    ):
         logger.warning(warning)
     samples = augmented_samples(dataset, train_params, samples=pp.samples, seed=pp.seed)
     tiles = [(s, f"{Path(s['im_file']).name[:28]} ({len(s['cls'])} boxes)") for s in samples]
-    return _grid(tiles, dataset.names, pp.columns, "What training sees: Ultralytics' augmentations with this run's hyperparameters")
+    return _grid(
+        tiles,
+        dataset.names,
+        pp.columns,
+        "What training sees: Ultralytics' augmentations with this run's hyperparameters",
+    )
 
 
 @contextlib.contextmanager
@@ -142,24 +170,43 @@ def _panel_specs(a: Any) -> list[tuple[str, dict[str, float], tuple | None]]:
         (f"left-right flip (p={a.fliplr:g})", {"fliplr": 1.0 if a.fliplr > 0 else 0.0}, None),
     ]
     for sign in (1, -1):
-        specs.append((f"rotation {sign * a.degrees:+g} deg (degrees={a.degrees:g})", {"degrees": a.degrees},
-                      (random, (-a.degrees, a.degrees), sign)))
+        specs.append(
+            (
+                f"rotation {sign * a.degrees:+g} deg (degrees={a.degrees:g})",
+                {"degrees": a.degrees},
+                (random, (-a.degrees, a.degrees), sign),
+            )
+        )
     for key, label in (("hsv_h", "hue"), ("hsv_s", "saturation"), ("hsv_v", "brightness")):
         value = getattr(a, key)
         for sign in (1, -1):
-            specs.append((f"{label} gain {1 + sign * value:.3g} ({key}={value:g})", {key: value}, (np.random, (-1, 1), sign)))
+            specs.append(
+                (f"{label} gain {1 + sign * value:.3g} ({key}={value:g})", {key: value}, (np.random, (-1, 1), sign))
+            )
     for sign in (1, -1):
-        specs.append((f"scale x{1 + sign * a.scale:.3g} (scale={a.scale:g})", {"scale": a.scale},
-                      (random, (1 - a.scale, 1 + a.scale), sign)))
+        specs.append(
+            (
+                f"scale x{1 + sign * a.scale:.3g} (scale={a.scale:g})",
+                {"scale": a.scale},
+                (random, (1 - a.scale, 1 + a.scale), sign),
+            )
+        )
     for sign in (1, -1):
-        specs.append((f"translate {sign * a.translate:+g} (translate={a.translate:g})", {"translate": a.translate},
-                      (random, (0.5 - a.translate, 0.5 + a.translate), sign)))
+        specs.append(
+            (
+                f"translate {sign * a.translate:+g} (translate={a.translate:g})",
+                {"translate": a.translate},
+                (random, (0.5 - a.translate, 0.5 + a.translate), sign),
+            )
+        )
     specs.append((f"mosaic (p={a.mosaic:g})", {"mosaic": 1.0}, None))
     specs.append((f"mixup (p={a.mixup:g})", {"mixup": 1.0}, None))
     return specs
 
 
-def augmentation_tiles(dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+def augmentation_tiles(
+    dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]
+) -> list[tuple[dict[str, Any], str]]:
     """One photo, then each augmentation applied alone at its configured value (both ends of
     a range), through Ultralytics' own transforms.
 
@@ -185,7 +232,9 @@ def augmentation_tiles(dataset: YoloDataset, train_params: dict[str, Any], previ
     return tiles
 
 
-def preview_each_augmentation(dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]) -> Figure:
+def preview_each_augmentation(
+    dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]
+) -> Figure:
     """The panel of ``augmentation_tiles``: the original beside each augmentation alone.
 
     Args:
@@ -208,7 +257,9 @@ def _photo_with_lesions(dataset: YoloDataset, seed: int) -> int:
     return int(candidates[np.random.default_rng(seed).integers(len(candidates))])
 
 
-def count_box_losses(dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]) -> pd.DataFrame:
+def count_box_losses(
+    dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]
+) -> pd.DataFrame:
     """How many boxes the configured augmentations drop or cut at the image edge.
 
     Each source box is tagged with an id carried in its class value, so a box is followed
@@ -247,16 +298,31 @@ def count_box_losses(dataset: YoloDataset, train_params: dict[str, Any], preview
         codes = sample["cls"].reshape(-1).numpy().astype(np.int64)
         kept = set((codes // 64).tolist())
         boxes = sample["bboxes"].numpy()
-        edge = (boxes[:, 0] - boxes[:, 2] / 2 <= 1e-3) | (boxes[:, 0] + boxes[:, 2] / 2 >= 1 - 1e-3) \
-            | (boxes[:, 1] - boxes[:, 3] / 2 <= 1e-3) | (boxes[:, 1] + boxes[:, 3] / 2 >= 1 - 1e-3)
+        edge = (
+            (boxes[:, 0] - boxes[:, 2] / 2 <= 1e-3)
+            | (boxes[:, 0] + boxes[:, 2] / 2 >= 1 - 1e-3)
+            | (boxes[:, 1] - boxes[:, 3] / 2 <= 1e-3)
+            | (boxes[:, 1] + boxes[:, 3] / 2 >= 1 - 1e-3)
+        )
         cut = set((codes[edge] // 64).tolist())
         for box_id in range(before, len(fed)):
             rows.append((fed[box_id], box_id in kept, box_id in cut))
     table = pd.DataFrame(rows, columns=["class_id", "kept", "cut"])
     out = []
-    for name, g in [*((dataset.names[c], table[table.class_id == c]) for c in range(len(dataset.names))), ("all", table)]:
+    for name, g in [
+        *((dataset.names[c], table[table.class_id == c]) for c in range(len(dataset.names))),
+        ("all", table),
+    ]:
         n = len(g)
-        out.append({"class": name, "boxes_in": n, "kept": int(g.kept.sum()), "dropped": int((~g.kept).sum()),
-                    "cut_at_edge": int(g.cut.sum()), "dropped_share": (~g.kept).sum() / n if n else 0.0,
-                    "cut_share": g.cut.sum() / n if n else 0.0})
+        out.append(
+            {
+                "class": name,
+                "boxes_in": n,
+                "kept": int(g.kept.sum()),
+                "dropped": int((~g.kept).sum()),
+                "cut_at_edge": int(g.cut.sum()),
+                "dropped_share": (~g.kept).sum() / n if n else 0.0,
+                "cut_share": g.cut.sum() / n if n else 0.0,
+            }
+        )
     return pd.DataFrame(out)

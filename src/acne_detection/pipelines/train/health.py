@@ -19,7 +19,8 @@ HINTS = {
     "diverging": "losses rise: the learning rate is too high (lower lr0, e.g. by 10x) or the labels are inconsistent",
     "unstable": "losses jump between epochs: lower lr0, raise batch, or check for a few corrupt labels",
     "stalled": "losses barely move: raise lr0, unfreeze layers (lower freeze), or check that labels match images",
-    "overfitting": "validation loss rises while training loss falls: add data or augmentation, or stop earlier (patience)",
+    "overfitting": "validation loss rises while training loss falls: add data or augmentation, "
+    "or stop earlier (patience)",
     "too short": "fewer than 3 epochs: train longer to judge",
 }
 
@@ -66,7 +67,9 @@ def assess_training_health(history: pd.DataFrame) -> dict[str, Any]:
         verdict = "diverging"
     elif evidence["rises_over_5pct"] >= max(2, n // 5) or evidence["largest_rise"] > 0.25:
         verdict = "unstable"
-    elif evidence["train_slope_late"] < 0 and evidence["val_slope_late"] > 0.005 and evidence["val_above_its_min"] > 0.1:
+    elif (
+        evidence["train_slope_late"] < 0 and evidence["val_slope_late"] > 0.005 and evidence["val_above_its_min"] > 0.1
+    ):
         verdict = "overfitting"
     elif abs(evidence["train_change"]) < 0.05:
         verdict = "stalled"

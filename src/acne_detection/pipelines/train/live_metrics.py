@@ -45,7 +45,11 @@ def epoch_metrics(trainer: Any) -> dict[str, float]:
         (``val/box_loss``, ``metrics/mAP50B`` ...), learning rates (``lr/pg0`` ...),
         ``epoch_time_s`` and ``images_per_s``.
     """
-    metrics = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {}), **(trainer.lr or {})}
+    metrics = {
+        **trainer.label_loss_items(trainer.tloss, prefix="train"),
+        **(trainer.metrics or {}),
+        **(trainer.lr or {}),
+    }
     if trainer.epoch_time:
         metrics["epoch_time_s"] = trainer.epoch_time
         metrics["images_per_s"] = len(trainer.train_loader.dataset) / trainer.epoch_time
@@ -72,8 +76,11 @@ class LiveMetrics:
 
     def callbacks(self) -> dict[str, Callable[[Any], None]]:
         """``{event: callback}`` to register with ``model.add_callback``."""
-        return {"on_train_start": self.on_train_start, "on_train_epoch_start": self.on_train_epoch_start,
-                "on_fit_epoch_end": self.on_fit_epoch_end}
+        return {
+            "on_train_start": self.on_train_start,
+            "on_train_epoch_start": self.on_train_epoch_start,
+            "on_fit_epoch_end": self.on_fit_epoch_end,
+        }
 
     def _client(self) -> MlflowClient | None:
         if self.run_id is None or process_rank() not in (-1, 0):

@@ -54,20 +54,28 @@ def train_detector(
         summary of how training ran (device, weights, epochs, parameter counts).
     """
     p = parse("train", params)
-    for warning in augmentation_warnings(p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)):
+    for warning in augmentation_warnings(
+        p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)
+    ):
         logger.warning(warning)
     device, device_name = detect_device(p.device)
     plan = prepare_training(workdir, _resume_settings(p, dataset, pretrained.name), p.resume, current_run_id())
     logger.info("Training: %s", plan.reason)
     if plan.resume:
-        source = {"weights_source": "resumed checkpoint", "resumed_from_run": str(plan.previous_run_id),
-                  "resumed_after_epoch": str(plan.completed_epochs)}
+        source = {
+            "weights_source": "resumed checkpoint",
+            "resumed_from_run": str(plan.previous_run_id),
+            "resumed_after_epoch": str(plan.completed_epochs),
+        }
         replay_history(plan.history)
         mark_run_killed(plan.previous_run_id)
         model = YOLO(str(plan.checkpoint))
     else:
-        weights, origin = (pretrained.resolve() if p.pretrained
-                           else (Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)"))
+        weights, origin = (
+            pretrained.resolve()
+            if p.pretrained
+            else (Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)")
+        )
         source = {"weights_source": origin}
         model = YOLO(str(weights))
     tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained), **source}
@@ -78,7 +86,9 @@ def train_detector(
         workers = device_settings(device, batch=p.batch, workers=p.workers)["workers"]
         model.train(trainer=ProjectTrainer, resume=True, device=device, workers=workers)
     else:
-        model.train(trainer=ProjectTrainer, **training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir))
+        model.train(
+            trainer=ProjectTrainer, **training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir)
+        )
     return _results(model.trainer, p, tags)
 
 
@@ -109,18 +119,28 @@ def _results(trainer: Any, p: Any, tags: dict[str, str]) -> tuple[Path, pd.DataF
     history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
     history.columns = [c.strip() for c in history.columns]
     total, trainable = parameter_counts(trainer.model, p.freeze)
-    summary = {**tags, "epochs_run": int(len(history)), "imgsz": p.imgsz,
-               "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
-               "parameters_total": total, "parameters_trainable": trainable,
-               "frozen_layers": p.freeze, "mlflow_run_id": current_run_id() or ""}
+    summary = {
+        **tags,
+        "epochs_run": int(len(history)),
+        "imgsz": p.imgsz,
+        "best_epoch": int(history["metrics/mAP50-95(B)"].idxmax()) + 1,
+        "parameters_total": total,
+        "parameters_trainable": trainable,
+        "frozen_layers": p.freeze,
+        "mlflow_run_id": current_run_id() or "",
+    }
     best = Path(trainer.best if Path(trainer.best).exists() else trainer.last)
     return best, history, summary
 
 
 def _resume_settings(p: Any, dataset: YoloDataset, weights_name: str) -> dict[str, Any]:
     """What must be unchanged for an interrupted run to be resumed rather than restarted."""
-    return {"data": dataset.manifest_sha256(), "model": weights_name, "pretrained": p.pretrained,
-            **p.model_dump(exclude={"device", "workers", "resume"})}
+    return {
+        "data": dataset.manifest_sha256(),
+        "model": weights_name,
+        "pretrained": p.pretrained,
+        **p.model_dump(exclude={"device", "workers", "resume"}),
+    }
 
 
 def plot_training_curves(history: pd.DataFrame) -> Figure:
@@ -160,8 +180,9 @@ def report_training_health(health: dict[str, Any]) -> dict[str, str]:
     return {"health": health["verdict"], "health_hint": health["hint"]}
 
 
-def describe_for_registry(weights: Path, health: dict[str, Any], dataset: YoloDataset,
-                          grading: dict[str, Any]) -> dict[str, Any]:
+def describe_for_registry(
+    weights: Path, health: dict[str, Any], dataset: YoloDataset, grading: dict[str, Any]
+) -> dict[str, Any]:
     """What the registered model version carries: its weights and the tags that trace it.
 
     Args:
@@ -177,7 +198,16 @@ def describe_for_registry(weights: Path, health: dict[str, Any], dataset: YoloDa
     from acne_detection.datasets.weights import sha256_of
 
     g = parse("grading", grading)
-    return {"weights": weights, "config": {"thresholds": list(g.thresholds), "names": list(g.names),
-                                           "count_classes": list(g.count_classes) if g.count_classes else None},
-            "tags": {"dataset_manifest_sha256": dataset.manifest_sha256(), "training_health": health["verdict"],
-                     "model_sha256": sha256_of(Path(weights))}}
+    return {
+        "weights": weights,
+        "config": {
+            "thresholds": list(g.thresholds),
+            "names": list(g.names),
+            "count_classes": list(g.count_classes) if g.count_classes else None,
+        },
+        "tags": {
+            "dataset_manifest_sha256": dataset.manifest_sha256(),
+            "training_health": health["verdict"],
+            "model_sha256": sha256_of(Path(weights)),
+        },
+    }

@@ -4,7 +4,10 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.train.health import assess_training_health
 from acne_detection.pipelines.train.nodes import (
-    describe_for_registry, plot_training_curves, report_training_health, train_detector,
+    describe_for_registry,
+    plot_training_curves,
+    report_training_health,
+    train_detector,
 )
 from acne_detection.tracking import to_mlflow_metrics
 
@@ -13,14 +16,21 @@ def create_pipeline(**kwargs) -> Pipeline:
     """YOLO dataset + pretrained weights → trained weights, history, loss curves, health verdict."""
     return pipeline(
         [
-            node(train_detector, ["yolo_dataset", "pretrained_weights", "training_workdir", "params:train"],
-                 ["trained_weights", "training_history", "training_summary"], name="train_detector"),
+            node(
+                train_detector,
+                ["yolo_dataset", "pretrained_weights", "training_workdir", "params:train"],
+                ["trained_weights", "training_history", "training_summary"],
+                name="train_detector",
+            ),
             node(to_mlflow_metrics, "training_summary", "training_summary_mlflow", name="log_training_summary"),
             node(plot_training_curves, "training_history", "training_curves", name="plot_training_curves"),
             node(assess_training_health, "training_history", "training_health", name="assess_training_health"),
             node(report_training_health, "training_health", "training_health_tags", name="report_training_health"),
-            node(describe_for_registry, ["trained_weights", "training_health", "yolo_dataset", "params:grading"],
-                 "registered_model",
-                 name="register_model"),
+            node(
+                describe_for_registry,
+                ["trained_weights", "training_health", "yolo_dataset", "params:grading"],
+                "registered_model",
+                name="register_model",
+            ),
         ]
     )

@@ -57,8 +57,14 @@ def prepare_training(workdir: Path, settings: dict[str, Any], mode: bool | str, 
     save_dir = workdir / "train"
     plan = plan_resume(save_dir, settings, mode)
     if plan.resume:
-        return ResumePlan(True, plan.reason, plan.checkpoint, plan.completed_epochs, plan.previous_run_id,
-                          completed_history(save_dir, plan.completed_epochs))
+        return ResumePlan(
+            True,
+            plan.reason,
+            plan.checkpoint,
+            plan.completed_epochs,
+            plan.previous_run_id,
+            completed_history(save_dir, plan.completed_epochs),
+        )
     shutil.rmtree(save_dir, ignore_errors=True)
     record_run(workdir, settings, run_id)
     return plan
@@ -92,8 +98,13 @@ def plan_resume(save_dir: Path, settings: dict[str, Any], mode: bool | str) -> R
     changed = sorted(k for k in set(settings) | set(before) if before.get(k) != settings.get(k))
     if changed:
         return ResumePlan(False, f"starting fresh (changed since the interrupted run: {', '.join(changed)})")
-    return ResumePlan(True, f"resuming the interrupted run after epoch {epoch + 1} of {settings.get('epochs')}",
-                      last, epoch + 1, record.get("mlflow_run_id"))
+    return ResumePlan(
+        True,
+        f"resuming the interrupted run after epoch {epoch + 1} of {settings.get('epochs')}",
+        last,
+        epoch + 1,
+        record.get("mlflow_run_id"),
+    )
 
 
 def record_run(workdir: Path, settings: dict[str, Any], run_id: str | None) -> None:
