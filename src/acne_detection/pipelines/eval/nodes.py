@@ -10,10 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
@@ -359,7 +355,8 @@ def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
     counts = confusion.set_index("true")
     rows = counts.to_numpy(float)
     normalised = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig = Figure(figsize=(13, 5.5))
+    axes = fig.subplots(1, 2)
     for ax, values, title, fmt in (
         (axes[0], rows, "counts", "{:.0f}"),
         (axes[1], normalised, "row-normalised (recall per true class)", "{:.2f}"),
@@ -384,7 +381,8 @@ def plot_threshold_curves(sweep: pd.DataFrame, operating_point: dict[str, Any]) 
     Returns:
         A figure: one panel per metric against threshold, one of precision against recall.
     """
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    fig = Figure(figsize=(18, 4))
+    axes = fig.subplots(1, 4)
     for name, g in sweep.groupby("class", sort=False):
         style = {"lw": 2.5, "color": "k"} if name == "all" else {"lw": 1}
         for ax, metric in zip(axes[:3], ("precision", "recall", "f1")):
@@ -432,7 +430,8 @@ def plot_error_gallery(
     missed = matches[matches.pred_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
     alarms = matches[matches.true_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
     n = p.gallery_size
-    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 7.2), squeeze=False)
+    fig = Figure(figsize=(3.4 * n, 7.2))
+    axes = fig.subplots(2, n, squeeze=False)
     for row, (title, ranking) in enumerate((("missed lesions", missed), ("false alarms", alarms))):
         for ax, image in zip(axes[row], [*ranking.index[:n], *[None] * n][:n]):
             ax.axis("off")

@@ -14,10 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -105,7 +101,8 @@ def _draw(ax: Axes, sample: dict[str, Any], names: tuple[str, ...], title: str) 
 def _grid(tiles: list[tuple[dict[str, Any], str]], names: tuple[str, ...], columns: int, title: str) -> Figure:
     columns = min(columns, len(tiles))
     rows = -(-len(tiles) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * columns, 3.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (sample, tile_title) in zip(axes.flat, tiles):

@@ -6,10 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 from ultralytics import YOLO
@@ -26,15 +22,21 @@ from acne_detection.training_config import augmentation_warnings, smallest_lesio
 logger = logging.getLogger(__name__)
 
 
+def _third_party(callback: Any) -> bool:
+    """An Ultralytics integration (usage events, Platform, MLflow, W&B, ...), not its base no-op."""
+    module = getattr(callback, "__module__", "") or ""
+    return module.startswith("ultralytics.") and module != "ultralytics.utils.callbacks.base"
+
+
 class ProjectTrainer(DetectionTrainer):
-    """Ultralytics' detection trainer without its third-party integrations (MLflow, hub,
+    """Ultralytics' detection trainer without its integrations (usage events, Platform, MLflow,
     Comet, ...): tracking goes through kedro-mlflow, and nothing leaves the machine. In
     multi-GPU training each worker rebuilds this class, so the integrations stay off there too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for event, funcs in self.callbacks.items():
-            self.callbacks[event] = [f for f in funcs if not f.__module__.startswith("ultralytics.utils.callbacks.")]
+        for event, funcs in self.callbacks.items():  # Ultralytics' own no-op defaults and the project's stay
+            self.callbacks[event] = [f for f in funcs if not _third_party(f)]
 
 
 def train_detector(
@@ -152,7 +154,8 @@ def plot_training_curves(history: pd.DataFrame) -> Figure:
     Returns:
         A figure with one panel per loss term and one for mAP@50 and mAP@50-95.
     """
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig = Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
     for ax, term in zip(axes, ("box", "cls", "dfl")):
         for split, style in (("train", "-o"), ("val", "--s")):
             ax.plot(history["epoch"], history[f"{split}/{term}_loss"], style, ms=3, label=split)
