@@ -68,7 +68,7 @@ def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
     check_parameter_groups({**good, "export_dir": "y"}, tmp_path)  # a runtime parameter the conf reads
     with pytest.raises(
         ValueError,
-        match=r"Unknown parameter group\(s\) \['dta'\].*\['data', 'eval', 'grading', 'predict', 'preview', 'tracking', 'train'\]"
-        r".*\['export_dir'\]",
+        match=r"Unknown parameter group\(s\) \['dta'\].*"
+        r"\['data', 'eval', 'grading', 'predict', 'preview', 'tracking', 'train'\].*\['export_dir'\]",
     ):
         check_parameter_groups({**good, "dta": {"strict": True}}, tmp_path)

@@ -18,7 +18,8 @@ import json, sys
 {imports}
 import ultralytics.utils as u
 import ultralytics.utils.events as e
-print(json.dumps({{"online": u.ONLINE, "events": e.events.enabled, "offline": __import__("os").environ.get("YOLO_OFFLINE")}}))
+import os
+print(json.dumps({{"online": u.ONLINE, "events": e.events.enabled, "offline": os.environ.get("YOLO_OFFLINE")}}))
 """
 
 
