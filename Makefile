@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
+VIZ_PORT ?= 4141
 MODEL ?= models:/acne-detector/latest
 TRACKING_URI := sqlite:///data/mlflow/mlflow.db
 # This project holds medical photographs: no library phones home (see README, "Privacy").
@@ -13,14 +14,14 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui serve server server-stop predict bench bench-quick bench-gpu install clean-outputs
+.PHONY: run test ui viz serve server server-stop predict bench bench-quick bench-gpu install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test,onnx,team]"
+	$(BIN)/python -m pip install -e ".[test,onnx,team,viz]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,10 +34,16 @@ test: install
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
 
+# Opens on the experiment's runs in MLflow's model-training view (workflowType=machine_learning).
 ui: install
 	@mkdir -p data/mlflow
-	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
+	@echo "MLflow UI: $$($(BIN)/python -m acne_detection.tracking_ui $(TRACKING_URI) http://127.0.0.1:$(UI_PORT))  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
+
+# The pipelines' DAG in kedro-viz on http://127.0.0.1:$(VIZ_PORT)
+viz: install
+	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)  (Ctrl-C to stop)"
+	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
 
 # A team tracking server: PostgreSQL (a local cluster under data/team/, or MLFLOW_BACKEND_STORE_URI)
 # + proxied artifacts, on 127.0.0.1:5050. Runs log to it with `kedro run --env team`. README, "Scaling out".

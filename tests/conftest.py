@@ -148,3 +148,43 @@ def validated(raw, params: dict):
     from acne_detection.pipelines.data.nodes import map_classes, validate_export
 
     return validate_export(map_classes(raw, params)[0], params)
+
+
+@pytest.fixture
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chromium() -> str:
+    """Debian's headless-capable Chromium; the tests that need it fail in CI and skip elsewhere without it."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run must install it")
+        pytest.skip("chromium is not installed here (apt-get install chromium): the page tests need it")
+    return found
+
+
+def headless_dom(url: str, *, screenshot: Path | None = None, wait_ms: int = 20000) -> str:
+    """The DOM of ``url`` after its scripts ran, from headless Chromium (and a PNG when asked)."""
+    import subprocess
+
+    base = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--virtual-time-budget={wait_ms}",
+        "--window-size=1600,1000",
+    ]
+    if screenshot is not None:
+        subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, check=False)
+    done = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=False)
+    return done.stdout

@@ -499,3 +499,27 @@ def test_onnx_runtime_predicts_the_same_lesions(project: Path, runs: dict, tmp_p
     for image, mine in confident.groupby("image"):
         theirs = found["onnx"][found["onnx"].image == image]
         assert (box_iou(mine[corners].to_numpy(), theirs[corners].to_numpy()).max(axis=1) > 0.95).all(), image
+
+
+@pytest.mark.e2e
+def test_the_mlflow_ui_opens_on_the_runs_in_the_training_view(tracking: MlflowClient, tmp_path: Path) -> None:
+    """The address `make ui` prints, and a run's page, loaded in headless Chromium from a real server."""
+    import re
+
+    from acne_detection.tracking import ui_address
+    from acne_detection.tracking_ui import experiment_address
+    from tests.conftest import headless_dom
+
+    experiment = tracking.get_experiment_by_name("acne_detection")
+    full = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])[0]
+    address = experiment_address(tracking.tracking_uri, tracking.tracking_uri)
+    assert address == f"{tracking.tracking_uri}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    page = headless_dom(address, screenshot=tmp_path / "experiment.png")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert "<title>Runs - Experiment" in page  # the model-training view's runs table, not the GenAI overview
+    assert full.info.run_name in text and "Run Name" in text
+    run_page = headless_dom(ui_address(tracking.tracking_uri, experiment.experiment_id, full.info.run_id))
+    run_text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", run_page))
+    assert full.info.run_name in run_text
+    assert f"mAP@50 {full.data.metrics['test.mAP50']:.3f}" in run_text  # the description, as the UI renders it
+    assert (tmp_path / "experiment.png").stat().st_size > 10_000

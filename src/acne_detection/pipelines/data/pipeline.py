@@ -76,5 +76,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 plot_skin_tones, ["skin_tone_report", "split_images"], "skin_tone_report_plot", name="plot_skin_tones"
             ),
-        ]
+        ],
+        tags=["data"],  # filters the DAG in kedro-viz by stage
     )

@@ -139,5 +139,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "results_summary",
                 name="report_headline",
             ),
-        ]
+        ],
+        tags=["eval"],  # filters the DAG in kedro-viz by stage
     )

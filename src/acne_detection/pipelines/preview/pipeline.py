@@ -13,5 +13,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(preview_augmentations, inputs, "augmentation_preview", name="preview_augmentations"),
             node(preview_each_augmentation, inputs, "augmentation_panels", name="preview_each_augmentation"),
             node(count_box_losses, inputs, "augmentation_box_losses", name="count_box_losses"),
-        ]
+        ],
+        tags=["preview"],  # filters the DAG in kedro-viz by stage
     )

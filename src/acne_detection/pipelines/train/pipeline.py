@@ -32,5 +32,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "registered_model",
                 name="register_model",
             ),
-        ]
+        ],
+        tags=["train"],  # filters the DAG in kedro-viz by stage
     )
