@@ -523,3 +523,25 @@ def test_the_mlflow_ui_opens_on_the_runs_in_the_training_view(tracking: MlflowCl
     assert full.info.run_name in run_text
     assert f"mAP@50 {full.data.metrics['test.mAP50']:.3f}" in run_text  # the description, as the UI renders it
     assert (tmp_path / "experiment.png").stat().st_size > 10_000
+
+
+@pytest.mark.e2e
+def test_the_notebook_runs_against_the_tiny_run(project: Path, runs: dict) -> None:
+    """``notebooks/explore_results.ipynb`` executed top to bottom in a real kernel (nbclient)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_results.ipynb", as_version=4)
+    os.environ["ACNE_PROJECT"] = str(project)
+    try:
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(project)}}
+        ).execute()
+    finally:
+        os.environ.pop("ACNE_PROJECT", None)
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # best/worst, threshold curves, confusion matrix
+    tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("tone_band" in t for t in tables)  # the skin tone table
+    assert any("tags.mlflow.runName" in t and "full run" in t for t in tables)  # the runs pulled from MLflow

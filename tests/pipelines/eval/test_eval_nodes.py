@@ -11,11 +11,10 @@ from acne_detection.pipelines.eval.nodes import (
     choose_operating_point,
     evaluate_detections,
     fingerprint_inputs,
-    plot_error_gallery,
-    plot_threshold_curves,
-    report_headline,
     sweep_thresholds,
 )
+from acne_detection.pipelines.eval.plots import plot_error_gallery, plot_threshold_curves
+from acne_detection.pipelines.eval.report import report_headline
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from PIL import Image
 from ultralytics import YOLO
 
 from acne_detection.accelerator import detect_device
@@ -30,15 +27,9 @@ from acne_detection.metrics import (
     threshold_sweep,
 )
 from acne_detection.params import parse
-from acne_detection.pipelines.eval.tones import skin_tone_lines
 from acne_detection.tracking import model_run_id, resolve_model, versions_with_weights
 
 logger = logging.getLogger(__name__)
-AP_NOTE = (
-    "AP here is COCO's (faster-coco-eval, equal to pycocotools to 1e-9 in the tests: 101-point interpolated, at most "
-    "100 detections per image and class, on the test split). Ultralytics' validator, printed during training, "
-    "integrates a continuous PR curve on the validation split, so its mAP differs by a few points."
-)
 
 
 def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, Any]) -> pd.DataFrame:
@@ -90,7 +81,8 @@ def check_model_classes(model_names: dict[int, str] | list[str], dataset_names: 
         )
 
 
-def _test_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
+def test_split_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
+    """The true boxes of the test split."""
     return ground_truth[ground_truth.split == "test"]
 
 
@@ -109,7 +101,7 @@ def sweep_thresholds(
         ``metrics.threshold_sweep``'s table with a ``class`` column (``all`` for class id -1).
     """
     p = parse("eval", params)
-    gt = _test_truth(ground_truth)
+    gt = test_split_truth(ground_truth)
     matches = match_detections(predictions, gt, iou_threshold=p.iou_threshold)
     n_true = gt.groupby("class_id").size().reindex(range(len(dataset.names)), fill_value=0)
     sweep = threshold_sweep(matches, n_true, np.round(np.arange(0.05, 0.951, 0.05), 2))
@@ -183,7 +175,7 @@ def evaluate_detections(
     """
     p = parse("eval", params)
     names = list(dataset.names)
-    gt = _test_truth(ground_truth)
+    gt = test_split_truth(ground_truth)
     ap = average_precision(predictions, gt, images=[], n_classes=len(names))
     kept = predictions[predictions.confidence >= operating_point["threshold"]]
     prf = precision_recall_f1(match_detections(kept, gt, iou_threshold=p.iou_threshold), n_classes=len(names))
@@ -341,187 +333,3 @@ def record_model_threshold(operating_point: dict[str, Any], weights: Path, param
     except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
         logger.warning("Could not tag the registered model with its threshold: %s", err)
     return record
-
-
-def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
-    """Draw the confusion matrix, counts and row-normalised side by side.
-
-    Args:
-        confusion: ``evaluate_detections``'s matrix (a ``true`` column, then one per class).
-
-    Returns:
-        The figure.
-    """
-    counts = confusion.set_index("true")
-    rows = counts.to_numpy(float)
-    normalised = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(13, 5.5))
-    axes = fig.subplots(1, 2)
-    for ax, values, title, fmt in (
-        (axes[0], rows, "counts", "{:.0f}"),
-        (axes[1], normalised, "row-normalised (recall per true class)", "{:.2f}"),
-    ):
-        ax.imshow(values, cmap="Blues")
-        ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=35, ha="right")
-        ax.set_yticks(range(len(counts.index)), counts.index)
-        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix, {title}")
-        for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", color="white" if v > values.max() / 2 else "black")
-    fig.tight_layout()
-    return fig
-
-
-def plot_threshold_curves(sweep: pd.DataFrame, operating_point: dict[str, Any]) -> Figure:
-    """Precision, recall and F1 against the threshold, overall and per class, and PR curves.
-
-    Args:
-        sweep: ``sweep_thresholds``'s table.
-        operating_point: ``choose_operating_point``'s result (drawn as a vertical line).
-
-    Returns:
-        A figure: one panel per metric against threshold, one of precision against recall.
-    """
-    fig = Figure(figsize=(18, 4))
-    axes = fig.subplots(1, 4)
-    for name, g in sweep.groupby("class", sort=False):
-        style = {"lw": 2.5, "color": "k"} if name == "all" else {"lw": 1}
-        for ax, metric in zip(axes[:3], ("precision", "recall", "f1")):
-            ax.plot(g.threshold, g[metric], label=name, **style)
-        axes[3].plot(g.recall, g.precision, "-o", ms=2, label=name, **style)
-    for ax, metric in zip(axes[:3], ("precision", "recall", "F1")):
-        ax.axvline(operating_point["threshold"], color="r", ls="--", lw=1)
-        ax.set(title=f"{metric} vs confidence threshold", xlabel="threshold", ylim=(0, 1.02))
-    axes[3].set(
-        title="precision-recall (thresholds 0.05-0.95)",
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1.02),
-        ylim=(0, 1.02),
-    )
-    axes[3].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_error_gallery(
-    predictions: pd.DataFrame,
-    ground_truth: pd.DataFrame,
-    dataset: YoloDataset,
-    operating_point: dict[str, Any],
-    params: dict[str, Any],
-) -> Figure:
-    """The test images with the most missed lesions (top row) and the most false alarms
-    (bottom row), ground truth in green and predictions in red with class and confidence.
-
-    Args:
-        predictions: ``predict_test_split``'s table.
-        ground_truth: the true boxes of every split.
-        dataset: the YOLO dataset (image files).
-        operating_point: predictions below its threshold are not drawn.
-        params: the ``eval`` parameters (``gallery_size``, ``iou_threshold``).
-
-    Returns:
-        The figure.
-    """
-    p = parse("eval", params)
-    gt = _test_truth(ground_truth)
-    kept = predictions[predictions.confidence >= operating_point["threshold"]]
-    matches = match_detections(kept, gt, iou_threshold=p.iou_threshold)
-    missed = matches[matches.pred_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
-    alarms = matches[matches.true_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
-    n = p.gallery_size
-    fig = Figure(figsize=(3.4 * n, 7.2))
-    axes = fig.subplots(2, n, squeeze=False)
-    for row, (title, ranking) in enumerate((("missed lesions", missed), ("false alarms", alarms))):
-        for ax, image in zip(axes[row], [*ranking.index[:n], *[None] * n][:n]):
-            ax.axis("off")
-            if image is None:
-                continue
-            ax.imshow(Image.open(dataset.root / image).convert("RGB"))
-            for r in gt[gt.image == image].itertuples():
-                ax.add_patch(
-                    Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#00ff66", lw=1)
-                )
-            for r in kept[kept.image == image].itertuples():
-                ax.add_patch(
-                    Rectangle((r.x_min, r.y_min), r.x_max - r.x_min, r.y_max - r.y_min, fill=False, ec="#ff3030", lw=1)
-                )
-                ax.text(
-                    r.x_min, r.y_min - 2, f"{dataset.names[r.class_id]} {r.confidence:.2f}", color="#ff3030", fontsize=5
-                )
-            ax.set_title(f"{Path(image).name[:26]}: {ranking[image]} {title}", fontsize=7)
-    fig.suptitle("Errors at the operating point: ground truth green, predictions red", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _grading_lines(grading: dict[str, float]) -> str:
-    """The grading section of the summary: accuracy with its interval and the ceiling beside it."""
-    counting = (
-        (
-            f"Counting error per test photo (lesions at the operating point vs true): MAE {grading['count_mae']:.2f}, "
-            f"RMSE {grading['count_rmse']:.2f}.\n\n"
-        )
-        if "count_mae" in grading
-        else ""
-    )
-    if "grade_accuracy" not in grading:
-        return (
-            "## Severity grading\n\nNo test photo has a true grade, so grading accuracy is not measured.\n" + counting
-        )
-    recalls = ", ".join(
-        f"{k.removeprefix('grade_recall.')} {v:.2f}" for k, v in grading.items() if k.startswith("grade_recall.")
-    )
-    return (
-        "## Severity grading\n\n"
-        f"Grade accuracy on {grading['photos_graded']:.0f} test photos: **{grading['grade_accuracy']:.3f}** "
-        f"(95 % Wilson interval {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
-        f"ceiling {grading['grade_ceiling']:.3f} (the true lesion counts graded by the same rule: what a perfect "
-        "counter would reach against these grades). Published anchor on ACNE04: 84.1 %.\n\n"
-        f"Recall per true grade: {recalls}.\n\n" + counting
-    )
-
-
-def report_headline(
-    per_class: pd.DataFrame,
-    operating_point: dict[str, Any],
-    gate: dict[str, str],
-    grading: dict[str, float],
-    tones: pd.DataFrame,
-    tone_check: dict[str, str],
-) -> str:
-    """The run's headline as Markdown, also logged so the terminal shows it.
-
-    Args:
-        per_class: ``evaluate_detections``'s per-class table.
-        operating_point: the chosen threshold.
-        gate: ``check_quality_gate``'s verdicts.
-        grading: ``evaluate_grading``'s metrics.
-        tones: ``evaluate_by_skin_tone``'s table.
-        tone_check: its verdict tags.
-
-    Returns:
-        Markdown: the metrics per class and overall, the operating point, grading, the metrics
-        per skin tone band, the gate, and a note
-        on how this AP relates to the one Ultralytics printed during training.
-    """
-    columns = ["class", "instances", "ap50", "ap50_95", "precision", "recall", "f1"]
-    table = per_class[columns].rename(columns={"ap50": "mAP@50", "ap50_95": "mAP@50-95"})
-    cells = table.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(r) + " |" for r in cells.to_numpy()]
-    gate_lines = [f"- {k.removeprefix('gate.')}: {v}" for k, v in gate.items() if k != "gate"]
-    text = (
-        "## Test-split results\n\n" + "\n".join(lines) + "\n\n"
-        f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
-        f"({operating_point['rule']}).\n\n"
-        + _grading_lines(grading)
-        + skin_tone_lines(tones, tone_check)
-        + f"Quality gate: **{gate['gate'].upper()}**\n"
-        + "\n".join(gate_lines)
-        + "\n\n"
-        + AP_NOTE
-        + "\n"
-    )
-    logger.info("\n%s", text)
-    return text

@@ -8,14 +8,12 @@ from acne_detection.pipelines.eval.nodes import (
     choose_operating_point,
     evaluate_detections,
     fingerprint_inputs,
-    plot_confusion_matrix,
-    plot_error_gallery,
-    plot_threshold_curves,
     predict_test_split,
     record_model_threshold,
-    report_headline,
     sweep_thresholds,
 )
+from acne_detection.pipelines.eval.plots import plot_confusion_matrix, plot_error_gallery, plot_threshold_curves
+from acne_detection.pipelines.eval.report import report_headline
 from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics
 from acne_detection.tracking import to_mlflow_metrics
 

@@ -1,0 +1,91 @@
+"""The run's headline, ``results_summary.md``: metrics per class, the operating point,
+grading, skin tone, the gate, and how this AP relates to Ultralytics'."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from acne_detection.pipelines.eval.tones import skin_tone_lines
+
+logger = logging.getLogger(__name__)
+
+AP_NOTE = (
+    "AP here is COCO's (faster-coco-eval, equal to pycocotools to 1e-9 in the tests: 101-point interpolated, at most "
+    "100 detections per image and class, on the test split). Ultralytics' validator, printed during training, "
+    "integrates a continuous PR curve on the validation split, so its mAP differs by a few points."
+)
+
+
+def _grading_lines(grading: dict[str, float]) -> str:
+    """The grading section of the summary: accuracy with its interval and the ceiling beside it."""
+    counting = (
+        (
+            f"Counting error per test photo (lesions at the operating point vs true): MAE {grading['count_mae']:.2f}, "
+            f"RMSE {grading['count_rmse']:.2f}.\n\n"
+        )
+        if "count_mae" in grading
+        else ""
+    )
+    if "grade_accuracy" not in grading:
+        return (
+            "## Severity grading\n\nNo test photo has a true grade, so grading accuracy is not measured.\n" + counting
+        )
+    recalls = ", ".join(
+        f"{k.removeprefix('grade_recall.')} {v:.2f}" for k, v in grading.items() if k.startswith("grade_recall.")
+    )
+    return (
+        "## Severity grading\n\n"
+        f"Grade accuracy on {grading['photos_graded']:.0f} test photos: **{grading['grade_accuracy']:.3f}** "
+        f"(95 % Wilson interval {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
+        f"ceiling {grading['grade_ceiling']:.3f} (the true lesion counts graded by the same rule: what a perfect "
+        "counter would reach against these grades). Published anchor on ACNE04: 84.1 %.\n\n"
+        f"Recall per true grade: {recalls}.\n\n" + counting
+    )
+
+
+def report_headline(
+    per_class: pd.DataFrame,
+    operating_point: dict[str, Any],
+    gate: dict[str, str],
+    grading: dict[str, float],
+    tones: pd.DataFrame,
+    tone_check: dict[str, str],
+) -> str:
+    """The run's headline as Markdown, also logged so the terminal shows it.
+
+    Args:
+        per_class: ``evaluate_detections``'s per-class table.
+        operating_point: the chosen threshold.
+        gate: ``check_quality_gate``'s verdicts.
+        grading: ``evaluate_grading``'s metrics.
+        tones: ``evaluate_by_skin_tone``'s table.
+        tone_check: its verdict tags.
+
+    Returns:
+        Markdown: the metrics per class and overall, the operating point, grading, the metrics
+        per skin tone band, the gate, and a note
+        on how this AP relates to the one Ultralytics printed during training.
+    """
+    columns = ["class", "instances", "ap50", "ap50_95", "precision", "recall", "f1"]
+    table = per_class[columns].rename(columns={"ap50": "mAP@50", "ap50_95": "mAP@50-95"})
+    cells = table.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in cells.to_numpy()]
+    gate_lines = [f"- {k.removeprefix('gate.')}: {v}" for k, v in gate.items() if k != "gate"]
+    text = (
+        "## Test-split results\n\n" + "\n".join(lines) + "\n\n"
+        f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
+        f"({operating_point['rule']}).\n\n"
+        + _grading_lines(grading)
+        + skin_tone_lines(tones, tone_check)
+        + f"Quality gate: **{gate['gate'].upper()}**\n"
+        + "\n".join(gate_lines)
+        + "\n\n"
+        + AP_NOTE
+        + "\n"
+    )
+    logger.info("\n%s", text)
+    return text
