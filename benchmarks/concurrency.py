@@ -16,25 +16,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from mlflow.tracking import MlflowClient
 
 from acne_detection.team_server import LocalPostgres, start_tracking_server, wait_until_up
-from benchmarks.run import ROOT, merge_results
+from benchmarks.project import copy_project
+from benchmarks.run import merge_results
 
 TINY = "train.epochs=3,train.imgsz=64,train.batch=8,preview.samples=4"
 EPOCH_METRICS = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "metrics/mAP50B", "lr/pg0")
 
 
 def _copy(root: Path, env: str) -> Path:
-    """A copy of the project on 24 synthetic photos (128 px), as a colleague's checkout."""
-    for name in ("conf", "src"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("local", "__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    base = yaml.safe_load((ROOT / "conf" / "base" / "catalog.yml").read_text())["raw_export"]
-    catalog = {"raw_export": {**base, "synthetic": {"n_images": 24, "size": 128, "seed": 0}}}
-    (root / "conf" / env).mkdir(exist_ok=True)
-    (root / "conf" / env / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    """A copy of the project on 24 synthetic photos (128 px), as a colleague's checkout, its
+    data configured for environment ``env``."""
+    copy_project(root, n_images=24, size=128)
+    if env != "local":
+        shutil.copy(root / "conf" / "local" / "catalog.yml", root / "conf" / env / "catalog.yml")
     return root
 
 

@@ -135,10 +135,10 @@ def _write_part(args: tuple[Path, int, int]) -> None:
 def bench_metrics(n_detections: int, repeats: int) -> dict:
     """All eval metrics from a detection table against pycocotools' COCOeval alone."""
     from acne_detection.metrics import average_precision, match_detections, precision_recall_f1, threshold_sweep
-    from tests.test_metrics import _pycocotools_summary, _random_detections
+    from benchmarks.reference import pycocotools_summary, random_detections
 
     n_images = max(n_detections // 4, 10)
-    gt, dt_ = _random_detections(n_images, n_classes=4, seed=0)
+    gt, dt_ = random_detections(n_images, n_classes=4, seed=0)
     images = [f"img{i}" for i in range(n_images)]
 
     def ours() -> pd.DataFrame:
@@ -148,8 +148,8 @@ def bench_metrics(n_detections: int, repeats: int) -> dict:
         precision_recall_f1(matches[matches.confidence.isna() | (matches.confidence >= 0.25)], n_classes=4)
         return ap
 
-    base, mine = _timed(lambda: _pycocotools_summary(gt, dt_, images, 4), repeats), _timed(ours, repeats)
-    stats = _pycocotools_summary(gt, dt_, images, 4)
+    base, mine = _timed(lambda: pycocotools_summary(gt, dt_, images, 4), repeats), _timed(ours, repeats)
+    stats = pycocotools_summary(gt, dt_, images, 4)
     ap = ours()
     return {
         "benchmark": f"metrics, {len(dt_)} detections",
@@ -177,7 +177,7 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
     """``kedro run`` against plain ``yolo train`` + ``yolo val`` on the same data and settings."""
     import yaml
 
-    from tests.conftest import copy_project
+    from benchmarks.project import copy_project
 
     project = copy_project(work / "project", n_images=n_images, size=640)
     kedro = [

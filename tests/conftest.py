@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from acne_detection.params import SYNTHETIC_CLASSES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
-CLASSES = ["comedone", "papule", "pustule", "nodule"]
+CLASSES = list(SYNTHETIC_CLASSES)
+
 _STARTING_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
@@ -57,36 +60,6 @@ def write_voc(path: Path, filename: str, objects: list[tuple[str, float, float, 
         encoding="utf-8",
     )
     return path
-
-
-def copy_project(root: Path, *, n_images: int, size: int, catalog: dict | None = None) -> Path:
-    """A runnable copy of the project in ``root`` whose ``raw_export`` is a small synthetic set.
-
-    Args:
-        root: where the copy goes (created).
-        n_images: synthetic photographs to generate on first use.
-        size: their side in pixels.
-        catalog: further ``conf/local/catalog.yml`` entries (merged over base entries).
-
-    Returns:
-        ``root``.
-    """
-    import shutil
-
-    import yaml
-
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())
-    local = {"raw_export": {**base["raw_export"], "synthetic": {"n_images": n_images, "size": size, "seed": 0}}}
-    for name, entry in (catalog or {}).items():
-        local[name] = {**base.get(name, {}), **entry}
-    (root / "conf" / "local").mkdir()
-    (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(local))
-    return root
 
 
 def tree_digest(root: Path) -> dict[str, str]:

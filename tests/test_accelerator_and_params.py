@@ -72,3 +72,16 @@ def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
         r"\['data', 'eval', 'grading', 'predict', 'preview', 'tracking', 'train'\].*\['export_dir'\]",
     ):
         check_parameter_groups({**good, "dta": {"strict": True}}, tmp_path)
+
+
+def test_one_class_list() -> None:
+    """conf/base/globals.yml (the configuration), the parameters' default and the synthetic
+    generator name the same classes, in the same order (ids are positions)."""
+    import yaml
+
+    from acne_detection.params import SYNTHETIC_CLASSES, DataParams
+    from acne_detection.synthetic import CLASSES
+    from tests.conftest import PROJECT_ROOT
+
+    configured = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "globals.yml").read_text())["classes"]
+    assert tuple(configured) == SYNTHETIC_CLASSES == DataParams().classes == CLASSES

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import copy_project
+from benchmarks.project import copy_project
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:

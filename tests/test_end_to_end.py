@@ -17,7 +17,8 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT_ROOT, copy_project
+from benchmarks.project import copy_project
+from tests.conftest import PROJECT_ROOT
 
 TINY = {"train": {"epochs": 2, "imgsz": 64, "batch": 8}, "preview": {"samples": 4}}
 

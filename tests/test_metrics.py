@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from acne_detection.metrics import (
     average_precision,
@@ -19,6 +14,7 @@ from acne_detection.metrics import (
     match_detections,
     precision_recall_f1,
 )
+from benchmarks.reference import pycocotools_summary, random_detections
 
 COLS = ["image", "class_id", "x_min", "y_min", "x_max", "y_max"]
 
@@ -53,79 +49,6 @@ def test_confusion_matrix_has_background_row_and_column() -> None:
     )
     cm = confusion_counts(match_detections(preds, gt, iou_threshold=0.5, class_aware=False), n_classes=2)
     assert cm.tolist() == [[0, 1, 0], [0, 1, 1], [1, 0, 0]]
-
-
-def _random_detections(n_images: int, n_classes: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    gt_rows, dt_rows = [], []
-    for i in range(n_images):
-        image = f"img{i}"
-        n_gt = 0 if rng.random() < 0.1 else int(rng.integers(1, 8))
-        for _ in range(n_gt):
-            x, y = rng.uniform(0, 500, 2)
-            w, h = rng.uniform(4, 120, 2)
-            c = int(rng.integers(n_classes))
-            gt_rows.append((image, c, x, y, x + w, y + h))
-            if rng.random() < 0.8:  # a detection near it, sometimes of the wrong class
-                jitter = rng.normal(0, 0.12, 4) * [w, h, w, h]
-                cls = c if rng.random() < 0.85 else int(rng.integers(n_classes))
-                dt_rows.append(
-                    (
-                        image,
-                        cls,
-                        float(rng.uniform(0.05, 1)),
-                        x + jitter[0],
-                        y + jitter[1],
-                        x + w + jitter[2],
-                        y + h + jitter[3],
-                    )
-                )
-        if rng.random() < 0.1:
-            continue  # an image with no detection at all
-        for _ in range(int(rng.integers(0, 3))):  # false alarms
-            x, y = rng.uniform(0, 500, 2)
-            dt_rows.append((image, int(rng.integers(n_classes)), float(rng.uniform(0, 0.6)), x, y, x + 30, y + 30))
-    gt = pd.DataFrame(gt_rows, columns=COLS)
-    dt = pd.DataFrame(dt_rows, columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])
-    return gt, dt
-
-
-def _pycocotools_summary(gt: pd.DataFrame, dt: pd.DataFrame, images: list[str], n_classes: int) -> np.ndarray:
-    ids = {name: i for i, name in enumerate(images, 1)}
-    coco = COCO()
-    coco.dataset = {
-        "images": [{"id": i} for i in ids.values()],
-        "categories": [{"id": c} for c in range(n_classes)],
-        "annotations": [
-            {
-                "id": k,
-                "image_id": ids[r.image],
-                "category_id": int(r.class_id),
-                "iscrowd": 0,
-                "bbox": [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min],
-                "area": (r.x_max - r.x_min) * (r.y_max - r.y_min),
-            }
-            for k, r in enumerate(gt.itertuples(), 1)
-        ],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-        dets = coco.loadRes(
-            [
-                {
-                    "image_id": ids[r.image],
-                    "category_id": int(r.class_id),
-                    "score": r.confidence,
-                    "bbox": [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min],
-                }
-                for r in dt.itertuples()
-            ]
-        )
-        ev = COCOeval(coco, dets, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev.stats
 
 
 def _crowded_tied_detections(n_images: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -182,16 +105,16 @@ def test_ap_equals_pycocotools_to_1e9_on_crowded_tied_data(seed: int) -> None:
     assert np.isnan(ours.loc[5, "ap50"])  # detections, no ground truth
     assert 0.05 < ours.loc[0, "ap50"] < 0.95  # a set with real errors, so the comparison can fail
     # and the summary pycocotools itself prints, built independently of the code under test
-    stats = _pycocotools_summary(gt, dt, images, 6)
+    stats = pycocotools_summary(gt, dt, images, 6)
     assert ours.ap50_95.mean() == pytest.approx(stats[0], abs=1e-9)
     assert ours.ap50.mean() == pytest.approx(stats[1], abs=1e-9)
 
 
 def test_ap_matches_pycocotools_summary_on_random_images() -> None:
-    gt, dt = _random_detections(1000, n_classes=6, seed=0)
+    gt, dt = random_detections(1000, n_classes=6, seed=0)
     images = [f"img{i}" for i in range(1000)]
     ours = average_precision(dt, gt, images=images, n_classes=6)
-    stats = _pycocotools_summary(gt, dt, images, 6)
+    stats = pycocotools_summary(gt, dt, images, 6)
     assert ours.ap50_95.mean() == pytest.approx(stats[0], abs=1e-9)
     assert ours.ap50.mean() == pytest.approx(stats[1], abs=1e-9)
     assert ours.ap75.mean() == pytest.approx(stats[2], abs=1e-9)
@@ -199,7 +122,7 @@ def test_ap_matches_pycocotools_summary_on_random_images() -> None:
 
 
 def test_ap_of_perfect_shifted_and_no_detections() -> None:
-    gt, _ = _random_detections(50, n_classes=2, seed=1)
+    gt, _ = random_detections(50, n_classes=2, seed=1)
     perfect = gt.assign(confidence=0.9)
     images = [f"img{i}" for i in range(50)]
     assert average_precision(perfect, gt, images=images, n_classes=2).ap50.tolist() == pytest.approx([1.0, 1.0])
@@ -233,6 +156,6 @@ def _greedy_reference(dt: pd.DataFrame, gt: pd.DataFrame, threshold: float) -> t
 
 
 def test_batched_matching_equals_a_plain_greedy_loop() -> None:
-    gt, dt = _random_detections(150, n_classes=3, seed=4)
+    gt, dt = random_detections(150, n_classes=3, seed=4)
     rows = precision_recall_f1(match_detections(dt, gt, iou_threshold=0.5), n_classes=3)
     assert tuple(int(rows[c].sum()) for c in ("tp", "fp", "fn")) == _greedy_reference(dt, gt, 0.5)

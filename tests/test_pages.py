@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_project, headless_dom
+from benchmarks.project import copy_project
+from tests.conftest import headless_dom
 
 
 def _port_below_49152() -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, copy_project
+from benchmarks.project import copy_project
+from tests.conftest import PROJECT_ROOT
 
 
 def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:

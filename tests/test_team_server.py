@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from acne_detection.team_server import LocalPostgres, start_tracking_server, wait_until_up
-from tests.conftest import copy_project
+from benchmarks.project import copy_project
 
 TINY = "train.epochs=2,train.imgsz=64,train.batch=8,preview.samples=4"
 

@@ -28,6 +28,21 @@ def _close_reopened_runs(status: str = "FINISHED") -> None:
         mlflow.end_run(status=status)
 
 
+class TypedParameters:
+    """Nodes receive typed parameter objects: each ``params:<group>`` input is validated once and
+    handed to the node as its model from ``acne_detection.params`` (kedro-mlflow still logs the
+    plain values). Nodes called directly, as the tests do, accept plain dicts too (``parse``)."""
+
+    @hook_impl
+    def before_node_run(self, node: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        typed = {
+            name: parse(name.removeprefix("params:"), value)
+            for name, value in inputs.items()
+            if name.startswith("params:") and name.removeprefix("params:") in PARAMETER_GROUPS
+        }
+        return typed or None
+
+
 class CheckoutLock:
     """One run at a time writes a checkout's ``data/`` folder (datasets, the training work
     folder, reports): a second ``kedro run`` in the same checkout is refused with a message,

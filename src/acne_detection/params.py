@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# the synthetic default's lesion classes, the one list in code (acne_detection.synthetic draws them)
+SYNTHETIC_CLASSES: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,7 +54,7 @@ class DataSkinToneParams(_Strict):
 
 
 class DataParams(_Strict):
-    classes: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
+    classes: tuple[str, ...] = SYNTHETIC_CLASSES  # conf/base/globals.yml names the same four (tested)
     class_map: dict[str, str] = Field(default_factory=dict)
     unmapped_class: Literal["quarantine", "error"] = "quarantine"
     strict: bool = False
@@ -209,7 +212,7 @@ def parse(group: str, raw: dict[str, Any]) -> Any:
 
     Args:
         group: the top-level key in ``parameters_<group>.yml``.
-        raw: its content as Kedro loaded it.
+        raw: its content as Kedro loaded it, or the typed object itself (returned as is).
 
     Returns:
         The frozen, typed parameters.
@@ -217,6 +220,8 @@ def parse(group: str, raw: dict[str, Any]) -> Any:
     Raises:
         ValueError: a key is unknown, missing or of the wrong type.
     """
+    if isinstance(raw, PARAMETER_GROUPS[group]):  # already typed (TypedParameters hands nodes these)
+        return raw
     try:
         return PARAMETER_GROUPS[group].model_validate(raw)
     except Exception as err:  # pydantic's message names the key; add where it lives

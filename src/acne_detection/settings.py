@@ -3,9 +3,9 @@
 import os
 from urllib.parse import urlparse
 
-from acne_detection.hooks import CheckoutLock, PhotoArtifacts, RunReportHooks
+from acne_detection.hooks import CheckoutLock, PhotoArtifacts, RunReportHooks, TypedParameters
 
-HOOKS = (CheckoutLock(), PhotoArtifacts(), RunReportHooks())
+HOOKS = (CheckoutLock(), PhotoArtifacts(), TypedParameters(), RunReportHooks())
 # kedro-viz's run hooks would write dataset statistics and run events to .viz/ beside the project
 # on every `kedro run`: everything a run writes stays under data/. `kedro viz` itself is unaffected.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz", "kedro_viz")

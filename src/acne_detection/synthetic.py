@@ -31,10 +31,11 @@ import numpy as np
 from PIL import Image
 
 from acne_detection.grading import severity_grade
+from acne_detection.params import SYNTHETIC_CLASSES
 
 logger = logging.getLogger(__name__)
 
-CLASSES = ("comedone", "papule", "pustule", "nodule")
+CLASSES = SYNTHETIC_CLASSES
 # Source class names written into the XML, as ACNE04 spells them, so the default run
 # exercises the same class mapping a real export needs.
 SOURCE_NAMES = {

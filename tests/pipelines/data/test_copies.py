@@ -78,7 +78,7 @@ def test_a_renamed_copy_joins_its_photo_group_and_split(tmp_path: Path, data_par
 
     # Everything reconciles: reader, quarantine tables and the dataset report.
     manifest, ground_truth = plan_yolo_dataset(split, boxes, data_params)
-    report_all = describe_dataset(split, ground_truth, {"imgsz": 64})
+    report_all = describe_dataset(split, ground_truth, 64)
     report_all = report_all[report_all["class"] == "all"]
     assert report_all.images.sum() == counts["images_accepted"] == len(images) == len(manifest) == 36
     assert report_all.boxes.sum() == counts["boxes_accepted"] == len(ground_truth) == 37

@@ -24,14 +24,14 @@ def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
         }
     )
     split = pd.DataFrame({"image_id": ["a", "b", "c"], "split": ["train", "test", "train"]})
-    report = describe_dataset(split, gt, {"imgsz": 320}).set_index(["split", "class"])
+    report = describe_dataset(split, gt, 320).set_index(["split", "class"])
     assert report.loc[("train", "all"), "images"] == 2 and report.loc[("train", "all"), "boxes"] == 2
     assert report.loc[("train", "comedone"), "median_w_px"] == pytest.approx(10)  # 20 px at 640 -> 10 at 320
     assert report.loc[("train", "comedone"), "share_small"] == 1.0
     assert report.loc[("train", "nodule"), "share_small"] == 0.0
     assert report.loc[("train", "all"), "boxes_per_image"] == 1.0
     cooccurrence = pd.DataFrame({"class_name": ["a", "b"], "a": [3, 0], "b": [0, 2]})
-    fig = plot_dataset(gt, split.assign(grade=["0", "3", ""]), cooccurrence, {"status": "warning"}, {"imgsz": 320})
+    fig = plot_dataset(gt, split.assign(grade=["0", "3", ""]), cooccurrence, {"status": "warning"}, 320)
     assert len(fig.axes) == 5 and fig.axes[4].get_title().startswith("label audit: warning")
     assert "photos per true grade" in fig.axes[3].get_title()
 

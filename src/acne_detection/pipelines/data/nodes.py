@@ -561,20 +561,20 @@ def _sides_at_training_size(ground_truth: pd.DataFrame, imgsz: int) -> dict[str,
     }
 
 
-def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, train_params: dict[str, Any]) -> pd.DataFrame:
+def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, imgsz: int) -> pd.DataFrame:
     """Images and boxes per class per split, and box sizes as the model will see them.
 
     Args:
         split: the split images (``split_dataset``'s output).
         ground_truth: boxes with ``split`` (``plan_yolo_dataset``'s output).
-        train_params: the ``train`` parameters (``imgsz`` sets the scale boxes are seen at).
+        imgsz: ``train.imgsz``, the scale the model sees boxes at (the one training setting read here).
 
     Returns:
         One row per split and class (and an ``all`` class per split): ``images`` holding the
         class, ``boxes``, median box width and height in training pixels, ``share_small``
         (boxes under 32x32 training pixels, COCO's "small") and ``boxes_per_image``.
     """
-    boxes = ground_truth.assign(**_sides_at_training_size(ground_truth, parse("train", train_params).imgsz))
+    boxes = ground_truth.assign(**_sides_at_training_size(ground_truth, imgsz))
     boxes["small"] = boxes.w * boxes.h < 32 * 32
     rows = []
     for (split_name, cls), g in pd.concat([boxes, boxes.assign(**{"class": "all"})]).groupby(["split", "class"]):
@@ -602,7 +602,7 @@ def plot_dataset(
     split: pd.DataFrame,
     cooccurrence: pd.DataFrame,
     audit: dict[str, Any],
-    train_params: dict[str, Any],
+    imgsz: int,
 ) -> Figure:
     """Boxes per class and split, box sizes at the training size, lesions per image, photos
     per grade and split, and the label audit (which source class names share a photo).
@@ -612,12 +612,11 @@ def plot_dataset(
         split: the split images (with ``grade`` where known).
         cooccurrence: ``audit_labels``'s table (photos holding each pair of source names).
         audit: ``audit_labels``'s verdict.
-        train_params: the ``train`` parameters (``imgsz``).
+        imgsz: ``train.imgsz``.
 
     Returns:
         A five-panel figure.
     """
-    imgsz = parse("train", train_params).imgsz
     sides = _sides_at_training_size(ground_truth, imgsz)
     side = np.sqrt(sides["w"] * sides["h"])
     fig = Figure(figsize=(25, 4.5))

@@ -62,13 +62,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 describe_dataset,
-                ["split_images", "ground_truth", "params:train"],
+                ["split_images", "ground_truth", "params:train.imgsz"],
                 "dataset_report",
                 name="describe_dataset",
             ),
             node(
                 plot_dataset,
-                ["ground_truth", "split_images", "label_audit_cooccurrence", "label_audit", "params:train"],
+                ["ground_truth", "split_images", "label_audit_cooccurrence", "label_audit", "params:train.imgsz"],
                 "dataset_report_plot",
                 name="plot_dataset",
             ),
