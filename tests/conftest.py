@@ -95,7 +95,8 @@ def data_params() -> dict:
 def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
     """A real YOLO-format dataset: 18 synthetic photos (96 px) through the data pipeline's nodes."""
     from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
-    from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset
+    from acne_detection.pipelines.data.split import split_dataset
+    from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
     from acne_detection.synthetic import write_voc_export
 
     root = tmp_path_factory.mktemp("tiny")
@@ -118,7 +119,7 @@ def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
 
 def validated(raw, params: dict):
     """``map_classes`` then ``validate_export``, as the ``data`` pipeline runs them."""
-    from acne_detection.pipelines.data.nodes import map_classes, validate_export
+    from acne_detection.pipelines.data.validation import map_classes, validate_export
 
     return validate_export(map_classes(raw, params)[0], params)
 

@@ -192,7 +192,7 @@ class RunReportHooks:
 
         _close_reopened_runs()
         if "ingestion_counts" in pipeline.all_outputs():  # the reconciliation, where a user reads last
-            from acne_detection.pipelines.data.nodes import describe_counts
+            from acne_detection.pipelines.data.validation import describe_counts
 
             logger.info(
                 "%s (reasons: data/08_reporting/quarantine_report.csv)",

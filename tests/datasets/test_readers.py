@@ -11,7 +11,8 @@ import pytest
 
 from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
 from acne_detection.datasets.readers import detect_format
-from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset
+from acne_detection.pipelines.data.split import split_dataset
+from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
 from tests.conftest import tree_digest, validated, write_image, write_voc
 
 

@@ -12,7 +12,7 @@ from kedro.io import DatasetError
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.audit import audit_labels
 from acne_detection.pipelines.data.grades import attach_grades
-from acne_detection.pipelines.data.nodes import map_classes
+from acne_detection.pipelines.data.validation import map_classes
 from tests.conftest import validated, write_image, write_voc
 
 ACNE04_SINGLE_CLASS = {
@@ -96,7 +96,7 @@ def test_one_name_per_photo_decided_by_folder_is_flagged(tmp_path: Path, data_pa
 
 
 def test_grades_from_acne04_names_travel_into_the_split(acne04_sample, tmp_path: Path) -> None:
-    from acne_detection.pipelines.data.nodes import split_dataset
+    from acne_detection.pipelines.data.split import split_dataset
 
     raw = AnnotatedExport(path=str(acne04_sample)).load()
     images, boxes, _, _ = validated(raw, ACNE04_SINGLE_CLASS)

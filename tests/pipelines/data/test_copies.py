@@ -8,13 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from acne_detection.datasets import AnnotatedExport
-from acne_detection.pipelines.data.nodes import (
-    describe_dataset,
-    find_split_leaks,
-    plan_yolo_dataset,
-    split_dataset,
-    summarise_quarantine,
-)
+from acne_detection.pipelines.data.report import describe_dataset
+from acne_detection.pipelines.data.split import find_split_leaks, split_dataset
+from acne_detection.pipelines.data.validation import summarise_quarantine
+from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
 from tests.conftest import tree_digest, validated, write_image, write_voc
 
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from acne_detection.datasets import AnnotatedExport
-from acne_detection.pipelines.data.nodes import describe_dataset, map_classes, plot_dataset
+from acne_detection.pipelines.data.report import describe_dataset, plot_dataset
+from acne_detection.pipelines.data.validation import map_classes
 
 
 def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
@@ -46,7 +47,7 @@ def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params)
 
 def test_class_names_map_through_case_spacing_numbering_and_plurals(data_params) -> None:
     from acne_detection.params import parse
-    from acne_detection.pipelines.data.nodes import map_class_names
+    from acne_detection.pipelines.data.validation import map_class_names
 
     names = pd.Series(
         [

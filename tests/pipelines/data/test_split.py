@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from acne_detection.pipelines.data.nodes import assign_groups, find_split_leaks, split_dataset
+from acne_detection.pipelines.data.split import assign_groups, find_split_leaks, split_dataset
 
 CLASSES = ["comedone", "papule", "pustule", "nodule"]
 

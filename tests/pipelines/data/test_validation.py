@@ -12,7 +12,7 @@ from kedro.io import DatasetError
 from PIL import Image
 
 from acne_detection.datasets import AnnotatedExport
-from acne_detection.pipelines.data.nodes import summarise_quarantine
+from acne_detection.pipelines.data.validation import summarise_quarantine
 from tests.conftest import tree_digest, validated, write_image, write_voc
 
 GOOD_BOX = [("papules", 10, 10, 20, 20)]
@@ -151,7 +151,8 @@ def test_a_typo_in_parameters_fails_with_the_key(broken_voc: Path, data_params: 
 
 def test_unusual_images_reach_the_yolo_folder_as_displayed(broken_voc: Path, data_params: dict, tmp_path: Path) -> None:
     from acne_detection.datasets import YoloDatasetFolder
-    from acne_detection.pipelines.data.nodes import plan_yolo_dataset, split_dataset
+    from acne_detection.pipelines.data.split import split_dataset
+    from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
 
     images, boxes, _, _ = validated(AnnotatedExport(path=str(broken_voc)).load(), data_params)
     manifest, _ = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)

@@ -26,7 +26,7 @@ from kedro.io import DatasetError
 
 from acne_detection.datasets.export import RawExport
 from acne_detection.params import parse
-from acne_detection.pipelines.data.nodes import assign_groups
+from acne_detection.pipelines.data.split import assign_groups
 
 logger = logging.getLogger(__name__)
 

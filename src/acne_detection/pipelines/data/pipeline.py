@@ -4,17 +4,11 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.data.audit import audit_labels
 from acne_detection.pipelines.data.grades import attach_grades
-from acne_detection.pipelines.data.nodes import (
-    describe_dataset,
-    find_split_leaks,
-    map_classes,
-    plan_yolo_dataset,
-    plot_dataset,
-    split_dataset,
-    summarise_quarantine,
-    validate_export,
-)
+from acne_detection.pipelines.data.report import describe_dataset, plot_dataset
+from acne_detection.pipelines.data.split import find_split_leaks, split_dataset
 from acne_detection.pipelines.data.tones import describe_skin_tones, measure_skin_tones, plot_skin_tones
+from acne_detection.pipelines.data.validation import map_classes, summarise_quarantine, validate_export
+from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
 from acne_detection.tracking import to_mlflow_metrics
 
 

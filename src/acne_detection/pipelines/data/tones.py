@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from acne_detection.inference import load_photo
 from acne_detection.params import parse
-from acne_detection.pipelines.data.nodes import merge_groups
+from acne_detection.pipelines.data.split import merge_groups
 from acne_detection.skin_tone import BAND_NAMES, estimate_ita, ita_band
 
 logger = logging.getLogger(__name__)

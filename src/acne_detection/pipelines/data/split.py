@@ -1,0 +1,165 @@
+"""The split: copies of one source photo grouped (file-name pattern and recorded copies), and
+groups assigned to train, val and test, stratified by class, grade and skin tone band."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+from kedro.io import DatasetError
+
+from acne_detection.params import parse
+
+logger = logging.getLogger(__name__)
+
+
+def assign_groups(image_ids: pd.Series, pattern: str) -> pd.Series:
+    """Name the source photograph each image comes from; copies of one photo share a group.
+
+    Args:
+        image_ids: image paths relative to the export.
+        pattern: regex with a ``group`` named group, matched against the file stem;
+            the default recognises Roboflow's ``NAME_jpg.rf.HASH``.
+
+    Returns:
+        The group per image: the regex's ``group`` where it matches, else the stem.
+    """
+    regex = re.compile(pattern)
+
+    def _group(image_id: str) -> str:
+        path = PurePosixPath(image_id)
+        match = regex.match(path.stem)
+        return match.group("group") if match else path.stem
+
+    return image_ids.map(_group)
+
+
+def merge_groups(images: pd.DataFrame, pattern: str) -> pd.Series:
+    """Group each image with every photo it is linked to, by name or by content.
+
+    Names give groups (``assign_groups``); an image's ``copies`` (other files with the same
+    bytes, e.g. ``IMG_0042.jpg`` = ``levle3_17_jpg.rf.9f.jpg``) link its group to theirs, and
+    linked groups merge (union-find), so no copy of a photo can sit in another split than
+    its siblings. A future near-duplicate check adds its pairs to ``copies`` the same way.
+
+    Args:
+        images: ``image_id`` and, optionally, ``copies`` (``; ``-separated image ids).
+        pattern: ``assign_groups``'s regex.
+
+    Returns:
+        The merged group per image, named after a group the pattern recognised where there is
+        one (``levle3_17``, not ``IMG_0042``), else the alphabetically first.
+    """
+    own = assign_groups(images["image_id"], pattern)
+    regex = re.compile(pattern)
+    linked = (images["copies"] if "copies" in images else pd.Series("", index=images.index)).fillna("").astype(str)
+    copies = [[c for c in row.split("; ") if c] for row in linked]
+    every_id = [*images["image_id"], *(c for row in copies for c in row)]
+    # a name the pattern derived (Roboflow's source photo) names a merged group before a bare stem
+    derived = {m.group("group") for i in every_id if (m := regex.match(PurePosixPath(i).stem))}
+    parent: dict[str, str] = {}
+
+    def _root(g: str) -> str:
+        parent.setdefault(g, g)
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for group, row in zip(own, copies):
+        if not row:
+            continue
+        for other in assign_groups(pd.Series(row, dtype=object), pattern):
+            a, b = sorted((_root(group), _root(other)), key=lambda g: (g not in derived, g))
+            parent[b] = a
+    return own.map(_root)
+
+
+def _stratified_split(presence: pd.DataFrame, *, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows of a (groups x classes) presence matrix, keeping class proportions."""
+    y = presence.to_numpy()
+    y = y[:, y.any(axis=0)]
+    if y.shape[1] < 2:  # the stratifier needs a multi-label target: a constant column is neutral
+        y = np.column_stack([y, np.zeros((len(y), 2 - y.shape[1]), dtype=int)])
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
+    keep, held = next(splitter.split(np.zeros(len(y)), y))
+    return np.sort(keep), np.sort(held)
+
+
+def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Assign every image to train, val or test, keeping groups whole and classes stratified.
+
+    Stratification is multi-label on the classes each group contains, with background-only
+    groups as a class of their own, on each group's grade where images have a ``grade`` and on
+    its skin tone band where they have a ``tone_band``; the same inputs and seed give the same split.
+
+    Args:
+        images: accepted images (``image_id``, ``source_split``, ...).
+        boxes: accepted boxes (``image_id``, ``class``).
+        params: the ``data`` parameters (``group_pattern``, ``split``).
+
+    Returns:
+        ``images`` with ``group`` and ``split`` columns, sorted by ``image_id``.
+
+    Raises:
+        DatasetError: too few groups to give every split at least one.
+    """
+    p = parse("data", params)
+    out = images.sort_values("image_id", ignore_index=True)
+    out["group"] = merge_groups(out, p.group_pattern)
+    if p.split.keep_source_split:
+        out["split"] = out["source_split"].replace("", "train")
+        return out
+    group_of = out.set_index("image_id")["group"]
+    presence = pd.crosstab(boxes["image_id"].map(group_of), boxes["class"]).clip(upper=1)
+    groups = sorted(out["group"].unique())
+    presence = presence.reindex(groups, fill_value=0)
+    presence["(background)"] = (presence.sum(axis=1) == 0).astype(int)
+    if "grade" in out and out["grade"].notna().any():  # so every split holds every grade
+        grade = out.groupby("group")["grade"].first().reindex(groups)
+        presence = presence.join(pd.get_dummies(grade.astype("string"), prefix="grade").astype(int)).fillna(0)
+    if "tone_band" in out and (out["tone_band"] != "").any():  # so the test split is not all one skin tone
+        band = out.groupby("group")["tone_band"].first().reindex(groups)
+        presence = presence.join(pd.get_dummies(band, prefix="tone").astype(int)).fillna(0)
+    if len(groups) < 3:
+        raise DatasetError(f"only {len(groups)} source photo groups: need at least 3 to fill train, val and test")
+    rest, test = _stratified_split(presence, holdout=p.split.test, seed=p.split.seed)
+    train, val = _stratified_split(
+        presence.iloc[rest], holdout=p.split.val / (p.split.train + p.split.val), seed=p.split.seed
+    )
+    split_of = {}
+    for name, rows in (("train", rest[train]), ("val", rest[val]), ("test", test)):
+        split_of.update({groups[i]: name for i in rows})
+    out["split"] = out["group"].map(split_of)
+    counts = out["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
+    logger.info("Split (images): %s from %d source photo groups", counts.to_dict(), len(groups))
+    return out
+
+
+def find_split_leaks(split: pd.DataFrame) -> pd.DataFrame:
+    """Copies of one source photo found in more than one split: leakage, listed for the report.
+
+    Always empty for the project's own split (groups are kept whole); with
+    ``keep_source_split`` it audits the export's split.
+
+    Args:
+        split: the split images (``split_dataset``'s output: ``group``, ``split``, ``image_id``).
+
+    Returns:
+        One row per leaking group: ``group``, ``splits`` (e.g. ``"test, train"``), ``images``
+        (its image ids, ``;``-separated).
+    """
+    spread = split.groupby("group").agg(
+        splits=("split", lambda s: ", ".join(sorted(set(s)))),
+        n_splits=("split", "nunique"),
+        images=("image_id", "; ".join),
+    )
+    leaks = spread[spread.n_splits > 1].drop(columns="n_splits").reset_index()
+    for row in leaks.itertuples():
+        logger.warning("Leakage in the split: copies of photo '%s' are in %s (%s)", row.group, row.splits, row.images)
+    return leaks
