@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.concurrency import _once
+from benchmarks.concurrency import once
 from benchmarks.project import PROJECT_ROOT, copy_project
 from benchmarks.run import merge_results
 
@@ -70,9 +70,9 @@ def main() -> None:
     row = {
         "benchmark": f"whole run at the defaults, {n_images} photos, {train['epochs']} epochs at {train['imgsz']} px",
         "baseline": "yolo train + yolo val",
-        "baseline_s": _once(base),
+        "baseline_s": once(base),
         "ours": "kedro run (data, preview, train, eval)",
-        "ours_s": _once(ours),
+        "ours_s": once(ours),
         "ratio": ours / base,
         "note": f"one run each; overhead {ours - base:+.1f} s (skin tone, grading, bootstrap, plots, registry)",
     }

@@ -15,6 +15,13 @@ from acne_detection.params import SYNTHETIC_CLASSES
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
 CLASSES = list(SYNTHETIC_CLASSES)
+# the synthetic export's source names (ACNE04's wording) → the project's classes
+CLASS_MAP = {
+    "whitehead and blackhead": "comedone",
+    "papules": "papule",
+    "pustules": "pustule",
+    "nodules and cysts": "nodule",
+}
 
 _STARTING_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
@@ -80,15 +87,7 @@ def acne04_sample() -> Path:
 
 @pytest.fixture
 def data_params() -> dict:
-    return {
-        "classes": CLASSES,
-        "class_map": {
-            "whitehead and blackhead": "comedone",
-            "papules": "papule",
-            "pustules": "pustule",
-            "nodules and cysts": "nodule",
-        },
-    }
+    return {"classes": CLASSES, "class_map": dict(CLASS_MAP)}
 
 
 @pytest.fixture(scope="session")
@@ -101,15 +100,7 @@ def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("tiny")
     write_voc_export(root / "raw", n_images=18, size=96, seed=1)
-    params = {
-        "classes": CLASSES,
-        "class_map": {
-            "whitehead and blackhead": "comedone",
-            "papules": "papule",
-            "pustules": "pustule",
-            "nodules and cysts": "nodule",
-        },
-    }
+    params = {"classes": CLASSES, "class_map": dict(CLASS_MAP)}
     images, boxes, _, _ = validated(AnnotatedExport(path=str(root / "raw")).load(), params)
     manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, params), boxes, params)
     folder = YoloDatasetFolder(path=str(root / "yolo"), names=CLASSES)
@@ -162,3 +153,17 @@ def headless_dom(url: str, *, screenshot: Path | None = None, wait_ms: int = 200
         subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, check=False)
     done = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=False)
     return done.stdout
+
+
+def kedro_run(project: Path, *args: str):
+    """``kedro run ARGS`` in ``project`` as a user types it; its output captured, lines unwrapped."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "kedro"), "run", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )

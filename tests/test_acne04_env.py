@@ -5,9 +5,6 @@ same sample read with the 4-class map warns through the real ``data`` pipeline."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,16 +12,9 @@ import pytest
 import yaml
 
 from benchmarks.project import copy_project
+from tests.conftest import kedro_run
 
-
-def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "kedro"), "run", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+_kedro = kedro_run
 
 
 @pytest.fixture(scope="module")

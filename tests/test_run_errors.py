@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,17 +9,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.project import copy_project
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, kedro_run
 
-
-def _kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "kedro"), "run", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+_kedro = kedro_run
 
 
 def test_an_empty_export_folder_is_explained_in_one_line(tmp_path: Path) -> None:

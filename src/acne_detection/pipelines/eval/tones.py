@@ -48,6 +48,9 @@ COLUMNS = [
 ]
 
 
+METRIC_COLUMNS = [c for c in COLUMNS if c not in ("tone_band", "photos_graded", "judged", "flagged")]
+
+
 def _resample_weights(n_photos: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(B, n) how often each of B bootstrap resamples draws each photo."""
     draws = rng.integers(0, n_photos, size=(n_resamples, n_photos))
@@ -250,23 +253,7 @@ def evaluate_by_skin_tone(
     metrics = {}
     for r in table[table.tone_band != "all"].itertuples():
         key = r.tone_band.replace(" ", "_").strip("()")
-        for name in (
-            "photos",
-            "lesions",
-            "ap50",
-            "ap50_low",
-            "ap50_high",
-            "recall",
-            "recall_low",
-            "recall_high",
-            "precision",
-            "precision_low",
-            "precision_high",
-            "grade_accuracy",
-            "grade_accuracy_low",
-            "grade_accuracy_high",
-            "recall_gap",
-        ):
+        for name in METRIC_COLUMNS:
             value = getattr(r, name)
             if pd.notna(value):
                 metrics[f"tone.{key}.{name}"] = float(value)
