@@ -152,7 +152,27 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
         DatasetError: in strict mode, when anything is quarantined.
     """
     p = parse("data", params)
-    images = raw.images.copy()
+    images = _check_images(raw.images)
+    boxes, reason, detail = _check_boxes(raw.boxes, images, p.edge_tolerance_px)
+    _quarantine_images(images, boxes, reason, detail, "invalid box", _images_with_bad_boxes(boxes, reason, detail))
+    _quarantine_images(images, boxes, reason, detail, "byte-identical copy", _resolve_copies(images, boxes, reason))
+    images["copies"] = _copies_of(images)
+    accepted_images, accepted_boxes = _accepted(images, boxes, reason)
+    quarantine = _quarantine_report(raw.problems, images, boxes, reason, detail)
+    summary = _reconcile(raw, accepted_images, accepted_boxes, quarantine)
+    if p.strict and len(quarantine):
+        by_reason = quarantine.groupby("reason").size().to_dict()
+        first = quarantine.iloc[0]
+        raise DatasetError(
+            f"strict mode: {len(quarantine)} items quarantined {by_reason}; "
+            f"first: {first.file}: {first.reason} ({first.detail})"
+        )
+    return accepted_images.reset_index(drop=True), accepted_boxes.reset_index(drop=True), quarantine, summary
+
+
+def _check_images(probed: pd.DataFrame) -> pd.DataFrame:
+    """The images with an ``image_reason``: what probing found ("" when it decodes), or "image too small"."""
+    images = probed.copy()
     images["image_reason"] = images["image_problem"]
     tiny = (images.image_reason == "") & ((images.width < _MIN_SIDE_PX) | (images.height < _MIN_SIDE_PX))
     images.loc[tiny, "image_reason"] = "image too small"
@@ -162,18 +182,25 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
         + images.loc[tiny, "height"].astype(str)
         + f" px; Ultralytics skips images under {_MIN_SIDE_PX} px"
     )
+    return images
 
-    boxes = raw.boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
-    reason, detail = _box_reasons(boxes, p.edge_tolerance_px)
+
+def _check_boxes(
+    raw_boxes: pd.DataFrame, images: pd.DataFrame, tolerance: float
+) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Each box with its image's size, and why it is unusable ("" when it is): geometry, class, duplicate."""
+    boxes = raw_boxes.merge(images[["image_id", "width", "height", "image_reason"]], on="image_id", how="left")
+    reason, detail = _box_reasons(boxes, tolerance)
     key = (
         boxes[["image_id", "class"]].astype(str).join(boxes[["x_min", "y_min", "x_max", "y_max"]].round(1).astype(str))
     )
     duplicate = (reason == "") & key.duplicated()
     reason[duplicate], detail[duplicate] = "duplicate box", "same class and corners as an earlier box"
-    _quarantine_images(images, boxes, reason, detail, "invalid box", _images_with_bad_boxes(boxes, reason, detail))
-    _quarantine_images(images, boxes, reason, detail, "byte-identical copy", _resolve_copies(images, boxes, reason))
-    images["copies"] = _copies_of(images)
+    return boxes, reason, detail
 
+
+def _accepted(images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The accepted images and their accepted boxes, overhangs within the tolerance clipped."""
     w, h = boxes["width"].astype(float), boxes["height"].astype(float)
     accepted_boxes = boxes[reason == ""].assign(
         x_min=lambda b: b.x_min.clip(0, w),
@@ -189,10 +216,16 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
             "boxes is kept); see 'byte-identical copy' rows in the quarantine report",
             n_disagree,
         )
+    return accepted_images, accepted_boxes
 
-    quarantine = pd.concat(
+
+def _quarantine_report(
+    problems: pd.DataFrame, images: pd.DataFrame, boxes: pd.DataFrame, reason: pd.Series, detail: pd.Series
+) -> pd.DataFrame:
+    """One row per quarantined file, image or box, with its reason."""
+    return pd.concat(
         [
-            raw.problems.assign(kind=np.where(raw.problems.image_id != "", "image", "file")),
+            problems.assign(kind=np.where(problems.image_id != "", "image", "file")),
             images[images.image_reason != ""].assign(
                 kind="image", reason=lambda d: d.image_reason, detail=lambda d: d.image_detail
             ),
@@ -202,15 +235,6 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
         ],
         ignore_index=True,
     )[QUARANTINE_COLUMNS]
-    summary = _reconcile(raw, accepted_images, accepted_boxes, quarantine)
-    if p.strict and len(quarantine):
-        by_reason = quarantine.groupby("reason").size().to_dict()
-        first = quarantine.iloc[0]
-        raise DatasetError(
-            f"strict mode: {len(quarantine)} items quarantined {by_reason}; "
-            f"first: {first.file}: {first.reason} ({first.detail})"
-        )
-    return accepted_images.reset_index(drop=True), accepted_boxes.reset_index(drop=True), quarantine, summary
 
 
 def _images_with_bad_boxes(boxes: pd.DataFrame, reason: pd.Series, detail: pd.Series) -> pd.Series:
