@@ -178,3 +178,19 @@ def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_run
     answer = model.predict(pd.DataFrame({"image": [str(photo)]}), params={"conf": 0.001})
     boxes = json.loads(answer.boxes[0])
     assert answer.lesions[0] == len(boxes) > 0 and answer.grade_name[0] in ("mild", "moderate", "severe", "very severe")
+
+
+def test_the_experiment_race_between_two_starting_runs_is_tolerated(server: dict, monkeypatch, tmp_path: Path) -> None:
+    """Both runs look the experiment up, find none, and create it: the second creation must not
+    kill the second run (it did, in CI: RESOURCE_ALREADY_EXISTS from PostgreSQL's unique key)."""
+    from mlflow.tracking import MlflowClient as Client
+
+    from acne_detection.hooks import ensure_experiment
+
+    conf = {"server": {"mlflow_tracking_uri": server["url"]}, "tracking": {"experiment": {"name": "race"}}}
+    ensure_experiment(conf, tmp_path)  # the first run creates it
+    monkeypatch.setattr(Client, "get_experiment_by_name", lambda self, name: None)  # the second saw none
+    ensure_experiment(conf, tmp_path)
+    monkeypatch.undo()
+    race = server["client"].get_experiment_by_name("race")
+    assert race is not None and race.tags["mlflow.experimentKind"] == "custom_model_development"

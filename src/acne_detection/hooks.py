@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,7 @@ class RunReportHooks:
         for group in PARAMETER_GROUPS:
             if group in params:
                 parse(group, params[group])
+        ensure_experiment(loader["mlflow"], Path(context.project_path))
 
     @hook_impl(trylast=True)  # after kedro-mlflow has opened the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -227,6 +229,47 @@ class RunReportHooks:
         _close_reopened_runs(status="FAILED")
         # The cause in one line, above Kedro's traceback, where a user reads first.
         logger.error("The run stopped: %s", _root_cause(error))
+
+
+def ensure_experiment(mlflow_conf: dict[str, Any], project_path: Path) -> None:
+    """Create the run's MLflow experiment if it is missing, tolerating another run doing the same.
+
+    kedro-mlflow looks the experiment up, then creates it: two runs starting at once against a
+    new store both find none, and the second creation fails (``RESOURCE_ALREADY_EXISTS``, a
+    unique-key violation in PostgreSQL), killing that run. Done here first, the loser of the
+    race simply finds the winner's experiment. It is created with the tag that opens MLflow's
+    UI on its model-training view.
+
+    Args:
+        mlflow_conf: ``mlflow.yml`` as Kedro loaded it (``server``, ``tracking``).
+        project_path: the project root (relative URIs are resolved against it, as kedro-mlflow does).
+    """
+    from kedro_mlflow.config.kedro_mlflow_config import _validate_uri
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    server = mlflow_conf.get("server", {})
+    experiment = mlflow_conf.get("tracking", {}).get("experiment", {})
+    name = experiment.get("name")
+    if not name:
+        return
+    uri = _validate_uri(
+        str(project_path), server.get("mlflow_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI", "mlruns")
+    )
+    kwargs = experiment.get("create_experiment_kwargs") or {}
+    location = kwargs.get("artifact_location")
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(
+            name,
+            artifact_location=_validate_uri(str(project_path), location) if location else None,
+            tags={**(kwargs.get("tags") or {}), "mlflow.experimentKind": "custom_model_development"},
+        )
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def check_tracking_server(uri: str | None, *, timeout: float = 5.0) -> None:
