@@ -85,3 +85,25 @@ def test_one_class_list() -> None:
 
     configured = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "globals.yml").read_text())["classes"]
     assert tuple(configured) == SYNTHETIC_CLASSES == DataParams().classes == CLASSES
+
+
+@pytest.mark.parametrize("env", ["local", "acne04", "team"])
+def test_params_on_the_command_line_change_one_key_in_every_environment(env: str) -> None:
+    """``--params train.epochs=2`` in an environment with parameter files of its own (acne04,
+    team) used to replace the whole ``train`` group; now only that key changes, and the
+    environment's own groups still replace base's (acne04's ``data``)."""
+    from acne_detection.config import ProjectConfigLoader
+    from acne_detection.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT_ROOT
+
+    def load(runtime: dict) -> dict:
+        return ProjectConfigLoader(
+            conf_source=str(PROJECT_ROOT / "conf"), env=env, runtime_params=runtime, **CONFIG_LOADER_ARGS
+        )["parameters"]
+
+    plain, changed = load({}), load({"train": {"epochs": 2}, "data": {"split": {"seed": 7}}})
+    assert changed["train"] == {**plain["train"], "epochs": 2}
+    assert changed["data"]["split"] == {**plain["data"]["split"], "seed": 7}
+    assert changed["data"]["class_map"] == plain["data"]["class_map"]
+    if env == "acne04":
+        assert set(plain["data"]["class_map"].values()) == {"lesion"}  # the environment's group, whole

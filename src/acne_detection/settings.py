@@ -3,6 +3,7 @@
 import os
 from urllib.parse import urlparse
 
+from acne_detection.config import ProjectConfigLoader
 from acne_detection.hooks import CheckoutLock, PhotoArtifacts, RunReportHooks, TypedParameters
 
 HOOKS = (CheckoutLock(), PhotoArtifacts(), TypedParameters(), RunReportHooks())
@@ -26,6 +27,7 @@ def local_artifacts(location: str, uri: str) -> str | None:
     return location if urlparse(uri).scheme in ("", "file", "sqlite") else None
 
 
+CONFIG_LOADER_CLASS = ProjectConfigLoader  # --params merged key by key in every environment
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
