@@ -318,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             "server has no login here). Put it behind a proxy with authentication.",
             args.host,
         )
+
+    def _stop(signum: int, frame: object) -> None:  # Ctrl-C, and SIGTERM from a supervisor or under nohup
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     server = start_tracking_server(
         backend, Path(args.artifacts), host=args.host, port=args.port, workers=args.workers, password=password
     )
