@@ -140,13 +140,14 @@ class RunReportHooks:
         loader = context.config_loader
         if "mlflow" not in loader.config_patterns:  # kedro-mlflow's own patterns, registered when its hook runs
             loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
-        check_tracking_server(loader["mlflow"].get("server", {}).get("mlflow_tracking_uri"))
+        mlflow_conf = loader["mlflow"]
+        check_tracking_server(mlflow_conf.get("server", {}).get("mlflow_tracking_uri"))
         params = context.params
         check_parameter_groups(params, Path(context.project_path) / context.config_loader.conf_source)
         for group in PARAMETER_GROUPS:
             if group in params:
                 parse(group, params[group])
-        ensure_experiment(loader["mlflow"], Path(context.project_path))
+        ensure_experiment(mlflow_conf, Path(context.project_path))
 
     @hook_impl(trylast=True)  # after kedro-mlflow has opened the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:

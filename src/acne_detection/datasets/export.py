@@ -80,6 +80,18 @@ def _apply(fn: Callable[[str], Any], chunk: list[str]) -> list[Any]:
     return [fn(item) for item in chunk]
 
 
+def progress_bar() -> Progress:
+    """The project's progress bar over many files: count done, time spent and left."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, transient=False)
+
+
 class _FileMapper:
     """Maps a per-file function over many files on every core, in order, with a progress bar.
 
@@ -101,14 +113,7 @@ class _FileMapper:
     def __call__(self, fn: Callable[[str], Any], items: list[str], description: str = "") -> list[Any]:
         chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
         results: list[Any] = []
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, transient=False) as bar:
+        with progress_bar() as bar:
             task = bar.add_task(description, total=len(items))
             for chunk in self._map(partial(_apply, fn), chunks):
                 results.extend(chunk)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from acne_detection.accelerator import detect_device
+from acne_detection.datasets.export import progress_bar
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
 from acne_detection.grading import count_lesions, severity_grade
@@ -148,15 +148,8 @@ def predict_new_photos(
         len(rows),
     )
     lesions = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     keyed = [(f.relative_to(photos.root).as_posix(), f) for f, _ in good]
-    with Progress(*columns, transient=False) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"Predicting {len(good)} photos", total=len(good))
         for _, found in iter_predictions(model, keyed, settings):
             lesions.extend(found)
