@@ -133,3 +133,50 @@ def test_probe_gives_the_same_verdicts_as_a_full_decode(tmp_path: Path) -> None:
     )
     sha = probe_image(str(tmp_path / "good.jpg"))
     assert (sha["width"], sha["height"], sha["bytes"]) == (96, 72, len(good))
+
+
+@pytest.mark.parametrize("side", [15_000, 30_000])  # over our limit only; over Pillow's own guard too
+def test_a_decompression_bomb_is_refused_from_its_header_on_every_path(tmp_path: Path, side: int) -> None:
+    from acne_detection.image_check import PhotoError
+    from acne_detection.inference import InferenceSettings, _prepare, load_photo
+    from tests.conftest import write_png_bomb
+
+    bomb = write_png_bomb(tmp_path / "bomb.png", side)
+    assert bomb.stat().st_size < 1_000_000
+    probe = probe_image(str(bomb))
+    assert probe["image_problem"] == "too many pixels"
+    assert f"{side * side / 1e6:.0f} MP, over the limit of 200 MP" in probe["image_detail"]
+    with pytest.raises(PhotoError, match="too many pixels"):
+        load_photo(bomb)
+    with pytest.raises(PhotoError, match="too many pixels"):
+        load_photo(bomb.read_bytes())
+    for slicing in ("never", "auto"):  # a path handed on to Ultralytics unread was a way round the check
+        with pytest.raises(PhotoError, match="too many pixels"):
+            _prepare(str(bomb), InferenceSettings(imgsz=64, conf=0.25, slicing=slicing))
+
+
+def test_what_is_not_an_image_is_said_in_words(tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("visit 3\n")
+    html = tmp_path / "page.png"
+    html.write_text("<!DOCTYPE html><html><body>login</body></html>")
+    binary = tmp_path / "blob.jpg"
+    binary.write_bytes(bytes(range(7, 71)))
+    assert probe_image(str(text))["image_detail"] == "the file starts with text ('visit 3'...)"
+    assert probe_image(str(html))["image_detail"] == "the file is an HTML page"
+    assert probe_image(str(binary))["image_detail"] == "unknown format (first bytes 07 08 09 0a 0b 0c 0d 0e)"
+    assert {probe_image(str(f))["image_problem"] for f in (text, html, binary)} == {"not an image"}
+
+
+def test_phone_formats_are_read_as_displayed(tmp_path: Path) -> None:
+    import numpy as np
+
+    from acne_detection.inference import load_photo
+    from tests.conftest import PHONE_HEIC, write_image
+
+    heic, _ = load_photo(PHONE_HEIC)
+    assert heic.shape == (320, 320, 3) and 60 < heic.mean() < 250  # decoded skin, not a blank
+    avif = write_image(tmp_path / "photo.avif", (80, 60), seed=3, format="AVIF")
+    assert load_photo(avif)[0].shape == (60, 80, 3)
+    assert probe_image(str(PHONE_HEIC))["image_problem"] == ""
+    assert np.array_equal(load_photo(PHONE_HEIC.read_bytes())[0], heic)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from acne_detection.skin_tone import BAND_NAMES, estimate_ita, ita_band
+from acne_detection.skin_tone import BAND_NAMES, estimate_ita, ita_band, measure_tone
 
 
 def _patch(lightness: float, a: float, b: float, size: int = 64) -> np.ndarray:
@@ -35,6 +35,34 @@ def test_lesion_boxes_and_non_skin_pixels_are_left_out() -> None:
     assert estimate_ita(marked, [(0, 0, 70, 70)], margin=0) == pytest.approx(expected, abs=0.5)
     assert abs(estimate_ita(marked) - expected) > 5  # unboxed, the redness is taken for skin
     assert math.isnan(estimate_ita(np.zeros((32, 32, 3), np.uint8)))  # no skin at all
+
+
+def test_a_photo_whose_tone_cannot_be_measured_says_why() -> None:
+    skin = _patch(65, 12, 18, size=100)
+    gray = cv2.cvtColor(cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    _, jpeg = cv2.imencode(".jpg", gray)  # JPEG leaves a trace of colour in a gray photo
+    gray_jpeg = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    cases = {
+        "grayscale photo": gray_jpeg,
+        "too dark": np.full((40, 40, 3), 8, np.uint8),
+        "too bright": np.full((40, 40, 3), 253, np.uint8),
+        "too little skin-coloured pixels": _patch(55, -20, -30),  # a blue wall
+    }
+    for reason, pixels in cases.items():
+        tone = measure_tone(pixels)
+        assert math.isnan(tone.ita) and tone.problem.startswith(reason), (reason, tone)
+    covered = measure_tone(skin, [(0, 0, 100, 100)])
+    assert math.isnan(covered.ita) and covered.problem.startswith("no skin outside the lesion boxes")
+
+
+def test_boxes_crowding_the_photo_are_measured_as_drawn_before_giving_up() -> None:
+    skin = _patch(65, 12, 18, size=100)
+    expected = estimate_ita(skin)
+    # boxes leave a 4 px frame (15 % of the photo); grown by 15 % they cover all of it
+    crowded = measure_tone(skin, [(4, 4, 50, 50), (50, 4, 96, 50), (4, 50, 50, 96), (50, 50, 96, 96)])
+    assert crowded.method == "outside the boxes as drawn" and crowded.problem == ""
+    assert crowded.ita == pytest.approx(expected, abs=0.5)
+    assert measure_tone(skin, [(40, 40, 60, 60)]).method == "outside the boxes grown 15%"
 
 
 def test_bands_at_their_edges() -> None:

@@ -1,6 +1,6 @@
 """Is this file a usable image? Answered per file, fast enough to run on every photograph.
 
-Runs in worker processes, so it imports nothing heavier than Pillow.
+Runs in worker processes, so it imports nothing heavier than Pillow and NumPy.
 
 Two depths of checking (``check``):
 
@@ -15,6 +15,11 @@ Two depths of checking (``check``):
 
 ``tests/test_image_check.py`` holds the structural walk to Pillow's full decode (the
 reference) on randomly truncated and corrupted JPEGs.
+
+Every photo the project decodes is opened through ``open_photo``: it reads phones' HEIC/HEIF
+(``pi-heif``, decode only, LGPL; AVIF is Pillow's own), refuses a file that is not an image
+in words, and refuses a photo whose header declares more than ``PIXEL_LIMIT`` pixels before
+any decoder touches its pixels (a 30,000 x 30,000 PNG is under 1 MB and 2.7 GB decoded).
 """
 
 from __future__ import annotations
@@ -22,10 +27,19 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+# The most pixels a photo may declare: 200 MP is above every phone and most cameras (a 12000 x
+# 9000 photo is 108 MP) and far below what takes a 24 GB machine down (a 30,000 x 30,000 PNG is
+# 900 MP, 2.7 GB as RGB). Checked from the header by ``open_photo`` on every path that decodes
+# (ingestion, preview, predict, serving), because SAHI switches Pillow's own guard off on each
+# sliced read and OpenCV accepts up to 2^30 pixels.
+PIXEL_LIMIT = 200_000_000
 
 CHECKS = ("structure", "decode")
 PROBE_COLUMNS = ["bytes", "sha256", "width", "height", "orientation", "mode", "image_problem", "image_detail"]
@@ -128,6 +142,115 @@ def _end_of_scan(data: bytes, pos: int) -> int:
             return at
 
 
+class PhotoError(ValueError):
+    """A file that cannot be used as a photo: ``reason`` is short, the message says why in words."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def enable_photo_formats() -> None:
+    """Let Pillow in this process read HEIC/HEIF, and hold it to the project's pixel limit.
+
+    Called where photos are decoded rather than at import, so every process that decodes
+    (ingestion's workers, the model server) gets it whatever it imported first. Pillow warns
+    above ``MAX_IMAGE_PIXELS`` and refuses above twice that; ``open_photo`` refuses above it.
+    """
+    import pi_heif
+
+    if not getattr(enable_photo_formats, "_registered", False):
+        pi_heif.register_heif_opener()
+        # between the limit and twice it Pillow only warns; open_photo refuses those itself
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        enable_photo_formats._registered = True  # type: ignore[attr-defined]
+    Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
+
+
+def describe_non_image(head: bytes) -> str:
+    """Why bytes that no image decoder recognises are not a photo, in words.
+
+    Args:
+        head: the file's first bytes (a few hundred are enough).
+
+    Returns:
+        e.g. ``"the file starts with text"`` or ``"unknown format (first bytes 00 01 ...)"``.
+    """
+    if not head:
+        return "the file is empty"
+    sample = head[:512]
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        kind = "HTML" if text.lstrip().lower().startswith(("<!doctype html", "<html")) else "text"
+        return (
+            f"the file starts with {kind} ({text[:24].strip()!r}...)" if kind == "text" else "the file is an HTML page"
+        )
+    return f"unknown format (first bytes {sample[:8].hex(' ')})"
+
+
+def open_photo(source: str | Path | bytes) -> Image.Image:
+    """Open a photo's header (no pixels decoded yet), refusing what must not be decoded.
+
+    Args:
+        source: a path or the file's bytes.
+
+    Returns:
+        The opened Pillow image (use it as a context manager).
+
+    Raises:
+        PhotoError: ``"not an image"`` (with what the file looks like), ``"too many pixels"``
+            (more than ``PIXEL_LIMIT``), or ``"unreadable image"`` when the header is damaged.
+    """
+    enable_photo_formats()
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        img = Image.open(stream)
+    except Image.DecompressionBombError as err:  # Pillow's own guard, at twice MAX_IMAGE_PIXELS
+        declared = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(declared.group(1)) / 1e6:.0f} MP" if declared else "more pixels than Pillow allows"
+        raise PhotoError("too many pixels", _over_limit(size)) from None
+    except (UnidentifiedImageError, ImportError):
+        # ImportError: Ultralytics' patched Image.open tries optional plugins on an unknown file
+        head = source[:512] if isinstance(source, bytes) else _head(source)
+        raise PhotoError("not an image", describe_non_image(head)) from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise PhotoError("unreadable image", f"the header cannot be read ({err})") from None
+    width, height = img.size
+    if width * height > PIXEL_LIMIT:
+        img.close()
+        raise PhotoError("too many pixels", _over_limit(f"{width} x {height} = {width * height / 1e6:.0f} MP"))
+    return img
+
+
+def _over_limit(size: str) -> str:
+    return (
+        f"the header declares {size}, over the limit of {PIXEL_LIMIT / 1e6:.0f} MP "
+        "(acne_detection.image_check.PIXEL_LIMIT): a decompression bomb, or a photo to shrink first"
+    )
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grayscale → 8-bit, scaled by the range its type implies."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    peak = float(values.max(initial=0.0))
+    if img.mode == "F":
+        top = 1.0 if peak <= 1.0 else max(peak, 255.0)
+    else:
+        top = 255.0 if peak <= 255 and not img.mode.startswith("I;16") else 65535.0 if peak <= 65535 else peak
+    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def _head(path: str | Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(512)
+
+
 def probe_image(file: str, check: str = "structure") -> dict[str, Any]:
     """Describe one image file and say what, if anything, makes it unusable. Never raises.
 
@@ -154,17 +277,15 @@ def probe_image(file: str, check: str = "structure") -> dict[str, Any]:
     if not data:
         return {**info, "image_problem": "zero-byte file", "image_detail": "the file is empty"}
     try:
-        with Image.open(file) as img:
+        with open_photo(data) as img:
             orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
             (width, height), mode, fmt = img.size, img.mode, img.format
             reason, detail = _check_body(img, data, check)
-    except (UnidentifiedImageError, ImportError) as err:
-        # ImportError: once Ultralytics is imported, its patched Image.open answers an unknown
-        # file by trying to load an optional HEIF plugin; either way the file is no image we read.
-        return {**info, "image_problem": "not an image", "image_detail": f"{type(err).__name__}: {err}"}
+    except PhotoError as err:
+        return {**info, "image_problem": err.reason, "image_detail": err.detail}
     except Exception as err:  # noqa: BLE001 - a damaged file may make any decoder raise anything; none may stop ingestion
         reason = "truncated image" if "truncat" in str(err).lower() else "unreadable image"
-        return {**info, "image_problem": reason, "image_detail": f"{type(err).__name__}: {err}"}
+        return {**info, "image_problem": reason, "image_detail": f"the decoder stopped: {err}"}
     if reason:
         return {**info, "image_problem": reason, "image_detail": f"{fmt}: {detail}"}
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: displayed width is stored height

@@ -14,7 +14,6 @@ pixel size it had in training instead of shrinking with the photo.
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from acne_detection.image_check import open_photo, to_8bit
+
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
-# Pillow's guard against decompression bombs stops at ~179 MP; a 12000 x 9000 photo is 108 MP
-# and a real camera's; we decode at reduced size where we can and never hold more than one.
-Image.MAX_IMAGE_PIXELS = 400_000_000
 
 
 @dataclass(frozen=True)
@@ -114,14 +112,16 @@ def load_photo(source: str | Path | bytes, *, max_side: int | None = None) -> tu
     Returns:
         ``(H, W, 3)`` uint8 RGB pixels, and the factor from them to the photo's own pixels
         (1.0 unless decoded reduced).
-    """
-    from acne_detection.datasets.yolo_folder import _to_8bit
 
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    Raises:
+        PhotoError: not an image, or more pixels than ``image_check.PIXEL_LIMIT`` (from the
+            header, before any pixel is decoded).
+    """
+    with open_photo(source) as img:
         full = _displayed_size(img)
         if max_side and img.format in ("JPEG", "MPO") and max(img.size) > 2 * max_side:
             img.draft("RGB", (max_side, max_side))
-        pixels = _to_8bit(ImageOps.exif_transpose(img)).convert("RGB")
+        pixels = to_8bit(ImageOps.exif_transpose(img)).convert("RGB")
     return np.asarray(pixels), full[0] / pixels.width
 
 
@@ -138,7 +138,9 @@ def _prepare(
 ) -> tuple[str | np.ndarray, float, bool]:
     """What to hand Ultralytics for one photo, from one read of its header.
 
-    An ordinary photo (a format OpenCV reads, upright, 8-bit RGB or gray, not too large, not
+    The header is read first, always: a file that is not an image or declares more pixels than
+    ``image_check.PIXEL_LIMIT`` raises ``PhotoError`` before any decoder sees its pixels. An
+    ordinary photo (a format OpenCV reads, upright, 8-bit RGB or gray, not too large, not
     tiled) goes as its path, as ``yolo predict`` takes it. Anything else is decoded here as
     displayed, at reduced size when it will be shrunk to ``imgsz`` anyway.
 
@@ -148,9 +150,7 @@ def _prepare(
     """
     if isinstance(source, np.ndarray):
         return source, 1.0, needs_slicing(source.shape[1], source.shape[0], settings)
-    if isinstance(source, (str, Path)) and settings.slicing == "never":
-        return str(source), 1.0, False
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+    with open_photo(source) as img:  # every photo's header is checked, even one handed on as a path
         sliced = needs_slicing(*_displayed_size(img), settings)
         plain = (
             isinstance(source, (str, Path))

@@ -4,6 +4,7 @@ from acne_detection.datasets.export import AnnotatedExport, RawExport
 from acne_detection.datasets.mlflow_tags import MlflowTags
 from acne_detection.datasets.photo_folder import FileFolder, OptionalJSONDataset, PhotoFolder, Photos
 from acne_detection.datasets.registered_model import RegisteredDetector
+from acne_detection.datasets.typed_table import TypedTable
 from acne_detection.datasets.weights import PretrainedWeights, PretrainedWeightsSource, WeightsFile, Workdir
 from acne_detection.datasets.yolo_folder import YoloDataset, YoloDatasetFolder
 
@@ -18,6 +19,7 @@ __all__ = [
     "PretrainedWeightsSource",
     "RawExport",
     "RegisteredDetector",
+    "TypedTable",
     "WeightsFile",
     "Workdir",
     "YoloDataset",

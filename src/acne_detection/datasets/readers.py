@@ -27,11 +27,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-# Photographs in formats the pipeline does not read: reported, never skipped in silence.
-UNSUPPORTED_IMAGE_SUFFIXES = frozenset(
-    {".heic", ".heif", ".avif", ".gif", ".dng", ".cr2", ".nef", ".arw", ".raw", ".jp2", ".jxl", ".svg", ".ico"}
+# HEIC/HEIF (every recent iPhone's default) through pi-heif, AVIF through Pillow itself
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif"}
 )
+# Photographs in formats the pipeline does not read: reported, never skipped in silence.
+UNSUPPORTED_IMAGE_SUFFIXES = frozenset({".gif", ".dng", ".cr2", ".nef", ".arw", ".raw", ".jp2", ".jxl", ".svg", ".ico"})
 MapFiles = Callable[[Callable[[str], Any], list[str], str], list[Any]]
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 from kedro.io import AbstractDataset, DatasetError
-from PIL import Image, ImageOps
+from PIL import ImageOps
+
+from acne_detection.image_check import open_photo, to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -51,24 +52,11 @@ def _link_or_copy(src: str, dest: str) -> None:
         shutil.copy2(src, dest)
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16/32-bit integer or float grayscale → 8-bit, scaled by the range its type implies."""
-    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
-        return img
-    values = np.asarray(img, dtype=np.float64)
-    peak = float(values.max(initial=0.0))
-    if img.mode == "F":
-        top = 1.0 if peak <= 1.0 else max(peak, 255.0)
-    else:
-        top = 255.0 if peak <= 255 and not img.mode.startswith("I;16") else 65535.0 if peak <= 65535 else peak
-    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
-
-
 def _write_normalised(src: Path, dest: Path) -> None:
     """Write the image as displayed (EXIF applied) in 8-bit RGB PNG, the form boxes refer to."""
-    with Image.open(src) as img:
+    with open_photo(src) as img:
         # compress_level 1: still lossless, several times faster than the default on phone photos
-        _to_8bit(ImageOps.exif_transpose(img)).convert("RGB").save(dest, format="PNG", compress_level=1)
+        to_8bit(ImageOps.exif_transpose(img)).convert("RGB").save(dest, format="PNG", compress_level=1)
 
 
 class YoloDatasetFolder(AbstractDataset[pd.DataFrame, YoloDataset]):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.validation import summarise_quarantine
-from tests.conftest import tree_digest, validated, write_image, write_voc
+from tests.conftest import PHONE_HEIC, tree_digest, validated, write_image, write_png_bomb, write_voc
 
 GOOD_BOX = [("papules", 10, 10, 20, 20)]
 
@@ -63,7 +63,14 @@ def broken_voc(tmp_path: Path) -> Path:
     write_voc(root / "phone_multi_picture.xml", "phone_multi_picture.jpg", GOOD_BOX)
     for frame in root.glob("frame*.tmp"):
         frame.unlink()
-    (root / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # a format the pipeline does not read
+    (root / "photo.dng").write_bytes(b"II*\x00\x08\x00\x00\x00")  # a camera raw: a format the pipeline does not read
+    shutil.copy(PHONE_HEIC, root / "IMG_0042.HEIC")  # a phone's default format
+    write_voc(root / "IMG_0042.xml", "IMG_0042.HEIC", GOOD_BOX, size=(320, 320))
+    pair("modern.avif", seed=23, format="AVIF")
+    (root / "notes.jpg").write_text("visit 3: papules on the left cheek\n")
+    write_voc(root / "notes.xml", "notes.jpg", GOOD_BOX)
+    write_png_bomb(root / "bomb.png", 30_000)  # 900 MP declared, under 1 MB on disk
+    write_voc(root / "bomb.xml", "bomb.png", GOOD_BOX)
     (root / "not_voc.jpg").write_bytes((root / "good.jpg").read_bytes()[:-1] + b"\xd9")  # same pixels, other bytes
     (root / "not_voc.xml").write_text("<labelme><shape/></labelme>")
     write_voc(root / "orphan.xml", "orphan.jpg", GOOD_BOX)
@@ -89,7 +96,12 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
     assert _reason(report, "no_annotation.jpg") == {"image without annotation"}
     assert _reason(report, "broken_xml.xml") == {"unparseable annotation file"}
     assert _reason(report, "not_voc.xml") == {"unparseable annotation file"}
-    assert _reason(report, "photo.heic") == {"unsupported image format"}
+    assert _reason(report, "photo.dng") == {"unsupported image format"}
+    assert _reason(report, "notes.jpg") == {"not an image"}
+    notes = report.loc[report.file.str.endswith("notes.jpg"), "detail"].iloc[0]
+    assert notes.startswith("the file starts with text") and "Error" not in notes  # words, not an exception
+    assert _reason(report, "bomb.png") == {"too many pixels"}
+    assert "900 MP, over the limit of 200 MP" in report.loc[report.file.str.endswith("bomb.png"), "detail"].iloc[0]
     assert _reason(report, "tiny.png") == {"image too small"}
     assert _reason(report, "good_copy.jpg") == {"byte-identical copy"}
     assert "invalid box" in _reason(report, "edge_far") and "box past the image edge" in _reason(report, "edge_far.xml")
@@ -115,6 +127,8 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
         "bilevel.png",
         "upper.JPG",
         "phone_multi_picture.jpg",
+        "IMG_0042.HEIC",
+        "modern.avif",
     } == accepted
     rotated = images.set_index("image_id").loc["exif_rotated.jpg"]
     assert (rotated.width, rotated.height, rotated.orientation) == (48, 64, 6)
@@ -122,7 +136,9 @@ def test_every_problem_gets_its_reason_and_counts_reconcile(broken_voc: Path, da
     assert clipped.x_max == 64.0
     assert len(boxes[boxes.image_id == "dupbox.jpg"]) == 1
 
-    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 27
+    heic = images.set_index("image_id").loc["IMG_0042.HEIC"]
+    assert (heic.width, heic.height, heic["mode"]) == (320, 320, "RGB")
+    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == 31
     assert counts["boxes_read"] == counts["boxes_accepted"] + counts["boxes_quarantined"]
     assert counts["files_quarantined"] == 1  # orphan.xml; broken_xml.jpg is a quarantined image
     assert tree_digest(broken_voc) == before  # source files are never modified

@@ -4,6 +4,7 @@ groups assigned to train, val and test, stratified by class, grade and skin tone
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -80,8 +81,8 @@ def merge_groups(images: pd.DataFrame, pattern: str) -> pd.Series:
     return own.map(_root)
 
 
-def _stratified_split(presence: pd.DataFrame, *, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split rows of a (groups x classes) presence matrix, keeping class proportions."""
+def _stratified_split(presence: pd.DataFrame, *, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``holdout`` rows off a (groups x classes) presence matrix, keeping class proportions."""
     y = presence.to_numpy()
     y = y[:, y.any(axis=0)]
     if y.shape[1] < 2:  # the stratifier needs a multi-label target: a constant column is neutral
@@ -128,17 +129,38 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
         presence = presence.join(pd.get_dummies(band, prefix="tone").astype(int)).fillna(0)
     if len(groups) < 3:
         raise DatasetError(f"only {len(groups)} source photo groups: need at least 3 to fill train, val and test")
-    rest, test = _stratified_split(presence, holdout=p.split.test, seed=p.split.seed)
-    train, val = _stratified_split(
-        presence.iloc[rest], holdout=p.split.val / (p.split.train + p.split.val), seed=p.split.seed
-    )
+    # Held-out sizes in groups as scikit-learn counts them (ceil), but never so many that a
+    # split is left without a group (found by the generated-export tests: 3 groups left
+    # train + val one group, and the second split failed inside scikit-learn).
+    n_test = min(max(1, math.ceil(p.split.test * len(groups))), len(groups) - 2)
+    rest, test = _stratified_split(presence, holdout=n_test, seed=p.split.seed)
+    n_val = min(max(1, math.ceil(p.split.val / (p.split.train + p.split.val) * len(rest))), len(rest) - 1)
+    train, val = _stratified_split(presence.iloc[rest], holdout=n_val, seed=p.split.seed)
     split_of = {}
     for name, rows in (("train", rest[train]), ("val", rest[val]), ("test", test)):
         split_of.update({groups[i]: name for i in rows})
-    out["split"] = out["group"].map(split_of)
+    out["split"] = out["group"].map(_fill_empty_splits(split_of))
     counts = out["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)
     logger.info("Split (images): %s from %d source photo groups", counts.to_dict(), len(groups))
     return out
+
+
+def _fill_empty_splits(split_of: dict[str, str]) -> dict[str, str]:
+    """Give an empty split one source photo group from the largest split.
+
+    On a few groups the stratifier can leave a split with none (found by the generated-export
+    tests: six groups gave ``val`` nothing, and training needs a validation photo). The group
+    moved is the largest split's last, in sorted order, so the result stays deterministic.
+    """
+    filled = dict(split_of)
+    for name in ("val", "test", "train"):
+        sizes = pd.Series(list(filled.values())).value_counts()
+        if sizes.get(name, 0) == 0:
+            donor = sizes.idxmax()
+            group = sorted(g for g, s in filled.items() if s == donor)[-1]
+            filled[group] = name
+            logger.warning("Split: %s had no source photo; moved '%s' there from %s", name, group, donor)
+    return filled
 
 
 def find_split_leaks(split: pd.DataFrame) -> pd.DataFrame:

@@ -16,30 +16,31 @@ from matplotlib.figure import Figure
 from acne_detection.inference import load_photo
 from acne_detection.params import parse
 from acne_detection.pipelines.data.split import merge_groups
-from acne_detection.skin_tone import BAND_NAMES, estimate_ita, ita_band
+from acne_detection.skin_tone import BAND_NAMES, ToneEstimate, ita_band, measure_tone
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
 
-def _photo_ita(file: str, boxes: np.ndarray, max_side: int) -> float:
-    """One photo's ITA; NaN (with a warning naming the file) when it cannot be decoded."""
+def _photo_tone(file: str, boxes: np.ndarray, max_side: int) -> ToneEstimate:
+    """One photo's tone, or why it cannot be measured (the file that cannot be decoded included)."""
     try:
         pixels, factor = load_photo(file, max_side=2 * max_side)
     except (OSError, ValueError) as err:
-        logger.warning("Skin tone not measured for %s: the image cannot be decoded (%s)", file, err)
-        return float("nan")
-    return estimate_ita(pixels, boxes / factor, max_side=max_side)
+        return ToneEstimate(float("nan"), f"the image cannot be decoded ({err})", "")
+    return measure_tone(pixels, boxes / factor, max_side=max_side)
 
 
 def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
     """The skin tone of each source photo, measured on its copies' pixels.
 
-    Each image's ITA is estimated with its lesion boxes left out. Copies of one source photo
-    (Roboflow's augmented copies, byte-identical or renamed copies: ``merge_groups``, the
-    split's own grouping) share a tone: the median of their ITAs. Per copy the ITA is not the
-    photo's tone: brightness augmentation moves it by tens of degrees across bands.
+    Each image's ITA is estimated with its lesion boxes left out (``skin_tone.measure_tone``).
+    Copies of one source photo (Roboflow's augmented copies, byte-identical or renamed copies:
+    ``merge_groups``, the split's own grouping) share a tone: the median of their measured
+    ITAs. Per copy the ITA is not the photo's tone: brightness augmentation moves it by tens of
+    degrees across bands. A source photo none of whose copies can be measured keeps a NaN
+    ``ita``, band "" (reported as "(not measured)") and the reason; the run goes on.
 
     Args:
         images: accepted images (``image_id``, ``file``, ``copies``, ...).
@@ -47,9 +48,10 @@ def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[s
         params: the ``data`` parameters (``skin_tone``, ``group_pattern``).
 
     Returns:
-        ``images`` with ``ita_image`` (this copy's estimate), ``ita`` (the source photo's) and
-        ``tone_band`` ("" where no skin could be measured); unchanged when
-        ``skin_tone.measure`` is false.
+        ``images`` with ``ita_image`` (this copy's estimate), ``ita`` (the source photo's),
+        ``tone_band`` ("" where no skin could be measured), ``tone_problem`` (why not, in
+        words; "" where measured) and ``tone_method`` (which pixels this copy was measured
+        on); unchanged when ``skin_tone.measure`` is false.
     """
     p = parse("data", params)
     if not p.skin_tone.measure:
@@ -58,32 +60,46 @@ def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[s
     corners = {k: g[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
     none = np.zeros((0, 4))
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:  # decoding and OpenCV release the GIL
-        itas = list(
+        tones = list(
             pool.map(
-                lambda row: _photo_ita(row[1], corners.get(row[0], none), p.skin_tone.max_side),
+                lambda row: _photo_tone(row[1], corners.get(row[0], none), p.skin_tone.max_side),
                 zip(images["image_id"], images["file"]),
             )
         )
     out = images.copy()
-    out["ita_image"] = np.round(itas, 2)
+    out["ita_image"] = pd.Series([t.ita for t in tones], index=out.index, dtype="float64").round(2)
     group = merge_groups(out, p.group_pattern)
-    out["ita"] = out["ita_image"].groupby(group).transform("median").round(2)
-    out["tone_band"] = out["ita"].map(ita_band)
-    per_photo = out.assign(group=group).drop_duplicates("group")["tone_band"].replace("", "(not measured)")
+    out["ita"] = out["ita_image"].groupby(group).transform("median").round(2)  # NaN copies are skipped
+    out["tone_band"] = out["ita"].map(ita_band).astype(str)
+    own_problem = pd.Series([t.problem for t in tones], index=out.index, dtype=str)
+    out["tone_problem"] = own_problem.where(out["ita"].isna(), "")
+    out["tone_method"] = pd.Series([t.method for t in tones], index=out.index, dtype=str)
+    _log_tones(out.assign(group=group), time.perf_counter() - start)
+    return out
+
+
+def _log_tones(toned: pd.DataFrame, seconds: float) -> None:
+    per_photo = toned.drop_duplicates("group")
     logger.info(
         "Skin tone (ITA) of %d source photos in %.1f s: %s",
         len(per_photo),
-        time.perf_counter() - start,
-        per_photo.value_counts().to_dict(),
+        seconds,
+        per_photo["tone_band"].replace("", "(not measured)").value_counts().to_dict(),
     )
-    unmeasured = out.loc[out["tone_band"] == "", "image_id"]
+    as_drawn = int((toned["tone_method"] == "outside the boxes as drawn").sum())
+    if as_drawn:
+        logger.info("%d images measured outside their boxes as drawn (the grown boxes left too little skin)", as_drawn)
+    unmeasured = toned[toned["tone_problem"] != ""]
     if len(unmeasured):
         logger.warning(
-            "%d images have no measurable skin (under 5 %% skin-coloured pixels), e.g. %s",
+            "%d images (%d source photos) have no measurable skin tone: %s, e.g. %s: %s "
+            "(column tone_problem of data/03_primary/split_manifest.csv)",
             len(unmeasured),
-            unmeasured.iloc[0],
+            unmeasured["group"].nunique(),
+            unmeasured["tone_problem"].str.split(":").str[0].value_counts().to_dict(),
+            unmeasured["image_id"].iloc[0],
+            unmeasured["tone_problem"].iloc[0],
         )
-    return out
 
 
 def describe_skin_tones(split: pd.DataFrame, ground_truth: pd.DataFrame) -> pd.DataFrame:

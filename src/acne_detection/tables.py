@@ -1,0 +1,249 @@
+"""One declared schema per table the pipelines save and load again (pandera).
+
+A table written to CSV and read back must come back with the types it left with: a column of
+skin tone angles in which one photo could not be measured is still a float column (NaN where
+unmeasured), not text. ``datasets.TypedTable`` checks every table against its schema here on
+save and on load, and reads CSV with the dtypes and missing-value rules the schema declares:
+text columns keep ``""`` as an empty string, numeric columns read ``""`` as missing.
+
+A schema names every column a table carries (``strict``), its type (nullable floats and
+integers where a value may be missing), the values it allows (splits, bands, grades) and its
+unique key. A violation raises ``TableError`` naming the table, the column, the check and the
+first offending rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrors
+
+from acne_detection.skin_tone import BAND_NAMES
+
+SPLITS = ("train", "val", "test")
+_SOURCE_SPLITS = ("", *SPLITS)
+
+
+class TableError(ValueError):
+    """A table that does not match its declared schema."""
+
+
+def _text(*checks: pa.Check, unique: bool = False, required: bool = True) -> pa.Column:
+    return pa.Column(str, checks=list(checks), unique=unique, required=required)
+
+
+def _number(*checks: pa.Check, nullable: bool = False, required: bool = True) -> pa.Column:
+    return pa.Column("float64", checks=list(checks), nullable=nullable, required=required)
+
+
+def _count(*checks: pa.Check, nullable: bool = False) -> pa.Column:
+    """A whole number; ``Int64`` (pandas' nullable integer) where a value may be missing."""
+    return pa.Column("Int64" if nullable else "int64", checks=[pa.Check.ge(0), *checks], nullable=nullable)
+
+
+def _flag() -> pa.Column:
+    return pa.Column(bool)
+
+
+_CORNERS = {c: _number() for c in ("x_min", "y_min", "x_max", "y_max")}
+_IMAGE = {
+    "image_id": _text(unique=True),
+    "file": _text(),
+    "annotation_file": _text(),
+    "source_split": _text(pa.Check.isin(_SOURCE_SPLITS)),
+    "background": _flag(),
+    "bytes": _count(),
+    "sha256": _text(pa.Check.str_matches(r"^[0-9a-f]{64}$")),
+    "width": _count(pa.Check.gt(0)),
+    "height": _count(pa.Check.gt(0)),
+    "orientation": _count(pa.Check.isin(range(1, 9))),
+    "mode": _text(),
+    "copies": _text(),
+}
+# Written only when the skin tone is measured (data.skin_tone.measure)
+_TONE = {
+    "ita_image": _number(nullable=True, required=False),
+    "ita": _number(nullable=True, required=False),
+    "tone_band": _text(pa.Check.isin(("", *BAND_NAMES)), required=False),
+    "tone_problem": _text(required=False),
+    "tone_method": _text(required=False),
+}
+_PREDICTION = {
+    "image": _text(),
+    "class_id": _count(),
+    "class": _text(),
+    "confidence": _number(pa.Check.in_range(0.0, 1.0)),
+    **_CORNERS,
+}
+
+SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    "images": pa.DataFrameSchema(_IMAGE, strict=True, name="images"),
+    "boxes": pa.DataFrameSchema(
+        {"image_id": _text(), "class": _text(), "class_name": _text(), **_CORNERS, "annotation_file": _text()},
+        strict=True,
+        name="boxes",
+    ),
+    "quarantine": pa.DataFrameSchema(
+        {
+            "kind": _text(pa.Check.isin(("file", "image", "box"))),
+            "file": _text(),
+            "image_id": _text(),
+            "reason": _text(pa.Check.str_length(min_value=1)),
+            "detail": _text(),
+        },
+        strict=True,
+        name="quarantine",
+    ),
+    "split_manifest": pa.DataFrameSchema(
+        {
+            **_IMAGE,
+            "grade": _count(nullable=True),
+            **_TONE,
+            "group": _text(),
+            "split": _text(pa.Check.isin(SPLITS)),
+        },
+        strict=True,
+        name="split_manifest",
+    ),
+    "ground_truth": pa.DataFrameSchema(
+        {
+            "split": _text(pa.Check.isin(SPLITS)),
+            "image": _text(),
+            "image_id": _text(),
+            "class": _text(),
+            "class_id": _count(),
+            **_CORNERS,
+            "width": _count(pa.Check.gt(0)),
+            "height": _count(pa.Check.gt(0)),
+        },
+        strict=True,
+        name="ground_truth",
+    ),
+    "predictions": pa.DataFrameSchema(_PREDICTION, strict=True, name="predictions"),
+    "test_grades": pa.DataFrameSchema(
+        {
+            "image": _text(unique=True),
+            "image_id": _text(),
+            "true_count": _count(),
+            "pred_count": _count(),
+            "true_grade": _count(nullable=True),
+            "count_grade": _count(),
+            "pred_grade": _count(),
+        },
+        strict=True,
+        name="test_grades",
+    ),
+    "skin_tone_report": pa.DataFrameSchema(
+        {
+            "tone_band": _text(pa.Check.isin((*BAND_NAMES, "(not measured)"))),
+            "split": _text(pa.Check.isin((*SPLITS, "all"))),
+            "photos": _count(),
+            "source_photos": _count(),
+            "lesions": _count(),
+            "share_of_split": _number(pa.Check.in_range(0.0, 1.0)),
+            "median_ita": _number(nullable=True),
+        },
+        strict=True,
+        name="skin_tone_report",
+    ),
+    "photo_files": pa.DataFrameSchema(
+        {"photo": _text(unique=True), "reason": _text(pa.Check.str_length(min_value=1)), "detail": _text()},
+        strict=True,
+        name="photo_files",
+    ),
+}
+
+
+def schema_of(name: str) -> pa.DataFrameSchema:
+    """The declared schema ``name`` (a key of ``SCHEMAS``)."""
+    if name not in SCHEMAS:
+        raise TableError(f"no table schema named {name!r}; declared: {', '.join(sorted(SCHEMAS))}")
+    return SCHEMAS[name]
+
+
+def csv_read_options(schema: pa.DataFrameSchema) -> dict[str, Any]:
+    """``pandas.read_csv`` keywords that read a CSV back with the schema's types.
+
+    Text columns keep ``""`` (no "NA", "null" or "" turned into NaN: a class named "None" or an
+    empty detail stays text); numeric columns read ``""`` as missing; nullable integers as
+    ``Int64``; flags from ``True``/``False``.
+    """
+    dtypes, missing = {}, {}
+    for name, column in schema.columns.items():
+        dtype = str(column.dtype)
+        dtypes[name] = "str" if _is_text(dtype) else dtype
+        if dtypes[name] != "str" and dtype != "bool":
+            missing[name] = [""]
+    return {"dtype": dtypes, "keep_default_na": False, "na_values": missing}
+
+
+def check_table(data: pd.DataFrame, schema: pa.DataFrameSchema, *, table: str) -> pd.DataFrame:
+    """``data`` checked against ``schema``, its declared columns in the declared types.
+
+    Args:
+        data: the table.
+        schema: its schema (``schema_of``).
+        table: what to call the table in an error (the dataset and its file).
+
+    Returns:
+        The table, columns cast to their declared types where the cast loses nothing.
+
+    Raises:
+        TableError: naming ``table``, the column, the failed check and the first offending rows.
+    """
+    typed = data.copy()
+    for name, column in schema.columns.items():
+        if name in typed:
+            typed[name] = _lossless_cast(typed[name], str(column.dtype))
+    try:
+        return schema.validate(typed, lazy=True)
+    except (SchemaErrors, SchemaError) as err:
+        raise TableError(f"{table}: {_describe_failures(err)}") from None
+
+
+def _is_text(dtype: str) -> bool:
+    return dtype.startswith(("str", "string"))  # pandera names pandas' text dtype string[pyarrow]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _lossless_cast(values: pd.Series, dtype: str) -> pd.Series:
+    """``values`` in ``dtype`` where nothing is lost (ints as floats, whole floats as ints, an
+    all-empty column as text); otherwise unchanged, for the schema to report."""
+    try:
+        if _is_text(dtype):
+            if pd.api.types.is_string_dtype(values) and values.dtype != object and not values.isna().any():
+                return values
+            # object columns (an empty table), all-NaN ones (an all-empty column read back by
+            # pandas) and missing values: text, with "" as its empty value
+            return values.astype(object).where(values.notna(), "").astype(str)
+        if values.dtype == object and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.dropna()
+        ):
+            values = values.astype("float64")  # an empty table's columns, or numbers held as objects
+        if dtype == "float64" and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return values.astype("float64")
+        if dtype in ("int64", "Int64") and pd.api.types.is_numeric_dtype(values):
+            whole = values.astype("Int64")  # raises on 1.5: never truncated
+            return whole if dtype == "Int64" or whole.isna().any() else whole.astype("int64")
+    except (TypeError, ValueError):
+        pass
+    return values
+
+
+def _describe_failures(err: SchemaErrors | SchemaError) -> str:
+    cases = getattr(err, "failure_cases", None)
+    if not isinstance(cases, pd.DataFrame) or cases.empty:
+        return str(err).splitlines()[0]
+    parts = []
+    for (column, check), rows in cases.groupby(["column", "check"], dropna=False, sort=False):
+        shown = ", ".join(
+            f"row {i}: {v!r}" if pd.notna(i) else repr(v)
+            for i, v in zip(rows["index"].head(3), rows["failure_case"].head(3))
+        )
+        parts.append(f"column {column!r} fails {check} ({len(rows)} rows; first: {shown})")
+    return "; ".join(parts)
