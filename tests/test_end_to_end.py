@@ -331,11 +331,13 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
 def predicted(project: Path, runs: dict) -> dict:
     """``kedro run --pipeline predict`` on a folder of good photos (one large enough to be
     sliced) beside broken files and annotation files."""
+    import shutil
+
     import yaml
     from PIL import Image
 
     from acne_detection.synthetic import render_phone_photo
-    from tests.conftest import tree_digest
+    from tests.conftest import PHONE_HEIC, tree_digest, write_png_bomb
 
     folder = project.parent / "new photos"
     folder.mkdir()
@@ -347,7 +349,11 @@ def predicted(project: Path, runs: dict) -> dict:
     (folder / "zero.jpg").write_bytes(b"")
     (folder / "truncated.jpg").write_bytes((folder / "phone.jpg").read_bytes()[:3000])
     (folder / "fake.jpg").write_text("not a photo")
-    (folder / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # a phone photo cut short
+    shutil.copy(PHONE_HEIC, folder / "IMG_0002.HEIC")  # a phone's default format, read as JPEG is
+    (folder / "notes.jpg").write_text("visit 3: papules, left cheek\n")
+    write_png_bomb(folder / "huge.png", 30_000)
+    (folder / "scan.dng").write_bytes(b"II*\x00\x08\x00\x00\x00")
     (folder / "good_0.xml").write_text("<annotation/>")
     (folder / "notes.txt").write_text("visit 3")
     before = tree_digest(folder)
@@ -364,7 +370,7 @@ def predicted(project: Path, runs: dict) -> dict:
     return {
         "folder": folder,
         "before": before,
-        "good": [*(f"good_{i}{image.suffix}" for i, image in enumerate(test_images)), "phone.jpg"],
+        "good": [*(f"good_{i}{image.suffix}" for i, image in enumerate(test_images)), "phone.jpg", "IMG_0002.HEIC"],
     }
 
 
@@ -383,13 +389,18 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     assert tree_digest(predicted["folder"]) == predicted["before"]  # the photos' folder is only read
     summary = pd.read_csv(out / "summary.csv")
     assert sorted(summary.photo) == sorted(predicted["good"])
-    skipped = pd.read_csv(out / "skipped.csv").set_index("photo")["reason"].to_dict()
-    assert skipped == {
+    skipped = pd.read_csv(out / "skipped.csv", keep_default_na=False).set_index("photo")
+    assert skipped["reason"].to_dict() == {
         "zero.jpg": "zero-byte file",
         "truncated.jpg": "truncated image",
         "fake.jpg": "not an image",
-        "IMG_0001.heic": "unsupported image format",
+        "notes.jpg": "not an image",
+        "IMG_0001.heic": "unreadable image",
+        "huge.png": "too many pixels",
+        "scan.dng": "unsupported image format",
     }  # the .xml and .txt are not photos, not failures
+    assert skipped.loc["notes.jpg", "detail"].startswith("the file starts with text")
+    assert not skipped["detail"].str.contains("Error|pi_heif").any()  # reasons in words, never an exception
     lesions = pd.read_csv(out / "lesions.csv")
     counts = summary.photo.map(lesions.groupby("image").size()).fillna(0).astype(int)
     assert summary.lesions.tolist() == counts.tolist()
@@ -456,17 +467,18 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/ping", server, seconds=120)
         image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
-        body = {
-            "dataframe_split": {"columns": ["image_b64"], "data": [[base64.b64encode(image.read_bytes()).decode()]]},
-            "params": {"conf": 0.01},
-        }
+        from tests.conftest import PHONE_HEIC
+
+        photos = [[base64.b64encode(f.read_bytes()).decode()] for f in (image, PHONE_HEIC)]  # a JPEG, a phone's HEIC
+        body = {"dataframe_split": {"columns": ["image_b64"], "data": photos}, "params": {"conf": 0.01}}
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=120) as answer:
-            result = json.loads(answer.read())["predictions"][0]
+            result, heic = json.loads(answer.read())["predictions"]
+        assert heic["image"] == "#1" and heic["lesions"] == len(json.loads(heic["boxes"]))
         boxes = json.loads(result["boxes"])
         assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
         assert result["grade"] == int(__import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kedro.io import DataCatalog, DatasetError
 from kedro.runner import SequentialRunner
@@ -122,7 +122,7 @@ FORMATS = st.sampled_from(("voc", "yolo", "coco"))
 
 @pytest.mark.generated
 @settings(
-    max_examples=25,
+    max_examples=30,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -143,7 +143,7 @@ def test_generated_exports_through_the_data_pipeline(tmp_path_factory, photos, f
 
 
 def _photo(stem: str, kind: str, skin=(200, 150, 120), boxes=(("papules", 10.0, 10.0, 30.0, 30.0),), grade=1) -> Photo:
-    size = (320, 320) if kind == "heic" else (96, 96)
+    size = (320, 320) if kind == "heic" else (8, 8) if kind == "tiny" else (96, 96)
     return Photo(stem, kind, *size, skin, boxes, grade)
 
 
@@ -205,9 +205,34 @@ def test_a_table_that_breaks_its_schema_names_file_column_and_rows(tmp_path: Pat
         table.load()
 
 
+def _every_kind() -> tuple[Photo, ...]:
+    """Every kind of photo at once, in several classes, grades for some photos only."""
+    b = (("papules", 10.0, 10.0, 30.0, 30.0), (" Pustules", 50.0, 40.0, 70.0, 66.0))
+    return (
+        *(_photo(f"levle0_1_jpg.rf.{c:02x}", "rgb", boxes=b, grade=0) for c in range(3)),
+        _photo("levle1_2", "gray", boxes=b[:1]),
+        _photo("levle2_3", "rgba", boxes=b, grade=2),
+        _photo("levle3_4", "deep16", boxes=b, grade=3),
+        _photo("levle1_5", "exif", boxes=b[1:]),
+        _photo("IMG_0006", "heic", boxes=b, grade=None),
+        *(_photo(f"levle3_7_jpg.rf.{c:02x}", "no_skin", boxes=b, grade=3) for c in range(2)),
+        _photo("tiny_8", "tiny", boxes=(), grade=None),
+        _photo("levle0_9", "covered", boxes=(("WHITEHEAD and blackhead", 0.0, 0.0, 96.0, 96.0),), grade=0),
+        _photo("clear_10", "rgb", boxes=(), grade=None),
+    )
+
+
+def _one_class_one_tone() -> tuple[Photo, ...]:
+    """One class name in odd spacing, every photo the same dark skin, no grades at all."""
+    box = (("  papules ", 20.0, 20.0, 44.0, 40.0),)
+    return tuple(_photo(f"face_{i}", "rgb", skin=(70, 45, 35), boxes=box, grade=None) for i in range(6))
+
+
 @pytest.mark.e2e
 @pytest.mark.generated
-@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@example(photos=_every_kind(), fmt="voc")
+@example(photos=_one_class_one_tone(), fmt="yolo")
 @given(photos=exports(max_sources=8).filter(lambda p: len({x.stem.split("_jpg")[0] for x in p}) >= 5), fmt=FORMATS)
 def test_generated_exports_through_the_whole_dag(tmp_path_factory, photos, fmt) -> None:
     """``kedro run`` (data → preview → train → eval) at 64 px, 1 epoch, then ``--pipeline predict``

@@ -216,6 +216,9 @@ def open_photo(source: str | Path | bytes) -> Image.Image:
     except (UnidentifiedImageError, ImportError):
         # ImportError: Ultralytics' patched Image.open tries optional plugins on an unknown file
         head = source[:512] if isinstance(source, bytes) else _head(source)
+        kind = _image_kind(head)
+        if kind:
+            raise PhotoError("unreadable image", f"the file starts as {kind} but its header cannot be read") from None
         raise PhotoError("not an image", describe_non_image(head)) from None
     except (OSError, ValueError, SyntaxError) as err:
         raise PhotoError("unreadable image", f"the header cannot be read ({err})") from None
@@ -244,6 +247,16 @@ def to_8bit(img: Image.Image) -> Image.Image:
     else:
         top = 255.0 if peak <= 255 and not img.mode.startswith("I;16") else 65535.0 if peak <= 65535 else peak
     return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def _image_kind(head: bytes) -> str:
+    """The image format a file's first bytes announce ("" when none), for a damaged header."""
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis"):
+        return "a HEIC/HEIF or AVIF photo"
+    signatures = {b"\xff\xd8\xff": "a JPEG", b"\x89PNG": "a PNG", b"GIF8": "a GIF"}
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP"
+    return next((kind for magic, kind in signatures.items() if head.startswith(magic)), "")
 
 
 def _head(path: str | Path) -> bytes:

@@ -73,7 +73,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             signature=signature,
             pip_requirements=[
                 f"{p}=={version(p)}"
-                for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow")
+                for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow", "pi-heif")
             ],
             registered_model_name=self._name,
         )

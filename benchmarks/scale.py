@@ -1,0 +1,140 @@
+"""The whole DAG on an export shaped like ACNE04's, at tiny training settings: does everything
+after training (eval, skin tone, grading, the reports) hold at the size of a real export?
+
+``python -m benchmarks.scale`` generates a Pascal VOC export of ``--sources`` source photos
+(default 1,000) at 640 px in 3 Roboflow-style copies each (the original, a brighter one and a
+mirrored darker one: ACNE04's quirk), 0-60 lesions per photo, grades in the file names in
+ACNE04's proportions, a few photos whose skin tone cannot be measured (grayscale) and one
+photo of each problem the project quarantines. Then, as a user would, ``kedro run --pipeline
+NAME`` for data, preview, train and eval on a copy of the project (1 epoch at 64 px: training
+is measured elsewhere), each timed, its peak resident memory (the process tree, sampled every
+0.1 s) recorded. The row goes into ``benchmarks/RESULTS.md`` through
+``benchmarks.run.merge_results``. ``--sources 20`` is the suite's smoke run (no row written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+from PIL import Image
+
+from benchmarks.project import copy_project
+
+PIPELINES = ("data", "preview", "train", "eval")
+TINY = "train.epochs=1,train.imgsz=64,train.batch=16,preview.samples=4,preview.loss_samples=16"
+_GRADE_SHARE = (0.39, 0.38, 0.12, 0.11)  # ACNE04's photos per grade (the dev slice: 261/259/84/72)
+
+
+def write_acne04_like_export(root: Path, *, sources: int, size: int = 640, seed: int = 0) -> Path:
+    """A VOC export shaped like Roboflow's ACNE04 (see the module docstring); returns ``root``."""
+    from acne_detection.synthetic import SyntheticSpec, _voc_xml, render_photo
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    spec = SyntheticSpec(size=size, counts=((0, 5), (6, 20), (21, 50), (51, 60)))
+    for i in range(sources):
+        grade = int(rng.choice(4, p=_GRADE_SHARE))
+        pixels, boxes = render_photo(rng, spec, grade=grade)
+        if i % 200 == 7:  # a photo whose skin tone cannot be measured, in all its copies
+            pixels = np.repeat(pixels.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+        mirrored = [(c, size - x1, y0, size - x0, y1) for c, x0, y0, x1, y1 in boxes]
+        copies = ((pixels, boxes), (np.clip(pixels * 1.15, 0, 255), boxes), (pixels[:, ::-1] * 0.85, mirrored))
+        for c, (copy, copy_boxes) in enumerate(copies):
+            name = f"levle{grade}_{i}_jpg.rf.{rng.bytes(16).hex()}.jpg"
+            Image.fromarray(copy.astype(np.uint8)).save(root / name, quality=90)
+            (root / name).with_suffix(".xml").write_text(_voc_xml(name, size, copy_boxes), encoding="utf-8")
+    (root / "zero.jpg").write_bytes(b"")  # what the project must quarantine, each with its reason
+    (root / "notes.jpg").write_text("visit 3\n")
+    for name in ("zero.jpg", "notes.jpg"):
+        (root / name).with_suffix(".xml").write_text(_voc_xml(name, size, []), encoding="utf-8")
+    return root
+
+
+def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Run ``cmd``; its wall time in seconds and the peak resident memory of its process tree in MB."""
+    peak = [0]
+    done = threading.Event()
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def _sample() -> None:
+        top = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [top, *top.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=_sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return time.perf_counter() - start, peak[0] / 1e6
+
+
+def measure(work: Path, *, sources: int) -> dict:
+    """Generate the export, run the four pipelines on it, and return the results row."""
+    start = time.perf_counter()
+    export = write_acne04_like_export(work / "export", sources=sources)
+    generated = time.perf_counter() - start
+    project = copy_project(work / "project", n_images=0, size=64)
+    local = project / "conf" / "local" / "catalog.yml"
+    catalog = yaml.safe_load(local.read_text())
+    catalog["raw_export"] = {"type": "acne_detection.datasets.AnnotatedExport", "path": str(export), "format": "voc"}
+    local.write_text(yaml.safe_dump(catalog))
+    kedro = str(Path(sys.executable).parent / "kedro")
+    times, peaks = {}, {}
+    for name in PIPELINES:
+        times[name], peaks[name] = run_measured([kedro, "run", "--pipeline", name, "--params", TINY], project)
+    n_photos = 3 * sources + 2
+    counts = yaml.safe_load((project / "data" / "08_reporting" / "ingestion_counts.json").read_text())
+    assert counts["images_read"] == counts["images_accepted"] + counts["images_quarantined"] == n_photos, counts
+    total = sum(times.values())
+    return {
+        "benchmark": f"whole DAG on an ACNE04-shaped export, {n_photos} photos at 640 px (tiny training)",
+        "baseline": "-",
+        "baseline_s": None,
+        "ours": "kedro run --pipeline data, preview, train, eval (1 epoch at 64 px)",
+        "ours_s": {"median_s": total, "min_s": total, "max_s": total},
+        "ratio": None,
+        "note": (
+            f"one run; {sources} sources x 3 copies, 0-60 lesions each, {counts['boxes_read']} boxes; "
+            + ", ".join(f"{n} {times[n]:.0f} s / {peaks[n]:.0f} MB peak" for n in PIPELINES)
+            + f"; export generated in {generated:.0f} s (not counted)"
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sources", type=int, default=1000, help="source photos (3 copies each)")
+    parser.add_argument("--work", type=Path, help="keep the export and the project here (default: a temp folder)")
+    args = parser.parse_args()
+    if args.work:
+        row = measure(args.work, sources=args.sources)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = measure(Path(tmp), sources=args.sources)
+    print(row)
+    if args.sources >= 1000:  # a smoke run at a few photos measures nothing worth keeping
+        from benchmarks.run import merge_results
+
+        merge_results([row])
+
+
+if __name__ == "__main__":
+    main()

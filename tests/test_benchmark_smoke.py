@@ -1,0 +1,35 @@
+"""Benchmark entry points at their smallest size, so a command the README names cannot rot unseen
+(``make bench-quick`` once failed at main for weeks: its hand-built catalog missed new inputs).
+A smoke run measures nothing; the figures come from the full runs in ``benchmarks/RESULTS.md``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+def _module(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_bench_quick_ingestion_runs_the_data_pipeline(tmp_path: Path) -> None:
+    done = _module("benchmarks.run", "--quick", "--only", "ingestion", "--repeats", "1", "--work", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| ingestion, 200 photos | cp -r of the export |" in done.stdout
+
+
+@pytest.mark.e2e
+def test_scale_benchmark_runs_the_whole_dag_on_an_acne04_shaped_export(tmp_path: Path) -> None:
+    done = _module("benchmarks.scale", "--sources", "4", "--work", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "14 photos at 640 px" in done.stdout  # 4 sources x 3 copies + 2 broken files
+    for name in ("data", "preview", "train", "eval"):
+        assert re.search(rf"{name} \d+ s / \d+ MB peak", done.stdout), name
+    quarantine = (tmp_path / "project" / "data" / "08_reporting" / "quarantine_report.csv").read_text()
+    assert "zero-byte file" in quarantine and "the file starts with text" in quarantine
