@@ -28,7 +28,7 @@ from tests.generated_exports import Photo, exports, write_export
 # "Use your own dataset"); anything else is a bug.
 DOCUMENTED_STOPS = (
     r"only \d+ source photo groups: need at least 3 to fill train, val and test",
-    r"no (usable )?images",
+    r"no photo found in the export folder",
 )
 _UNWRAP = "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
 _TO_MEMORY = ("kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset", "acne_detection.datasets.MlflowTags")

@@ -70,89 +70,114 @@ _TONE = {
     "tone_problem": _text(required=False),
     "tone_method": _text(required=False),
 }
+_SHARE = pa.Check.in_range(0.0, 1.0)
+_INTERVAL = ("", "_low", "_high")  # a value and its 95 % interval
 _PREDICTION = {
     "image": _text(),
     "class_id": _count(),
     "class": _text(),
-    "confidence": _number(pa.Check.in_range(0.0, 1.0)),
+    "confidence": _number(_SHARE),
     **_CORNERS,
 }
 
+_COLUMNS: dict[str, dict[str, pa.Column]] = {
+    "images": _IMAGE,
+    "boxes": {"image_id": _text(), "class": _text(), "class_name": _text(), **_CORNERS, "annotation_file": _text()},
+    "quarantine": {
+        "kind": _text(pa.Check.isin(("file", "image", "box"))),
+        "file": _text(),
+        "image_id": _text(),
+        "reason": _text(pa.Check.str_length(min_value=1)),
+        "detail": _text(),
+    },
+    "split_manifest": {
+        **_IMAGE,
+        "grade": _count(nullable=True),
+        **_TONE,
+        "group": _text(),
+        "split": _text(pa.Check.isin(SPLITS)),
+    },
+    "ground_truth": {
+        "split": _text(pa.Check.isin(SPLITS)),
+        "image": _text(),
+        "image_id": _text(),
+        "class": _text(),
+        "class_id": _count(),
+        **_CORNERS,
+        "width": _count(pa.Check.gt(0)),
+        "height": _count(pa.Check.gt(0)),
+    },
+    "predictions": _PREDICTION,
+    "test_grades": {
+        "image": _text(unique=True),
+        "image_id": _text(),
+        "true_count": _count(),
+        "pred_count": _count(),
+        "true_grade": _count(nullable=True),
+        "count_grade": _count(),
+        "pred_grade": _count(),
+    },
+    "skin_tone_report": {
+        "tone_band": _text(pa.Check.isin((*BAND_NAMES, "(not measured)"))),
+        "split": _text(pa.Check.isin((*SPLITS, "all"))),
+        "photos": _count(),
+        "source_photos": _count(),
+        "lesions": _count(),
+        "share_of_split": _number(_SHARE),
+        "median_ita": _number(nullable=True),
+    },
+    "photo_files": {"photo": _text(unique=True), "reason": _text(pa.Check.str_length(min_value=1)), "detail": _text()},
+    "threshold_sweep": {
+        "threshold": _number(_SHARE),
+        "class_id": pa.Column("int64", pa.Check.ge(-1)),  # -1: all classes
+        "class": _text(),
+        "tp": _count(),
+        "fp": _count(),
+        "fn": _count(),
+        **{m: _number(_SHARE, nullable=True) for m in ("precision", "recall", "f1")},  # NaN: nothing found
+    },
+    "metrics_per_class": {
+        "class_id": pa.Column("int64", pa.Check.ge(-1)),
+        "class": _text(),
+        "instances": _count(),
+        **{
+            m: _number(_SHARE, nullable=True)  # NaN: no box of that size, or nothing predicted
+            for m in ("ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large")
+        },
+        "tp": _count(),
+        "fp": _count(),
+        "fn": _count(),
+        **{m: _number(_SHARE, nullable=True) for m in ("precision", "recall", "f1", "mean_iou")},
+    },
+    "skin_tone_metrics": {
+        "tone_band": _text(pa.Check.isin((*BAND_NAMES, "(not measured)", "all")), unique=True),
+        "photos": _count(),
+        "lesions": _count(),
+        **{f"{m}{end}": _number(_SHARE, nullable=True) for m in ("ap50", "recall", "precision") for end in _INTERVAL},
+        "photos_graded": _count(),
+        **{f"grade_accuracy{end}": _number(_SHARE, nullable=True) for end in _INTERVAL},
+        "recall_gap": _number(nullable=True),
+        "judged": _flag(),
+        "flagged": _flag(),
+    },
+    # one count column per class the model found, named by the class: not declared one by one
+    "photo_summary": {
+        "photo": _text(unique=True),
+        "lesions": _count(),
+        "grade": _count(),
+        "grade_name": _text(),
+        "width": _count(pa.Check.gt(0)),
+        "height": _count(pa.Check.gt(0)),
+        "sliced": _flag(),
+        "model": _text(),
+        "threshold": _number(_SHARE),
+    },
+}
+
+
+_OPEN = frozenset({"photo_summary"})  # tables that may carry columns beyond those declared
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
-    "images": pa.DataFrameSchema(_IMAGE, strict=True, name="images"),
-    "boxes": pa.DataFrameSchema(
-        {"image_id": _text(), "class": _text(), "class_name": _text(), **_CORNERS, "annotation_file": _text()},
-        strict=True,
-        name="boxes",
-    ),
-    "quarantine": pa.DataFrameSchema(
-        {
-            "kind": _text(pa.Check.isin(("file", "image", "box"))),
-            "file": _text(),
-            "image_id": _text(),
-            "reason": _text(pa.Check.str_length(min_value=1)),
-            "detail": _text(),
-        },
-        strict=True,
-        name="quarantine",
-    ),
-    "split_manifest": pa.DataFrameSchema(
-        {
-            **_IMAGE,
-            "grade": _count(nullable=True),
-            **_TONE,
-            "group": _text(),
-            "split": _text(pa.Check.isin(SPLITS)),
-        },
-        strict=True,
-        name="split_manifest",
-    ),
-    "ground_truth": pa.DataFrameSchema(
-        {
-            "split": _text(pa.Check.isin(SPLITS)),
-            "image": _text(),
-            "image_id": _text(),
-            "class": _text(),
-            "class_id": _count(),
-            **_CORNERS,
-            "width": _count(pa.Check.gt(0)),
-            "height": _count(pa.Check.gt(0)),
-        },
-        strict=True,
-        name="ground_truth",
-    ),
-    "predictions": pa.DataFrameSchema(_PREDICTION, strict=True, name="predictions"),
-    "test_grades": pa.DataFrameSchema(
-        {
-            "image": _text(unique=True),
-            "image_id": _text(),
-            "true_count": _count(),
-            "pred_count": _count(),
-            "true_grade": _count(nullable=True),
-            "count_grade": _count(),
-            "pred_grade": _count(),
-        },
-        strict=True,
-        name="test_grades",
-    ),
-    "skin_tone_report": pa.DataFrameSchema(
-        {
-            "tone_band": _text(pa.Check.isin((*BAND_NAMES, "(not measured)"))),
-            "split": _text(pa.Check.isin((*SPLITS, "all"))),
-            "photos": _count(),
-            "source_photos": _count(),
-            "lesions": _count(),
-            "share_of_split": _number(pa.Check.in_range(0.0, 1.0)),
-            "median_ita": _number(nullable=True),
-        },
-        strict=True,
-        name="skin_tone_report",
-    ),
-    "photo_files": pa.DataFrameSchema(
-        {"photo": _text(unique=True), "reason": _text(pa.Check.str_length(min_value=1)), "detail": _text()},
-        strict=True,
-        name="photo_files",
-    ),
+    name: pa.DataFrameSchema(columns, strict=name not in _OPEN, name=name) for name, columns in _COLUMNS.items()
 }
 
 
