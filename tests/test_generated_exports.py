@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from kedro.io import DataCatalog, DatasetError
 from kedro.runner import SequentialRunner
 
+from acne_detection.tables import SPLITS
 from tests.conftest import PROJECT_ROOT, kedro_run
 from tests.generated_exports import Photo, exports, write_export
 
@@ -266,3 +268,66 @@ def test_generated_exports_through_the_whole_dag(tmp_path_factory, photos, fmt) 
     summary, skipped = pd.read_csv(out / "summary.csv"), pd.read_csv(out / "skipped.csv", keep_default_na=False)
     assert len(summary) + len(skipped) == len(photos)  # every photo predicted or listed with its reason
     assert (skipped["reason"] != "").all() and not skipped["detail"].str.contains("Error").any()
+
+
+# Text a table cell may hold that CSV readers like to turn into something else
+_AWKWARD_TEXT = st.sampled_from(("", "NA", "None", "null", "nan", "N/A", "1e5", "007", " spaced ", 'a "quote"', "a,b"))
+
+
+@pytest.mark.generated
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rows=st.lists(
+        st.tuples(
+            _AWKWARD_TEXT | st.text(min_size=1, max_size=12),
+            _AWKWARD_TEXT,
+            st.none() | st.floats(-90, 90, allow_nan=False),
+            st.none() | st.integers(0, 3),
+            st.sampled_from(SPLITS),
+        ),
+        min_size=1,
+        max_size=8,
+        unique_by=lambda r: r[0],
+    )
+)
+def test_a_round_trip_through_a_typed_table_never_changes_a_type_or_a_value(tmp_path_factory, rows) -> None:
+    """The split manifest's columns, with missing numbers and text that looks like missing values."""
+    from acne_detection.datasets import TypedTable
+    from acne_detection.skin_tone import ita_band
+
+    table = pd.DataFrame(
+        {
+            "image_id": [r[0] for r in rows],
+            "file": [f"/export/{r[0]}" for r in rows],
+            "annotation_file": [r[1] for r in rows],
+            "source_split": "",
+            "background": [r[3] is None for r in rows],
+            "bytes": 1000,
+            "sha256": "0" * 64,
+            "width": 640,
+            "height": 480,
+            "orientation": 1,
+            "mode": "RGB",
+            "copies": [r[1] for r in rows],
+            "grade": pd.array([r[3] for r in rows], dtype="Int64"),
+            "ita_image": [np.nan if r[2] is None else r[2] for r in rows],
+            "ita": [np.nan if r[2] is None else round(r[2], 2) for r in rows],
+            "tone_band": [ita_band(np.nan if r[2] is None else round(r[2], 2)) for r in rows],
+            "tone_problem": ["grayscale photo" if r[2] is None else "" for r in rows],
+            "tone_method": "",
+            "group": [r[0] for r in rows],
+            "split": [r[4] for r in rows],
+        }
+    )
+    dataset = TypedTable(filepath=str(tmp_path_factory.mktemp("rt") / "split_manifest.csv"), schema="split_manifest")
+    dataset.save(table)
+    back = dataset.load()
+    pd.testing.assert_frame_equal(back, dataset.load())  # loading is deterministic
+    assert back.dtypes.astype(str).to_dict() == {
+        **{c: "str" for c in table.columns},
+        **{c: "float64" for c in ("ita_image", "ita")},
+        **{c: "int64" for c in ("bytes", "width", "height", "orientation")},
+        "grade": "Int64",
+        "background": "bool",
+    }
+    pd.testing.assert_frame_equal(back, table, check_dtype=False, check_exact=False, rtol=1e-12)

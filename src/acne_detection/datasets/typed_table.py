@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,9 @@ class TypedTable(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {}
-    DEFAULT_SAVE_ARGS: dict[str, Any] = {"index": False}
+    # Text quoted: a file name holding a carriage return or a comma still reads back as one
+    # cell (found by the round-trip property test: a bare "\r" split a row in two).
+    DEFAULT_SAVE_ARGS: dict[str, Any] = {"index": False, "quoting": csv.QUOTE_NONNUMERIC}
 
     def __init__(
         self,
@@ -55,7 +58,8 @@ class TypedTable(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         except TableError as err:
             raise DatasetError(f"{filepath}: {err}") from None
         self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
-        self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
+        defaults = self.DEFAULT_SAVE_ARGS if self._format == "csv" else {"index": False}
+        self._save_args = {**defaults, **(save_args or {})}
         self.metadata = metadata
 
     def load(self) -> pd.DataFrame:
