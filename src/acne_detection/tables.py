@@ -14,6 +14,7 @@ first offending rows.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -71,6 +72,7 @@ _TONE = {
     "tone_method": _text(required=False),
 }
 _SHARE = pa.Check.in_range(0.0, 1.0)
+_COUNT = pa.Check.ge(0)
 _INTERVAL = ("", "_low", "_high")  # a value and its 95 % interval
 _PREDICTION = {
     "image": _text(),
@@ -175,6 +177,25 @@ _COLUMNS: dict[str, dict[str, pa.Column]] = {
 }
 
 
+# Tables whose other columns are named by the data (classes, grades, Ultralytics' metrics):
+# declared by a pattern, every one of them of one type.
+def _others(key: str) -> str:
+    return rf"^(?!{re.escape(key)}$).+$"  # every column but the key
+
+
+_COLUMNS.update(
+    {
+        "confusion_matrix": {"true": _text(unique=True), _others("true"): pa.Column("int64", _COUNT, regex=True)},
+        "cooccurrence": {
+            "class_name": _text(unique=True),
+            _others("class_name"): pa.Column("int64", _COUNT, regex=True),
+        },
+        "training_history": {
+            "epoch": pa.Column("int64", pa.Check.ge(1), unique=True),
+            _others("epoch"): pa.Column("float64", nullable=True, regex=True),
+        },
+    }
+)
 _OPEN = frozenset({"photo_summary"})  # tables that may carry columns beyond those declared
 SCHEMAS: dict[str, pa.DataFrameSchema] = {
     name: pa.DataFrameSchema(columns, strict=name not in _OPEN, name=name) for name, columns in _COLUMNS.items()
@@ -197,6 +218,8 @@ def csv_read_options(schema: pa.DataFrameSchema) -> dict[str, Any]:
     """
     dtypes, missing = {}, {}
     for name, column in schema.columns.items():
+        if column.regex:  # a pattern, not a name: pandas infers those columns, the check follows
+            continue
         dtype = str(column.dtype)
         dtypes[name] = "str" if _is_text(dtype) else dtype
         if dtypes[name] != "str" and dtype != "bool":
@@ -220,8 +243,9 @@ def check_table(data: pd.DataFrame, schema: pa.DataFrameSchema, *, table: str) -
     """
     typed = data.copy()
     for name, column in schema.columns.items():
-        if name in typed:
-            typed[name] = _lossless_cast(typed[name], str(column.dtype))
+        for match in [c for c in typed.columns if re.fullmatch(name, str(c))] if column.regex else [name]:
+            if match in typed:
+                typed[match] = _lossless_cast(typed[match], str(column.dtype))
     try:
         return schema.validate(typed, lazy=True)
     except (SchemaErrors, SchemaError) as err:
