@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -419,12 +420,12 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
         p.rsplit(".", 1)[0] + ".jpg" for p in predicted["good"]
     )
     report = (out / "report.html").read_text()
-    assert all(name in report for name in predicted["good"]) and "Skipped files (4)" in report
-    assert report.count("data:image/jpeg;base64,") == 3
+    assert all(name in report for name in predicted["good"]) and "Skipped files (7)" in report
+    assert report.count("data:image/jpeg;base64,") == 4
 
     experiment = tracking.get_experiment_by_name("acne_detection")
     latest = tracking.search_runs([experiment.experiment_id], filter_string="attributes.run_name LIKE 'predict · %'")[0]
-    assert latest.data.metrics["predict.photos_predicted"] == 3 and latest.data.metrics["predict.photos_skipped"] == 4
+    assert latest.data.metrics["predict.photos_predicted"] == 4 and latest.data.metrics["predict.photos_skipped"] == 7
     assert {"predict/report.html", "predict/summary.csv", "predict/skipped.csv", "predict/lesions.csv"} <= {
         a.path for a in tracking.list_artifacts(latest.info.run_id, "predict")
     }
@@ -483,6 +484,42 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
         assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
         assert result["grade"] == int(__import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes)))
         assert set(boxes[0]) == {"class", "confidence", "x_min", "y_min", "x_max", "y_max"}
+
+        from tests.conftest import write_png_bomb
+
+        bomb = base64.b64encode(write_png_bomb(project.parent / "bomb.png", 30_000).read_bytes()).decode()
+        b64 = base64.b64encode
+        bad = {  # one request of each kind a user sent; each must get a 400 in words
+            "not base64": ({"image_b64": "@@@ not base64"}, "is not base64"),
+            "zero bytes": ({"image_b64": ""}, "zero-byte file"),
+            "a text file": ({"image_b64": b64(b"visit 3\n").decode()}, "not an image: the file starts with text"),
+            "a truncated JPEG": (
+                {"image_b64": b64(image.read_bytes()[: image.stat().st_size // 2]).decode()},
+                "truncated",
+            ),
+            "a decompression bomb": ({"image_b64": bomb}, "too many pixels"),
+            "a misspelt column": ({"image_base64": photos[0][0]}, "holds no photo"),
+        }
+        for kind, (row, reason) in bad.items():
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps({"dataframe_records": [row]}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=60)
+            text = answer.value.read().decode()
+            assert answer.value.code == 400 and reason in text, (kind, text[:500])
+            assert "Traceback" not in text and "stack_trace" not in text and str(project) not in text, kind
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            ),
+            timeout=120,
+        ) as answer:  # the server keeps serving, with the same answer
+            assert json.loads(answer.read())["predictions"][0] == result
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -276,7 +276,11 @@ def probe_image(file: str, check: str = "structure") -> dict[str, Any]:
         ``orientation`` (EXIF tag, 1 when absent), ``mode`` (PIL mode), ``image_problem`` and
         ``image_detail`` (both empty when the file is a usable image).
     """
-    data = Path(file).read_bytes()
+    return probe_bytes(Path(file).read_bytes(), check)
+
+
+def probe_bytes(data: bytes, check: str = "structure") -> dict[str, Any]:
+    """``probe_image`` of a photo's bytes (a photo sent to the model server, say). Never raises."""
     info: dict[str, Any] = {
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),

@@ -28,7 +28,8 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
     ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
     ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels).
-    ``params``: ``conf`` (default 0.25; pass the operating threshold ``eval`` chose, the
+    A request that holds no usable photo is answered 400 with the reason in words
+    (``photos_of``). ``params``: ``conf`` (default 0.25; pass the operating threshold ``eval`` chose, the
     registered version's ``operating_threshold`` tag), ``imgsz`` (0: the training size) and
     ``slicing`` (``auto``, ``always``, ``never``).
     """
@@ -53,14 +54,11 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
             device="cpu",
             batch=1,
         )
-        photos = []
-        for i, row in enumerate(model_input.to_dict("records")):
-            encoded = row.get("image_b64")
-            if isinstance(encoded, str) and encoded:
-                photos.append((f"#{i}", base64.b64decode(encoded)))
-            else:
-                photos.append((str(row["image"]), str(row["image"])))
-        boxes = predict_boxes(self.model, photos, settings)
+        photos = photos_of(model_input)
+        try:
+            boxes = predict_boxes(self.model, photos, settings)
+        except (ValueError, OSError) as err:  # a photo that passed its check and still failed to decode
+            raise _bad_request(f"a photo cannot be decoded: {err}") from None
         counted = self.grading.get("count_classes")
         thresholds = self.grading.get("thresholds", ACNE04_THRESHOLDS)
         names = self.grading.get("names", ACNE04_GRADE_NAMES)
@@ -72,6 +70,55 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
             listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
             rows.append((key, int(n), grade, names[grade], json.dumps(listed.round(2).to_dict("records"))))
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+
+
+def _bad_request(message: str) -> Exception:
+    """A 400 answer that says what was wrong in words (MLflow sends no traceback with it)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def photos_of(model_input: pd.DataFrame) -> list[tuple[str, str | bytes]]:
+    """The request's photos as ``(key, path or bytes)``, each checked before any model code runs.
+
+    Every row must carry a photo: ``image_b64`` (the file's bytes, base64) or ``image`` (a
+    path on the server). A photo that is not base64, empty, not an image, truncated, or
+    declares more pixels than ``image_check.PIXEL_LIMIT`` (checked from its header, before
+    any pixel is decoded) refuses the whole request with a 400 naming the row and the problem.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400), in words.
+    """
+    import binascii
+
+    from acne_detection.image_check import probe_bytes
+
+    if model_input.empty:
+        raise _bad_request("the request holds no photo")
+    photos: list[tuple[str, str | bytes]] = []
+    for i, row in enumerate(model_input.to_dict("records")):
+        encoded, path = row.get("image_b64"), row.get("image")
+        if isinstance(encoded, str):
+            try:
+                data = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise _bad_request(
+                    f"row {i}: image_b64 is not base64 (send the photo file's bytes, base64-encoded)"
+                ) from None
+            probe = probe_bytes(data)
+            if probe["image_problem"]:
+                raise _bad_request(f"row {i}: {probe['image_problem']}: {probe['image_detail']}")
+            photos.append((f"#{i}", data))
+        elif isinstance(path, str) and path:
+            photos.append((path, path))
+        else:  # MLflow drops columns the signature does not name, so a misspelt one arrives as nothing
+            raise _bad_request(
+                f"row {i} holds no photo: send it in a column named image_b64 (the file's bytes in base64) "
+                "or image (a path on the server); columns of other names are ignored"
+            )
+    return photos
 
 
 mlflow.models.set_model(YoloDetector())
