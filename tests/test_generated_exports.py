@@ -104,6 +104,7 @@ def assert_reconciled(catalog: DataCatalog, photos: tuple[Photo, ...]) -> None:
     assert len(accepted) + len(quarantined_images) == len(photos)
     split = catalog.load("split_images")
     assert sorted(split["image_id"]) == sorted(accepted["image_id"])  # each accepted photo, once
+    assert set(split["split"]) == set(SPLITS)  # training needs a validation photo, eval a test photo
     assert split.groupby("group")["split"].nunique().max() == 1  # copies never straddle splits
     assert split["ita"].dtype == "float64" and split["grade"].dtype == "Int64"
     unmeasured = split["ita"].isna()
@@ -175,6 +176,33 @@ def test_regression_a_photo_entirely_covered_by_its_box_is_measured_nowhere_else
     assert_reconciled(catalog, photos)
     covered = catalog.load("split_images").set_index("image_id").loc["covered.jpg"]
     assert covered["tone_problem"].startswith("no skin outside the lesion boxes")
+
+
+def test_regression_three_source_photos_fill_train_val_and_test(tmp_path: Path) -> None:
+    """Found by hypothesis: four photos, one too small, left 3 groups; the test split took one and
+    the second split failed inside scikit-learn ("the resulting train set will be empty")."""
+    photos = (*(_photo(f"levle0_{i}", "rgb", grade=0) for i in range(3)), _photo("levle0_3", "tiny", boxes=()))
+    catalog = run_data_pipeline(tmp_path, write_export(photos, tmp_path / "export", "voc"), "voc")
+    assert_reconciled(catalog, photos)
+    assert catalog.load("split_images")["split"].value_counts().to_dict() == {"train": 1, "val": 1, "test": 1}
+
+
+def test_regression_an_export_without_a_single_box(tmp_path: Path) -> None:
+    """Found by hypothesis: with no box at all, the accepted boxes table had untyped empty columns."""
+    photos = tuple(_photo(f"clear_{i}", "rgb", boxes=(), grade=None) for i in range(4))
+    catalog = run_data_pipeline(tmp_path, write_export(photos, tmp_path / "export", "coco"), "coco")
+    assert_reconciled(catalog, photos)
+    assert catalog.load("accepted_boxes").empty and catalog.load("accepted_boxes")["x_min"].dtype == "float64"
+
+
+def test_regression_a_carriage_return_in_a_file_name_stays_in_its_row(tmp_path: Path) -> None:
+    """Found by the round-trip property test: a bare carriage return in a text cell split the row."""
+    from acne_detection.datasets import TypedTable
+
+    table = TypedTable(filepath=str(tmp_path / "skipped.csv"), schema="photo_files")
+    rows = pd.DataFrame({"photo": ["a\rb.jpg", "c.jpg"], "reason": ["not an image", "zero-byte file"], "detail": ""})
+    table.save(rows)
+    pd.testing.assert_frame_equal(table.load(), rows, check_dtype=False)
 
 
 def test_a_table_that_breaks_its_schema_names_file_column_and_rows(tmp_path: Path) -> None:

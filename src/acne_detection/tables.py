@@ -185,14 +185,17 @@ def _others(key: str) -> str:
 
 _COLUMNS.update(
     {
-        "confusion_matrix": {"true": _text(unique=True), _others("true"): pa.Column("int64", _COUNT, regex=True)},
+        "confusion_matrix": {
+            "true": _text(unique=True),
+            _others("true"): pa.Column("int64", _COUNT, regex=True, required=False),
+        },
         "cooccurrence": {
             "class_name": _text(unique=True),
-            _others("class_name"): pa.Column("int64", _COUNT, regex=True),
+            _others("class_name"): pa.Column("int64", _COUNT, regex=True, required=False),
         },
         "training_history": {
             "epoch": pa.Column("int64", pa.Check.ge(1), unique=True),
-            _others("epoch"): pa.Column("float64", nullable=True, regex=True),
+            _others("epoch"): pa.Column("float64", nullable=True, regex=True, required=False),
         },
     }
 )

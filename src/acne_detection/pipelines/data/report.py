@@ -53,7 +53,8 @@ def describe_dataset(split: pd.DataFrame, ground_truth: pd.DataFrame, imgsz: int
             }
         )
     order = {"train": 0, "val": 1, "test": 2}
-    return pd.DataFrame(rows).sort_values(
+    columns = ["split", "class", "images", "boxes", "median_w_px", "median_h_px", "share_small", "boxes_per_image"]
+    return pd.DataFrame(rows, columns=columns).sort_values(
         ["split", "class"], key=lambda c: c.map(order) if c.name == "split" else c, ignore_index=True
     )
 
@@ -82,15 +83,19 @@ def plot_dataset(
     side = np.sqrt(sides["w"] * sides["h"])
     fig = Figure(figsize=(25, 4.5))
     axes = fig.subplots(1, 5)
-    pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(
-        ax=axes[0], rot=0
-    )
-    axes[0].set(title="boxes per class and split", ylabel="boxes")
-    for cls, values in side.groupby(ground_truth["class"]):
-        axes[1].hist(values, bins=30, alpha=0.5, label=cls)
-    axes[1].axvline(32, color="k", ls="--", lw=1, label="32 px (COCO small)")
-    axes[1].set(title=f"box size at imgsz={imgsz} (sqrt of area, px)", xlabel="px", ylabel="boxes")
-    axes[1].legend()
+    if ground_truth.empty:  # an export of lesion-free photos only: nothing to draw, said so
+        for ax in axes[:2]:
+            _say(ax, "no lesion box in this export")
+    else:
+        pd.crosstab(ground_truth["class"], ground_truth["split"]).reindex(columns=["train", "val", "test"]).plot.bar(
+            ax=axes[0], rot=0
+        )
+        axes[0].set(title="boxes per class and split", ylabel="boxes")
+        for cls, values in side.groupby(ground_truth["class"]):
+            axes[1].hist(values, bins=30, alpha=0.5, label=cls)
+        axes[1].axvline(32, color="k", ls="--", lw=1, label="32 px (COCO small)")
+        axes[1].set(title=f"box size at imgsz={imgsz} (sqrt of area, px)", xlabel="px", ylabel="boxes")
+        axes[1].legend()
     per_image = split["image_id"].map(ground_truth.groupby("image_id").size()).fillna(0)
     axes[2].hist(per_image, bins=min(int(per_image.max()) + 1, 60), rwidth=0.9)
     axes[2].set(title="lesions per image", xlabel="lesions", ylabel="images")
@@ -101,9 +106,12 @@ def plot_dataset(
         )
         axes[3].set(title="photos per true grade and split", xlabel="grade", ylabel="photos")
     else:
-        axes[3].text(0.5, 0.5, "no true grades in this export", ha="center", va="center")
-        axes[3].set_axis_off()
+        _say(axes[3], "no true grades in this export")
     matrix = cooccurrence.set_index("class_name")
+    if matrix.empty:
+        _say(axes[4], f"label audit: {audit['status']}\n(no class names to compare)")
+        fig.tight_layout()
+        return fig
     axes[4].imshow(matrix.to_numpy(float), cmap="Blues")
     axes[4].set_xticks(range(len(matrix.columns)), [str(c)[:18] for c in matrix.columns], rotation=30, ha="right")
     axes[4].set_yticks(range(len(matrix.index)), [str(c)[:18] for c in matrix.index])
@@ -113,3 +121,9 @@ def plot_dataset(
     axes[4].set_title(f"label audit: {audit['status']}\nphotos holding both source class names", color=color)
     fig.tight_layout()
     return fig
+
+
+def _say(ax: Any, text: str) -> None:
+    """A panel that states why it holds no chart."""
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.set_axis_off()

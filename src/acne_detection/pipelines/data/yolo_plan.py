@@ -23,6 +23,12 @@ def _target_name(image_id: str) -> str:
     return f"{stem}_{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
 
 
+def _six_decimals(values: pd.Series) -> pd.Series:
+    """Label coordinates as text; an export without a single box gives an empty text column
+    (found by the generated-export tests: ``map`` kept an empty column numeric)."""
+    return values.map("{:.6f}".format).astype(str)
+
+
 def plan_yolo_dataset(
     images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,15 +64,16 @@ def plan_yolo_dataset(
     lines = (
         gt["class_id"].astype(str)
         + " "
-        + ((gt.x_min + gt.x_max) / 2 / w).map("{:.6f}".format)
+        + _six_decimals((gt.x_min + gt.x_max) / 2 / w)
         + " "
-        + ((gt.y_min + gt.y_max) / 2 / h).map("{:.6f}".format)
+        + _six_decimals((gt.y_min + gt.y_max) / 2 / h)
         + " "
-        + ((gt.x_max - gt.x_min) / w).map("{:.6f}".format)
+        + _six_decimals((gt.x_max - gt.x_min) / w)
         + " "
-        + ((gt.y_max - gt.y_min) / h).map("{:.6f}".format)
+        + _six_decimals((gt.y_max - gt.y_min) / h)
     )
-    plan["labels"] = plan["image_id"].map(lines.groupby(gt["image_id"]).agg("\n".join)).fillna("")
+    labels = lines.groupby(gt["image_id"]).agg("\n".join).to_dict()
+    plan["labels"] = [labels.get(image_id, "") for image_id in plan["image_id"]]  # "": a lesion-free photo
     columns = ["split", "image_id", "file", "sha256", "orientation", "mode", "image", "label", "labels"]
     gt_columns = [
         "split",
