@@ -185,10 +185,9 @@ def describe_non_image(head: bytes) -> str:
     except UnicodeDecodeError:
         text = ""
     if text and all(c.isprintable() or c in "\r\n\t" for c in text):
-        kind = "HTML" if text.lstrip().lower().startswith(("<!doctype html", "<html")) else "text"
-        return (
-            f"the file starts with {kind} ({text[:24].strip()!r}...)" if kind == "text" else "the file is an HTML page"
-        )
+        if text.lstrip().lower().startswith(("<!doctype html", "<html")):
+            return "the file is an HTML page"
+        return f"the file starts with text ({text[:24].strip()!r}...)"
     return f"unknown format (first bytes {sample[:8].hex(' ')})"
 
 
