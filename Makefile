@@ -14,7 +14,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui viz serve server server-stop predict bench bench-quick bench-gpu install clean-outputs
+.PHONY: run test ui viz serve server server-stop server-user predict bench bench-quick bench-gpu install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,15 @@ viz: install
 	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
 
 # A team tracking server: PostgreSQL (a local cluster under data/team/, or MLFLOW_BACKEND_STORE_URI)
-# + proxied artifacts, on 127.0.0.1:5050. Runs log to it with `kedro run --env team`. README, "Scaling out".
+# + proxied artifacts + logins, on 127.0.0.1:5050. Runs log to it with `kedro run --env team`. README, "Scaling out".
 server: install
 	$(BIN)/python -m acne_detection.team_server start
+
+# A login on the running team server: make server-user NAME=alice ROLE=trainer (viewer, trainer, admin).
+# The password is written to data/team/secrets/users/NAME.password (mode 600), never printed.
+server-user: install
+	@test -n "$(NAME)" || (echo "usage: make server-user NAME=alice ROLE=trainer   (ROLE: viewer, trainer, admin)"; exit 2)
+	$(BIN)/python -m acne_detection.team_server user $(NAME) $(or $(ROLE),viewer)
 
 server-stop: install
 	$(BIN)/python -m acne_detection.team_server stop
@@ -73,6 +79,7 @@ bench-gpu: install
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
 
-# Removes everything runs wrote under data/ (keeps the folder layout).
+# Removes everything runs wrote under data/ (keeps the folder layout, and the team server's store and
+# secrets under data/team/: stop it with make server-stop and remove that folder yourself to reset it).
 clean-outputs:
-	find data -type f ! -name .gitkeep -delete
+	find data -path data/team -prune -o -type f ! -name .gitkeep -exec rm -f {} +

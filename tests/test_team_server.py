@@ -1,8 +1,10 @@
 """A team tracking server on real parts: a real PostgreSQL cluster (run as the ``postgres``
-user when the suite runs as root) and a real ``mlflow server`` process with proxied artifacts.
-Two copies of the project, as two people would have, run the whole tiny pipeline at once
-against it; a third run started in one of those checkouts is refused; then the registry is used
-from the server by ``eval`` and ``mlflow.pyfunc``."""
+user when the suite runs as root) and a real ``mlflow server`` process with proxied artifacts
+and MLflow's basic-auth logins (users and permissions in the same cluster). Two trainers, each
+from their own copy of the project, run the whole tiny pipeline at once against it with their
+credentials; a third run started in one of those checkouts is refused; a viewer can read and
+not write; nothing on the server names a photo of the export (``tracking.pseudonymize``); then
+the registry is used from the server by ``eval`` and ``mlflow.pyfunc``."""
 
 from __future__ import annotations
 
@@ -20,7 +22,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from acne_detection.team_server import LocalPostgres, start_tracking_server, wait_until_up
+from acne_detection.team_server import (
+    ADMIN,
+    AUTH_DATABASE,
+    Auth,
+    LocalPostgres,
+    ServerSecrets,
+    add_user,
+    start_tracking_server,
+    wait_until_up,
+)
 from benchmarks.project import copy_project
 
 TINY = "train.epochs=2,train.imgsz=64,train.batch=8,preview.samples=4"
@@ -42,14 +53,35 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-")), _free_port())
     pg.start()
     port = _free_port()
-    artifacts = tmp_path_factory.mktemp("server") / "artifacts"
-    log = artifacts.parent / "server.log"
-    proc = start_tracking_server(pg.uri(), artifacts, port=port, password=pg.password(), log=log)
+    folder = tmp_path_factory.mktemp("server")
+    artifacts, log = folder / "artifacts", folder / "server.log"
+    secrets = ServerSecrets(folder / "secrets")
+    auth = Auth(pg.uri(AUTH_DATABASE), secrets, folder / "auth")
+    proc = start_tracking_server(pg.uri(), artifacts, port=port, password=pg.password(), log=log, auth=auth)
     url = f"http://127.0.0.1:{port}"
+    saved = {n: os.environ.get(n) for n in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     try:
         wait_until_up(url, proc, seconds=180)
-        yield {"url": url, "artifacts": artifacts, "client": MlflowClient(tracking_uri=url), "pg": pg}
+        users = {
+            name: add_user(url, name, role, secrets, experiment="acne_detection", model="acne-detector")
+            .read_text()
+            .strip()
+            for name, role in (("alice", "trainer"), ("bob", "trainer"), ("vera", "viewer"))
+        }
+        # the suite's own client is the admin
+        os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=secrets.admin_password())
+        yield {
+            "url": url,
+            "artifacts": artifacts,
+            "client": MlflowClient(tracking_uri=url),
+            "pg": pg,
+            "users": users,
+            "secrets": secrets,
+            "log": log,
+        }
     finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
         proc.terminate()
         proc.wait(timeout=30)
         pg.stop()
@@ -63,8 +95,17 @@ def _team_copy(root: Path) -> Path:
     return root
 
 
-def _kedro(project: Path, url: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
+def _kedro(project: Path, url: str, user: tuple[str, str], *extra: str) -> subprocess.Popen:
+    """``kedro run --env team`` as ``user`` (name, password): the credentials travel in the
+    variables MLflow's client reads, as conf/team/README.md tells a team member."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": url,
+        "MLFLOW_TRACKING_USERNAME": user[0],
+        "MLFLOW_TRACKING_PASSWORD": user[1],
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "400",
+    }
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "kedro"), "run", "--env", "team", "--params", TINY, *extra],
         cwd=project,
@@ -80,17 +121,18 @@ def two_runs(server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Alice's and Bob's copies run the whole pipeline at once; meanwhile a second run is
     started in Alice's checkout, and must be refused."""
     alice, bob = (_team_copy(tmp_path_factory.mktemp(name) / "acne-detection") for name in ("alice", "bob"))
-    runs = {"alice": _kedro(alice, server["url"]), "bob": _kedro(bob, server["url"])}
+    users = {name: (name, server["users"][name]) for name in ("alice", "bob")}
+    runs = {name: _kedro(project, server["url"], users[name]) for name, project in (("alice", alice), ("bob", bob))}
     deadline = time.monotonic() + 300
     while not (alice / "data" / ".kedro_run.json").exists():
         assert runs["alice"].poll() is None and time.monotonic() < deadline, "Alice's run never took the checkout"
         time.sleep(0.2)
-    intruder = _kedro(alice, server["url"], "--pipeline", "data")
+    intruder = _kedro(alice, server["url"], users["alice"], "--pipeline", "data")
     refused = intruder.communicate(timeout=300)[0]
     out = {name: proc.communicate(timeout=1500)[0] for name, proc in runs.items()}
     for name, proc in runs.items():
         assert proc.returncode == 0, f"{name}: {out[name][-4000:]}"
-    return {"alice": alice, "bob": bob, "refused": (intruder.returncode, refused)}
+    return {"alice": alice, "bob": bob, "refused": (intruder.returncode, refused), "output": out}
 
 
 @pytest.mark.e2e
@@ -156,6 +198,7 @@ def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_run
     evaluation = _kedro(
         two_runs["alice"],
         server["url"],
+        ("alice", server["users"]["alice"]),
         "--pipeline",
         "eval",
         "--params",
@@ -194,3 +237,77 @@ def test_the_experiment_race_between_two_starting_runs_is_tolerated(server: dict
     monkeypatch.undo()
     race = server["client"].get_experiment_by_name("race")
     assert race is not None and race.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.e2e
+def test_logins_keep_out_strangers_and_viewers_cannot_write(server: dict, two_runs: dict) -> None:
+    import urllib.error
+    import urllib.request
+
+    from mlflow.exceptions import MlflowException
+
+    from acne_detection.team_server import _credentials
+
+    search = f"{server['url']}/api/2.0/mlflow/experiments/search?max_results=5"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(search, timeout=10)
+    assert anonymous.value.code == 401
+    experiment = server["client"].get_experiment_by_name("acne_detection")
+    with _credentials("vera", server["users"]["vera"]):
+        viewer = MlflowClient(tracking_uri=server["url"])
+        runs = viewer.search_runs([experiment.experiment_id])
+        assert len(runs) >= 2 and viewer.get_registered_model("acne-detector").name == "acne-detector"
+        writes = {
+            "a run": lambda: viewer.create_run(experiment.experiment_id),
+            "a metric on a trainer's run": lambda: viewer.log_metric(runs[0].info.run_id, "forged", 1.0),
+            "a model version": lambda: viewer.create_model_version("acne-detector", runs[0].info.artifact_uri),
+            "an alias": lambda: viewer.set_registered_model_alias("acne-detector", "champion", "1"),
+        }
+        for what, write in writes.items():
+            with pytest.raises(MlflowException, match="403") as refused:
+                write()
+            assert "Permission denied" in str(refused.value), what
+    with _credentials("vera", "a wrong password"), pytest.raises(MlflowException, match="401"):
+        MlflowClient(tracking_uri=server["url"]).search_experiments()
+    # the generated admin password is in its file (mode 600) and nowhere else: no log, no output, no tracked file
+    admin = server["secrets"].admin_password()
+    assert (server["secrets"].root / "admin.password").stat().st_mode & 0o777 == 0o600
+    assert admin not in server["log"].read_text(errors="replace")
+    assert not any(admin in text for text in two_runs["output"].values())
+    from benchmarks.project import PROJECT_ROOT
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.split()
+    for name in tracked:
+        path = PROJECT_ROOT / name
+        if path.is_file():
+            assert admin not in path.read_text(errors="replace"), name
+
+
+@pytest.mark.e2e
+def test_no_photo_name_reaches_the_server(server: dict, two_runs: dict, tmp_path: Path) -> None:
+    """conf/team sets tracking.pseudonymize: every artifact, param, tag and metric key on the
+    server is searched for every file name of the export (and its name without extension)."""
+    client = server["client"]
+    export = two_runs["alice"] / "data" / "01_raw" / "synthetic"
+    photos = [p for p in export.iterdir() if p.suffix in (".jpg", ".xml")]
+    names = {p.name for p in photos} | {p.stem for p in photos}
+    assert len(photos) >= 24
+    experiment = client.get_experiment_by_name("acne_detection")
+    texts = []
+    for run in client.search_runs([experiment.experiment_id]):
+        texts += [*run.data.params, *run.data.params.values(), *run.data.tags, *run.data.tags.values()]
+        texts += list(run.data.metrics)
+        folder = Path(client.download_artifacts(run.info.run_id, "", dst_path=str(tmp_path / run.info.run_id)))
+        logged = [p for p in folder.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".md", ".html")]
+        texts += [p.read_text(errors="replace") for p in logged]
+    assert len(list(tmp_path.rglob("split_manifest.csv"))) == 2  # both trainers' full runs
+    leaked = sorted(name for name in names if any(name in text for text in texts))
+    assert not leaked, leaked[:5]
+    manifest = __import__("pandas").read_csv(next(tmp_path.rglob("split_manifest.csv")))
+    assert manifest.image_id.str.fullmatch(r"p-[0-9a-f]{16}\.jpg").all()  # every photo named, by its pseudonym
+    # this checkout keeps the names, and the mapping joins them
+    local = (two_runs["alice"] / "data" / "03_primary" / "split_manifest.csv").read_text()
+    assert sum(p.name in local for p in photos if p.suffix == ".jpg") == len(manifest)
+    mapping = __import__("pandas").read_csv(two_runs["alice"] / "data" / "08_reporting" / "pseudonyms.csv")
+    joined = dict(zip(mapping.name, mapping.pseudonym))
+    assert set(manifest.image_id) <= set(joined.values())

@@ -131,6 +131,86 @@ class PhotoArtifacts:
         )
 
 
+class PseudonymisedArtifacts:
+    """With ``tracking.pseudonymize: true``, what is logged to the tracking store names photos
+    by their pseudonyms (``acne_detection.pseudonyms``): each artifact is still written under
+    ``data/`` with the real names, and a pseudonymised copy of it is logged in its place. Plots
+    carry no photo name and are logged as they are; figures made of photos (whose titles name
+    them) are not logged at all. Grouping, splits and metrics are computed before any of this,
+    on the real names. ``data/08_reporting/pseudonyms.csv`` joins names and pseudonyms locally.
+    """
+
+    MAPPING = Path("data") / "08_reporting" / "pseudonyms.csv"
+
+    def __init__(self) -> None:
+        self._pseudonyms: Any = None
+        self._logged: dict[str, tuple[Any, str | None]] = {}
+        self._folders: list[Path] = []
+        self._project = Path.cwd()
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from acne_detection.pseudonyms import Pseudonyms, load_key
+
+        self._pseudonyms, self._logged = None, {}
+        if parse("tracking", context.params.get("tracking") or {}).pseudonymize:
+            self._project = Path(context.project_path)
+            self._pseudonyms = Pseudonyms(load_key(self._project))
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        if self._pseudonyms is None:
+            return
+        self._folders = []
+        for name in catalog.keys() if hasattr(catalog, "keys") else catalog.list():
+            if name.startswith("params:") or name == "parameters":
+                continue
+            dataset = catalog.get(name)
+            if name in ("raw_export", "new_photos") and getattr(dataset, "_path", None):
+                self._folders.append(Path(dataset._path))
+            if not getattr(dataset, "_logging_activated", False) or not hasattr(dataset, "artifact_path"):
+                continue  # metrics and tags carry no photo name
+            dataset._logging_activated = False  # kedro-mlflow would log the file with its real names
+            if name not in PHOTO_ARTIFACTS:
+                self._logged[name] = (dataset, dataset.artifact_path)
+        logger.info(
+            "tracking.pseudonymize is true: photo names are logged as keyed hashes; %s stay on this machine",
+            ", ".join(PHOTO_ARTIFACTS),
+        )
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        if dataset_name not in self._logged:
+            return
+        import tempfile
+
+        import mlflow
+
+        if mlflow.active_run() is None:
+            return
+        dataset, artifact_path = self._logged[dataset_name]
+        local = Path(dataset._filepath)
+        for folder in self._folders:  # every file name of the export and the photo folder, for free text
+            self._pseudonyms.learn_folder(folder)
+        self._folders = []
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = self._pseudonyms.file(local, Path(tmp))
+            mlflow.log_artifact(str(copy or local), artifact_path)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        if self._pseudonyms is None:
+            return
+        import pandas as pd
+
+        mapping = self._project / self.MAPPING
+        mapping.parent.mkdir(parents=True, exist_ok=True)
+        known = pd.read_csv(mapping, dtype=str, keep_default_na=False) if mapping.exists() else None
+        joined = pd.concat([known, self._pseudonyms.mapping()]) if known is not None else self._pseudonyms.mapping()
+        joined.drop_duplicates().sort_values("name").to_csv(mapping, index=False)  # earlier runs' names stay
+        logger.info("Photo names and their pseudonyms on the tracking store: %s (this machine only)", mapping)
+
+
 class RunReportHooks:
     """Validates every parameter group before any node runs, and closes a run by saying
     where its outputs are and how to look at them."""

@@ -194,6 +194,8 @@ class TrackingParams(_Strict):
     log_photos: bool = (
         True  # false: figures made of photos (previews, error gallery, predict report) stay on this machine
     )
+    # true: tables and texts logged to the tracking store name photos by a keyed hash (acne_detection.pseudonyms)
+    pseudonymize: bool = False
 
 
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {

@@ -4,9 +4,15 @@ import os
 from urllib.parse import urlparse
 
 from acne_detection.config import ProjectConfigLoader
-from acne_detection.hooks import CheckoutLock, PhotoArtifacts, RunReportHooks, TypedParameters
+from acne_detection.hooks import (
+    CheckoutLock,
+    PhotoArtifacts,
+    PseudonymisedArtifacts,
+    RunReportHooks,
+    TypedParameters,
+)
 
-HOOKS = (CheckoutLock(), PhotoArtifacts(), TypedParameters(), RunReportHooks())
+HOOKS = (CheckoutLock(), PhotoArtifacts(), PseudonymisedArtifacts(), TypedParameters(), RunReportHooks())
 # kedro-viz's run hooks would write dataset statistics and run events to .viz/ beside the project
 # on every `kedro run`: everything a run writes stays under data/. `kedro viz` itself is unaffected.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz", "kedro_viz")

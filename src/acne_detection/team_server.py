@@ -35,7 +35,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5050
 DEFAULT_PG_PORT = 5433
 DATABASE = "mlflow"
+AUTH_DATABASE = "mlflow_auth"
 ROLE = "mlflow"
+ADMIN = "admin"
+AUTH_CACHE_SECONDS = 60
 
 
 def _pg_bin(name: str) -> str:
@@ -190,9 +193,10 @@ class LocalPostgres:
         try:
             conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-                if cur.fetchone() is None:
-                    cur.execute(f"CREATE DATABASE {DATABASE}")
+                for name in (DATABASE, AUTH_DATABASE):  # runs and registry; users and permissions
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                    if cur.fetchone() is None:
+                        cur.execute(f"CREATE DATABASE {name}")
         finally:
             conn.close()
 
@@ -204,9 +208,157 @@ class LocalPostgres:
                 check=False,
             )
 
-    def uri(self) -> str:
-        """The backend store URI, without the password (it travels in ``PGPASSWORD``)."""
-        return f"postgresql+psycopg2://{ROLE}@{DEFAULT_HOST}:{self.port}/{DATABASE}"
+    def uri(self, database: str = DATABASE) -> str:
+        """A database's URI, without the password (it travels in ``PGPASSWORD``)."""
+        return f"postgresql+psycopg2://{ROLE}@{DEFAULT_HOST}:{self.port}/{database}"
+
+
+@dataclass(frozen=True)
+class ServerSecrets:
+    """The team server's generated secrets, one file each (mode 600) in a folder only its
+    owner can enter: the admin's password, the key that signs the UI's sessions, and the
+    password of each user ``add_user`` created. Never in the repo, a command line or a log.
+
+    Args:
+        root: the folder (``data/team/secrets``; kept by ``make clean-outputs``).
+    """
+
+    root: Path
+
+    def _secret(self, name: str) -> str:
+        path = self.root / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.root.chmod(0o700)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+        return path.read_text(encoding="utf-8").strip()
+
+    def admin_password(self) -> str:
+        return self._secret("admin.password")
+
+    def flask_key(self) -> str:
+        return self._secret("flask.secret")
+
+    def user_file(self, name: str) -> Path:
+        return self.root / "users" / f"{name}.password"
+
+
+@dataclass(frozen=True)
+class Auth:
+    """MLflow's basic-auth application for ``start_tracking_server``: users, passwords and
+    per-experiment and per-registered-model permissions, kept in ``database_uri``.
+
+    Args:
+        database_uri: where users and permissions live (the team cluster's ``mlflow_auth``).
+        secrets: the admin password and the session key.
+        folder: where the generated ``basic_auth.ini`` is written (no secret in it).
+        default_permission: what a user may do where nobody granted anything: ``READ``
+            (see every run) or ``NO_PERMISSIONS`` (see only what is granted).
+    """
+
+    database_uri: str
+    secrets: ServerSecrets
+    folder: Path
+    default_permission: str = "READ"
+
+    def environment(self) -> dict[str, str]:
+        """The server's variables: its configuration file, the admin password for the first
+        start (MLflow creates the admin then, and ignores it afterwards), the session key."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ini = self.folder / "basic_auth.ini"
+        ini.write_text(
+            "[mlflow]\n"
+            f"default_permission = {self.default_permission}\n"
+            f"database_uri = {self.database_uri}\n"
+            f"admin_username = {ADMIN}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # Each request's password is checked with PBKDF2; without this cache a training run's
+            # few thousand requests made the tiny pipeline 10x slower. A changed password or
+            # removed user reaches the other worker within this many seconds.
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_SECONDS}\n",
+            encoding="utf-8",
+        )
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.secrets.admin_password(),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets.flask_key(),
+        }
+
+
+ROLES = ("viewer", "trainer", "admin")
+
+
+def add_user(url: str, name: str, role: str, secrets_: ServerSecrets, *, experiment: str, model: str) -> Path:
+    """Create a user on the team server with a generated password, and grant its role.
+
+    - viewer: READ on the project's experiment and registered model;
+    - trainer: EDIT on both (runs, metrics, artifacts, new model versions), created first if missing;
+    - admin: every right on the server, users included.
+
+    Args:
+        url: the server.
+        name: the user's name.
+        role: one of ``ROLES``.
+        secrets_: where the admin password is, and where the new password is written.
+        experiment: the project's experiment (``acne_detection``).
+        model: the project's registered model (``acne-detector``).
+
+    Returns:
+        The file (mode 600) that holds the new user's password.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+    from mlflow.tracking import MlflowClient
+
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: choose one of {', '.join(ROLES)}")
+    password_file = secrets_.user_file(name)
+    with _credentials(ADMIN, secrets_.admin_password()):
+        users, tracking = AuthServiceClient(url), MlflowClient(tracking_uri=url)
+        password = secrets.token_urlsafe(18)
+        users.create_user(name, password)
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.touch(mode=0o600)
+        password_file.write_text(password + "\n", encoding="utf-8")
+        if role == "admin":
+            users.update_user_admin(name, True)
+            return password_file
+        found = tracking.get_experiment_by_name(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found
+            else tracking.create_experiment(experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+        )
+        try:
+            tracking.get_registered_model(model)
+        except MlflowException:
+            tracking.create_registered_model(model)
+        permission = "EDIT" if role == "trainer" else "READ"
+        users.grant_user_permission(name, "experiment", str(experiment_id), permission)
+        users.grant_user_permission(name, "registered_model", model, permission)
+    return password_file
+
+
+class _credentials:  # noqa: N801 - used as a context manager
+    """MLflow's client reads a server's credentials from the environment: set them for a block."""
+
+    NAMES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+    def __init__(self, user: str, password: str) -> None:
+        self._values = dict(zip(self.NAMES, (user, password)))
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        self._saved = {n: os.environ.get(n) for n in self.NAMES}
+        os.environ.update(self._values)
+
+    def __exit__(self, *exc: object) -> None:
+        for n, v in self._saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def start_tracking_server(
@@ -218,6 +370,7 @@ def start_tracking_server(
     workers: int = 2,
     password: str | None = None,
     log: Path | None = None,
+    auth: Auth | None = None,
 ) -> subprocess.Popen:
     """Start ``mlflow server`` with proxied artifacts (``--artifacts-destination``): clients
     send artifacts through the server and need no access to the folder.
@@ -230,6 +383,7 @@ def start_tracking_server(
         workers: server worker processes.
         password: the database password, passed as ``PGPASSWORD``.
         log: a file for the server's output (default: inherited).
+        auth: logins and permissions (MLflow's ``basic-auth`` app); ``None``: none.
 
     Returns:
         The server process (``wait_until_up`` tells when it answers).
@@ -242,6 +396,8 @@ def start_tracking_server(
     }
     if password:
         env["PGPASSWORD"] = password
+    if auth is not None:
+        env.update(auth.environment())
     destination = artifacts if "://" in str(artifacts) else Path(artifacts).resolve()
     if not isinstance(destination, str):
         destination.mkdir(parents=True, exist_ok=True)
@@ -261,6 +417,7 @@ def start_tracking_server(
         str(port),
         "--workers",
         str(workers),
+        *(["--app-name", "basic-auth"] if auth is not None else []),
     ]
     out = open(log, "ab") if log else None  # noqa: SIM115 (the server outlives this function)
     return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
@@ -292,30 +449,69 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="start",
-        choices=["start", "stop"],
-        help="start: PostgreSQL (if local) + MLflow server, in the foreground; stop: stop the local cluster",
+        choices=["start", "stop", "user"],
+        help="start: PostgreSQL (if local) + MLflow server, in the foreground; stop: stop the local cluster; "
+        "user NAME [ROLE]: add a user (viewer, trainer or admin) to the running server",
     )
+    parser.add_argument("name", nargs="?", help="user: the new user's name")
+    parser.add_argument("role", nargs="?", default="viewer", choices=ROLES, help="user: the new user's role")
     parser.add_argument("--host", default=os.environ.get("TEAM_HOST", DEFAULT_HOST))
     parser.add_argument("--port", type=int, default=int(os.environ.get("TEAM_PORT", DEFAULT_PORT)))
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("TEAM_PG_PORT", DEFAULT_PG_PORT)))
     parser.add_argument("--pg-dir", default=os.environ.get("TEAM_PG_DIR", "data/team/postgres"))
     parser.add_argument("--artifacts", default=os.environ.get("TEAM_ARTIFACTS", "data/team/artifacts"))
+    parser.add_argument("--secrets", default=os.environ.get("TEAM_SECRETS", "data/team/secrets"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--default-permission",
+        default=os.environ.get("TEAM_DEFAULT_PERMISSION", "READ"),
+        choices=["READ", "NO_PERMISSIONS"],
+        help="what a logged-in user may do where nobody granted anything",
+    )
+    parser.add_argument(
+        "--no-auth", action="store_true", help="no logins (only behind a proxy that authenticates every request)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     local = LocalPostgres(Path(args.pg_dir).resolve(), args.pg_port)
+    server_secrets = ServerSecrets(Path(args.secrets).resolve())
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     if args.command == "stop":
         local.stop()
         return 0
+    if args.command == "user":
+        if not args.name:
+            parser.error("user needs a NAME: python -m acne_detection.team_server user alice trainer")
+        where = add_user(url, args.name, args.role, server_secrets, experiment="acne_detection", model="acne-detector")
+        logger.info(
+            "User %s (%s) created on %s. Their password is in %s (mode 600): hand it over privately; they set "
+            "MLFLOW_TRACKING_USERNAME=%s and MLFLOW_TRACKING_PASSWORD to it (conf/team/README.md).",
+            args.name,
+            args.role,
+            url,
+            where,
+            args.name,
+        )
+        return 0
     backend, password = os.environ.get("MLFLOW_BACKEND_STORE_URI"), None
+    auth_db = os.environ.get("TEAM_AUTH_DATABASE_URI")
     if not backend:
         local.start()
         backend, password = local.uri(), local.password()
+        auth_db = auth_db or local.uri(AUTH_DATABASE)
         logger.info("PostgreSQL: %s (data in %s)", backend, local.cluster)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    auth = None
+    if not args.no_auth:
+        auth = Auth(
+            auth_db or f"sqlite:///{server_secrets.root / 'auth.db'}",
+            server_secrets,
+            Path(args.secrets).resolve().parent / "auth",
+            args.default_permission,
+        )
+    elif args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
-            "Listening on %s: anyone who reaches this address can read and write every run (MLflow's "
-            "server has no login here). Put it behind a proxy with authentication.",
+            "Listening on %s without logins: anyone who reaches this address can read and write every run. "
+            "Put it behind a proxy with authentication.",
             args.host,
         )
 
@@ -325,16 +521,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     server = start_tracking_server(
-        backend, Path(args.artifacts), host=args.host, port=args.port, workers=args.workers, password=password
+        backend,
+        Path(args.artifacts),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        password=password,
+        auth=auth,
     )
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     try:
         wait_until_up(url, server)
         logger.info(
-            "MLflow tracking server: %s (artifacts in %s). Point runs at it: `kedro run --env team`, or "
+            "MLflow tracking server: %s (artifacts in %s). %s Point runs at it: `kedro run --env team`, or "
             "MLFLOW_TRACKING_URI=%s. Ctrl-C stops it.",
             url,
             args.artifacts,
+            (
+                f"Logins on: user {ADMIN}, password in {server_secrets.root / 'admin.password'}; add people with "
+                "`make server-user NAME=alice ROLE=trainer`."
+                if auth
+                else "No logins (--no-auth)."
+            ),
             url,
         )
         server.wait()
