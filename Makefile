@@ -14,7 +14,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui viz serve server server-stop server-user predict bench bench-quick bench-gpu install clean-outputs
+.PHONY: run test ui viz serve server server-stop server-user predict bench bench-quick bench-gpu bench-serve install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ bench-gpu: install
 
 bench-quick: install
 	$(BIN)/python -m benchmarks.run --quick
+
+# make serve under load: 4 clients, 200 requests of 640 px photos (every 10th bad), 20 phone photos (benchmarks/RESULTS.md)
+bench-serve: install
+	$(BIN)/python -m benchmarks.serve_load
 
 # Removes everything runs wrote under data/ (keeps the folder layout, and the team server's store and
 # secrets under data/team/: stop it with make server-stop and remove that folder yourself to reset it).

@@ -35,3 +35,20 @@ def copy_project(root: Path, *, n_images: int, size: int, catalog: dict | None =
     (root / "conf" / "local").mkdir()
     (root / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(local))
     return root
+
+
+def write_png_bomb(path: Path, side: int) -> Path:
+    """A valid grayscale PNG of ``side`` x ``side`` black pixels, streamed so that neither this
+    function nor the file (under 1 MB at 30,000 px) ever holds them: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte + one byte per pixel
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from acne_detection.params import SYNTHETIC_CLASSES
+from benchmarks.project import write_png_bomb  # noqa: F401 - the tests import it from here
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
@@ -53,23 +54,6 @@ def write_image(
         img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, **save_kwargs)
-    return path
-
-
-def write_png_bomb(path: Path, side: int) -> Path:
-    """A valid grayscale PNG of ``side`` x ``side`` black pixels, streamed so that neither this
-    function nor the file (under 1 MB at 30,000 px) ever holds them: a decompression bomb."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    packer = zlib.compressobj(9)
-    row = b"\x00" * (side + 1)  # filter byte + one byte per pixel
-    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
     return path
 
 

@@ -202,12 +202,25 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     model = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")
     image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
     answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
-    assert list(answer.columns) == ["image", "lesions", "grade", "grade_name", "boxes"]
+    assert list(answer.columns) == [
+        *("image", "lesions", "grade", "grade_name", "boxes"),
+        *("threshold", "model_sha256", "run_id"),  # what produced the answer
+    ]
+    assert answer.threshold[0] == 0.001 and answer.run_id[0] == version.run_id
     boxes = pd.DataFrame(__import__("json").loads(answer.boxes[0]))
     assert (
         answer.lesions[0] == len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
     )
-    assert version.tags["model_sha256"] and version.tags["operating_threshold"]  # eval tagged its threshold
+    assert answer.model_sha256[0] == version.tags["model_sha256"]
+    # registered after eval, with the threshold eval chose for these weights, in its tags and its signature
+    record = __import__("json").loads((project / "data" / "06_models" / "model_threshold.json").read_text())
+    assert version.tags["operating_threshold"] == str(record["threshold"])
+    assert model.metadata.get_params_schema().to_dict()[0] == {
+        "name": "conf",
+        "type": "double",
+        "default": record["threshold"],
+        "shape": None,
+    }
 
 
 @pytest.mark.e2e
@@ -484,6 +497,25 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
         assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
         assert result["grade"] == int(__import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes)))
         assert set(boxes[0]) == {"class", "confidence", "x_min", "y_min", "x_max", "y_max"}
+        # every answer names what produced it; without `conf`, the threshold eval chose for these weights
+        record = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())
+        weights = project / "data" / "06_models" / "acne_yolov8n.pt"
+        version = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version("acne-detector", "1")
+        assert result["threshold"] == 0.01 and result["model_sha256"] == record["model_sha256"]
+        assert record["model_sha256"] == __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
+        assert result["run_id"] == version.run_id and version.tags["operating_threshold"] == str(record["threshold"])
+        plain = {"dataframe_split": body["dataframe_split"]}
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(plain).encode(),
+                headers={"Content-Type": "application/json"},
+            ),
+            timeout=120,
+        ) as answer:
+            default = json.loads(answer.read())["predictions"][0]
+        assert default["threshold"] == pytest.approx(record["threshold"])
+        assert all(b["confidence"] >= record["threshold"] for b in json.loads(default["boxes"]))
 
         from tests.conftest import write_png_bomb
 

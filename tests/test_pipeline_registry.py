@@ -1,4 +1,4 @@
-"""The registry: ``__default__`` is data → preview → train → eval; ``predict`` stands apart."""
+"""The registry: ``__default__`` is data → preview → train → eval → register; ``predict`` stands apart."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ def test_default_excludes_predict_and_predict_is_registered() -> None:
     from acne_detection.pipeline_registry import register_pipelines
 
     pipelines = register_pipelines()
-    assert set(pipelines) == {"__default__", "data", "preview", "train", "eval", "predict"}
+    assert set(pipelines) == {"__default__", "data", "preview", "train", "eval", "register", "predict"}
     default = {n.name for n in pipelines["__default__"].nodes}
-    assert default == {n.name for name in ("data", "preview", "train", "eval") for n in pipelines[name].nodes}
+    stages = ("data", "preview", "train", "eval", "register")
+    assert default == {n.name for name in stages for n in pipelines[name].nodes}
     assert not default & {n.name for n in pipelines["predict"].nodes}
+    # the version is registered with the threshold eval chose for it: after eval, never before
+    assert "model_threshold" in pipelines["register"].inputs() and "registered_model" in pipelines["register"].outputs()
     assert {"choose_model", "predict_new_photos", "render_report"} <= {n.name for n in pipelines["predict"].nodes}
     assert "new_photos" in pipelines["predict"].inputs() and "new_photos" not in pipelines["__default__"].inputs()

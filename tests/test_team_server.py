@@ -267,6 +267,20 @@ def test_logins_keep_out_strangers_and_viewers_cannot_write(server: dict, two_ru
             with pytest.raises(MlflowException, match="403") as refused:
                 write()
             assert "Permission denied" in str(refused.value), what
+    # the command `make server-user NAME=carol ROLE=viewer` runs: the password only in its file
+    port = server["url"].rsplit(":", 1)[1]
+    added = subprocess.run(
+        [sys.executable, "-m", "acne_detection.team_server", "user", "carol", "viewer", "--port", port]
+        + ["--secrets", str(server["secrets"].root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    carol = server["secrets"].user_file("carol")
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert carol.stat().st_mode & 0o777 == 0o600 and carol.read_text().strip() not in added.stdout + added.stderr
+    with _credentials("carol", carol.read_text().strip()):
+        assert MlflowClient(tracking_uri=server["url"]).search_runs([experiment.experiment_id])
     with _credentials("vera", "a wrong password"), pytest.raises(MlflowException, match="401"):
         MlflowClient(tracking_uri=server["url"]).search_experiments()
     # the generated admin password is in its file (mode 600) and nowhere else: no log, no output, no tracked file

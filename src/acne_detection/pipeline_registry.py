@@ -7,7 +7,8 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every pipeline found, and ``__default__`` = data → preview → train → eval.
+    """Register every pipeline found, and ``__default__`` = data → preview → train → eval →
+    register (the model version is registered with the operating point eval chose for it).
 
     ``predict`` is registered but not part of ``__default__``: it works on new photos with a
     model already trained, so ``kedro run`` never predicts, and ``kedro run --pipeline predict``
@@ -17,8 +18,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
     pipelines = find_pipelines(raise_errors=True)
-    # Kedro may load only the pipelines a command asks for; __default__ is whatever of the four is there
+    # Kedro may load only the pipelines a command asks for; __default__ is whatever of the five is there
     pipelines["__default__"] = sum(
-        pipelines[name] for name in ("data", "preview", "train", "eval") if name in pipelines
+        pipelines[name] for name in ("data", "preview", "train", "eval", "register") if name in pipelines
     )
     return pipelines

@@ -18,7 +18,19 @@ import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
-OUTPUT_COLUMNS = ["image", "lesions", "grade", "grade_name", "boxes"]
+# Each answer row names the photo, its lesions and grade, and what produced them: the threshold
+# applied, the weights' SHA-256 and the MLflow run that trained and registered them.
+OUTPUT_TYPES = {
+    "image": "string",
+    "lesions": "long",
+    "grade": "long",
+    "grade_name": "string",
+    "boxes": "string",
+    "threshold": "double",
+    "model_sha256": "string",
+    "run_id": "string",
+}
+OUTPUT_COLUMNS = list(OUTPUT_TYPES)
 
 
 class YoloDetector(mlflow.pyfunc.PythonModel):
@@ -27,11 +39,12 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     ``predict`` takes a DataFrame with an ``image`` column (file paths on the server) and/or an
     ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
     ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
-    ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels).
-    A request that holds no usable photo is answered 400 with the reason in words
-    (``photos_of``). ``params``: ``conf`` (default 0.25; pass the operating threshold ``eval`` chose, the
-    registered version's ``operating_threshold`` tag), ``imgsz`` (0: the training size) and
-    ``slicing`` (``auto``, ``always``, ``never``).
+    ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels),
+    ``threshold`` (the confidence applied), ``model_sha256`` and ``run_id`` (the weights and
+    the run that produced them). A request that holds no usable photo is answered 400 with
+    the reason in words (``photos_of``). ``params``: ``conf`` (default: the operating point
+    eval chose for these weights, carried in the model's configuration and its signature),
+    ``imgsz`` (0: the training size) and ``slicing`` (``auto``, ``always``, ``never``).
     """
 
     def load_context(self, context: Any) -> None:
@@ -40,7 +53,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         import acne_detection  # noqa: F401 - its import sets the privacy defaults, before Ultralytics reads them
 
         self.model = YOLO(context.artifacts["weights"])
-        self.grading = dict(context.model_config or {})
+        self.config = dict(context.model_config or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from acne_detection.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS, count_lesions, severity_grade
@@ -49,7 +62,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         params = params or {}
         settings = InferenceSettings(
             imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
-            conf=float(params.get("conf", 0.25)),
+            conf=float(params["conf"] if params.get("conf") is not None else self.config.get("threshold", 0.25)),
             slicing=str(params.get("slicing", "auto")),
             device="cpu",
             batch=1,
@@ -59,16 +72,27 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
             boxes = predict_boxes(self.model, photos, settings)
         except (ValueError, OSError) as err:  # a photo that passed its check and still failed to decode
             raise _bad_request(f"a photo cannot be decoded: {err}") from None
-        counted = self.grading.get("count_classes")
-        thresholds = self.grading.get("thresholds", ACNE04_THRESHOLDS)
-        names = self.grading.get("names", ACNE04_GRADE_NAMES)
+        counted = self.config.get("count_classes")
+        thresholds = self.config.get("thresholds", ACNE04_THRESHOLDS)
+        names = self.config.get("names", ACNE04_GRADE_NAMES)
         keys = pd.Series([key for key, _ in photos])
         counts = count_lesions(boxes, keys, tuple(counted) if counted else None)
         rows = []
         for key, n in zip(keys, counts):
             grade = int(severity_grade(n, thresholds))
             listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
-            rows.append((key, int(n), grade, names[grade], json.dumps(listed.round(2).to_dict("records"))))
+            rows.append(
+                (
+                    key,
+                    int(n),
+                    grade,
+                    names[grade],
+                    json.dumps(listed.round(2).to_dict("records")),
+                    settings.conf,
+                    str(self.config.get("model_sha256", "")),
+                    str(self.config.get("run_id", "")),
+                )
+            )
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
 

@@ -43,21 +43,26 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
         from acne_detection import serving
+        from acne_detection.tracking import versions_with_weights
 
+        config = data.get("config") or {}
+        sha = data.get("tags", {}).get("model_sha256")
+        known = [v for v in versions_with_weights(sha) if v.name == self._name] if sha else []
+        if known:  # `kedro run --pipeline register` again, or eval re-run: the weights are registered already
+            logger.info(
+                "%s version %s already holds these weights (SHA-256 %s): not registered again",
+                self._name,
+                max(int(v.version) for v in known),
+                sha[:12],
+            )
+            return
         signature = ModelSignature(
             inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "image_b64", required=False)]),
-            outputs=Schema(
-                [
-                    ColSpec("string", "image"),
-                    ColSpec("long", "lesions"),
-                    ColSpec("long", "grade"),
-                    ColSpec("string", "grade_name"),
-                    ColSpec("string", "boxes"),
-                ]
-            ),
+            outputs=Schema([ColSpec(kind, name) for name, kind in serving.OUTPUT_TYPES.items()]),
             params=ParamSchema(
                 [
-                    ParamSpec("conf", "double", 0.25),
+                    # the operating point eval chose for these weights: what a request gets unless it says otherwise
+                    ParamSpec("conf", "double", float(config.get("threshold", 0.25))),
                     ParamSpec("imgsz", "long", 0),
                     ParamSpec("slicing", "string", "auto"),
                 ]
@@ -69,7 +74,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             python_model=serving.__file__,  # models from code: no pickled object
             code_paths=[str(package)],  # the package itself, so loading needs no install of this project
             artifacts={"weights": str(data["weights"])},
-            model_config=data.get("config") or None,
+            model_config=config or None,
             signature=signature,
             pip_requirements=[
                 f"{p}=={version(p)}"
@@ -80,7 +85,12 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         client = mlflow.MlflowClient()
         for key, value in data.get("tags", {}).items():
             client.set_model_version_tag(self._name, str(info.registered_model_version), key, str(value))
-        logger.info("Registered model %s version %s", self._name, info.registered_model_version)
+        logger.info(
+            "Registered model %s version %s (serves at confidence %s by default)",
+            self._name,
+            info.registered_model_version,
+            config.get("threshold", 0.25),
+        )
 
     def _exists(self) -> bool:
         return False

@@ -181,36 +181,3 @@ def report_training_health(health: dict[str, Any]) -> dict[str, str]:
     log = logger.info if health["verdict"] == "healthy" else logger.warning
     log("Training health: %s (%s). Evidence: %s", health["verdict"], health["hint"], health["evidence"])
     return {"health": health["verdict"], "health_hint": health["hint"]}
-
-
-def describe_for_registry(
-    weights: Path, health: dict[str, Any], dataset: YoloDataset, grading: dict[str, Any]
-) -> dict[str, Any]:
-    """What the registered model version carries: its weights and the tags that trace it.
-
-    Args:
-        weights: the trained checkpoint.
-        health: ``assess_training_health``'s result.
-        dataset: the YOLO dataset it was trained on (its manifest is hashed).
-        grading: the ``grading`` parameters, which the served model grades by.
-
-    Returns:
-        ``{"weights": path, "tags": {"dataset_manifest_sha256", "training_health", "model_sha256"}}``
-        (the checkpoint's hash lets ``predict`` find the version, and its threshold, from the file).
-    """
-    from acne_detection.datasets.weights import sha256_of
-
-    g = parse("grading", grading)
-    return {
-        "weights": weights,
-        "config": {
-            "thresholds": list(g.thresholds),
-            "names": list(g.names),
-            "count_classes": list(g.count_classes) if g.count_classes else None,
-        },
-        "tags": {
-            "dataset_manifest_sha256": dataset.manifest_sha256(),
-            "training_health": health["verdict"],
-            "model_sha256": sha256_of(Path(weights)),
-        },
-    }

@@ -4,7 +4,6 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from acne_detection.pipelines.train.health import assess_training_health
 from acne_detection.pipelines.train.nodes import (
-    describe_for_registry,
     plot_training_curves,
     report_training_health,
     train_detector,
@@ -13,7 +12,8 @@ from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """YOLO dataset + pretrained weights → trained weights, history, loss curves, health verdict."""
+    """YOLO dataset + pretrained weights → trained weights, history, loss curves, health verdict
+    (registered after ``eval``, by the ``register`` pipeline)."""
     return pipeline(
         [
             node(
@@ -26,12 +26,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(plot_training_curves, "training_history", "training_curves", name="plot_training_curves"),
             node(assess_training_health, "training_history", "training_health", name="assess_training_health"),
             node(report_training_health, "training_health", "training_health_tags", name="report_training_health"),
-            node(
-                describe_for_registry,
-                ["trained_weights", "training_health", "yolo_dataset", "params:grading"],
-                "registered_model",
-                name="register_model",
-            ),
         ],
         tags=["train"],  # filters the DAG in kedro-viz by stage
     )

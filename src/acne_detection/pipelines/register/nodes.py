@@ -1,0 +1,74 @@
+"""Nodes of the ``register`` pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from acne_detection.datasets import YoloDataset
+from acne_detection.params import parse
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.25  # Ultralytics' own default, for weights eval never chose a threshold for
+
+
+def describe_for_registry(
+    weights: Path,
+    health: dict[str, Any],
+    dataset: YoloDataset,
+    grading: dict[str, Any],
+    model_threshold: dict[str, Any],
+) -> dict[str, Any]:
+    """What the registered model version carries: its weights, the operating point chosen for
+    them, what it grades by, and the tags that trace it.
+
+    Args:
+        weights: the trained checkpoint.
+        health: ``assess_training_health``'s result.
+        dataset: the YOLO dataset it was trained on (its manifest is hashed).
+        grading: the ``grading`` parameters, which the served model grades by.
+        model_threshold: eval's record (``model_sha256``, ``threshold``, ``rule``); used only
+            when it is for these weights (``eval.model`` may have named another model).
+
+    Returns:
+        ``{"weights", "config", "tags"}``: ``config`` holds the grading rule, the threshold the
+        served model answers at by default, the weights' SHA-256 and the run that logged them;
+        ``tags`` hold the manifest's and weights' SHA-256, the training health and the
+        operating point (``predict`` finds the version, and its threshold, from the file).
+    """
+    from acne_detection.datasets.weights import sha256_of
+
+    g = parse("grading", grading)
+    sha = sha256_of(Path(weights))
+    own = (model_threshold or {}).get("model_sha256") == sha
+    if not own:
+        logger.warning(
+            "eval chose no operating point for these weights (run eval on the trained model first): the "
+            "registered model answers at confidence %.2f unless a request says otherwise",
+            DEFAULT_THRESHOLD,
+        )
+    threshold = float(model_threshold["threshold"]) if own else DEFAULT_THRESHOLD
+    rule = str(model_threshold.get("rule")) if own else "default (no operating point chosen)"
+    run = mlflow.active_run()
+    return {
+        "weights": weights,
+        "config": {
+            "thresholds": list(g.thresholds),
+            "names": list(g.names),
+            "count_classes": list(g.count_classes) if g.count_classes else None,
+            "threshold": threshold,
+            "threshold_rule": rule,
+            "model_sha256": sha,
+            "run_id": run.info.run_id if run else "",
+        },
+        "tags": {
+            "dataset_manifest_sha256": dataset.manifest_sha256(),
+            "training_health": health["verdict"],
+            "model_sha256": sha,
+            **({"operating_threshold": threshold, "operating_rule": rule} if own else {}),
+        },
+    }
