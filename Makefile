@@ -5,6 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
+# make serve: one worker uses both cores of a 2-core machine (more would compete for them), and a
+# request may take 60 s: 4 clients sending phone photos waited up to ~26 s here (benchmarks/serve_load.py)
+SERVE_WORKERS ?= 1
+SERVE_TIMEOUT ?= 60
 VIZ_PORT ?= 4141
 MODEL ?= models:/acne-detector/latest
 TRACKING_URI := sqlite:///data/mlflow/mlflow.db
@@ -66,7 +70,7 @@ predict: install
 serve: install
 	@echo "Model server: POST http://127.0.0.1:$(SERVE_PORT)/invocations  (Ctrl-C to stop; see README, Serving)"
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m $(MODEL) --env-manager local \
-		--host 127.0.0.1 --port $(SERVE_PORT)
+		--host 127.0.0.1 --port $(SERVE_PORT) --workers $(SERVE_WORKERS) --timeout $(SERVE_TIMEOUT)
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -13,7 +13,9 @@ serve`` on it as ``make serve`` does (``--env-manager local``, 127.0.0.1, ``--wo
 
 It records requests per second, p50/p95/p99 latency, errors (a good request not answered 200,
 a bad one not answered 400, or a time-out) and the resident memory of the server's process
-tree before the load, at its peak, and after. The row goes into ``benchmarks/RESULTS.md``
+tree before the load, at its peak, and after each of ``--rounds`` repetitions of the whole
+load (memory that settles after the first round is the allocator keeping what it used; memory
+that grows round after round would be a leak). The row goes into ``benchmarks/RESULTS.md``
 through ``benchmarks.run.merge_results``; ``--requests 12 --phone 1`` is the suite's smoke run
 (no row written).
 """
@@ -141,8 +143,8 @@ def _phase(url: str, rows: list[tuple[dict, int]], clients: int, timeout: float)
     }
 
 
-def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int, timeout: int) -> dict:
-    """Train, serve, load; the results row."""
+def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int, timeout: int, rounds: int) -> dict:
+    """Train, serve, load ``rounds`` times; the results row (the figures of the last round)."""
     from acne_detection.synthetic import render_phone_photo
 
     project = copy_project(work / "project", n_images=24, size=640)
@@ -187,10 +189,13 @@ def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int
             _send(url, good, timeout)
         before = memory.now()
         rows = [(bad[(i // 10) % len(bad)], 400) if i % 10 == 9 else (good, 200) for i in range(requests)]
+        after, errors = [], 0
         with memory:
-            small = _phase(url, rows, clients, timeout + 5)
-            large = _phase(url, [(phone_row, 200)] * phone, clients, timeout + 5)
-        after = memory.now()
+            for _ in range(rounds):  # the same load again: memory that keeps growing would show here
+                small = _phase(url, rows, clients, timeout + 5)
+                large = _phase(url, [(phone_row, 200)] * phone, clients, timeout + 5)
+                after.append(memory.now())
+                errors += small["errors"] + large["errors"]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -206,12 +211,15 @@ def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int
             f"p50/p95/p99 {small['p50']:.2f}/{small['p95']:.2f}/{small['p99']:.2f} s, {small['errors']} errors; "
             f"{large['requests']} phone photos (3000 x 4000, sliced): {large['rps']:.2f} req/s, "
             f"p50/p95/p99 {large['p50']:.1f}/{large['p95']:.1f}/{large['p99']:.1f} s, {large['errors']} errors; "
-            f"server memory {before:.0f} MB before, {memory.peak:.0f} MB peak, {after:.0f} MB after"
+            f"server memory {before:.0f} MB before, {memory.peak:.0f} MB peak, "
+            + ", ".join(f"{m:.0f}" for m in after)
+            + f" MB after each of {rounds} rounds ({errors} errors in all)"
         ),
         "phases": {"small": small, "phone": large},
         "memory_before_mb": before,
         "memory_peak_mb": memory.peak,
         "memory_after_mb": after,
+        "errors": errors,
     }
 
 
@@ -222,9 +230,10 @@ def main() -> None:
     parser.add_argument("--phone", type=int, default=20, help="requests of a 3000 x 4000 phone photo")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (make serve: 1)")
     parser.add_argument("--timeout", type=int, default=60, help="the server's request time-out, seconds")
+    parser.add_argument("--rounds", type=int, default=2, help="the whole load, this many times (memory growth)")
     parser.add_argument("--work", type=Path, help="keep the project here (default: a temp folder)")
     args = parser.parse_args()
-    settings = {k: getattr(args, k) for k in ("clients", "requests", "phone", "workers", "timeout")}
+    settings = {k: getattr(args, k) for k in ("clients", "requests", "phone", "workers", "timeout", "rounds")}
     if args.work:
         row = measure(args.work, **settings)
     else:

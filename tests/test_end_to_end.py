@@ -485,13 +485,17 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
 
         photos = [[base64.b64encode(f.read_bytes()).decode()] for f in (image, PHONE_HEIC)]  # a JPEG, a phone's HEIC
         body = {"dataframe_split": {"columns": ["image_b64"], "data": photos}, "params": {"conf": 0.01}}
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            result, heic = json.loads(answer.read())["predictions"]
+
+        def invoke(request_body: dict, timeout: float = 120) -> list[dict]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(request_body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return json.loads(answer.read())["predictions"]
+
+        result, heic = invoke(body)
         assert heic["image"] == "#1" and heic["lesions"] == len(json.loads(heic["boxes"]))
         boxes = json.loads(result["boxes"])
         assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
@@ -504,16 +508,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
         assert result["threshold"] == 0.01 and result["model_sha256"] == record["model_sha256"]
         assert record["model_sha256"] == __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
         assert result["run_id"] == version.run_id and version.tags["operating_threshold"] == str(record["threshold"])
-        plain = {"dataframe_split": body["dataframe_split"]}
-        with urllib.request.urlopen(
-            urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps(plain).encode(),
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=120,
-        ) as answer:
-            default = json.loads(answer.read())["predictions"][0]
+        default = invoke({"dataframe_split": body["dataframe_split"]})[0]
         assert default["threshold"] == pytest.approx(record["threshold"])
         assert all(b["confidence"] >= record["threshold"] for b in json.loads(default["boxes"]))
 
@@ -533,25 +528,12 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
             "a misspelt column": ({"image_base64": photos[0][0]}, "holds no photo"),
         }
         for kind, (row, reason) in bad.items():
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps({"dataframe_records": [row]}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
             with pytest.raises(urllib.error.HTTPError) as answer:
-                urllib.request.urlopen(request, timeout=60)
+                invoke({"dataframe_records": [row]}, timeout=60)
             text = answer.value.read().decode()
             assert answer.value.code == 400 and reason in text, (kind, text[:500])
             assert "Traceback" not in text and "stack_trace" not in text and str(project) not in text, kind
-        with urllib.request.urlopen(
-            urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            ),
-            timeout=120,
-        ) as answer:  # the server keeps serving, with the same answer
-            assert json.loads(answer.read())["predictions"][0] == result
+        assert invoke(body)[0] == result  # the server keeps serving, with the same answer
     finally:
         server.terminate()
         server.wait(timeout=30)
