@@ -50,6 +50,10 @@ def test_acne04_env_trains_one_class_and_grades_from_file_names(project: Path, a
     assert metrics["grade_ceiling"] == pytest.approx(ceiling) and metrics["photos_graded"] == len(grades)
     summary = (data / "08_reporting" / "results_summary.md").read_text()
     assert "| lesion |" in summary and "Severity grading" in summary
+    # the model card names the real export and the label audit's verdict, and no synthetic warning
+    card = (data / "06_models" / "model_card.md").read_text()
+    assert card.startswith(f"**Acne lesion detector trained on {len(split)} real photos of the `{acne04_sample.name}`")
+    assert "Label audit: **handled**" in card and "synthetic" not in card.split("\n")[0]
 
 
 @pytest.mark.shared_data

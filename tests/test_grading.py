@@ -78,3 +78,26 @@ def test_no_true_grade_leaves_accuracy_out_but_counts_errors() -> None:
     )
     metrics, _ = grading_metrics(photos, names=["a", "b", "c", "d"])
     assert "grade_accuracy" not in metrics and metrics["count_mae"] == 3.0 and metrics["photos_graded"] == 0
+
+
+def test_the_count_distribution_is_the_enumeration_of_every_subset_of_detections() -> None:
+    import itertools
+
+    from acne_detection.grading import count_distribution, grade_probabilities
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 7, 12):
+        p = rng.uniform(0, 1, n)
+        p[: n // 4] = [0.0, 1.0, 0.5][: n // 4]  # certain and impossible detections too
+        brute = np.zeros(n + 1)
+        for kept in itertools.product((0, 1), repeat=n):
+            brute[sum(kept)] += np.prod([q if k else 1 - q for q, k in zip(p, kept)])
+        assert count_distribution(p) == pytest.approx(brute, abs=1e-12), n
+    p = rng.uniform(0.2, 0.95, 12)
+    by_grade = grade_probabilities(p, thresholds=(2, 5, 9))  # 0-2, 3-5, 6-9, 10-12 lesions
+    pmf = count_distribution(p)
+    assert by_grade == pytest.approx([pmf[:3].sum(), pmf[3:6].sum(), pmf[6:10].sum(), pmf[10:].sum()])
+    assert by_grade.sum() == pytest.approx(1.0)
+    # sure detections give the count-rule grade with certainty: 21 sure lesions are "severe"
+    assert grade_probabilities(np.ones(21)) == pytest.approx([0, 0, 1, 0])
+    assert grade_probabilities([]) == pytest.approx([1, 0, 0, 0])

@@ -39,6 +39,48 @@ def severity_grade(
     return np.searchsorted(np.asarray(thresholds), np.asarray(counts), side="left").astype(int)
 
 
+def count_distribution(probabilities: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The distribution of a photo's lesion count when each detection is a true lesion with its
+    own probability, independently: the Poisson-binomial distribution.
+
+    Computed by the standard recurrence (one convolution with ``[1 - p, p]`` per detection,
+    O(n^2), exact in floating point for the few hundred detections a photo has); no library
+    the project uses provides it (scipy has the binomial only), and the tests hold it equal to
+    enumerating every subset of detections.
+
+    Args:
+        probabilities: each detection's probability of being a true lesion, in [0, 1].
+
+    Returns:
+        ``pmf[k]`` = P(count = k), for k = 0..n; sums to 1.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=float).ravel(), 0.0, 1.0)
+    pmf = np.zeros(p.size + 1)
+    pmf[0] = 1.0
+    for i, q in enumerate(p, start=1):
+        pmf[1 : i + 1] = pmf[1 : i + 1] * (1 - q) + pmf[:i] * q
+        pmf[0] *= 1 - q
+    return pmf
+
+
+def grade_probabilities(
+    probabilities: Sequence[float] | np.ndarray, thresholds: Sequence[int] = ACNE04_THRESHOLDS
+) -> np.ndarray:
+    """The probability of each severity grade, from the count's distribution (``count_distribution``)
+    and the count→grade rule (``severity_grade``).
+
+    Args:
+        probabilities: each detection's probability of being a true lesion.
+        thresholds: the grading rule's thresholds.
+
+    Returns:
+        One probability per grade (``len(thresholds) + 1``), summing to 1.
+    """
+    pmf = count_distribution(probabilities)
+    grades = severity_grade(np.arange(pmf.size), thresholds)
+    return np.bincount(grades, weights=pmf, minlength=len(thresholds) + 1)
+
+
 def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[str, ...] | None) -> pd.Series:
     """Lesions per image, of the classes that count (all when ``count_classes`` is ``None``).
 

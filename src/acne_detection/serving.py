@@ -29,6 +29,7 @@ OUTPUT_TYPES = {
     "threshold": "double",
     "model_sha256": "string",
     "run_id": "string",
+    "warning": "string",  # e.g. a model trained on synthetic photos says so in every answer
 }
 OUTPUT_COLUMNS = list(OUTPUT_TYPES)
 
@@ -41,10 +42,11 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
     ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels),
     ``threshold`` (the confidence applied), ``model_sha256`` and ``run_id`` (the weights and
-    the run that produced them). A request that holds no usable photo is answered 400 with
-    the reason in words (``photos_of``). ``params``: ``conf`` (default: the operating point
-    eval chose for these weights, carried in the model's configuration and its signature),
-    ``imgsz`` (0: the training size) and ``slicing`` (``auto``, ``always``, ``never``).
+    the run that produced them) and ``warning`` (a model trained on synthetic photos says so).
+    A request that holds no usable photo is answered 400 with the reason in words (``photos_of``).
+    ``params``: ``conf`` (default: the operating point eval chose for these weights, carried in
+    the model's configuration and its signature), ``imgsz`` (0: the training size) and
+    ``slicing`` (``auto``, ``always``, ``never``).
     """
 
     def load_context(self, context: Any) -> None:
@@ -91,6 +93,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
                     settings.conf,
                     str(self.config.get("model_sha256", "")),
                     str(self.config.get("run_id", "")),
+                    str(self.config.get("warning", "")),
                 )
             )
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)

@@ -83,6 +83,8 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             registered_model_name=self._name,
         )
         client = mlflow.MlflowClient()
+        if data.get("description"):  # the model card: what the MLflow UI shows on the version's page
+            client.update_model_version(self._name, str(info.registered_model_version), description=data["description"])
         for key, value in data.get("tags", {}).items():
             client.set_model_version_tag(self._name, str(info.registered_model_version), key, str(value))
         logger.info(

@@ -15,6 +15,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from kedro.io import DatasetError
 
 from acne_detection.params import parse
+from acne_detection.tables import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -188,3 +189,30 @@ def find_split_leaks(split: pd.DataFrame) -> pd.DataFrame:
     for row in leaks.itertuples():
         logger.warning("Leakage in the split: copies of photo '%s' are in %s (%s)", row.group, row.splits, row.images)
     return leaks
+
+
+LINEAGE_COLUMNS = ("image_id", "sha256", "group", "grade", "tone_band", "split")
+
+
+def describe_lineage(split: pd.DataFrame) -> dict[str, Any]:
+    """The train, val and test manifests as MLflow inputs (``MlflowInputs``): what each split
+    holds, by photo content (SHA-256), source photo, grade and tone band, so each one's digest
+    changes when, and only when, the data does.
+
+    Args:
+        split: the split images (``split_dataset``'s output).
+
+    Returns:
+        ``{"source": the export's folder, "tables": {"train": ..., "val": ..., "test": ...}}``.
+    """
+    import os
+
+    columns = [c for c in LINEAGE_COLUMNS if c in split]
+    files = split["file"].dropna().astype(str).tolist() if "file" in split else []
+    source = os.path.commonpath(files) if files else ""
+    source = os.path.dirname(source) if len(files) == 1 else source  # one photo: its folder, not itself
+    tables = {
+        name: split.loc[split["split"] == name, columns].sort_values("image_id").reset_index(drop=True)
+        for name in SPLITS
+    }
+    return {"source": source, "tables": tables}

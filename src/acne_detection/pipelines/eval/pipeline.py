@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.pipelines.eval.card import write_model_card
 from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 from acne_detection.pipelines.eval.nodes import (
     check_quality_gate,
@@ -109,6 +110,28 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["test_metrics", "grading_metrics", "skin_tone_check", "params:eval"],
                 "quality_gate",
                 name="check_quality_gate",
+            ),
+            node(
+                write_model_card,
+                [
+                    "split_images",
+                    "ground_truth",
+                    "yolo_dataset",
+                    "ingestion_counts",
+                    "label_audit",
+                    "test_metrics",
+                    "grading_metrics",
+                    "skin_tone_metrics",
+                    "quality_gate",
+                    "skin_tone_check",
+                    "model_threshold",
+                    "training_summary",
+                    "training_health",
+                    "params:train",
+                    "params:grading",
+                ],
+                "model_card",
+                name="write_model_card",
             ),
             node(plot_confusion_matrix, "confusion_matrix", "confusion_matrix_plot", name="plot_confusion_matrix"),
             node(

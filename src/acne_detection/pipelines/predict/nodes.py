@@ -31,6 +31,7 @@ from acne_detection.inference import (
     load_photo,
     needs_slicing,
 )
+from acne_detection.model_card import SYNTHETIC_WARNING
 from acne_detection.params import parse
 from acne_detection.tracking import model_version_tag, resolve_model
 
@@ -55,7 +56,8 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
 
     Returns:
         ``checkpoint``, ``source``, ``model_sha256``, ``model_version`` (registry version or
-        run, where known), ``threshold`` and ``threshold_source``.
+        run, where known), ``threshold``, ``threshold_source`` and ``warning`` (the registered
+        version was trained on synthetic photos; "" otherwise).
     """
     p = parse("predict", params)
     checkpoint, source = resolve_model(p.model, Path(weights))
@@ -79,6 +81,9 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
             threshold,
         )
     logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
+    warning = SYNTHETIC_WARNING if version.get("trained_on") == "synthetic" else ""
+    if warning:
+        logger.warning("%s: %s", version.get("model_version", source), warning)
     return {
         "checkpoint": str(checkpoint),
         "source": source,
@@ -86,6 +91,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
         "model_version": version.get("model_version", source),
         "threshold": threshold,
         "threshold_source": origin,
+        "warning": warning,
     }
 
 
@@ -326,6 +332,7 @@ def render_report(
         f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
         for r in skipped.itertuples()
     )
+    warning = f"<p><b>{html.escape(model_info['warning'])}</b></p>" if model_info.get("warning") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>acne-detection: predictions</title>
 <style>body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.cards{{display:flex;flex-wrap:wrap;gap:1em}}
@@ -336,6 +343,7 @@ def render_report(
 td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
 </head><body>
 <h1>Predictions: {len(summary)} photos, {int(summary.lesions.sum())} lesions</h1>
+{warning}
 <p>Model: {html.escape(str(model_info["model_version"]))} ({html.escape(str(model_info["source"]))}); confidence
 &ge; {model_info["threshold"]:.2f} ({html.escape(model_info["threshold_source"])}). Grades by lesion count (ACNE04):
 0-5 mild, 6-20 moderate, 21-50 severe, more than 50 very severe. A screening aid, not a diagnosis.</p>

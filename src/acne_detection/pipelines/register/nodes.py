@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 from acne_detection.datasets import YoloDataset
+from acne_detection.model_card import SYNTHETIC_WARNING, trained_on
 from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,8 @@ def describe_for_registry(
     dataset: YoloDataset,
     grading: dict[str, Any],
     model_threshold: dict[str, Any],
+    card: str,
+    manifest: pd.DataFrame,
 ) -> dict[str, Any]:
     """What the registered model version carries: its weights, the operating point chosen for
     them, what it grades by, and the tags that trace it.
@@ -33,6 +37,8 @@ def describe_for_registry(
         grading: the ``grading`` parameters, which the served model grades by.
         model_threshold: eval's record (``model_sha256``, ``threshold``, ``rule``); used only
             when it is for these weights (``eval.model`` may have named another model).
+        card: eval's model card, the version's description (only when eval saw these weights).
+        manifest: the split manifest (is the training data synthetic?).
 
     Returns:
         ``{"weights", "config", "tags"}``: ``config`` holds the grading rule, the threshold the
@@ -54,8 +60,10 @@ def describe_for_registry(
     threshold = float(model_threshold["threshold"]) if own else DEFAULT_THRESHOLD
     rule = str(model_threshold.get("rule")) if own else "default (no operating point chosen)"
     run = mlflow.active_run()
+    kind = trained_on(manifest)
     return {
         "weights": weights,
+        "description": card if own else None,
         "config": {
             "thresholds": list(g.thresholds),
             "names": list(g.names),
@@ -64,11 +72,14 @@ def describe_for_registry(
             "threshold_rule": rule,
             "model_sha256": sha,
             "run_id": run.info.run_id if run else "",
+            "trained_on": kind,
+            "warning": SYNTHETIC_WARNING if kind == "synthetic" else "",
         },
         "tags": {
             "dataset_manifest_sha256": dataset.manifest_sha256(),
             "training_health": health["verdict"],
             "model_sha256": sha,
+            "trained_on": kind,
             **({"operating_threshold": threshold, "operating_rule": rule} if own else {}),
         },
     }

@@ -16,7 +16,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 describe_for_registry,
-                ["trained_weights", "training_health", "yolo_dataset", "params:grading", "model_threshold"],
+                [
+                    "trained_weights",
+                    "training_health",
+                    "yolo_dataset",
+                    "params:grading",
+                    "model_threshold",
+                    "model_card",
+                    "split_images",
+                ],
                 "registered_model",
                 name="register_model",
             ),
