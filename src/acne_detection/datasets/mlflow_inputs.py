@@ -42,7 +42,7 @@ class MlflowInputs(AbstractDataset[dict[str, Any], None]):
             dataset = mlflow.data.from_pandas(pd.DataFrame(table), source=str(data["source"]), name=name)
             digests[name] = dataset.digest
             if mlflow.active_run() is not None:
-                mlflow.log_input(dataset, context=self._context)
+                _log_input(dataset, self._context)
         self._saved = digests
 
     def _exists(self) -> bool:
@@ -50,3 +50,23 @@ class MlflowInputs(AbstractDataset[dict[str, Any], None]):
 
     def _describe(self) -> dict[str, Any]:
         return {"context": self._context}
+
+
+def _log_input(dataset: Any, context: str, *, tries: int = 4) -> None:
+    """``mlflow.log_input``, tolerating another run logging the same dataset at the same moment:
+    MLflow looks the dataset up, then inserts it, so two runs of identical data starting together
+    on a PostgreSQL store both insert, and the second hits the unique key (found by the suite's
+    two concurrent runs). Tried again, the second finds the first one's row and links to it."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as err:
+            duplicate = "already exists" in str(err) or "UniqueViolation" in str(err)
+            if not duplicate or attempt == tries - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
