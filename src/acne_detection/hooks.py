@@ -162,7 +162,7 @@ class PseudonymisedArtifacts:
         if self._pseudonyms is None:
             return
         self._folders = []
-        for name in catalog.keys() if hasattr(catalog, "keys") else catalog.list():
+        for name in catalog.keys():
             if name.startswith("params:") or name == "parameters":
                 continue
             dataset = catalog.get(name)

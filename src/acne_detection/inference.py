@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]
 
 
+# Ultralytics' own default confidence: what a model answers at when eval never chose a threshold for it
+DEFAULT_THRESHOLD = 0.25
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """How to predict.

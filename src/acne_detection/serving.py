@@ -59,12 +59,13 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from acne_detection.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS, count_lesions, severity_grade
-        from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
+        from acne_detection.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
 
         params = params or {}
+        conf = params.get("conf")
         settings = InferenceSettings(
             imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
-            conf=float(params["conf"] if params.get("conf") is not None else self.config.get("threshold", 0.25)),
+            conf=float(conf if conf is not None else self.config.get("threshold", DEFAULT_THRESHOLD)),
             slicing=str(params.get("slicing", "auto")),
             device="cpu",
             batch=1,

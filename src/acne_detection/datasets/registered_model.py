@@ -43,6 +43,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
         from acne_detection import serving
+        from acne_detection.inference import DEFAULT_THRESHOLD
         from acne_detection.tracking import versions_with_weights
 
         config = data.get("config") or {}
@@ -62,7 +63,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             params=ParamSchema(
                 [
                     # the operating point eval chose for these weights: what a request gets unless it says otherwise
-                    ParamSpec("conf", "double", float(config.get("threshold", 0.25))),
+                    ParamSpec("conf", "double", float(config.get("threshold", DEFAULT_THRESHOLD))),
                     ParamSpec("imgsz", "long", 0),
                     ParamSpec("slicing", "string", "auto"),
                 ]
@@ -91,7 +92,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             "Registered model %s version %s (serves at confidence %s by default)",
             self._name,
             info.registered_model_version,
-            config.get("threshold", 0.25),
+            config.get("threshold", DEFAULT_THRESHOLD),
         )
 
     def _exists(self) -> bool:

@@ -205,12 +205,11 @@ def describe_lineage(split: pd.DataFrame) -> dict[str, Any]:
     Returns:
         ``{"source": the export's folder, "tables": {"train": ..., "val": ..., "test": ...}}``.
     """
-    import os
+    from acne_detection.model_card import export_root
 
     columns = [c for c in LINEAGE_COLUMNS if c in split]
-    files = split["file"].dropna().astype(str).tolist() if "file" in split else []
-    source = os.path.commonpath(files) if files else ""
-    source = os.path.dirname(source) if len(files) == 1 else source  # one photo: its folder, not itself
+    root = export_root(split)
+    source = str(root) if root else ""
     tables = {
         name: split.loc[split["split"] == name, columns].sort_values("image_id").reset_index(drop=True)
         for name in SPLITS

@@ -10,12 +10,11 @@ import mlflow
 import pandas as pd
 
 from acne_detection.datasets import YoloDataset
+from acne_detection.inference import DEFAULT_THRESHOLD
 from acne_detection.model_card import SYNTHETIC_WARNING, trained_on
 from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD = 0.25  # Ultralytics' own default, for weights eval never chose a threshold for
 
 
 def describe_for_registry(
