@@ -96,6 +96,44 @@ def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[s
     return images.map(counted.groupby("image").size()).fillna(0).astype(int)
 
 
+def grade_photos(
+    predictions: pd.DataFrame,
+    true_boxes: pd.DataFrame,
+    photos: pd.DataFrame,
+    true_grades: pd.Series,
+    *,
+    threshold: float,
+    thresholds: Sequence[int],
+    count_classes: tuple[str, ...] | None,
+) -> pd.DataFrame:
+    """Count and grade photos from their true boxes and from the detector's, at a threshold.
+
+    Args:
+        predictions: predicted boxes (``image``, ``class``, ``confidence``).
+        true_boxes: the true boxes of these photos.
+        photos: one row per photo (``image``, ``image_id``), lesion-free ones too.
+        true_grades: each photo's true grade, indexed by ``image_id`` (missing: unknown).
+        threshold: predictions below this confidence are not counted.
+        thresholds: the grading rule.
+        count_classes: the classes counted (``None``: all).
+
+    Returns:
+        ``photos`` with ``true_count``, ``pred_count``, ``true_grade`` (``<NA>`` where unknown),
+        ``count_grade`` (the grade of the true count) and ``pred_grade``.
+    """
+    photos = photos[["image", "image_id"]].reset_index(drop=True)
+    kept = predictions[predictions.confidence >= threshold]
+    graded = photos.assign(
+        true_count=count_lesions(true_boxes, photos.image, count_classes),
+        pred_count=count_lesions(kept, photos.image, count_classes),
+    )
+    grade = pd.to_numeric(photos.image_id.map(true_grades), errors="coerce")
+    graded["true_grade"] = grade.astype("Int64")
+    graded["count_grade"] = severity_grade(graded.true_count, thresholds)
+    graded["pred_grade"] = severity_grade(graded.pred_count, thresholds)
+    return graded
+
+
 def grades_from_names(image_ids: pd.Series, pattern: str | None) -> pd.Series:
     """The grade a file name states, as ACNE04's ``levle2_49.jpg`` does.
 

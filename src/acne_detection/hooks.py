@@ -251,7 +251,8 @@ class RunReportHooks:
             else None
         )
         dataset = Path(str(getattr(source, "_path", ""))).name
-        model = (_param("predict") if predicts else _param("eval")).get("model") if not trains else None
+        settings = _param("predict") if predicts else _param("eval")
+        model = None if trains else (settings.get("model") if isinstance(settings, dict) else settings.model)
         mlflow.set_tag(
             "mlflow.runName",
             run_name(

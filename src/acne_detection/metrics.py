@@ -426,3 +426,26 @@ def _padded(df: pd.DataFrame, group: np.ndarray, n: int) -> tuple[np.ndarray, np
     boxes[group, rank] = df[_CORNERS].to_numpy(float)
     valid[group, rank] = True
     return boxes, valid, rank
+
+
+def pick_operating_point(overall: pd.DataFrame, rule: str, recall_target: float) -> pd.Series:
+    """The row of a threshold sweep to ship, by a rule.
+
+    ``max_f1`` takes the threshold of highest F1; ``recall_target`` the highest threshold whose
+    recall still reaches the target (the medical choice: a missed lesion costs more than a false
+    alarm), or the lowest threshold if none does (``reached`` is then false).
+
+    Args:
+        overall: ``threshold_sweep``'s rows of one class (or of all, class id -1), thresholds ascending.
+        rule: ``max_f1`` or ``recall_target``.
+        recall_target: the recall the ``recall_target`` rule keeps.
+
+    Returns:
+        The chosen row, with a boolean ``reached``.
+    """
+    overall = overall.reset_index(drop=True)
+    if rule == "max_f1":
+        return pd.concat([overall.loc[overall.f1.fillna(-1).idxmax()], pd.Series({"reached": True})])
+    reaching = overall[overall.recall >= recall_target]
+    row = reaching.iloc[-1] if len(reaching) else overall.iloc[0]
+    return pd.concat([row, pd.Series({"reached": bool(len(reaching))})])

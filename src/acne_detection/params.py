@@ -198,6 +198,33 @@ class TrackingParams(_Strict):
     pseudonymize: bool = False
 
 
+class SweepConfigParams(_Strict):
+    """One training recipe of the sweep: ``train`` overrides and the share of training photos."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    train: dict[str, Any] = {}  # keys of `train` (nested `augment` too) that differ from conf's `train`
+    train_fraction: float = Field(1.0, gt=0, le=1)  # share of training source photos (learning curve)
+
+
+class SweepParams(_Strict):
+    """``kedro run --pipeline sweep``: recipes trained on one split, chosen on validation only."""
+
+    budget_minutes: float = Field(90, gt=0)  # total training time; a recipe that would not fit is skipped
+    select: Literal["val_mAP50", "val_grade_accuracy"] = "val_mAP50"
+    checkpoint_every: int = Field(5, ge=0)  # epochs between checkpoints graded on validation; 0: best only
+    seconds_per_photo: float = Field(0.15, gt=0)  # first guess of one photo-epoch at 416 px, until one is measured
+    full_export_train_photos: int = Field(1870, ge=1)  # where the learning curve is extrapolated to
+    workdir: str = "data/06_models/sweep"
+    configs: tuple[SweepConfigParams, ...] = ()
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> SweepParams:
+        names = [c.name for c in self.configs]
+        if len(names) != len(set(names)):
+            raise ValueError(f"sweep.configs: names must be unique, got {names}")
+        return self
+
+
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "data": DataParams,
     "train": TrainParams,
@@ -206,6 +233,7 @@ PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "grading": GradingParams,
     "predict": PredictParams,
     "tracking": TrackingParams,
+    "sweep": SweepParams,
 }
 
 

@@ -12,7 +12,7 @@ from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import count_lesions, grading_metrics, severity_grade
+from acne_detection.grading import grade_photos, grading_metrics
 from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
@@ -48,17 +48,15 @@ def grade_test_photos(
     unknown = sorted(set(g.count_classes or ()) - set(dataset.names))
     if unknown:
         raise DatasetError(f"grading.count_classes {unknown} are not classes of the dataset {list(dataset.names)}")
-    test = dataset.manifest.loc[dataset.manifest.split == "test", ["image", "image_id"]].reset_index(drop=True)
-    kept = predictions[predictions.confidence >= operating_point["threshold"]]
-    photos = test.assign(
-        true_count=count_lesions(ground_truth[ground_truth.split == "test"], test.image, g.count_classes),
-        pred_count=count_lesions(kept, test.image, g.count_classes),
+    return grade_photos(
+        predictions,
+        ground_truth[ground_truth.split == "test"],
+        dataset.manifest[dataset.manifest.split == "test"],
+        split_images.set_index("image_id")["grade"],
+        threshold=operating_point["threshold"],
+        thresholds=g.thresholds,
+        count_classes=g.count_classes,
     )
-    grade = pd.to_numeric(test.image_id.map(split_images.set_index("image_id")["grade"]), errors="coerce")
-    photos["true_grade"] = grade.astype("Int64")
-    photos["count_grade"] = severity_grade(photos.true_count, g.thresholds)
-    photos["pred_grade"] = severity_grade(photos.pred_count, g.thresholds)
-    return photos
 
 
 def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dict[str, float], pd.DataFrame]:

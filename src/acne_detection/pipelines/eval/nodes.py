@@ -23,6 +23,7 @@ from acne_detection.metrics import (
     confusion_counts,
     f1_score,
     match_detections,
+    pick_operating_point,
     precision_recall_f1,
     threshold_sweep,
 )
@@ -124,14 +125,9 @@ def choose_operating_point(sweep: pd.DataFrame, params: dict[str, Any]) -> dict[
         ``threshold``, ``rule``, and the overall ``precision``, ``recall`` and ``f1`` there.
     """
     p = parse("eval", params).operating_point
-    overall = sweep[sweep.class_id == -1].reset_index(drop=True)
-    if p.rule == "max_f1":
-        row = overall.loc[overall.f1.fillna(-1).idxmax()]
-    else:
-        reaching = overall[overall.recall >= p.recall_target]
-        row = reaching.iloc[-1] if len(reaching) else overall.iloc[0]
-        if not len(reaching):
-            logger.warning("No threshold reaches recall %.2f; using the lowest, %.2f", p.recall_target, row.threshold)
+    row = pick_operating_point(sweep[sweep.class_id == -1], p.rule, p.recall_target)
+    if not row.reached:
+        logger.warning("No threshold reaches recall %.2f; using the lowest, %.2f", p.recall_target, row.threshold)
     point = {
         "threshold": float(row.threshold),
         "rule": p.rule,

@@ -40,7 +40,12 @@ class ProjectTrainer(DetectionTrainer):
 
 
 def train_detector(
-    dataset: YoloDataset, pretrained: PretrainedWeights, workdir: Path, params: dict[str, Any]
+    dataset: YoloDataset,
+    pretrained: PretrainedWeights,
+    workdir: Path,
+    params: dict[str, Any],
+    *,
+    callbacks: dict[str, Any] | None = None,
 ) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
     """Fine-tune YOLOv8 from COCO weights (or from scratch, if ``pretrained: false``),
     resuming an interrupted run when its settings are unchanged.
@@ -50,6 +55,7 @@ def train_detector(
         pretrained: the lazily resolved COCO checkpoint.
         workdir: the folder Ultralytics writes its checkpoints into.
         params: the ``train`` parameters (``device: 0,1`` trains on two GPUs with DDP).
+        callbacks: more Ultralytics callbacks (``{event: function}``), as the sweep's checkpoints.
 
     Returns:
         The best checkpoint, the per-epoch history (Ultralytics' ``results.csv``) and a
@@ -83,6 +89,8 @@ def train_detector(
     tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained), **source}
     logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
     for event, callback in LiveMetrics.for_active_run(tags).callbacks().items():
+        model.add_callback(event, callback)
+    for event, callback in (callbacks or {}).items():
         model.add_callback(event, callback)
     if plan.resume:  # Ultralytics restores the interrupted run's own settings from the checkpoint
         workers = device_settings(device, batch=p.batch, workers=p.workers)["workers"]
