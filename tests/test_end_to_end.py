@@ -151,8 +151,20 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "test.count_mae",
         "test.count_rmse",
         "test.photos_graded",
+        "calibration.dece_before",
+        "calibration.dece_after",
+        "calibration.val_dece_before",
+        "grade_prob.brier",
+        "grade_prob.accuracy",
+        "grade_prob.agreement",
     ):
         assert metric in full.data.metrics, metric
+    # the recalibration is fitted on validation, measured on test; D-ECE as the reliability table has it
+    reliability = __import__("pandas").read_csv(project / "data" / "08_reporting" / "reliability.csv")
+    calibrated = reliability[(reliability.stage == "calibrated") & (reliability.detections > 0)]
+    gap = (calibrated.detections * (calibrated.precision - calibrated.confidence).abs()).sum()
+    assert full.data.metrics["calibration.dece_after"] == pytest.approx(gap / calibrated.detections.sum(), abs=1e-6)
+    assert 0 <= full.data.metrics["grade_prob.brier"] <= 2
     assert 0.0 <= full.data.metrics["test.mAP50"] <= 1.0
     artifacts = {
         a.path
@@ -186,6 +198,11 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "data/skin_tone_report.png",
         "eval/skin_tone_metrics.csv",
         "eval/skin_tone_metrics.png",
+        "eval/val_predictions.csv",
+        "eval/reliability.csv",
+        "eval/reliability_diagram.png",
+        "eval/test_grade_probabilities.csv",
+        "model/calibration.json",
     } <= artifacts
     tone_metrics = {m for m in full.data.metrics if m.startswith("test.tone.")}
     assert any(m.endswith(".recall_low") for m in tone_metrics) and any(m.endswith(".photos") for m in tone_metrics)
@@ -213,9 +230,12 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
     answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(answer.columns) == [
-        *("image", "lesions", "grade", "grade_name", "boxes"),
+        *("image", "lesions", "grade", "grade_name", "boxes", "grade_probabilities"),
         *("threshold", "model_sha256", "run_id", "warning"),  # what produced the answer
     ]
+    probabilities = __import__("json").loads(answer.grade_probabilities[0])
+    assert list(probabilities) == ["mild", "moderate", "severe", "very severe"]
+    assert sum(probabilities.values()) == pytest.approx(1, abs=1e-3)
     assert answer.warning[0].startswith("Trained on synthetic photos")  # the default model says what it is
     assert answer.threshold[0] == 0.001 and answer.run_id[0] == version.run_id
     boxes = pd.DataFrame(__import__("json").loads(answer.boxes[0]))
@@ -232,10 +252,14 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     assert f"| test | {len(test)} | {test.group.nunique()} |" in card
     assert f"Weights SHA-256 `{version.tags['model_sha256']}`" in card and "Label audit: **ok**" in card
     assert "mild 0-5, moderate 6-20, severe 21-50, very severe > 50" in card
+    run = tracking.get_run(version.run_id)
+    assert f"{run.data.metrics['calibration.dece_before']:.3f} raw" in card
+    assert f"Brier score {run.data.metrics['grade_prob.brier']:.3f}" in card
     assert "model/model_card.md" in {a.path for a in tracking.list_artifacts(version.run_id, "model")}
     # registered after eval, with the threshold eval chose for these weights, in its tags and its signature
     record = __import__("json").loads((project / "data" / "06_models" / "model_threshold.json").read_text())
     assert version.tags["operating_threshold"] == str(record["threshold"])
+    assert __import__("json").loads(version.tags["calibration"]) == record["calibration"]
     assert model.metadata.get_params_schema().to_dict()[0] == {
         "name": "conf",
         "type": "double",
@@ -458,6 +482,13 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     assert model["warning"].startswith("Trained on synthetic photos")
     assert __import__("html").escape(model["warning"]) in report
     assert report.count("data:image/jpeg;base64,") == 4
+    # each photo's grade probabilities, from the calibrated detections eval fitted for these weights
+    record = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())
+    assert model["calibration"] == record["calibration"]
+    grades = ["mild", "moderate", "severe", "very severe"]
+    assert summary[[f"p.{g}" for g in grades]].sum(axis=1).round(3).eq(1).all()
+    for row in summary.itertuples():
+        assert f"Grade probabilities: {row.grade_probabilities}" in report
 
     experiment = tracking.get_experiment_by_name("acne_detection")
     latest = tracking.search_runs([experiment.experiment_id], filter_string="attributes.run_name LIKE 'predict · %'")[0]
@@ -520,6 +551,8 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
 
         result, heic = invoke(body)
         assert heic["image"] == "#1" and heic["lesions"] == len(json.loads(heic["boxes"]))
+        for answer in (result, heic):
+            assert sum(json.loads(answer["grade_probabilities"]).values()) == pytest.approx(1, abs=1e-3)
         boxes = json.loads(result["boxes"])
         assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
         assert result["grade"] == int(__import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes)))

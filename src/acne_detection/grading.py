@@ -81,6 +81,37 @@ def grade_probabilities(
     return np.bincount(grades, weights=pmf, minlength=len(thresholds) + 1)
 
 
+def photo_grade_probabilities(
+    candidates: pd.DataFrame,
+    images: pd.Series,
+    thresholds: Sequence[int],
+    count_classes: tuple[str, ...] | None,
+) -> np.ndarray:
+    """Each photo's grade probabilities from its candidate detections' probabilities of being
+    true lesions (``grade_probabilities``), of the classes that count.
+
+    Args:
+        candidates: boxes with calibrated ``confidence`` (``image``, ``class``).
+        images: the photos, lesion-free ones too.
+        thresholds: the grading rule.
+        count_classes: the classes counted (``None``: all).
+
+    Returns:
+        One row per photo, one column per grade; rows sum to 1.
+    """
+    counted = candidates if count_classes is None else candidates[candidates["class"].isin(count_classes)]
+    by_image = {image: group.confidence.to_numpy(float) for image, group in counted.groupby("image")}
+    return np.array([grade_probabilities(by_image.get(image, np.zeros(0)), thresholds) for image in images]).reshape(
+        len(images), len(thresholds) + 1
+    )
+
+
+def describe_grade_probabilities(probabilities: Sequence[float], names: Sequence[str], *, least: float = 0.01) -> str:
+    """``"moderate 72 %, severe 26 %"``: the grades of at least ``least`` probability, likeliest first."""
+    ranked = sorted(zip(probabilities, names, strict=True), key=lambda pair: -pair[0])
+    return ", ".join(f"{name} {p:.0%}".replace("%", " %") for p, name in ranked if p >= least)
+
+
 def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[str, ...] | None) -> pd.Series:
     """Lesions per image, of the classes that count (all when ``count_classes`` is ``None``).
 

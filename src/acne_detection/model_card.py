@@ -88,6 +88,44 @@ def _audit_summary(audit: dict[str, Any]) -> str:
     return f"{share:.0%} of the {photos} photos with 2+ boxes hold a single class name"
 
 
+def _calibration_lines(calibration: dict[str, Any], grades: dict[str, Any]) -> list[str]:
+    """What the confidences and grade probabilities mean for this model, measured."""
+    if calibration.get("method") == "platt":
+        how = (
+            f"- Confidences are recalibrated (Platt scaling, p = sigmoid({_fmt(calibration.get('a'))} x logit(c) "
+            f"{float(calibration.get('b', 0)):+.3f}), fitted on {calibration.get('detections', '?')} validation "
+            f"detections at raw confidence >= {calibration.get('min_conf', '?')}); every confidence this model "
+            "reports, and its operating point, is on that scale."
+        )
+    else:
+        how = (
+            "- Confidences are the detector's raw scores, not recalibrated "
+            f'({calibration.get("reason") or "no calibration recorded"}): read 0.6 as "more likely than 0.4", '
+            "not as a 60 % chance."
+        )
+    lines = [
+        how,
+        f"- Detection calibration error on the test split (D-ECE, 10 bins): {_fmt(calibration.get('dece_before'))} "
+        f"raw, {_fmt(calibration.get('dece_after'))} as reported, on {_fmt(calibration.get('detections'), 0)} "
+        "detections; per skin tone band: "
+        + (
+            ", ".join(
+                f"{k.split('.', 1)[1]} {_fmt(v)}" for k, v in sorted(calibration.items()) if k.startswith("dece_after.")
+            )
+            or "not measured"
+        )
+        + ".",
+    ]
+    if "brier" in grades:
+        lines.append(
+            f"- Grade probabilities (from the calibrated detections, the count as a Poisson-binomial): Brier score "
+            f"{_fmt(grades.get('brier'))}, most probable grade right on {_fmt(grades.get('accuracy'))} of "
+            f"{_fmt(grades.get('photos_graded'), 0)} test photos, agreeing with the count rule's grade on "
+            f"{_fmt(grades.get('agreement'))}."
+        )
+    return lines
+
+
 def render_model_card(facts: dict[str, Any]) -> str:
     """The card as Markdown.
 
@@ -180,8 +218,7 @@ def render_model_card(facts: dict[str, Any]) -> str:
         ],
         "",
         "## Calibration",
-        "- A detection's confidence is a score, not yet a calibrated probability: read 0.6 as \"more likely than "
-        '0.4", not as a 60 % chance. Its calibration error has not been measured for this model.',
+        *_calibration_lines(facts["calibration"], facts["grade_probability"]),
         "",
         "## Caveats",
         *[f"- {c}" for c in facts["caveats"]],

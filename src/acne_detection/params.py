@@ -140,10 +140,17 @@ class SkinToneEvalParams(_Strict):
     seed: int = 0
 
 
+class CalibrationParams(_Strict):
+    method: Literal["platt", "none"] = "platt"  # platt: logistic scaling fitted on the validation split
+    min_conf: float = Field(0.05, gt=0, lt=1)  # detections fitted, measured and turned into grade probabilities
+    bins: int = Field(10, ge=2)  # equal-width confidence bins of D-ECE and the reliability diagram
+
+
 class EvalParams(_Strict):
     model: str | None = None
     device: str = "auto"
     operating_point: OperatingPointParams = OperatingPointParams()
+    calibration: CalibrationParams = CalibrationParams()
     gate: GateParams = GateParams()
     skin_tone: SkinToneEvalParams = SkinToneEvalParams()
     gallery_size: int = Field(4, ge=1)

@@ -7,7 +7,8 @@ from kedro.pipeline import Pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every pipeline found, and ``__default__`` = data → preview → train → eval →
+    """Register every pipeline found (``predict`` and ``sweep`` run only when asked for), and
+    ``__default__`` = data → preview → train → eval →
     register (the model version is registered with the operating point eval chose for it).
 
     ``predict`` is registered but not part of ``__default__``: it works on new photos with a

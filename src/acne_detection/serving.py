@@ -26,6 +26,7 @@ OUTPUT_TYPES = {
     "grade": "long",
     "grade_name": "string",
     "boxes": "string",
+    "grade_probabilities": "string",  # JSON {grade name: probability}, from the calibrated detections
     "threshold": "double",
     "model_sha256": "string",
     "run_id": "string",
@@ -41,7 +42,9 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
     ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
     ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels),
-    ``threshold`` (the confidence applied), ``model_sha256`` and ``run_id`` (the weights and
+    ``grade_probabilities`` (JSON: each grade's probability, from the calibrated confidences of
+    the photo's detections; the grade itself is the count rule's), ``threshold`` (the calibrated
+    confidence applied), ``model_sha256`` and ``run_id`` (the weights and
     the run that produced them) and ``warning`` (a model trained on synthetic photos says so).
     A request that holds no usable photo is answered 400 with the reason in words (``photos_of``).
     ``params``: ``conf`` (default: the operating point eval chose for these weights, carried in
@@ -58,30 +61,41 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         self.config = dict(context.model_config or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from acne_detection.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS, count_lesions, severity_grade
+        from acne_detection.calibration import Calibration
+        from acne_detection.grading import (
+            ACNE04_GRADE_NAMES,
+            ACNE04_THRESHOLDS,
+            count_lesions,
+            photo_grade_probabilities,
+            severity_grade,
+        )
         from acne_detection.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
 
         params = params or {}
         conf = params.get("conf")
+        threshold = float(conf if conf is not None else self.config.get("threshold", DEFAULT_THRESHOLD))
+        calibration = Calibration.from_dict(self.config.get("calibration"))
         settings = InferenceSettings(
             imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
-            conf=float(conf if conf is not None else self.config.get("threshold", DEFAULT_THRESHOLD)),
+            conf=calibration.detector_floor(threshold),
             slicing=str(params.get("slicing", "auto")),
             device="cpu",
             batch=1,
         )
         photos = photos_of(model_input)
         try:
-            boxes = predict_boxes(self.model, photos, settings)
+            boxes, candidates = calibration.split(predict_boxes(self.model, photos, settings), threshold)
         except (ValueError, OSError) as err:  # a photo that passed its check and still failed to decode
             raise _bad_request(f"a photo cannot be decoded: {err}") from None
-        counted = self.config.get("count_classes")
+        counted = tuple(self.config.get("count_classes") or ()) or None
         thresholds = self.config.get("thresholds", ACNE04_THRESHOLDS)
         names = self.config.get("names", ACNE04_GRADE_NAMES)
         keys = pd.Series([key for key, _ in photos])
-        counts = count_lesions(boxes, keys, tuple(counted) if counted else None)
+        counts = count_lesions(boxes, keys, counted)
+        probabilities = photo_grade_probabilities(candidates, keys, thresholds, counted)
+        warning = "; ".join(w for w in (str(self.config.get("warning", "")), calibration.warning) if w)
         rows = []
-        for key, n in zip(keys, counts):
+        for key, n, grade_p in zip(keys, counts, probabilities, strict=True):
             grade = int(severity_grade(n, thresholds))
             listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
             rows.append(
@@ -91,10 +105,11 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
                     grade,
                     names[grade],
                     json.dumps(listed.round(2).to_dict("records")),
-                    settings.conf,
+                    json.dumps({name: round(float(p), 4) for name, p in zip(names, grade_p, strict=True)}),
+                    threshold,
                     str(self.config.get("model_sha256", "")),
                     str(self.config.get("run_id", "")),
-                    str(self.config.get("warning", "")),
+                    warning,
                 )
             )
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)

@@ -30,6 +30,8 @@ def write_model_card(
     health: dict[str, Any],
     train_params: dict[str, Any],
     grading_params: dict[str, Any],
+    calibration: dict[str, Any],
+    grade_probability: dict[str, Any],
 ) -> str:
     """The model card of the evaluated model (``acne_detection.model_card``), and the same page
     as the description of every registered version holding these weights (an ``eval`` of a
@@ -51,6 +53,8 @@ def write_model_card(
         health: its health verdict.
         train_params: the ``train`` parameters.
         grading_params: the ``grading`` parameters.
+        calibration: ``measure_calibration``'s metrics (D-ECE on the test split).
+        grade_probability: ``estimate_grade_probabilities``'s metrics.
 
     Returns:
         The card, in Markdown.
@@ -100,6 +104,8 @@ def write_model_card(
         "grading": grading,
         "tones": tones.to_dict("records"),
         "threshold": record,
+        "calibration": {**record.get("calibration", {}), **calibration},
+        "grade_probability": grade_probability,
         "caveats": caveats or ["None recorded beyond the intervals above."],
     }
     card = render_model_card(facts)

@@ -6,6 +6,7 @@ point, metrics, confusion matrix, gate and galleries are all computed from that 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from kedro.io import DatasetError
 from ultralytics import YOLO
 
 from acne_detection.accelerator import detect_device
+from acne_detection.calibration import Calibration
 from acne_detection.datasets import YoloDataset
 from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
 from acne_detection.metrics import (
@@ -34,30 +36,42 @@ logger = logging.getLogger(__name__)
 
 
 def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, Any]) -> pd.DataFrame:
-    """Run the model over the test images once, keeping every box above ``min_conf``.
+    """Run the model over the test images once, keeping every box above ``min_conf``
+    (``predict_split`` on ``test``)."""
+    return predict_split(weights, dataset, params, "test")
+
+
+def predict_val_split(weights: Path, dataset: YoloDataset, params: dict[str, Any]) -> pd.DataFrame:
+    """The same on the validation images: what the recalibration is fitted on."""
+    return predict_split(weights, dataset, params, "val")
+
+
+def predict_split(weights: Path, dataset: YoloDataset, params: dict[str, Any], split: str) -> pd.DataFrame:
+    """Run the model over one split's images once, keeping every box above ``min_conf``.
 
     Args:
         weights: the checkpoint ``train`` saves; ``eval.model`` may name another (a path,
             ``runs:/<run_id>`` or ``models:/<name>/<version>``).
         dataset: the YOLO-format dataset.
         params: the ``eval`` parameters.
+        split: ``test`` or ``val``.
 
     Returns:
         One row per predicted box: ``image`` (path within the dataset), ``class_id``,
-        ``class``, ``confidence`` and pixel corners.
+        ``class``, ``confidence`` (raw) and pixel corners.
     """
     p = parse("eval", params)
     device, device_name = detect_device(p.device)
     checkpoint, source = resolve_model(p.model, Path(weights))
-    logger.info("Evaluating %s (%s)", checkpoint, source)
+    logger.info("Evaluating %s (%s) on the %s split", checkpoint, source, split)
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
     # batch 1, paths as they are: the table is exactly what `yolo predict` gives on each file
     settings = InferenceSettings(
         imgsz=model_imgsz(model), conf=p.min_conf, iou=p.nms_iou, max_det=p.max_det, device=device, batch=1
     )
-    images = dataset.images("test")
-    logger.info("Predicting %d test images on %s (%s) at %d px", len(images), device, device_name, settings.imgsz)
+    images = dataset.images(split)
+    logger.info("Predicting %d %s images on %s (%s) at %d px", len(images), split, device, device_name, settings.imgsz)
     return predict_boxes(model, [(path.relative_to(dataset.root).as_posix(), path) for path in images], settings)
 
 
@@ -294,19 +308,22 @@ def fingerprint_inputs(
     }
 
 
-def record_model_threshold(operating_point: dict[str, Any], weights: Path, params: dict[str, Any]) -> dict[str, Any]:
+def record_model_threshold(
+    operating_point: dict[str, Any], calibration: dict[str, Any], weights: Path, params: dict[str, Any]
+) -> dict[str, Any]:
     """Remember the operating point *for the model evaluated*, so ``predict`` uses that model's
     own threshold and never another's: by the checkpoint's SHA-256 in
     ``data/06_models/model_threshold.json``, and as ``operating_threshold`` tags on every
     registered version with those weights.
 
     Args:
-        operating_point: ``choose_operating_point``'s result.
+        operating_point: ``choose_operating_point``'s result (a calibrated confidence).
+        calibration: ``fit_calibration``'s record, kept with the threshold (it is on its scale).
         weights: the checkpoint ``train`` saved (``eval.model`` may name another).
         params: the ``eval`` parameters.
 
     Returns:
-        ``model_sha256``, ``model_source``, ``threshold``, ``rule``.
+        ``model_sha256``, ``model_source``, ``threshold``, ``rule``, ``calibration``.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -320,12 +337,14 @@ def record_model_threshold(operating_point: dict[str, Any], weights: Path, param
         "model_source": source,
         "threshold": operating_point["threshold"],
         "rule": operating_point["rule"],
+        "calibration": Calibration.from_dict(calibration).to_dict(),
     }
     client = MlflowClient()
     try:
         for v in versions_with_weights(record["model_sha256"]):
             client.set_model_version_tag(v.name, v.version, "operating_threshold", str(record["threshold"]))
             client.set_model_version_tag(v.name, v.version, "operating_rule", record["rule"])
+            client.set_model_version_tag(v.name, v.version, "calibration", json.dumps(record["calibration"]))
     except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
         logger.warning("Could not tag the registered model with its threshold: %s", err)
     return record

@@ -2,6 +2,13 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.pipelines.eval.calibration import (
+    calibrate_predictions,
+    estimate_grade_probabilities,
+    fit_calibration,
+    measure_calibration,
+    plot_reliability,
+)
 from acne_detection.pipelines.eval.card import write_model_card
 from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 from acne_detection.pipelines.eval.nodes import (
@@ -10,6 +17,7 @@ from acne_detection.pipelines.eval.nodes import (
     evaluate_detections,
     fingerprint_inputs,
     predict_test_split,
+    predict_val_split,
     record_model_threshold,
     sweep_thresholds,
 )
@@ -30,6 +38,51 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="predict_test_split",
             ),
             node(
+                predict_val_split,
+                ["trained_weights", "yolo_dataset", "params:eval"],
+                "val_predictions",
+                name="predict_val_split",
+            ),
+            node(
+                fit_calibration,
+                ["val_predictions", "ground_truth", "params:eval"],
+                "calibration",
+                name="fit_calibration",
+            ),
+            node(
+                calibrate_predictions,
+                ["test_predictions", "calibration"],
+                "calibrated_test_predictions",
+                name="calibrate_test_predictions",
+            ),
+            node(
+                measure_calibration,
+                ["test_predictions", "ground_truth", "yolo_dataset", "split_images", "calibration", "params:eval"],
+                ["calibration_metrics", "reliability_table"],
+                name="measure_calibration",
+            ),
+            node(
+                to_mlflow_metrics, "calibration_metrics", "calibration_metrics_mlflow", name="log_calibration_metrics"
+            ),
+            node(
+                plot_reliability,
+                ["reliability_table", "calibration_metrics"],
+                "reliability_diagram",
+                name="plot_reliability",
+            ),
+            node(
+                estimate_grade_probabilities,
+                ["calibrated_test_predictions", "test_grades", "calibration", "params:grading"],
+                ["test_grade_probabilities", "grade_probability_metrics"],
+                name="estimate_grade_probabilities",
+            ),
+            node(
+                to_mlflow_metrics,
+                "grade_probability_metrics",
+                "grade_probability_metrics_mlflow",
+                name="log_grade_probability_metrics",
+            ),
+            node(
                 fingerprint_inputs,
                 ["yolo_dataset", "training_summary", "params:eval"],
                 "eval_lineage_tags",
@@ -37,7 +90,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 sweep_thresholds,
-                ["test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
+                ["calibrated_test_predictions", "ground_truth", "yolo_dataset", "params:eval"],
                 "threshold_sweep",
                 name="sweep_thresholds",
             ),
@@ -49,20 +102,20 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 record_model_threshold,
-                ["operating_point", "trained_weights", "params:eval"],
+                ["operating_point", "calibration", "trained_weights", "params:eval"],
                 "model_threshold",
                 name="record_model_threshold",
             ),
             node(
                 evaluate_detections,
-                ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
+                ["calibrated_test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                 ["test_metrics_per_class", "confusion_matrix", "test_metrics"],
                 name="evaluate_detections",
             ),
             node(
                 grade_test_photos,
                 [
-                    "test_predictions",
+                    "calibrated_test_predictions",
                     "ground_truth",
                     "yolo_dataset",
                     "split_images",
@@ -88,7 +141,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 evaluate_by_skin_tone,
                 [
-                    "test_predictions",
+                    "calibrated_test_predictions",
                     "ground_truth",
                     "yolo_dataset",
                     "split_images",
@@ -129,6 +182,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "training_health",
                     "params:train",
                     "params:grading",
+                    "calibration_metrics",
+                    "grade_probability_metrics",
                 ],
                 "model_card",
                 name="write_model_card",
@@ -142,7 +197,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 plot_error_gallery,
-                ["test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
+                ["calibrated_test_predictions", "ground_truth", "yolo_dataset", "operating_point", "params:eval"],
                 "error_gallery",
                 name="plot_error_gallery",
             ),

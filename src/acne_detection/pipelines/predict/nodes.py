@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,16 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from acne_detection.accelerator import detect_device
+from acne_detection.calibration import Calibration
 from acne_detection.datasets.export import progress_bar
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
-from acne_detection.grading import count_lesions, severity_grade
+from acne_detection.grading import (
+    count_lesions,
+    describe_grade_probabilities,
+    photo_grade_probabilities,
+    severity_grade,
+)
 from acne_detection.image_check import probe_image
 from acne_detection.inference import (
     PREDICTION_COLUMNS,
@@ -56,7 +63,9 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
 
     Returns:
         ``checkpoint``, ``source``, ``model_sha256``, ``model_version`` (registry version or
-        run, where known), ``threshold``, ``threshold_source`` and ``warning`` (the registered
+        run, where known), ``threshold`` (a calibrated confidence when the model has a
+        calibration), ``threshold_source``, ``calibration`` (eval's, for these weights, or the
+        registered version's; the identity when neither) and ``warning`` (the registered
         version was trained on synthetic photos; "" otherwise).
     """
     p = parse("predict", params)
@@ -80,7 +89,13 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
             source,
             threshold,
         )
+    if model_threshold.get("model_sha256") == sha:  # the calibration eval fitted for these very weights
+        calibration = Calibration.from_dict(model_threshold.get("calibration"))
+    else:
+        calibration = Calibration.from_dict(json.loads(version.get("calibration") or "{}"))
     logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
+    if calibration.warning:
+        logger.warning("%s: %s", source, calibration.warning)
     warning = SYNTHETIC_WARNING if version.get("trained_on") == "synthetic" else ""
     if warning:
         logger.warning("%s: %s", version.get("model_version", source), warning)
@@ -91,6 +106,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
         "model_version": version.get("model_version", source),
         "threshold": threshold,
         "threshold_source": origin,
+        "calibration": calibration.to_dict(),
         "warning": warning,
     }
 
@@ -106,17 +122,20 @@ def predict_new_photos(
         params: the ``predict`` parameters.
 
     Returns:
-        The lesions (``inference.PREDICTION_COLUMNS``, ``image`` the photo's path in the folder,
-        boxes in its own pixels as displayed), and one row per file that is or looks like a
-        photo: ``status`` ``predicted`` or ``skipped`` with ``reason`` and ``detail``, size,
-        ``sliced``. Annotation files beside the photos are not listed (the log counts them).
+        The lesions counted (``inference.PREDICTION_COLUMNS``, ``image`` the photo's path in the
+        folder, boxes in its own pixels as displayed, calibrated ``confidence`` at or above the
+        threshold), and one row per file that is or looks like a photo: ``status``
+        ``predicted`` or ``skipped`` with ``reason`` and ``detail``, size, ``sliced`` and, for a
+        predicted photo, ``candidates`` (its detections down to the calibration's floor: what
+        its grade probabilities come from). Annotation files beside the photos are not listed (the log counts them).
     """
     p = parse("predict", params)
     model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=p.runtime, imgsz=p.imgsz)
     device, device_name = detect_device(p.device)
+    calibration = Calibration.from_dict(model_info.get("calibration"))
     settings = InferenceSettings(
         imgsz=imgsz,
-        conf=model_info["threshold"],
+        conf=calibration.detector_floor(model_info["threshold"]),
         iou=p.nms_iou,
         max_det=p.max_det,
         device=device,
@@ -153,12 +172,16 @@ def predict_new_photos(
         settings.slicing,
         len(rows),
     )
-    lesions = []
+    lesions, candidates = [], {}
     keyed = [(f.relative_to(photos.root).as_posix(), f) for f, _ in good]
     with progress_bar() as bar:
         task = bar.add_task(f"Predicting {len(good)} photos", total=len(good))
-        for _, found in iter_predictions(model, keyed, settings):
-            lesions.extend(found)
+        for key, found in iter_predictions(model, keyed, settings):
+            counted, candidate = calibration.split(
+                pd.DataFrame(found, columns=PREDICTION_COLUMNS), model_info["threshold"]
+            )
+            lesions.append(counted)
+            candidates[key] = candidate
             bar.advance(task)
     for f, probe in good:
         w, h = int(probe["width"]), int(probe["height"])
@@ -169,10 +192,12 @@ def predict_new_photos(
                 "width": w,
                 "height": h,
                 "sliced": needs_slicing(w, h, settings),
+                "candidates": candidates[f.relative_to(photos.root).as_posix()],
             }
         )
-    table = pd.DataFrame(rows, columns=PHOTO_COLUMNS).sort_values("photo", ignore_index=True)
-    return pd.DataFrame(lesions, columns=PREDICTION_COLUMNS), table
+    table = pd.DataFrame(rows, columns=[*PHOTO_COLUMNS, "candidates"]).sort_values("photo", ignore_index=True)
+    found = pd.concat(lesions, ignore_index=True) if lesions else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return found[PREDICTION_COLUMNS], table
 
 
 def _photo_row(root: Path, f: Path, reason: str, detail: str) -> dict[str, Any]:
@@ -200,7 +225,9 @@ def summarise_photos(
 
     Returns:
         The summary (one row per predicted photo: ``photo``, one count column per class,
-        ``lesions`` (the counted classes' total), ``grade``, ``grade_name``, ``width``,
+        ``lesions`` (the counted classes' total), ``grade``, ``grade_name`` (the count rule's),
+        ``p.<grade name>`` and ``grade_probabilities`` ("moderate 72 %, severe 26 %": from the
+        calibrated confidences of the photo's detections), ``width``,
         ``height``, ``sliced``, ``model``, ``threshold``), the skipped files with their reason,
         and MLflow metrics (photos predicted and skipped, lesions, photos per grade).
     """
@@ -214,6 +241,14 @@ def summarise_photos(
     summary["lesions"] = count_lesions(lesions, summary.photo, g.count_classes)
     summary["grade"] = severity_grade(summary.lesions, g.thresholds)
     summary["grade_name"] = summary.grade.map(dict(enumerate(g.names)))
+    empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
+    candidates = [c if isinstance(c, pd.DataFrame) else empty for c in predicted.get("candidates", [])]
+    probabilities = photo_grade_probabilities(
+        pd.concat([empty, *candidates], ignore_index=True), summary.photo, g.thresholds, g.count_classes
+    )
+    for k, name in enumerate(g.names):
+        summary[f"p.{name}"] = probabilities[:, k].round(4)
+    summary["grade_probabilities"] = [describe_grade_probabilities(row, g.names) for row in probabilities]
     summary = summary.join(predicted[["width", "height", "sliced"]])
     summary["model"] = model_info["model_version"]
     summary["threshold"] = model_info["threshold"]
@@ -309,7 +344,20 @@ def render_report(
     counts = [
         c
         for c in summary.columns
-        if c not in {"photo", "lesions", "grade", "grade_name", "width", "height", "sliced", "model", "threshold"}
+        if c
+        not in {
+            "photo",
+            "lesions",
+            "grade",
+            "grade_name",
+            "grade_probabilities",
+            "width",
+            "height",
+            "sliced",
+            "model",
+            "threshold",
+        }
+        and not c.startswith("p.")
     ]
     cards = []
     for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records"):
@@ -326,13 +374,15 @@ def render_report(
             f'alt="{html.escape(row.photo)}"></a>'
             f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
             f"<p>{row.lesions} lesions{': ' + html.escape(per_class) if per_class else ''}</p>"
+            f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
             f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
         )
     skipped_rows = "".join(
         f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
         for r in skipped.itertuples()
     )
-    warning = f"<p><b>{html.escape(model_info['warning'])}</b></p>" if model_info.get("warning") else ""
+    warnings = [model_info.get("warning", ""), Calibration.from_dict(model_info.get("calibration")).warning]
+    warning = "".join(f"<p><b>{html.escape(w)}</b></p>" for w in warnings if w)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>acne-detection: predictions</title>
 <style>body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.cards{{display:flex;flex-wrap:wrap;gap:1em}}

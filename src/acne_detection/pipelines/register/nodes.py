@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def describe_for_registry(
             "count_classes": list(g.count_classes) if g.count_classes else None,
             "threshold": threshold,
             "threshold_rule": rule,
+            "calibration": model_threshold.get("calibration", {}) if own else {},
             "model_sha256": sha,
             "run_id": run.info.run_id if run else "",
             "trained_on": kind,
@@ -80,5 +82,6 @@ def describe_for_registry(
             "model_sha256": sha,
             "trained_on": kind,
             **({"operating_threshold": threshold, "operating_rule": rule} if own else {}),
+            **({"calibration": json.dumps(model_threshold.get("calibration", {}))} if own else {}),
         },
     }

@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from acne_detection.datasets import PretrainedWeights, YoloDataset
-from acne_detection.params import EvalParams, GradingParams, SweepConfigParams, SweepParams, TrainParams, parse
+from acne_detection.params import SweepConfigParams, TrainParams, parse
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +133,18 @@ def _close_child(run_id: str | None, metrics: dict[str, float], history: pd.Data
     client.set_terminated(run_id, status)
 
 
+# Parameters are annotated as dicts, as in every node: Kedro 1.x turns a group that any node
+# annotates with a pydantic model into that model everywhere (the hooks and kedro-mlflow's
+# parameter logging read plain dicts); the TypedParameters hook hands nodes the typed objects.
 def run_sweep(
     dataset: YoloDataset,
     pretrained: PretrainedWeights,
     ground_truth: pd.DataFrame,
     split_images: pd.DataFrame,
-    sweep: SweepParams,
-    train: TrainParams,
-    eval_params: EvalParams,
-    grading: GradingParams,
+    sweep: dict[str, Any],
+    train: dict[str, Any],
+    eval_params: dict[str, Any],
+    grading: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train each recipe of ``sweep.configs`` in order, while the budget lasts, and measure each
     on the validation split.
@@ -275,7 +278,7 @@ def _curves(name: str, folder: Path) -> pd.DataFrame:
     return curve.assign(recipe=name)[["recipe", *curve.columns]]
 
 
-def choose_recipe(results: pd.DataFrame, sweep: SweepParams, train: TrainParams) -> tuple[dict[str, Any], str]:
+def choose_recipe(results: pd.DataFrame, sweep: dict[str, Any], train: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The recipe of best validation score among those trained on all training photos.
 
     Args:
@@ -290,8 +293,8 @@ def choose_recipe(results: pd.DataFrame, sweep: SweepParams, train: TrainParams)
         curve against training photos with its extrapolation.
     """
     s, base = parse("sweep", sweep), parse("train", train)
-    done = results[results.get("val_mAP50", pd.Series(dtype=float)).notna()] if len(results) else results
-    full = done[done.train_fraction >= 1] if len(done) else done
+    done = results[results.val_mAP50.notna()] if "val_mAP50" in results else results.iloc[:0]
+    full = done[done.train_fraction >= 1]
     lines = [
         "# Training recipe sweep",
         "",
@@ -338,9 +341,11 @@ def choose_recipe(results: pd.DataFrame, sweep: SweepParams, train: TrainParams)
     lines.append(f"**Chosen: `{best.recipe}`** ({s.select} {best[s.select]:.3f}).")
     if len(ranked) > 1:
         second = ranked.iloc[1]
+        half = (best.get("val_grade_accuracy_high", np.nan) - best.get("val_grade_accuracy_low", np.nan)) / 2
         lines.append(
-            f"Next: `{second.recipe}` ({second[s.select]:.3f}). On {int(best.val_photos)} validation photos a "
-            "difference in grading accuracy below about 0.09 is within chance (95 % intervals in the table)."
+            f"Next: `{second.recipe}` ({second[s.select]:.3f}). On {int(best.val_photos)} validation photos the "
+            f"chosen recipe's grading accuracy is known to about ±{half:.2f} (95 % interval): smaller differences "
+            "between recipes are within chance."
         )
     lines += ["", *_learning_curve_text(done, s.full_export_train_photos)]
     block = {"train": chosen.model_dump(mode="json")}

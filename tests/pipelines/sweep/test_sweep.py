@@ -1,0 +1,127 @@
+"""The sweep for real, tiny: recipes trained each in its own process as child MLflow runs of one
+sweep run, measured on validation, a recipe over budget skipped, a rerun that reuses what finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from acne_detection.params import SweepConfigParams, TrainParams
+from acne_detection.pipelines.sweep.nodes import recipe_settings, training_subset
+from benchmarks.project import copy_project
+from tests.conftest import kedro_run
+
+RECIPES = {
+    "sweep": {
+        "budget_minutes": 20,
+        "checkpoint_every": 1,
+        "configs": [
+            {"name": "tiny"},
+            {"name": "tiny_half", "train_fraction": 0.5},
+            {"name": "huge", "train": {"imgsz": 4096, "epochs": 300}},  # ~days: over any budget
+            {"name": "tiny_adamw", "train": {"optimizer": "AdamW", "lr0": 0.001, "augment": {"mosaic": 0.0}}},
+        ],
+    }
+}
+TINY = {"train": {"epochs": 2, "imgsz": 64, "batch": 8, "augment": {"close_mosaic": 0}}}
+
+
+def _run(project: Path, pipeline: str) -> None:
+    """``kedro run`` as a user types it (in its own process: MLflow caches a store per URI, and
+    the relative SQLite URI of another project's in-process run would be reused here)."""
+    done = kedro_run(project, "--pipeline", pipeline)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = copy_project(tmp_path_factory.mktemp("sweep") / "acne-detection", n_images=24, size=128)
+    (project / "conf" / "local" / "parameters_sweep.yml").write_text(yaml.safe_dump(RECIPES))
+    (project / "conf" / "local" / "parameters_train.yml").write_text(yaml.safe_dump(TINY))
+    _run(project, "data")
+    _run(project, "sweep")
+    _run(project, "sweep")  # again: every finished recipe is reused, none trained twice
+    return project
+
+
+@pytest.mark.e2e
+def test_each_recipe_is_a_child_run_measured_on_validation_and_the_rerun_reuses_them(swept: Path) -> None:
+    results = pd.read_csv(swept / "data" / "08_reporting" / "sweep_results.csv")
+    status = dict(zip(results.recipe, results.status, strict=True))
+    assert status["huge"].startswith("skipped: needs ~") and "of the budget left" in status["huge"]
+    assert {status[r] for r in ("tiny", "tiny_half", "tiny_adamw")} == {"reused (trained by an earlier sweep run)"}
+    done = results.set_index("recipe").loc[["tiny", "tiny_half", "tiny_adamw"]]
+    manifest = pd.read_csv(swept / "data" / "03_primary" / "split_manifest.csv")
+    train_sources = manifest[manifest.split == "train"].group.nunique()
+    assert done.loc["tiny", "train_photos"] == (manifest.split == "train").sum()
+    assert done.loc["tiny_half", "train_photos"] < done.loc["tiny", "train_photos"]
+    assert done.loc["tiny_half", "train_photos"] >= round(train_sources * 0.5)  # whole sources, every copy
+    assert (done.val_photos == (manifest.split == "val").sum()).all()  # measured on validation, never test
+    assert done.loc["tiny_adamw", "optimizer"] == "AdamW" and done.loc["tiny_adamw", "mosaic"] == 0.0
+    assert ((done.val_mAP50 >= 0) & (done.val_mAP50 <= 1)).all() and done.val_grade_accuracy.notna().all()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{swept / 'data' / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("acne_detection")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if r.info.run_name.startswith("sweep ·")]
+    assert len(parents) == 2
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(c.data.tags["sweep.recipe"] for c in children) == ["tiny", "tiny_adamw", "tiny_half"]
+        assert all(c.info.status == "FINISHED" for c in children)
+        adamw = next(c for c in children if c.data.tags["sweep.recipe"] == "tiny_adamw")
+        assert adamw.data.params["train.optimizer"] == "AdamW" and adamw.data.params["train.augment.mosaic"] == "0.0"
+        assert adamw.data.metrics["val_mAP50"] == pytest.approx(done.loc["tiny_adamw", "val_mAP50"])
+        assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} >= {
+            "sweep/sweep_results.csv",
+            "sweep/sweep.png",
+            "sweep/sweep_report.md",
+            "sweep/sweep_recipe.yml",
+            "sweep/sweep_curves.csv",
+        }
+    first_children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    trained = next(c for c in first_children if c.data.tags["sweep.recipe"] == "tiny")
+    assert [m.step for m in client.get_metric_history(trained.info.run_id, "metrics/mAP50B")] == [1, 2]  # live
+    assert [m.step for m in client.get_metric_history(trained.info.run_id, "checkpoint/val_mAP50")] == [1, 2]
+    curves = pd.read_csv(swept / "data" / "08_reporting" / "sweep_curves.csv")
+    assert curves[curves.recipe == "tiny"].epoch.tolist() == [1, 2]
+    recipe = yaml.safe_load((swept / "data" / "08_reporting" / "sweep_recipe.yml").read_text())
+    full = done[done.train_fraction >= 1]
+    best = full.sort_values(["val_mAP50", "train_minutes"], ascending=[False, True]).index[0]  # ties: the faster
+    assert recipe["train"]["optimizer"] == done.loc[best, "optimizer"]
+    report = (swept / "data" / "08_reporting" / "sweep_report.md").read_text()
+    assert f"**Chosen: `{best}`**" in report and "validation" in report
+    assert not list((swept / "runs").glob("*")) if (swept / "runs").exists() else True  # nothing under runs/
+
+
+def test_recipe_overrides_merge_into_train_and_a_wrong_one_names_the_recipe() -> None:
+    base = TrainParams()
+    merged = recipe_settings(base, SweepConfigParams(name="r", train={"imgsz": 640, "augment": {"mosaic": 0.5}}))
+    assert merged.imgsz == 640 and merged.augment.mosaic == 0.5 and merged.augment.fliplr == base.augment.fliplr
+    with pytest.raises(ValueError, match=r"(?s)sweep.configs 'bad'.*imgsize"):
+        recipe_settings(base, SweepConfigParams(name="bad", train={"imgsize": 640}))
+
+
+def test_shares_of_the_training_photos_are_whole_sources_and_nested(tiny_yolo, tmp_path: Path) -> None:
+    dataset, _ = tiny_yolo
+    train = dataset.manifest[dataset.manifest.split == "train"]
+    groups = pd.Series([f"src{i // 2}" for i in range(len(train))], index=train.index)  # two copies per source
+    split = pd.DataFrame({"image_id": train.image_id, "group": groups.values})
+    quarter = training_subset(dataset, split, 0.25, 0, tmp_path / "q")
+    half = training_subset(dataset, split, 0.5, 0, tmp_path / "h")
+    kept = {name: set(s.manifest[s.manifest.split == "train"].image_id) for name, s in (("q", quarter), ("h", half))}
+    assert kept["q"] < kept["h"] < set(train.image_id)  # nested shares
+    by_source = split.set_index("image_id").group
+    for ids in kept.values():  # a source is in whole or not at all
+        chosen = set(by_source[list(ids)])
+        assert set(split[split.group.isin(chosen)].image_id) == ids
+    assert (half.manifest.split != "train").sum() == (dataset.manifest.split != "train").sum()
+    spec = yaml.safe_load(half.data_yaml.read_text())
+    listed = Path(spec["train"]).read_text().split()
+    assert len(listed) == len(kept["h"]) and all(Path(p).is_file() for p in listed)
+    assert json.dumps(spec["names"])
