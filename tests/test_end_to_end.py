@@ -649,6 +649,7 @@ def test_the_mlflow_ui_opens_on_the_runs_in_the_training_view(tracking: MlflowCl
     version_text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", version_page))
     assert "Trained on synthetic photos: a demonstration model, not for use on real skin." in version_text
     assert "Model card: acne-detector" in version_text and "Intended use" in version_text
+    assert "Detection calibration error on the test split (D-ECE" in version_text
 
 
 @pytest.mark.e2e
