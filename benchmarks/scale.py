@@ -15,6 +15,7 @@ is measured elsewhere), each timed, its peak resident memory (the process tree, 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -59,43 +60,93 @@ def write_acne04_like_export(root: Path, *, sources: int, size: int = 640, seed:
     return root
 
 
-def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``cmd``; its wall time in seconds and the peak resident memory of its process tree in MB."""
+def run_measured(cmd: list[str], cwd: Path, per_node: dict[str, float] | None = None) -> tuple[float, float]:
+    """Run ``cmd``; its wall time in seconds and the peak resident memory of its process tree in MB.
+
+    With ``per_node``, Kedro's "Running node: NAME" log lines are followed as they come, and
+    ``per_node[NAME]`` gets the peak of the tree (MB) while that node ran: where memory goes."""
+    import re
+
     peak = [0]
+    current = [""]
     done = threading.Event()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "COLUMNS": "400"}  # one log record per line
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     def _sample() -> None:
         top = psutil.Process(proc.pid)
         while not done.is_set():
             try:
                 tree = [top, *top.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+                rss = sum(p.memory_info().rss for p in tree if p.is_running())
+                peak[0] = max(peak[0], rss)
+                if per_node is not None and current[0]:
+                    per_node[current[0]] = max(per_node.get(current[0], 0.0), rss / 1e6)
             except psutil.Error:
                 pass
             time.sleep(0.1)
 
     sampler = threading.Thread(target=_sample, daemon=True)
     sampler.start()
-    _, err = proc.communicate()
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = [*tail[-200:], line]
+        found = re.search(r"Running node: (\w+)", line)
+        if found:
+            current[0] = found.group(1)
+    proc.wait()
     done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{''.join(tail)[-3000:]}")
     return time.perf_counter() - start, peak[0] / 1e6
 
 
-def measure(work: Path, *, sources: int) -> dict:
-    """Generate the export, run the four pipelines on it, and return the results row."""
+def _project_on(work: Path, sources: int) -> tuple[Path, float]:
+    """The ACNE04-shaped export (generated once per ``work``) and a project copy pointed at it."""
     start = time.perf_counter()
-    export = write_acne04_like_export(work / "export", sources=sources)
+    export = work / "export"
+    if not (export / ".complete").exists():
+        write_acne04_like_export(export, sources=sources)
+        (export / ".complete").write_text(str(sources))
     generated = time.perf_counter() - start
-    project = copy_project(work / "project", n_images=0, size=64)
+    project = work / "project"
+    if not project.exists():
+        copy_project(project, n_images=0, size=64)
     local = project / "conf" / "local" / "catalog.yml"
     catalog = yaml.safe_load(local.read_text())
     catalog["raw_export"] = {"type": "acne_detection.datasets.AnnotatedExport", "path": str(export), "format": "voc"}
     local.write_text(yaml.safe_dump(catalog))
+    return project, generated
+
+
+def measure_one_process(work: Path, *, sources: int, imgsz: int) -> dict:
+    """``kedro run`` (the whole default DAG in one process, as users run it) at 1 epoch of
+    ``imgsz``: its peak resident memory, and the peak while each node ran."""
+    project, _ = _project_on(work, sources)
+    kedro = str(Path(sys.executable).parent / "kedro")
+    per_node: dict[str, float] = {}
+    params = f"train.epochs=1,train.imgsz={imgsz},preview.samples=4,preview.loss_samples=16"
+    took, peak = run_measured([kedro, "run", "--params", params], project, per_node)
+    n_photos = 3 * sources + 2
+    top = sorted(per_node.items(), key=lambda kv: -kv[1])[:6]
+    return {
+        "benchmark": f"peak memory of kedro run in one process, {n_photos} photos (ACNE04-shaped)",
+        "baseline": "-",
+        "baseline_s": None,
+        "ours": f"kedro run (data, preview, train 1 epoch at {imgsz} px, eval, register)",
+        "ours_s": {"median_s": took, "min_s": took, "max_s": took},
+        "ratio": None,
+        "note": f"one run; peak {peak:.0f} MB; the nodes of highest peak: "
+        + ", ".join(f"{name} {mb:.0f} MB" for name, mb in top),
+        "per_node_mb": per_node,
+    }
+
+
+def measure(work: Path, *, sources: int) -> dict:
+    """Generate the export, run the four pipelines on it, and return the results row."""
+    project, generated = _project_on(work, sources)
     kedro = str(Path(sys.executable).parent / "kedro")
     times, peaks = {}, {}
     for name in PIPELINES:
@@ -123,13 +174,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sources", type=int, default=1000, help="source photos (3 copies each)")
     parser.add_argument("--work", type=Path, help="keep the export and the project here (default: a temp folder)")
+    parser.add_argument(
+        "--one-process",
+        type=int,
+        metavar="IMGSZ",
+        help="instead: `kedro run` in one process at 1 epoch of IMGSZ px, peak memory per node",
+    )
     args = parser.parse_args()
+
+    def _measure(work: Path) -> dict:
+        if args.one_process:
+            return measure_one_process(work, sources=args.sources, imgsz=args.one_process)
+        return measure(work, sources=args.sources)
+
     if args.work:
-        row = measure(args.work, sources=args.sources)
+        row = _measure(args.work)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            row = measure(Path(tmp), sources=args.sources)
+            row = _measure(Path(tmp))
     print(row)
+    row.pop("per_node_mb", None)
     if args.sources >= 1000:  # a smoke run at a few photos measures nothing worth keeping
         from benchmarks.run import merge_results
 

@@ -33,6 +33,12 @@ def test_scale_benchmark_runs_the_whole_dag_on_an_acne04_shaped_export(tmp_path:
         assert re.search(rf"{name} \d+ s / \d+ MB peak", done.stdout), name
     quarantine = (tmp_path / "project" / "data" / "08_reporting" / "quarantine_report.csv").read_text()
     assert "zero-byte file" in quarantine and "the file starts with text" in quarantine
+    # the one-process mode on the same export: `kedro run` whole, the peak memory while each node ran
+    done = _module("benchmarks.scale", "--sources", "4", "--work", str(tmp_path), "--one-process", "64")
+    assert done.returncode == 0, done.stderr[-3000:]
+    peaks = re.search(r"peak (\d+) MB; the nodes of highest peak: (.*?)'", done.stdout)
+    assert peaks and int(peaks.group(1)) >= max(int(mb) for mb in re.findall(r" (\d+) MB", peaks.group(2)))
+    assert "'train_detector':" in done.stdout and "'predict_test_split':" in done.stdout  # every node measured
 
 
 @pytest.mark.e2e

@@ -157,6 +157,7 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "grade_prob.brier",
         "grade_prob.accuracy",
         "grade_prob.agreement",
+        "test.grade_accuracy_rule",
     ):
         assert metric in full.data.metrics, metric
     # the recalibration is fitted on validation, measured on test; D-ECE as the reliability table has it
@@ -203,6 +204,7 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "eval/reliability_diagram.png",
         "eval/test_grade_probabilities.csv",
         "model/calibration.json",
+        "model/grading_correction.json",
     } <= artifacts
     tone_metrics = {m for m in full.data.metrics if m.startswith("test.tone.")}
     assert any(m.endswith(".recall_low") for m in tone_metrics) and any(m.endswith(".photos") for m in tone_metrics)
@@ -260,6 +262,9 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     record = __import__("json").loads((project / "data" / "06_models" / "model_threshold.json").read_text())
     assert version.tags["operating_threshold"] == str(record["threshold"])
     assert __import__("json").loads(version.tags["calibration"]) == record["calibration"]
+    correction = __import__("json").loads((project / "data" / "06_models" / "grading_correction.json").read_text())
+    assert record["grading_thresholds"] == pytest.approx(correction["thresholds"])  # the grade's thresholds travel too
+    assert __import__("json").loads(version.tags["grading_thresholds"]) == record["grading_thresholds"]
     assert model.metadata.get_params_schema().to_dict()[0] == {
         "name": "conf",
         "type": "double",
@@ -463,7 +468,10 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     lesions = pd.read_csv(out / "lesions.csv")
     counts = summary.photo.map(lesions.groupby("image").size()).fillna(0).astype(int)
     assert summary.lesions.tolist() == counts.tolist()
-    assert summary.grade.tolist() == severity_grade(summary.lesions).tolist()
+    model = json.loads((out / "model.json").read_text())  # graded by the thresholds eval chose for this model
+    assert (
+        summary.grade.tolist() == severity_grade(summary.lesions, model["grading_thresholds"] or (5, 20, 50)).tolist()
+    )
     phone = summary.set_index("photo").loc["phone.jpg"]
     assert (phone.width, phone.height, bool(phone.sliced)) == (400, 300, True)  # > 2 x the 64 px training size
     size = summary.set_index("photo")[["width", "height"]]
@@ -555,7 +563,12 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
             assert sum(json.loads(answer["grade_probabilities"]).values()) == pytest.approx(1, abs=1e-3)
         boxes = json.loads(result["boxes"])
         assert result["image"] == "#0" and result["lesions"] == len(boxes) > 0
-        assert result["grade"] == int(__import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes)))
+        grading = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())[
+            "grading_thresholds"
+        ]
+        assert result["grade"] == int(
+            __import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes), grading)
+        )
         assert set(boxes[0]) == {"class", "confidence", "x_min", "y_min", "x_max", "y_max"}
         # every answer names what produced it; without `conf`, the threshold eval chose for these weights
         record = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())

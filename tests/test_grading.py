@@ -101,3 +101,22 @@ def test_the_count_distribution_is_the_enumeration_of_every_subset_of_detections
     # sure detections give the count-rule grade with certainty: 21 sure lesions are "severe"
     assert grade_probabilities(np.ones(21)) == pytest.approx([0, 0, 1, 0])
     assert grade_probabilities([]) == pytest.approx([1, 0, 0, 0])
+
+
+def test_a_steady_undercount_is_corrected_only_when_it_grades_validation_better() -> None:
+    from acne_detection.grading import fit_count_correction
+
+    true = np.arange(0, 61)
+    grades = severity_grade(true)
+    missed_a_third = np.floor(true * 2 / 3)  # a detector that finds two lesions of every three
+    record = fit_count_correction(missed_a_third, true, grades, (5, 20, 50))
+    assert record["scale"] == pytest.approx(1.5, abs=0.02) and record["used"]
+    assert record["thresholds"] == pytest.approx([5 / record["scale"], 20 / record["scale"], 50 / record["scale"]])
+    assert record["accuracy_corrected"] > record["accuracy_rule"]
+    assert (severity_grade(missed_a_third, record["thresholds"]) == grades).mean() == record["accuracy_corrected"]
+    exact = fit_count_correction(true, true, grades, (5, 20, 50))  # a perfect counter: nothing to correct
+    assert exact["scale"] == 1.0 and not exact["used"] and exact["thresholds"] == [5, 20, 50]
+    few = fit_count_correction(missed_a_third[:15], true[:15], grades[:15], (5, 20, 50))
+    assert not few["used"] and "only 15 validation photos" in few["reason"]
+    unknown = fit_count_correction(missed_a_third, true, np.full(61, -1), (5, 20, 50))
+    assert not unknown["used"] and "no validation photo with a true grade" in unknown["reason"]

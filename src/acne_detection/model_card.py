@@ -88,6 +88,18 @@ def _audit_summary(audit: dict[str, Any]) -> str:
     return f"{share:.0%} of the {photos} photos with 2+ boxes hold a single class name"
 
 
+def _correction_sentence(correction: dict[str, Any]) -> str:
+    """How this model's count becomes a grade: the rule as it is, or corrected (and why)."""
+    if correction.get("used"):
+        thresholds = ", ".join(f"{t:.1f}" for t in correction["thresholds"])
+        return (
+            f"This model misjudges counts by a steady factor, so its count is graded by thresholds {thresholds} "
+            f"(the rule's divided by {correction['scale']:.2f}, the true count per counted lesion, fitted on "
+            f"{correction.get('photos', '?')} validation photos, where it {correction['reason']})."
+        )
+    return f"The rule grades this model's count as it is (count correction: {correction.get('reason', 'none')})."
+
+
 def _calibration_lines(calibration: dict[str, Any], grades: dict[str, Any]) -> list[str]:
     """What the confidences and grade probabilities mean for this model, measured."""
     if calibration.get("method") == "platt":
@@ -169,7 +181,7 @@ def render_model_card(facts: dict[str, Any]) -> str:
         "## Intended use",
         "- Decision support for dermatology teams and researchers: find, count and grade acne lesions on "
         "facial photos, for review by a clinician. Grades follow the count rule "
-        f"{facts['grading_rule']}.",
+        f"{facts['grading_rule']}. {_correction_sentence(facts['correction'])}",
         "- Out of scope: diagnosis or treatment decisions without a clinician; other skin conditions; "
         "photos unlike the training data (other body sites, lighting, devices, skin tones it saw few of); "
         + ("any real photo (this model saw only synthetic ones)." if facts["trained_on"] == "synthetic" else "")
@@ -203,6 +215,7 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"| counting error (MAE, lesions per photo) | {_fmt(grading.get('count_mae'), 1)} |",
         f"| grading accuracy (95 % interval) | {_interval(grading, 'grade_accuracy')} |",
         f"| grading ceiling (true counts through the rule) | {_fmt(grading.get('grade_ceiling'))} |",
+        f"| grading accuracy of the rule on the detector's count alone | {_fmt(grading.get('grade_accuracy_rule'))} |",
         f"| quality gate | {gate} |",
         "",
         "Targets people quote for medical use: mAP@50 > 0.80, recall > 0.85, precision > 0.75; the published "

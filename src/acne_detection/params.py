@@ -183,6 +183,9 @@ class GradingParams(_Strict):
     thresholds: tuple[int, ...] = (5, 20, 50)  # ACNE04: 0-5 mild, 6-20 moderate, 21-50 severe, > 50 very severe
     names: tuple[str, ...] = ("mild", "moderate", "severe", "very severe")
     count_classes: tuple[str, ...] | None = None  # null: every lesion; Hayashi counts [papule, pustule]
+    # fit, on the validation split, a scale from the detector's count to the true count; use it (as
+    # thresholds on the detector's count) only if it grades the validation photos better than the rule
+    correct_counts: bool = True
 
     @model_validator(mode="after")
     def _one_name_per_grade(self) -> GradingParams:

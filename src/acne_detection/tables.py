@@ -118,6 +118,7 @@ _COLUMNS: dict[str, dict[str, pa.Column]] = {
         "true_grade": _count(nullable=True),
         "count_grade": _count(),
         "pred_grade": _count(),
+        "rule_grade": _count(),
     },
     "skin_tone_report": {
         "tone_band": _text(pa.Check.isin((*BAND_NAMES, "(not measured)"))),

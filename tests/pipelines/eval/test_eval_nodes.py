@@ -206,19 +206,20 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
 
 def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     """Every test lesion found, plus 3 false alarms: counts are off by exactly those alarms."""
+    from acne_detection.grading import severity_grade
     from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 
     dataset, ground_truth, preds = crafted
     test = dataset.manifest[dataset.manifest.split == "test"]
     split_images = test[["image_id"]].assign(grade=["1"] + [""] * (len(test) - 1))  # one photo with a true grade
-    photos = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {})
+    photos = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, {})
     assert len(photos) == len(test)
     truth = ground_truth[ground_truth.split == "test"].groupby("image").size()
     assert photos.true_count.tolist() == photos.image.map(truth).fillna(0).astype(int).tolist()
     alarms = preds[preds.confidence == 0.3].groupby("image").size()
     assert (photos.pred_count - photos.true_count).tolist() == photos.image.map(alarms).fillna(0).astype(int).tolist()
     assert photos.true_grade.notna().sum() == 1
-    only_found = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {})
+    only_found = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {})
     assert (only_found.pred_count == only_found.true_count).all()
     metrics, confusion = evaluate_grading(only_found, {})
     first = only_found.iloc[0]
@@ -226,9 +227,17 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     assert confusion.set_index("true").to_numpy().sum() == 1
     assert len(plot_grade_confusion(confusion, metrics).axes) == 2
     with pytest.raises(DatasetError, match="count_classes"):
-        grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"count_classes": ["scar"]})
+        grade_test_photos(
+            preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {"count_classes": ["scar"]}
+        )
     hayashi = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"count_classes": ["papule", "pustule"]}
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {"count_classes": ["papule", "pustule"]}
     )
     inflammatory = ground_truth[(ground_truth.split == "test") & ground_truth["class"].isin(["papule", "pustule"])]
     assert hayashi.true_count.sum() == len(inflammatory)
+    # a count correction's thresholds grade the detector's count; the rule's grade stays beside it
+    lowered = grade_test_photos(
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"thresholds": [0, 1, 2]}, {}
+    )
+    assert lowered.pred_grade.tolist() == severity_grade(lowered.pred_count, [0, 1, 2]).tolist()
+    assert lowered.rule_grade.tolist() == severity_grade(lowered.pred_count).tolist()

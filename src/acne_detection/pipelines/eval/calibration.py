@@ -193,6 +193,7 @@ def estimate_grade_probabilities(
     calibrated_predictions: pd.DataFrame,
     test_grades: pd.DataFrame,
     calibration: dict[str, Any],
+    correction: dict[str, Any],
     grading: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Each test photo's probability of each grade, from its calibrated detections (the lesion
@@ -203,6 +204,7 @@ def estimate_grade_probabilities(
         calibrated_predictions: ``calibrate_predictions``'s test boxes.
         test_grades: ``grade_test_photos``'s table (true and count-rule grades per photo).
         calibration: the calibration record (its ``min_conf`` selects the detections).
+        correction: the count correction (its ``thresholds`` grade the detector's count).
         grading: the ``grading`` parameters.
 
     Returns:
@@ -217,7 +219,10 @@ def estimate_grade_probabilities(
     floor = Calibration.from_dict(calibration).min_conf
     raw = calibrated_predictions.get("raw_confidence", calibrated_predictions.confidence)
     probabilities = photo_grade_probabilities(
-        calibrated_predictions[raw >= floor], test_grades.image, g.thresholds, g.count_classes
+        calibrated_predictions[raw >= floor],
+        test_grades.image,
+        correction.get("thresholds", g.thresholds),
+        g.count_classes,
     )
     expected = calibrated_predictions[raw >= floor]
     if g.count_classes is not None:

@@ -32,6 +32,7 @@ def write_model_card(
     grading_params: dict[str, Any],
     calibration: dict[str, Any],
     grade_probability: dict[str, Any],
+    correction: dict[str, Any],
 ) -> str:
     """The model card of the evaluated model (``acne_detection.model_card``), and the same page
     as the description of every registered version holding these weights (an ``eval`` of a
@@ -55,6 +56,7 @@ def write_model_card(
         grading_params: the ``grading`` parameters.
         calibration: ``measure_calibration``'s metrics (D-ECE on the test split).
         grade_probability: ``estimate_grade_probabilities``'s metrics.
+        correction: ``fit_grading_correction``'s record.
 
     Returns:
         The card, in Markdown.
@@ -106,6 +108,7 @@ def write_model_card(
         "threshold": record,
         "calibration": {**record.get("calibration", {}), **calibration},
         "grade_probability": grade_probability,
+        "correction": correction,
         "caveats": caveats or ["None recorded beyond the intervals above."],
     }
     card = render_model_card(facts)

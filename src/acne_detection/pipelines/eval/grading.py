@@ -12,10 +12,61 @@ from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import grade_photos, grading_metrics
+from acne_detection.grading import fit_count_correction, grade_photos, grading_metrics, severity_grade
 from acne_detection.params import parse
+from acne_detection.pipelines.eval.calibration import calibrate_predictions
 
 logger = logging.getLogger(__name__)
+
+
+def fit_grading_correction(
+    val_predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    calibration: dict[str, Any],
+    operating_point: dict[str, Any],
+    grading: dict[str, Any],
+) -> dict[str, Any]:
+    """Fit the count correction on the validation photos (``grading.fit_count_correction``):
+    their calibrated detections counted at the operating point, against their true counts and
+    grades. The test split is not read.
+
+    Args:
+        val_predictions: the model's raw boxes on the validation photos.
+        ground_truth: the true boxes of every split.
+        dataset: the YOLO dataset (every validation photo, lesion-free ones too).
+        split_images: the split manifest (true grades).
+        calibration: the recalibration (the operating point is on its scale).
+        operating_point: the threshold the counts are taken at.
+        grading: the ``grading`` parameters (``correct_counts: false`` keeps the rule).
+
+    Returns:
+        ``fit_count_correction``'s record, with ``thresholds`` the ones to grade the detector's
+        count by (the rule's own unless the correction is used).
+    """
+    g = parse("grading", grading)
+    if not g.correct_counts:
+        return {"thresholds": list(g.thresholds), "used": False, "reason": "grading.correct_counts is false"}
+    photos = grade_photos(
+        calibrate_predictions(val_predictions, calibration),
+        ground_truth[ground_truth.split == "val"],
+        dataset.manifest[dataset.manifest.split == "val"],
+        split_images.set_index("image_id")["grade"],
+        threshold=operating_point["threshold"],
+        thresholds=g.thresholds,
+        count_classes=g.count_classes,
+    )
+    record = fit_count_correction(
+        photos.pred_count, photos.true_count, photos.true_grade.fillna(-1).astype(int), g.thresholds
+    )
+    logger.info(
+        "Count correction fitted on %d validation photos: true count ~ %.2f x the detector's; %s",
+        record.get("photos", 0),
+        record["scale"],
+        ("used: " if record["used"] else "") + record["reason"],
+    )
+    return record
 
 
 def grade_test_photos(
@@ -24,6 +75,7 @@ def grade_test_photos(
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     operating_point: dict[str, Any],
+    correction: dict[str, Any],
     grading: dict[str, Any],
 ) -> pd.DataFrame:
     """Count and grade every test photo, from its true boxes and from the detector's.
@@ -34,12 +86,14 @@ def grade_test_photos(
         dataset: the YOLO dataset (its manifest lists every test photo, lesion-free ones too).
         split_images: the split manifest (each photo's true ``grade``, empty where unknown).
         operating_point: predictions below its threshold are not counted.
+        correction: ``fit_grading_correction``'s record (its ``thresholds`` grade the detector's count).
         grading: the ``grading`` parameters.
 
     Returns:
         One row per test photo: ``image``, ``image_id``, ``true_count``, ``pred_count``,
         ``true_grade`` (``<NA>`` where the export gives none), ``count_grade`` (the grade of the
-        true count) and ``pred_grade``.
+        true count), ``pred_grade`` (the detector's count graded by the correction's thresholds:
+        the rule's own unless the correction is used) and ``rule_grade`` (by the rule's).
 
     Raises:
         DatasetError: ``count_classes`` names a class the dataset does not have.
@@ -48,7 +102,7 @@ def grade_test_photos(
     unknown = sorted(set(g.count_classes or ()) - set(dataset.names))
     if unknown:
         raise DatasetError(f"grading.count_classes {unknown} are not classes of the dataset {list(dataset.names)}")
-    return grade_photos(
+    photos = grade_photos(
         predictions,
         ground_truth[ground_truth.split == "test"],
         dataset.manifest[dataset.manifest.split == "test"],
@@ -57,6 +111,9 @@ def grade_test_photos(
         thresholds=g.thresholds,
         count_classes=g.count_classes,
     )
+    photos["rule_grade"] = photos.pred_grade  # the rule on the detector's count, reported beside
+    photos["pred_grade"] = severity_grade(photos.pred_count, correction.get("thresholds", g.thresholds))
+    return photos
 
 
 def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dict[str, float], pd.DataFrame]:
@@ -73,6 +130,9 @@ def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dic
     """
     names = parse("grading", grading).names
     metrics, confusion = grading_metrics(photos, names=names)
+    graded = photos[photos.true_grade.notna()]
+    if "rule_grade" in photos and len(graded):  # the count rule alone, beside the (corrected) grade
+        metrics["grade_accuracy_rule"] = float((graded.rule_grade == graded.true_grade.astype(int)).mean())
     if "grade_accuracy" in metrics:
         logger.info(
             "Grading on %d test photos: accuracy %.3f (95%% CI %.3f-%.3f), ceiling from true counts %.3f; "

@@ -309,7 +309,11 @@ def fingerprint_inputs(
 
 
 def record_model_threshold(
-    operating_point: dict[str, Any], calibration: dict[str, Any], weights: Path, params: dict[str, Any]
+    operating_point: dict[str, Any],
+    calibration: dict[str, Any],
+    correction: dict[str, Any],
+    weights: Path,
+    params: dict[str, Any],
 ) -> dict[str, Any]:
     """Remember the operating point *for the model evaluated*, so ``predict`` uses that model's
     own threshold and never another's: by the checkpoint's SHA-256 in
@@ -319,11 +323,13 @@ def record_model_threshold(
     Args:
         operating_point: ``choose_operating_point``'s result (a calibrated confidence).
         calibration: ``fit_calibration``'s record, kept with the threshold (it is on its scale).
+        correction: ``fit_grading_correction``'s record: the thresholds this model's count is graded by.
         weights: the checkpoint ``train`` saved (``eval.model`` may name another).
         params: the ``eval`` parameters.
 
     Returns:
-        ``model_sha256``, ``model_source``, ``threshold``, ``rule``, ``calibration``.
+        ``model_sha256``, ``model_source``, ``threshold``, ``rule``, ``calibration``,
+        ``grading_thresholds``.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -338,6 +344,7 @@ def record_model_threshold(
         "threshold": operating_point["threshold"],
         "rule": operating_point["rule"],
         "calibration": Calibration.from_dict(calibration).to_dict(),
+        "grading_thresholds": [float(t) for t in correction["thresholds"]],
     }
     client = MlflowClient()
     try:
@@ -345,6 +352,9 @@ def record_model_threshold(
             client.set_model_version_tag(v.name, v.version, "operating_threshold", str(record["threshold"]))
             client.set_model_version_tag(v.name, v.version, "operating_rule", record["rule"])
             client.set_model_version_tag(v.name, v.version, "calibration", json.dumps(record["calibration"]))
+            client.set_model_version_tag(
+                v.name, v.version, "grading_thresholds", json.dumps(record["grading_thresholds"])
+            )
     except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
         logger.warning("Could not tag the registered model with its threshold: %s", err)
     return record

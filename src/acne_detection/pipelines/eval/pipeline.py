@@ -10,7 +10,12 @@ from acne_detection.pipelines.eval.calibration import (
     plot_reliability,
 )
 from acne_detection.pipelines.eval.card import write_model_card
-from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
+from acne_detection.pipelines.eval.grading import (
+    evaluate_grading,
+    fit_grading_correction,
+    grade_test_photos,
+    plot_grade_confusion,
+)
 from acne_detection.pipelines.eval.nodes import (
     check_quality_gate,
     choose_operating_point,
@@ -72,7 +77,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 estimate_grade_probabilities,
-                ["calibrated_test_predictions", "test_grades", "calibration", "params:grading"],
+                ["calibrated_test_predictions", "test_grades", "calibration", "grading_correction", "params:grading"],
                 ["test_grade_probabilities", "grade_probability_metrics"],
                 name="estimate_grade_probabilities",
             ),
@@ -102,7 +107,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 record_model_threshold,
-                ["operating_point", "calibration", "trained_weights", "params:eval"],
+                ["operating_point", "calibration", "grading_correction", "trained_weights", "params:eval"],
                 "model_threshold",
                 name="record_model_threshold",
             ),
@@ -113,6 +118,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_detections",
             ),
             node(
+                fit_grading_correction,
+                [
+                    "val_predictions",
+                    "ground_truth",
+                    "yolo_dataset",
+                    "split_images",
+                    "calibration",
+                    "operating_point",
+                    "params:grading",
+                ],
+                "grading_correction",
+                name="fit_grading_correction",
+            ),
+            node(
                 grade_test_photos,
                 [
                     "calibrated_test_predictions",
@@ -120,6 +139,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "yolo_dataset",
                     "split_images",
                     "operating_point",
+                    "grading_correction",
                     "params:grading",
                 ],
                 "test_grades",
@@ -184,6 +204,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:grading",
                     "calibration_metrics",
                     "grade_probability_metrics",
+                    "grading_correction",
                 ],
                 "model_card",
                 name="write_model_card",

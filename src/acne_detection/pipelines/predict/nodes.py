@@ -65,7 +65,8 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
         ``checkpoint``, ``source``, ``model_sha256``, ``model_version`` (registry version or
         run, where known), ``threshold`` (a calibrated confidence when the model has a
         calibration), ``threshold_source``, ``calibration`` (eval's, for these weights, or the
-        registered version's; the identity when neither) and ``warning`` (the registered
+        registered version's; the identity when neither), ``grading_thresholds`` (eval's count
+        correction for these weights; ``None``: the rule's) and ``warning`` (the registered
         version was trained on synthetic photos; "" otherwise).
     """
     p = parse("predict", params)
@@ -89,10 +90,12 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
             source,
             threshold,
         )
-    if model_threshold.get("model_sha256") == sha:  # the calibration eval fitted for these very weights
+    if model_threshold.get("model_sha256") == sha:  # calibration and grading eval fitted for these very weights
         calibration = Calibration.from_dict(model_threshold.get("calibration"))
+        grading_thresholds = model_threshold.get("grading_thresholds")
     else:
         calibration = Calibration.from_dict(json.loads(version.get("calibration") or "{}"))
+        grading_thresholds = json.loads(version.get("grading_thresholds") or "null")
     logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
     if calibration.warning:
         logger.warning("%s: %s", source, calibration.warning)
@@ -107,6 +110,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
         "threshold": threshold,
         "threshold_source": origin,
         "calibration": calibration.to_dict(),
+        "grading_thresholds": grading_thresholds,  # None: the grading rule's own
         "warning": warning,
     }
 
@@ -239,12 +243,13 @@ def summarise_photos(
     for cls in classes:
         summary[cls] = summary.photo.map(per_class[cls]).fillna(0).astype(int)
     summary["lesions"] = count_lesions(lesions, summary.photo, g.count_classes)
-    summary["grade"] = severity_grade(summary.lesions, g.thresholds)
+    thresholds = model_info.get("grading_thresholds") or g.thresholds  # eval's count correction, if it has one
+    summary["grade"] = severity_grade(summary.lesions, thresholds)
     summary["grade_name"] = summary.grade.map(dict(enumerate(g.names)))
     empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
     candidates = [c if isinstance(c, pd.DataFrame) else empty for c in predicted.get("candidates", [])]
     probabilities = photo_grade_probabilities(
-        pd.concat([empty, *candidates], ignore_index=True), summary.photo, g.thresholds, g.count_classes
+        pd.concat([empty, *candidates], ignore_index=True), summary.photo, thresholds, g.count_classes
     )
     for k, name in enumerate(g.names):
         summary[f"p.{name}"] = probabilities[:, k].round(4)

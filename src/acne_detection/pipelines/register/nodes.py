@@ -65,7 +65,12 @@ def describe_for_registry(
         "weights": weights,
         "description": card if own else None,
         "config": {
-            "thresholds": list(g.thresholds),
+            # the thresholds this model's count is graded by (eval's count correction, when it graded
+            # validation better than the rule; else the rule's own)
+            "thresholds": list(model_threshold.get("grading_thresholds") or g.thresholds)
+            if own
+            else list(g.thresholds),
+            "rule_thresholds": list(g.thresholds),
             "names": list(g.names),
             "count_classes": list(g.count_classes) if g.count_classes else None,
             "threshold": threshold,
@@ -83,5 +88,10 @@ def describe_for_registry(
             "trained_on": kind,
             **({"operating_threshold": threshold, "operating_rule": rule} if own else {}),
             **({"calibration": json.dumps(model_threshold.get("calibration", {}))} if own else {}),
+            **(
+                {"grading_thresholds": json.dumps(model_threshold["grading_thresholds"])}
+                if own and model_threshold.get("grading_thresholds")
+                else {}
+            ),
         },
     }
