@@ -325,6 +325,10 @@ def confusion_counts(matches: pd.DataFrame, *, n_classes: int) -> np.ndarray:
     return cm
 
 
+# the confidence thresholds eval (and the sweep, on validation) tries for the operating point
+SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
 def threshold_sweep(matches: pd.DataFrame, n_true: pd.Series, thresholds: np.ndarray) -> pd.DataFrame:
     """Precision, recall and F1 at each confidence threshold, from one matching.
 

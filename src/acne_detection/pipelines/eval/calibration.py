@@ -218,19 +218,15 @@ def estimate_grade_probabilities(
     g = parse("grading", grading)
     floor = Calibration.from_dict(calibration).min_conf
     raw = calibrated_predictions.get("raw_confidence", calibrated_predictions.confidence)
-    probabilities = photo_grade_probabilities(
-        calibrated_predictions[raw >= floor],
-        test_grades.image,
-        correction.get("thresholds", g.thresholds),
-        g.count_classes,
-    )
-    expected = calibrated_predictions[raw >= floor]
-    if g.count_classes is not None:
-        expected = expected[expected["class"].isin(g.count_classes)]
+    candidates = calibrated_predictions[raw >= floor]
+    thresholds = correction.get("thresholds", g.thresholds)
+    probabilities = photo_grade_probabilities(candidates, test_grades.image, thresholds, g.count_classes)
+    counted = candidates if g.count_classes is None else candidates[candidates["class"].isin(g.count_classes)]
+    expected = counted.groupby("image").confidence.sum()  # the count's mean: the sum of its probabilities
     rows = [
         {
             "image": photo.image,
-            "expected_count": float(expected.confidence[expected.image == photo.image].sum()),
+            "expected_count": float(expected.get(photo.image, 0.0)),
             **{f"p.{name}": float(v) for name, v in zip(g.names, grades, strict=True)},
             "most_probable": int(np.argmax(grades)),
             "true_grade": photo.true_grade,

@@ -19,6 +19,27 @@ from acne_detection.pipelines.eval.calibration import calibrate_predictions
 logger = logging.getLogger(__name__)
 
 
+def _grade_split(
+    split: str,
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    operating_point: dict[str, Any],
+    g: Any,
+) -> pd.DataFrame:
+    """``grade_photos`` on one split's photos and true boxes, by the rule, at the operating point."""
+    return grade_photos(
+        predictions,
+        ground_truth[ground_truth.split == split],
+        dataset.manifest[dataset.manifest.split == split],
+        split_images.set_index("image_id")["grade"],
+        threshold=operating_point["threshold"],
+        thresholds=g.thresholds,
+        count_classes=g.count_classes,
+    )
+
+
 def fit_grading_correction(
     val_predictions: pd.DataFrame,
     ground_truth: pd.DataFrame,
@@ -48,14 +69,14 @@ def fit_grading_correction(
     g = parse("grading", grading)
     if not g.correct_counts:
         return {"thresholds": list(g.thresholds), "used": False, "reason": "grading.correct_counts is false"}
-    photos = grade_photos(
+    photos = _grade_split(
+        "val",
         calibrate_predictions(val_predictions, calibration),
-        ground_truth[ground_truth.split == "val"],
-        dataset.manifest[dataset.manifest.split == "val"],
-        split_images.set_index("image_id")["grade"],
-        threshold=operating_point["threshold"],
-        thresholds=g.thresholds,
-        count_classes=g.count_classes,
+        ground_truth,
+        dataset,
+        split_images,
+        operating_point,
+        g,
     )
     record = fit_count_correction(
         photos.pred_count, photos.true_count, photos.true_grade.fillna(-1).astype(int), g.thresholds
@@ -102,15 +123,7 @@ def grade_test_photos(
     unknown = sorted(set(g.count_classes or ()) - set(dataset.names))
     if unknown:
         raise DatasetError(f"grading.count_classes {unknown} are not classes of the dataset {list(dataset.names)}")
-    photos = grade_photos(
-        predictions,
-        ground_truth[ground_truth.split == "test"],
-        dataset.manifest[dataset.manifest.split == "test"],
-        split_images.set_index("image_id")["grade"],
-        threshold=operating_point["threshold"],
-        thresholds=g.thresholds,
-        count_classes=g.count_classes,
-    )
+    photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, g)
     photos["rule_grade"] = photos.pred_grade  # the rule on the detector's count, reported beside
     photos["pred_grade"] = severity_grade(photos.pred_count, correction.get("thresholds", g.thresholds))
     return photos

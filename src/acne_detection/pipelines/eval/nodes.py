@@ -21,6 +21,7 @@ from acne_detection.calibration import Calibration
 from acne_detection.datasets import YoloDataset
 from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
 from acne_detection.metrics import (
+    SWEEP_THRESHOLDS,
     average_precision,
     confusion_counts,
     f1_score,
@@ -119,7 +120,7 @@ def sweep_thresholds(
     gt = test_split_truth(ground_truth)
     matches = match_detections(predictions, gt, iou_threshold=p.iou_threshold)
     n_true = gt.groupby("class_id").size().reindex(range(len(dataset.names)), fill_value=0)
-    sweep = threshold_sweep(matches, n_true, np.round(np.arange(0.05, 0.951, 0.05), 2))
+    sweep = threshold_sweep(matches, n_true, SWEEP_THRESHOLDS)
     sweep.insert(2, "class", sweep.class_id.map(dict(enumerate(dataset.names))).fillna("all"))
     return sweep
 

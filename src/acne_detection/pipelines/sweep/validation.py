@@ -10,13 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from acne_detection.datasets import YoloDataset
 from acne_detection.grading import grade_photos, grading_metrics
 from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
-from acne_detection.metrics import average_precision, match_detections, pick_operating_point, threshold_sweep
+from acne_detection.metrics import (
+    SWEEP_THRESHOLDS,
+    average_precision,
+    match_detections,
+    pick_operating_point,
+    threshold_sweep,
+)
 from acne_detection.params import EvalParams, GradingParams
 
 
@@ -63,7 +68,7 @@ def validate_checkpoint(
     ap = average_precision(predictions, val_truth, images=list(photos.image), n_classes=n_classes)
     matches = match_detections(predictions, val_truth, iou_threshold=eval_params.iou_threshold)
     n_true = val_truth.groupby("class_id").size().reindex(range(n_classes), fill_value=0)
-    sweep = threshold_sweep(matches, n_true, np.round(np.arange(0.05, 0.951, 0.05), 2))
+    sweep = threshold_sweep(matches, n_true, SWEEP_THRESHOLDS)
     rule = eval_params.operating_point
     point = pick_operating_point(sweep[sweep.class_id == -1], rule.rule, rule.recall_target)
     graded = grade_photos(
