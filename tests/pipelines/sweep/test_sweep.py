@@ -11,8 +11,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from acne_detection.params import SweepConfigParams, TrainParams
-from acne_detection.pipelines.sweep.nodes import recipe_settings, training_subset
+from acne_detection.params import EvalParams, GradingParams, SweepConfigParams, TrainParams
+from acne_detection.pipelines.sweep.nodes import recipe_key, recipe_settings, training_subset
 from benchmarks.project import copy_project
 from tests.conftest import kedro_run
 
@@ -105,6 +105,29 @@ def test_recipe_overrides_merge_into_train_and_a_wrong_one_names_the_recipe() ->
     assert merged.imgsz == 640 and merged.augment.mosaic == 0.5 and merged.augment.fliplr == base.augment.fliplr
     with pytest.raises(ValueError, match=r"(?s)sweep.configs 'bad'.*imgsize"):
         recipe_settings(base, SweepConfigParams(name="bad", train={"imgsize": 640}))
+
+
+def test_a_recipe_key_changes_with_what_the_sweep_measures_and_only_with_that() -> None:
+    """A finished recipe is reused when only settings the sweep never reads change (the gate,
+    calibration, the count correction, the device), and trained again when its measurement changes."""
+    train, ev, gr = TrainParams(), EvalParams(), GradingParams()
+
+    def key(**changed) -> str:
+        return recipe_key(changed.get("train", train), 1.0, "sha", 4, changed.get("ev", ev), changed.get("gr", gr))
+
+    same = [
+        key(ev=EvalParams(calibration={"method": "none"}, gate={"map50": 0.9})),
+        key(gr=GradingParams(correct_counts=False)),
+        key(train=TrainParams(device="cpu", workers=1)),
+    ]
+    assert same == [key()] * 3
+    moved = [
+        key(ev=EvalParams(operating_point={"rule": "recall_target", "recall_target": 0.9})),
+        key(ev=EvalParams(iou_threshold=0.6)),
+        key(gr=GradingParams(thresholds=(3, 20, 50))),
+        key(train=TrainParams(epochs=21)),
+    ]
+    assert len({key(), *moved}) == 5
 
 
 def test_shares_of_the_training_photos_are_whole_sources_and_nested(tiny_yolo, tmp_path: Path) -> None:

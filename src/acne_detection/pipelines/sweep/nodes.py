@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from acne_detection.datasets import PretrainedWeights, YoloDataset
-from acne_detection.params import SweepConfigParams, TrainParams, parse
+from acne_detection.params import EvalParams, GradingParams, SweepConfigParams, TrainParams, parse
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,32 @@ def training_subset(
     return YoloDataset(root=dataset.root, data_yaml=data_yaml, names=dataset.names, manifest=subset)
 
 
-def recipe_key(*parts: Any) -> str:
-    """A digest of what shapes a recipe's result."""
-    text = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+# The settings of eval and grading that the validation measurement uses (validation.py): only these
+# enter a recipe's key, so a setting the sweep never reads (the gate, calibration, the count
+# correction) does not make a finished recipe train again.
+MEASURED_EVAL = {"min_conf", "nms_iou", "max_det", "iou_threshold", "operating_point"}
+MEASURED_GRADING = {"thresholds", "names", "count_classes"}
+
+
+def recipe_key(
+    settings: TrainParams,
+    train_fraction: float,
+    manifest_sha256: str,
+    checkpoint_every: int,
+    eval_params: EvalParams,
+    grading: GradingParams,
+) -> str:
+    """A digest of what shapes a recipe's result: its training settings (not where or how fast it
+    runs), its share of the photos, the split, and the measurement's own settings."""
+    parts = [
+        settings.model_dump(mode="json", exclude={"device", "workers", "resume"}),
+        train_fraction,
+        manifest_sha256,
+        checkpoint_every,
+        eval_params.model_dump(mode="json", include=MEASURED_EVAL),
+        grading.model_dump(mode="json", include=MEASURED_GRADING),
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
@@ -174,14 +196,7 @@ def run_sweep(
     seconds_per_photo, spent, rows, curves = s.seconds_per_photo, 0.0, [], []
     for config in s.configs:
         settings = recipe_settings(base, config)
-        key = recipe_key(
-            settings.model_dump(exclude={"device", "workers", "resume"}),
-            config.train_fraction,
-            dataset.manifest_sha256(),
-            s.checkpoint_every,
-            ev,
-            gr,
-        )
+        key = recipe_key(settings, config.train_fraction, dataset.manifest_sha256(), s.checkpoint_every, ev, gr)
         folder = workdir / f"{config.name}-{key}"
         subset = training_subset(dataset, split_images, config.train_fraction, settings.seed, folder / "subset")
         n_train = int((subset.manifest.split == "train").sum())
