@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from acne_detection import metrics
 from acne_detection.metrics import (
     average_precision,
     box_iou,
@@ -159,3 +160,25 @@ def test_batched_matching_equals_a_plain_greedy_loop() -> None:
     gt, dt = random_detections(150, n_classes=3, seed=4)
     rows = precision_recall_f1(match_detections(dt, gt, iou_threshold=0.5), n_classes=3)
     assert tuple(int(rows[c].sum()) for c in ("tp", "fp", "fn")) == _greedy_reference(dt, gt, 0.5)
+
+
+@pytest.mark.parametrize("class_aware", [True, False])
+def test_matching_in_blocks_of_photos_equals_matching_all_at_once(monkeypatch, class_aware: bool) -> None:
+    """Memory is bounded by matching blocks of photos; the table must be the same, row for row."""
+    gt, dt = random_detections(300, n_classes=3, seed=7)
+    assert len(metrics._group_blocks(*_groups(dt, gt, class_aware))) == 1  # at the default size: all at once
+    whole = metrics.match_detections(dt, gt, iou_threshold=0.5, class_aware=class_aware)
+    monkeypatch.setattr(metrics, "MATCH_BLOCK_PAIRS", 40)  # a few photos per block, some alone
+    blocks = metrics._group_blocks(*_groups(dt, gt, class_aware))
+    assert len(blocks) > 20 and np.all(np.sum(blocks, axis=0) == 1)  # every group in exactly one block
+    pd.testing.assert_frame_equal(metrics.match_detections(dt, gt, iou_threshold=0.5, class_aware=class_aware), whole)
+
+
+def _groups(dt: pd.DataFrame, gt: pd.DataFrame, class_aware: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    key = ["class_id", "image"] if class_aware else ["image"]
+    index = pd.MultiIndex.from_frame(pd.concat([dt[key], gt[key]]).drop_duplicates())
+    return (
+        index.get_indexer(pd.MultiIndex.from_frame(dt[key])),
+        index.get_indexer(pd.MultiIndex.from_frame(gt[key])),
+        len(index),
+    )

@@ -19,6 +19,11 @@ import pandas as pd
 _CORNERS = ["x_min", "y_min", "x_max", "y_max"]
 
 
+# Cells of the largest array a matching or bootstrap step holds at once (box pairs of a block of
+# photos; resamples x detections): ~16 MB per float array, a few hundred MB at the step's peak.
+MATCH_BLOCK_PAIRS = 2_000_000
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of every pair of boxes, batched over leading dimensions.
 
@@ -206,15 +211,21 @@ def resampled_ap(
     if not len(hit):
         ap[n_true > 0] = 0.0
         return ap
-    w = weights[:, photo]
-    tp, fp = np.cumsum(w * hit, axis=1), np.cumsum(w * ~hit, axis=1)
-    recall = tp / np.where(n_true > 0, n_true, 1)[:, None]
-    precision = tp / (tp + fp + np.spacing(1))
-    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
     points = np.linspace(0.0, 1.0, 101)
-    for i in np.flatnonzero(n_true > 0):
-        at = np.searchsorted(recall[i], points, side="left")
-        ap[i] = np.where(at < len(hit), precision[i, np.minimum(at, len(hit) - 1)], 0.0).mean()
+    # Resamples are independent: a block of them at a time keeps the (resamples x detections)
+    # arrays near MATCH_BLOCK_PAIRS cells (a thousand resamples of 100,000 detections held at
+    # once took gigabytes); the result is the same.
+    rows = max(1, MATCH_BLOCK_PAIRS // len(hit))
+    for start in range(0, len(weights), rows):
+        block = slice(start, start + rows)
+        w = weights[block][:, photo]
+        tp, fp = np.cumsum(w * hit, axis=1), np.cumsum(w * ~hit, axis=1)
+        recall = tp / np.where(n_true[block] > 0, n_true[block], 1)[:, None]
+        precision = tp / (tp + fp + np.spacing(1))
+        precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+        for i in np.flatnonzero(n_true[block] > 0):
+            at = np.searchsorted(recall[i], points, side="left")
+            ap[start + i] = np.where(at < len(hit), precision[i, np.minimum(at, len(hit) - 1)], 0.0).mean()
     return ap
 
 
@@ -252,35 +263,69 @@ def match_detections(
     index = pd.MultiIndex.from_frame(keys)
     det_group = index.get_indexer(pd.MultiIndex.from_frame(preds[key]))
     gt_group = index.get_indexer(pd.MultiIndex.from_frame(ground_truth[key]))
-    det, det_valid, det_rank = _padded(preds, det_group, len(keys))
-    gt, gt_valid, gt_rank = _padded(ground_truth, gt_group, len(keys))
-    gt_class = np.full(gt_valid.shape, -1)
-    gt_class[gt_group, gt_rank] = ground_truth["class_id"].to_numpy(int)
-    _, _, match, iou = _coco_matches(det, gt, det_valid, gt_valid, np.array([[0.0, np.inf]]), np.array([iou_threshold]))
-    g = match[det_group, 0, 0, det_rank]
-    hit = g >= 0
+    det_true, det_iou = np.full(len(preds), -1), np.zeros(len(preds))
+    gt_taken = np.zeros(len(ground_truth), bool)
+    gt_class_all = ground_truth["class_id"].to_numpy(int)
+    # Groups are matched independently, so blocks of groups give the same result as all at once;
+    # a block's padded (groups x detections x true boxes) arrays stay near MATCH_BLOCK_PAIRS, so
+    # a test split of thousands of photos at 300 boxes each no longer needs gigabytes at once.
+    for block in _group_blocks(det_group, gt_group, len(keys)):
+        d_rows = np.flatnonzero(block[det_group])
+        g_rows = np.flatnonzero(block[gt_group])
+        local = np.cumsum(block) - 1  # group number inside the block
+        d_group, g_group = local[det_group[d_rows]], local[gt_group[g_rows]]
+        n_block = int(block.sum())
+        det, det_valid, det_rank = _padded(preds.iloc[d_rows], d_group, n_block)
+        gt, gt_valid, gt_rank = _padded(ground_truth.iloc[g_rows], g_group, n_block)
+        gt_class = np.full(gt_valid.shape, -1)
+        gt_class[g_group, gt_rank] = gt_class_all[g_rows]
+        _, _, match, iou = _coco_matches(
+            det, gt, det_valid, gt_valid, np.array([[0.0, np.inf]]), np.array([iou_threshold])
+        )
+        g = match[d_group, 0, 0, det_rank]
+        hit = g >= 0
+        det_true[d_rows] = np.where(hit, gt_class[d_group, np.maximum(g, 0)], -1)
+        det_iou[d_rows] = np.where(hit, iou[d_group, det_rank, np.maximum(g, 0)], 0.0)
+        taken = np.zeros(gt_valid.shape, bool)
+        taken[d_group[hit], g[hit]] = True
+        gt_taken[g_rows] = taken[g_group, gt_rank]
     found = pd.DataFrame(
         {
             "image": preds["image"].to_numpy(),
-            "true_class": np.where(hit, gt_class[det_group, np.maximum(g, 0)], -1),
+            "true_class": det_true,
             "pred_class": preds["class_id"].to_numpy(int),
-            "iou": np.where(hit, iou[det_group, det_rank, np.maximum(g, 0)], 0.0),
+            "iou": det_iou,
             "confidence": preds["confidence"].to_numpy(float),
         }
     )
-    taken = np.zeros(gt_valid.shape, bool)
-    taken[det_group[hit], g[hit]] = True
-    missed = ~taken[gt_group, gt_rank]
+    missed = ~gt_taken
     lost = pd.DataFrame(
         {
             "image": ground_truth["image"].to_numpy()[missed],
-            "true_class": ground_truth["class_id"].to_numpy(int)[missed],
+            "true_class": gt_class_all[missed],
             "pred_class": -1,
             "iou": 0.0,
             "confidence": np.nan,
         }
     )
     return pd.concat([found, lost], ignore_index=True)[columns]
+
+
+def _group_blocks(det_group: np.ndarray, gt_group: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Consecutive groups in blocks whose padded pair count stays near ``MATCH_BLOCK_PAIRS``
+    (a single group larger than that is a block of its own); each block a boolean mask over groups."""
+    n_det = np.bincount(det_group, minlength=n_groups)
+    n_gt = np.bincount(gt_group, minlength=n_groups)
+    blocks, start, d_max, g_max = [], 0, 0, 0
+    for group in range(n_groups):
+        d_next, g_next = max(d_max, n_det[group], 1), max(g_max, n_gt[group], 1)
+        if group > start and (group - start + 1) * d_next * g_next > MATCH_BLOCK_PAIRS:
+            blocks.append(np.arange(n_groups) >= start)
+            blocks[-1] &= np.arange(n_groups) < group
+            start, d_next, g_next = group, max(n_det[group], 1), max(n_gt[group], 1)
+        d_max, g_max = d_next, g_next
+    blocks.append((np.arange(n_groups) >= start) & (np.arange(n_groups) < n_groups))
+    return blocks
 
 
 def precision_recall_f1(matches: pd.DataFrame, *, n_classes: int) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from acne_detection import metrics
 from acne_detection.metrics import average_precision, match_detections, resampled_ap, top_per_photo
 from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics, skin_tone_lines
 
@@ -191,3 +192,14 @@ def test_bootstrap_ap_equals_faster_coco_eval_with_unit_weights() -> None:
         det.true_class.to_numpy() >= 0, det.confidence.to_numpy(), det["image"].map(index).to_numpy(), truth, w[None]
     )
     assert ours[0] == pytest.approx(dup_ref[0], abs=1e-9)
+
+
+def test_bootstrap_ap_in_blocks_of_resamples_equals_all_at_once(monkeypatch) -> None:
+    """Memory is bounded by taking a block of resamples at a time; each resample's AP is unchanged."""
+    rng = np.random.default_rng(3)
+    hit, confidence = rng.random(500) < 0.6, rng.random(500)
+    photo, truth = rng.integers(0, 30, 500), rng.integers(0, 20, 30)
+    weights = rng.poisson(1.0, (64, 30)).astype(float)
+    whole = resampled_ap(hit, confidence, photo, truth, weights)
+    monkeypatch.setattr(metrics, "MATCH_BLOCK_PAIRS", 2_000)  # 4 resamples per block
+    assert np.isfinite(whole).all() and np.array_equal(resampled_ap(hit, confidence, photo, truth, weights), whole)
