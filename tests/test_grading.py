@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acne_detection.grading import grades_from_names, grading_metrics, parse_grades_file, severity_grade
+from acne_detection.grading import GradingRule, grades_from_names, grading_metrics, parse_grades_file, severity_grade
+from acne_detection.params import GradingParams
 
 
 @pytest.mark.parametrize(("count", "grade"), [(0, 0), (5, 0), (6, 1), (20, 1), (21, 2), (50, 2), (51, 3), (400, 3)])
@@ -120,3 +121,18 @@ def test_a_steady_undercount_is_corrected_only_when_it_grades_validation_better(
     assert not few["used"] and "only 15 validation photos" in few["reason"]
     unknown = fit_count_correction(missed_a_third, true, np.full(61, -1), (5, 20, 50))
     assert not unknown["used"] and "no validation photo with a true grade" in unknown["reason"]
+
+
+def test_one_grading_rule_from_params_from_a_model_config_and_back() -> None:
+    rule = GradingRule.from_params(GradingParams())
+    assert rule.legend() == "0-5 mild, 6-20 moderate, 21-50 severe, more than 50 very severe"
+    assert rule.colours() == ["#33aa33", "#ddbb33", "#ee7733", "#cc2222"]  # the report's four colours before
+    corrected = GradingRule.from_params(GradingParams(), corrected=[4.0, 16.0, 40.0])
+    assert corrected.grade([4, 5, 16, 17, 41]).tolist() == [0, 1, 1, 2, 3]  # the model's count, corrected
+    assert corrected.legend() == rule.legend()  # the legend states the rule on true counts
+    assert GradingRule.from_config(corrected.to_config()) == corrected
+    assert GradingRule.from_config({}) == GradingRule.from_config(rule.to_config()) == rule  # an older model: the rule
+    two = GradingRule(rule_thresholds=(0,), names=("clear", "acne"))
+    assert two.legend() == "0 clear, more than 0 acne" and len(two.colours()) == 2
+    with pytest.raises(ValueError, match="3 thresholds need 4 grade names"):
+        GradingRule(names=("a", "b"))

@@ -94,3 +94,41 @@ def test_a_huge_jpeg_is_decoded_reduced_unless_sliced(tmp_path: Path) -> None:
     Image.new("RGB", (12000, 9000), (200, 150, 120)).save(big, quality=70)
     pixels, scale = load_photo(big, max_side=416)
     assert pixels.shape == (1125, 1500, 3) and scale == 8.0  # libjpeg's 1/8 scale: 40 x less memory
+
+
+def test_tile_and_merge_settings_set_only_in_config_reach_the_slicing(coco_model, tmp_path: Path, monkeypatch) -> None:
+    """``predict.tile``, ``merge_metric`` and ``merge_threshold`` written only in a conf/local file
+    reach SAHI's slicing and merging as predict builds its settings (the real calls, observed)."""
+    import shutil
+
+    import sahi.predict
+    from kedro.config import OmegaConfigLoader
+
+    from acne_detection.params import parse
+
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", tmp_path / "conf" / "base")
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "conf" / "local" / "parameters_predict.yml").write_text(
+        "predict:\n  slicing: always\n  tile: 96\n  merge_metric: IOU\n  merge_threshold: 0.3\n"
+    )
+    loader = OmegaConfigLoader(str(tmp_path / "conf"), base_env="base", default_run_env="local")
+    settings = InferenceSettings.from_params(parse("predict", loader["parameters"]["predict"]), imgsz=128, conf=0.3)
+    seen: dict[str, list] = {"tiles": [], "merge": []}
+    real_slice, real_merge = sahi.predict.slice_image, sahi.predict.POSTPROCESS_NAME_TO_CLASS["GREEDYNMM"]
+
+    def slice_image(*args, **kwargs):
+        result = real_slice(*args, **kwargs)
+        seen["tiles"].append((kwargs["slice_height"], kwargs["slice_width"], len(result)))
+        return result
+
+    def merge(**kwargs):
+        seen["merge"].append((kwargs["match_metric"], kwargs["match_threshold"]))
+        return real_merge(**kwargs)
+
+    monkeypatch.setattr(sahi.predict, "slice_image", slice_image)
+    monkeypatch.setitem(sahi.predict.POSTPROCESS_NAME_TO_CLASS, "GREEDYNMM", merge)
+    photo = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((300, 400)))
+    predict_boxes(coco_model, [("bus", photo)], settings)
+    # 96 px tiles at 20 % overlap: a step of 77 px, 4 columns x 5 rows on a 300 x 400 photo
+    assert seen["tiles"] == [(96, 96, 20)]
+    assert seen["merge"] == [("IOU", 0.3)]

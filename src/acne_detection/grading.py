@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -38,6 +39,101 @@ def severity_grade(
         An integer array of grades, the shape of ``counts``.
     """
     return np.searchsorted(np.asarray(thresholds), np.asarray(counts), side="left").astype(int)
+
+
+@dataclass(frozen=True)
+class GradingRule:
+    """The grading rule as everything downstream uses it: eval's grading table, predict's summary,
+    report and annotated copies, the served model's answer and its registered configuration. A
+    rule set only in config (``grading`` parameters: any number of grades) reaches all of them
+    through this one object.
+
+    ``rule_thresholds`` are the rule on true lesion counts (what the legend states);
+    ``thresholds`` grade a model's own count: the rule's, or eval's count correction of them.
+    """
+
+    rule_thresholds: tuple[float, ...] = ACNE04_THRESHOLDS
+    names: tuple[str, ...] = ACNE04_GRADE_NAMES
+    count_classes: tuple[str, ...] | None = None
+    thresholds: tuple[float, ...] | None = None  # None: the rule's own
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.rule_thresholds) + 1:
+            raise ValueError(f"{len(self.rule_thresholds)} thresholds need {len(self.rule_thresholds) + 1} grade names")
+        if self.thresholds is not None and len(self.thresholds) != len(self.rule_thresholds):
+            raise ValueError(f"corrected thresholds {list(self.thresholds)} do not match the rule's grades")
+        if self.thresholds is not None and tuple(map(float, self.thresholds)) == tuple(
+            map(float, self.rule_thresholds)
+        ):
+            object.__setattr__(self, "thresholds", None)  # no correction: one way to say it
+
+    @classmethod
+    def from_params(cls, grading: Any, corrected: Sequence[float] | None = None) -> GradingRule:
+        """From the ``grading`` parameters (a ``GradingParams``), with eval's corrected thresholds if any."""
+        return cls(
+            rule_thresholds=tuple(grading.thresholds),
+            names=tuple(grading.names),
+            count_classes=tuple(grading.count_classes) if grading.count_classes else None,
+            thresholds=tuple(float(t) for t in corrected) if corrected else None,
+        )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GradingRule:
+        """From a registered model's configuration (``to_config``'s keys); missing keys: the defaults."""
+        rule = tuple(config.get("rule_thresholds") or config.get("thresholds") or ACNE04_THRESHOLDS)
+        return cls(
+            rule_thresholds=rule,
+            names=tuple(config.get("names") or ACNE04_GRADE_NAMES),
+            count_classes=tuple(config.get("count_classes") or ()) or None,
+            thresholds=tuple(config["thresholds"]) if config.get("thresholds") else None,
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "thresholds": list(self.applied),
+            "rule_thresholds": list(self.rule_thresholds),
+            "names": list(self.names),
+            "count_classes": list(self.count_classes) if self.count_classes else None,
+        }
+
+    @property
+    def applied(self) -> tuple[float, ...]:
+        """The thresholds a model's count is graded by."""
+        return self.thresholds if self.thresholds is not None else self.rule_thresholds
+
+    def grade(self, counts: Sequence[int] | np.ndarray | int) -> np.ndarray:
+        return severity_grade(counts, self.applied)
+
+    def count(self, boxes: pd.DataFrame, images: pd.Series) -> pd.Series:
+        return count_lesions(boxes, images, self.count_classes)
+
+    def probabilities(self, candidates: pd.DataFrame, images: pd.Series) -> np.ndarray:
+        return photo_grade_probabilities(candidates, images, self.applied, self.count_classes)
+
+    def legend(self) -> str:
+        """``"0-5 mild, 6-20 moderate, 21-50 severe, more than 50 very severe"`` (the rule on true counts)."""
+        parts, low = [], 0
+        for limit, name in zip(self.rule_thresholds, self.names, strict=False):
+            high = int(np.floor(limit))
+            parts.append(f"{low}-{high} {name}" if high > low else f"{low} {name}")
+            low = high + 1
+        parts.append(
+            f"more than {int(np.floor(self.rule_thresholds[-1]))} {self.names[-1]}"
+            if self.rule_thresholds
+            else f"any count {self.names[-1]}"
+        )
+        return ", ".join(parts)
+
+    def colours(self) -> list[str]:
+        """One colour per grade, green (the mildest) through amber to red (the most severe)."""
+        stops = np.array([[0x33, 0xAA, 0x33], [0xDD, 0xBB, 0x33], [0xEE, 0x77, 0x33], [0xCC, 0x22, 0x22]], float)
+        at = np.linspace(0, len(stops) - 1, len(self.names)) if len(self.names) > 1 else np.zeros(1)
+        rgb = [
+            stops[int(np.floor(x))]
+            + (stops[min(int(np.floor(x)) + 1, len(stops) - 1)] - stops[int(np.floor(x))]) * (x % 1)
+            for x in at
+        ]
+        return ["#" + "".join(f"{round(v):02x}" for v in c) for c in rgb]
 
 
 def count_distribution(probabilities: Sequence[float] | np.ndarray) -> np.ndarray:

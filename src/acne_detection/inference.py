@@ -49,6 +49,11 @@ class InferenceSettings:
         slice_above: see ``slicing``.
         overlap: tile overlap ratio.
         batch: photos (or tiles) per forward pass.
+        tile: the tiles' side in pixels (``None``: ``imgsz``, the size the model was trained at).
+        merge_metric: how boxes of overlapping tiles are compared before merging (``IOS``: the
+            intersection over the smaller box, so a lesion cut by a tile edge merges with its
+            whole; ``IOU``).
+        merge_threshold: the least overlap at which two boxes of one class merge into one.
     """
 
     imgsz: int
@@ -60,6 +65,28 @@ class InferenceSettings:
     slice_above: float = 2.0
     overlap: float = 0.2
     batch: int = 8
+    tile: int | None = None
+    merge_metric: Literal["IOS", "IOU"] = "IOS"
+    merge_threshold: float = 0.5
+
+    @classmethod
+    def from_params(cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu") -> InferenceSettings:
+        """From the ``predict`` parameters (a ``PredictParams``): how predict, the served model and
+        the benchmarks slice and merge, one setting each in ``parameters_predict.yml``."""
+        return cls(
+            imgsz=imgsz,
+            conf=conf,
+            iou=predict.nms_iou,
+            max_det=predict.max_det,
+            device=device,
+            slicing=predict.slicing,
+            slice_above=predict.slice_above,
+            overlap=predict.overlap,
+            batch=predict.batch,
+            tile=predict.tile,
+            merge_metric=predict.merge_metric,
+            merge_threshold=predict.merge_threshold,
+        )
 
 
 def load_detector(
@@ -262,21 +289,22 @@ def _sahi_model(model: Any, names: dict[int, str], settings: InferenceSettings) 
 def _sliced_rows(
     detector: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings
 ) -> list[tuple]:
-    """SAHI's sliced prediction of one photo: ``imgsz`` tiles at ``overlap``, plus the whole
-    photo at ``imgsz`` for lesions larger than a tile, merged by greedy NMM on IOS."""
+    """SAHI's sliced prediction of one photo: ``tile`` tiles (``imgsz`` by default) at ``overlap``,
+    plus the whole photo at ``imgsz`` for lesions larger than a tile, merged by greedy NMM on
+    ``merge_metric`` at ``merge_threshold``."""
     from sahi.predict import get_sliced_prediction
 
     result = get_sliced_prediction(
         pixels,
         detector,
-        slice_height=settings.imgsz,
-        slice_width=settings.imgsz,
+        slice_height=settings.tile or settings.imgsz,
+        slice_width=settings.tile or settings.imgsz,
         overlap_height_ratio=settings.overlap,
         overlap_width_ratio=settings.overlap,
         perform_standard_pred=True,
         postprocess_type="GREEDYNMM",
-        postprocess_match_metric="IOS",
-        postprocess_match_threshold=0.5,
+        postprocess_match_metric=settings.merge_metric,
+        postprocess_match_threshold=settings.merge_threshold,
         batch_size=settings.batch,
         verbose=0,
     )

@@ -170,6 +170,9 @@ class PredictParams(_Strict):
     slicing: Literal["auto", "always", "never"] = "auto"
     slice_above: float = Field(2.0, gt=0)  # auto slices photos whose long side exceeds this many times imgsz
     overlap: float = Field(0.2, ge=0, lt=1)
+    tile: int | None = Field(None, ge=32)  # null: the model's own imgsz
+    merge_metric: Literal["IOS", "IOU"] = "IOS"
+    merge_threshold: float = Field(0.5, gt=0, le=1)
     batch: int = Field(8, ge=1)
     nms_iou: float = Field(0.7, gt=0, lt=1)
     max_det: int = Field(1000, ge=1)

@@ -62,13 +62,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from acne_detection.calibration import Calibration
-        from acne_detection.grading import (
-            ACNE04_GRADE_NAMES,
-            ACNE04_THRESHOLDS,
-            count_lesions,
-            photo_grade_probabilities,
-            severity_grade,
-        )
+        from acne_detection.grading import GradingRule
         from acne_detection.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
 
         params = params or {}
@@ -87,25 +81,23 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
             boxes, candidates = calibration.split(predict_boxes(self.model, photos, settings), threshold)
         except (ValueError, OSError) as err:  # a photo that passed its check and still failed to decode
             raise _bad_request(f"a photo cannot be decoded: {err}") from None
-        counted = tuple(self.config.get("count_classes") or ()) or None
-        thresholds = self.config.get("thresholds", ACNE04_THRESHOLDS)
-        names = self.config.get("names", ACNE04_GRADE_NAMES)
+        rule = GradingRule.from_config(self.config)  # the rule and eval's correction, registered with the model
         keys = pd.Series([key for key, _ in photos])
-        counts = count_lesions(boxes, keys, counted)
-        probabilities = photo_grade_probabilities(candidates, keys, thresholds, counted)
+        counts = rule.count(boxes, keys)
+        probabilities = rule.probabilities(candidates, keys)
         warning = "; ".join(w for w in (str(self.config.get("warning", "")), calibration.warning) if w)
         rows = []
         for key, n, grade_p in zip(keys, counts, probabilities, strict=True):
-            grade = int(severity_grade(n, thresholds))
+            grade = int(rule.grade(n))
             listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
             rows.append(
                 (
                     key,
                     int(n),
                     grade,
-                    names[grade],
+                    rule.names[grade],
                     json.dumps(listed.round(2).to_dict("records")),
-                    json.dumps({name: round(float(p), 4) for name, p in zip(names, grade_p, strict=True)}),
+                    json.dumps({name: round(float(p), 4) for name, p in zip(rule.names, grade_p, strict=True)}),
                     threshold,
                     str(self.config.get("model_sha256", "")),
                     str(self.config.get("run_id", "")),

@@ -20,7 +20,7 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from acne_detection.datasets.readers import READERS, detect_format
+from acne_detection.datasets.readers import EXPECTED_LAYOUTS, READERS, detect_format
 from acne_detection.image_check import CHECKS, PROBE_COLUMNS, probe_image
 
 logger = logging.getLogger(__name__)
@@ -40,11 +40,7 @@ def _no_images_message(root: Path, fmt: str, *, n_problem_files: int) -> str:
     """What an export without a single image holds, and what was expected instead."""
     found = pd.Series([p.suffix.lower() or "(no extension)" for p in root.rglob("*") if p.is_file()], dtype=object)
     seen = ", ".join(f"{n} {ext}" for ext, n in found.value_counts().head(6).items()) or "nothing at all"
-    expected = {
-        "voc": "NAME.jpg beside NAME.xml (or Annotations/ + JPEGImages/)",
-        "yolo": "data.yaml, */images/*.jpg and */labels/*.txt (or darknet's NAME.txt beside NAME.jpg)",
-        "coco": "a *.json with images, annotations and categories, and the images it names",
-    }[fmt]
+    expected = EXPECTED_LAYOUTS.get(fmt, f"the layout the '{fmt}' reader documents (acne_detection.datasets.readers)")
     problems = f" ({n_problem_files} annotation files named no image that exists)" if n_problem_files else ""
     return (
         f"{root.resolve()}: no photo found in the export folder (format {fmt}){problems}. Found: {seen}. "

@@ -419,3 +419,9 @@ def _coco_image(js: Path, name: str, by_name: dict[str, list[Path]]) -> Path | N
 
 
 READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco}
+# What each format's folder holds, said to a user whose export has no photo the reader can find.
+EXPECTED_LAYOUTS = {
+    "voc": "NAME.jpg beside NAME.xml (or Annotations/ + JPEGImages/)",
+    "yolo": "data.yaml, */images/*.jpg and */labels/*.txt (or darknet's NAME.txt beside NAME.jpg)",
+    "coco": "a *.json with images, annotations and categories, and the images it names",
+}

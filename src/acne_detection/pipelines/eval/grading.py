@@ -12,7 +12,7 @@ from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import fit_count_correction, grade_photos, grading_metrics, severity_grade
+from acne_detection.grading import GradingRule, fit_count_correction, grade_photos, grading_metrics
 from acne_detection.params import parse
 from acne_detection.pipelines.eval.calibration import calibrate_predictions
 
@@ -125,7 +125,7 @@ def grade_test_photos(
         raise DatasetError(f"grading.count_classes {unknown} are not classes of the dataset {list(dataset.names)}")
     photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, g)
     photos["rule_grade"] = photos.pred_grade  # the rule on the detector's count, reported beside
-    photos["pred_grade"] = severity_grade(photos.pred_count, correction.get("thresholds", g.thresholds))
+    photos["pred_grade"] = GradingRule.from_params(g, correction.get("thresholds")).grade(photos.pred_count)
     return photos
 
 

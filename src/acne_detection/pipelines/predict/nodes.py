@@ -7,35 +7,25 @@ Prediction goes through ``acne_detection.inference.predict_boxes``, the same fun
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
 
 from acne_detection.accelerator import detect_device
 from acne_detection.calibration import Calibration
 from acne_detection.datasets.export import progress_bar
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
-from acne_detection.grading import (
-    count_lesions,
-    describe_grade_probabilities,
-    photo_grade_probabilities,
-    severity_grade,
-)
+from acne_detection.grading import GradingRule, describe_grade_probabilities
 from acne_detection.image_check import probe_image
 from acne_detection.inference import (
     PREDICTION_COLUMNS,
     InferenceSettings,
     iter_predictions,
     load_detector,
-    load_photo,
     needs_slicing,
 )
 from acne_detection.model_card import SYNTHETIC_WARNING
@@ -44,7 +34,6 @@ from acne_detection.tracking import model_version_tag, resolve_model
 
 logger = logging.getLogger(__name__)
 PHOTO_COLUMNS = ["photo", "status", "reason", "detail", "width", "height", "sliced"]
-_COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
 
 
 def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -137,16 +126,8 @@ def predict_new_photos(
     model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=p.runtime, imgsz=p.imgsz)
     device, device_name = detect_device(p.device)
     calibration = Calibration.from_dict(model_info.get("calibration"))
-    settings = InferenceSettings(
-        imgsz=imgsz,
-        conf=calibration.detector_floor(model_info["threshold"]),
-        iou=p.nms_iou,
-        max_det=p.max_det,
-        device=device,
-        slicing=p.slicing,
-        slice_above=p.slice_above,
-        overlap=p.overlap,
-        batch=p.batch,
+    settings = InferenceSettings.from_params(
+        p, imgsz=imgsz, conf=calibration.detector_floor(model_info["threshold"]), device=device
     )
     rows, good = [], []
     for f in photos.unsupported:
@@ -242,15 +223,13 @@ def summarise_photos(
     summary = predicted[["photo"]].copy()
     for cls in classes:
         summary[cls] = summary.photo.map(per_class[cls]).fillna(0).astype(int)
-    summary["lesions"] = count_lesions(lesions, summary.photo, g.count_classes)
-    thresholds = model_info.get("grading_thresholds") or g.thresholds  # eval's count correction, if it has one
-    summary["grade"] = severity_grade(summary.lesions, thresholds)
-    summary["grade_name"] = summary.grade.map(dict(enumerate(g.names)))
+    rule = GradingRule.from_params(g, model_info.get("grading_thresholds"))  # eval's count correction, if any
+    summary["lesions"] = rule.count(lesions, summary.photo)
+    summary["grade"] = rule.grade(summary.lesions)
+    summary["grade_name"] = summary.grade.map(dict(enumerate(rule.names)))
     empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
     candidates = [c if isinstance(c, pd.DataFrame) else empty for c in predicted.get("candidates", [])]
-    probabilities = photo_grade_probabilities(
-        pd.concat([empty, *candidates], ignore_index=True), summary.photo, thresholds, g.count_classes
-    )
+    probabilities = rule.probabilities(pd.concat([empty, *candidates], ignore_index=True), summary.photo)
     for k, name in enumerate(g.names):
         summary[f"p.{name}"] = probabilities[:, k].round(4)
     summary["grade_probabilities"] = [describe_grade_probabilities(row, g.names) for row in probabilities]
@@ -275,135 +254,3 @@ def summarise_photos(
         summary.grade_name.value_counts().to_dict(),
     )
     return summary, skipped, metrics
-
-
-def draw_annotated_photos(
-    photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame, params: dict[str, Any]
-) -> dict[str, bytes]:
-    """Each predicted photo with its lesions boxed (colour per class) and its count and grade,
-    at most ``annotated_max_side`` px, as JPEG bytes.
-
-    Args:
-        photos: the folder (the photos are read again, one at a time).
-        lesions: the lesions, in each photo's own pixels.
-        summary: ``summarise_photos``'s table.
-        params: the ``predict`` parameters.
-
-    Returns:
-        ``{file name in the output folder: JPEG bytes}``.
-    """
-    p = parse("predict", params)
-    colour = {c: _COLOURS[i % len(_COLOURS)] for i, c in enumerate(sorted(lesions["class"].unique()))}
-    out = {}
-    for row in summary.itertuples():
-        pixels, _ = load_photo(photos.root / row.photo, max_side=p.annotated_max_side)
-        img = Image.fromarray(pixels)
-        img.thumbnail((p.annotated_max_side, p.annotated_max_side))
-        scale = img.width / row.width
-        draw = ImageDraw.Draw(img)
-        width = max(1, round(img.width / 500))
-        mine = lesions.loc[lesions.image == row.photo, ["class", "x_min", "y_min", "x_max", "y_max"]]
-        for cls, *box in mine.itertuples(index=False, name=None):
-            draw.rectangle([v * scale for v in box], outline=colour[cls], width=width)
-        size = max(12, img.width // 40)  # legible on the copy and on its thumbnail in the report
-        draw.rectangle([0, 0, img.width, int(size * 1.6)], fill="black")
-        draw.text(
-            (size // 2, size // 4),
-            f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})",
-            fill="white",
-            font=ImageFont.load_default(size=size),
-        )
-        buffer = io.BytesIO()
-        img.save(buffer, format="JPEG", quality=88)
-        out[_output_name(row.photo)] = buffer.getvalue()
-    return out
-
-
-def _output_name(photo: str) -> str:
-    return photo.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
-
-
-def render_report(
-    summary: pd.DataFrame,
-    skipped: pd.DataFrame,
-    annotated: list[Path],
-    model_info: dict[str, Any],
-    params: dict[str, Any],
-) -> str:
-    """One HTML page that opens from disk: a card per photo (thumbnail, counts, grade), the
-    skipped files, and the model and threshold used.
-
-    Args:
-        summary: ``summarise_photos``'s table.
-        skipped: the skipped files.
-        annotated: the annotated copies ``draw_annotated_photos`` wrote (thumbnails are
-            embedded, so the page stands alone; each links to its full copy in ``annotated/``).
-        model_info: ``choose_model``'s result.
-        params: the ``predict`` parameters (``report_thumb_side``).
-
-    Returns:
-        The page.
-    """
-    p = parse("predict", params)
-    files = {path.name: path for path in annotated}
-    counts = [
-        c
-        for c in summary.columns
-        if c
-        not in {
-            "photo",
-            "lesions",
-            "grade",
-            "grade_name",
-            "grade_probabilities",
-            "width",
-            "height",
-            "sliced",
-            "model",
-            "threshold",
-        }
-        and not c.startswith("p.")
-    ]
-    cards = []
-    for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records"):
-        row = pd.Series(record)
-        name = _output_name(row.photo)
-        thumb = Image.open(files[name])
-        thumb.thumbnail((p.report_thumb_side, p.report_thumb_side))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=80)
-        per_class = ", ".join(f"{c} {record[c]}" for c in counts)
-        cards.append(
-            f'<div class="card g{row.grade}"><a href="annotated/{html.escape(name)}">'
-            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
-            f'alt="{html.escape(row.photo)}"></a>'
-            f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
-            f"<p>{row.lesions} lesions{': ' + html.escape(per_class) if per_class else ''}</p>"
-            f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
-            f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
-        )
-    skipped_rows = "".join(
-        f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
-        for r in skipped.itertuples()
-    )
-    warnings = [model_info.get("warning", ""), Calibration.from_dict(model_info.get("calibration")).warning]
-    warning = "".join(f"<p><b>{html.escape(w)}</b></p>" for w in warnings if w)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>acne-detection: predictions</title>
-<style>body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.cards{{display:flex;flex-wrap:wrap;gap:1em}}
-.card{{background:white;border:1px solid #ddd;border-left:6px solid #999;padding:.6em;width:{p.report_thumb_side}px}}
-.card img{{max-width:100%}}.card h3{{font-size:.9em;margin:.3em 0;word-break:break-all}}.grade{{font-weight:bold}}
-.g0{{border-left-color:#3a3}}.g1{{border-left-color:#db3}}.g2{{border-left-color:#e73}}.g3{{border-left-color:#c22}}
-.small{{color:#666;font-size:.8em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
-</head><body>
-<h1>Predictions: {len(summary)} photos, {int(summary.lesions.sum())} lesions</h1>
-{warning}
-<p>Model: {html.escape(str(model_info["model_version"]))} ({html.escape(str(model_info["source"]))}); confidence
-&ge; {model_info["threshold"]:.2f} ({html.escape(model_info["threshold_source"])}). Grades by lesion count (ACNE04):
-0-5 mild, 6-20 moderate, 21-50 severe, more than 50 very severe. A screening aid, not a diagnosis.</p>
-<div class="cards">{"".join(cards)}</div>
-<h2>Skipped files ({len(skipped)})</h2>
-<table><tr><th>file</th><th>reason</th><th>detail</th></tr>{skipped_rows}</table>
-</body></html>
-"""

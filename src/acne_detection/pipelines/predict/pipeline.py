@@ -2,13 +2,8 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from acne_detection.pipelines.predict.nodes import (
-    choose_model,
-    draw_annotated_photos,
-    predict_new_photos,
-    render_report,
-    summarise_photos,
-)
+from acne_detection.pipelines.predict.nodes import choose_model, predict_new_photos, summarise_photos
+from acne_detection.pipelines.predict.report import draw_annotated_photos, render_report
 from acne_detection.tracking import to_mlflow_metrics
 
 
@@ -43,7 +38,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 render_report,
-                ["photo_summary", "skipped_photos", "annotated_photos", "prediction_model", "params:predict"],
+                [
+                    "photo_summary",
+                    "skipped_photos",
+                    "annotated_photos",
+                    "prediction_model",
+                    "params:predict",
+                    "params:grading",
+                ],
                 "prediction_report",
                 name="render_report",
             ),

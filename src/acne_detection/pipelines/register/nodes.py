@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 
 from acne_detection.datasets import YoloDataset
+from acne_detection.grading import GradingRule
 from acne_detection.inference import DEFAULT_THRESHOLD
 from acne_detection.model_card import SYNTHETIC_WARNING, trained_on
 from acne_detection.params import parse
@@ -65,14 +66,9 @@ def describe_for_registry(
         "weights": weights,
         "description": card if own else None,
         "config": {
-            # the thresholds this model's count is graded by (eval's count correction, when it graded
-            # validation better than the rule; else the rule's own)
-            "thresholds": list(model_threshold.get("grading_thresholds") or g.thresholds)
-            if own
-            else list(g.thresholds),
-            "rule_thresholds": list(g.thresholds),
-            "names": list(g.names),
-            "count_classes": list(g.count_classes) if g.count_classes else None,
+            # the rule, and the thresholds this model's count is graded by (eval's count correction,
+            # when it graded validation better than the rule; else the rule's own)
+            **GradingRule.from_params(g, model_threshold.get("grading_thresholds") if own else None).to_config(),
             "threshold": threshold,
             "threshold_rule": rule,
             "calibration": model_threshold.get("calibration", {}) if own else {},

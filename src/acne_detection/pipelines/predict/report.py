@@ -1,0 +1,158 @@
+"""What ``predict`` shows a clinician: each photo with its lesions boxed, and one HTML page of
+every photo's count, grade and grade probabilities (the grading rule's own legend and colours,
+however many grades it has)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from acne_detection.calibration import Calibration
+from acne_detection.datasets.photo_folder import Photos
+from acne_detection.grading import GradingRule
+from acne_detection.inference import load_photo
+from acne_detection.params import parse
+
+_COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
+
+
+def draw_annotated_photos(
+    photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame, params: dict[str, Any]
+) -> dict[str, bytes]:
+    """Each predicted photo with its lesions boxed (colour per class) and its count and grade,
+    at most ``annotated_max_side`` px, as JPEG bytes.
+
+    Args:
+        photos: the folder (the photos are read again, one at a time).
+        lesions: the lesions, in each photo's own pixels.
+        summary: ``summarise_photos``'s table.
+        params: the ``predict`` parameters.
+
+    Returns:
+        ``{file name in the output folder: JPEG bytes}``.
+    """
+    p = parse("predict", params)
+    colour = {c: _COLOURS[i % len(_COLOURS)] for i, c in enumerate(sorted(lesions["class"].unique()))}
+    out = {}
+    for row in summary.itertuples():
+        pixels, _ = load_photo(photos.root / row.photo, max_side=p.annotated_max_side)
+        img = Image.fromarray(pixels)
+        img.thumbnail((p.annotated_max_side, p.annotated_max_side))
+        scale = img.width / row.width
+        draw = ImageDraw.Draw(img)
+        width = max(1, round(img.width / 500))
+        mine = lesions.loc[lesions.image == row.photo, ["class", "x_min", "y_min", "x_max", "y_max"]]
+        for cls, *box in mine.itertuples(index=False, name=None):
+            draw.rectangle([v * scale for v in box], outline=colour[cls], width=width)
+        size = max(12, img.width // 40)  # legible on the copy and on its thumbnail in the report
+        draw.rectangle([0, 0, img.width, int(size * 1.6)], fill="black")
+        draw.text(
+            (size // 2, size // 4),
+            f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})",
+            fill="white",
+            font=ImageFont.load_default(size=size),
+        )
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=88)
+        out[_output_name(row.photo)] = buffer.getvalue()
+    return out
+
+
+def _output_name(photo: str) -> str:
+    return photo.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
+
+
+def render_report(
+    summary: pd.DataFrame,
+    skipped: pd.DataFrame,
+    annotated: list[Path],
+    model_info: dict[str, Any],
+    params: dict[str, Any],
+    grading: dict[str, Any],
+) -> str:
+    """One HTML page that opens from disk: a card per photo (thumbnail, counts, grade), the
+    skipped files, and the model and threshold used.
+
+    Args:
+        summary: ``summarise_photos``'s table.
+        skipped: the skipped files.
+        annotated: the annotated copies ``draw_annotated_photos`` wrote (thumbnails are
+            embedded, so the page stands alone; each links to its full copy in ``annotated/``).
+        model_info: ``choose_model``'s result.
+        params: the ``predict`` parameters (``report_thumb_side``).
+        grading: the ``grading`` parameters (the legend; a colour per grade).
+
+    Returns:
+        The page.
+    """
+    p = parse("predict", params)
+    rule = GradingRule.from_params(parse("grading", grading))
+    grade_css = "".join(f".g{k}{{border-left-color:{c}}}" for k, c in enumerate(rule.colours()))
+    files = {path.name: path for path in annotated}
+    counts = [
+        c
+        for c in summary.columns
+        if c
+        not in {
+            "photo",
+            "lesions",
+            "grade",
+            "grade_name",
+            "grade_probabilities",
+            "width",
+            "height",
+            "sliced",
+            "model",
+            "threshold",
+        }
+        and not c.startswith("p.")
+    ]
+    cards = []
+    for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records"):
+        row = pd.Series(record)
+        name = _output_name(row.photo)
+        thumb = Image.open(files[name])
+        thumb.thumbnail((p.report_thumb_side, p.report_thumb_side))
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="JPEG", quality=80)
+        per_class = ", ".join(f"{c} {record[c]}" for c in counts)
+        cards.append(
+            f'<div class="card g{row.grade}"><a href="annotated/{html.escape(name)}">'
+            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
+            f'alt="{html.escape(row.photo)}"></a>'
+            f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
+            f"<p>{row.lesions} lesions{': ' + html.escape(per_class) if per_class else ''}</p>"
+            f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
+            f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
+        )
+    skipped_rows = "".join(
+        f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
+        for r in skipped.itertuples()
+    )
+    warnings = [model_info.get("warning", ""), Calibration.from_dict(model_info.get("calibration")).warning]
+    warning = "".join(f"<p><b>{html.escape(w)}</b></p>" for w in warnings if w)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>acne-detection: predictions</title>
+<style>body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.cards{{display:flex;flex-wrap:wrap;gap:1em}}
+.card{{background:white;border:1px solid #ddd;border-left:6px solid #999;padding:.6em;width:{p.report_thumb_side}px}}
+.card img{{max-width:100%}}.card h3{{font-size:.9em;margin:.3em 0;word-break:break-all}}.grade{{font-weight:bold}}
+{grade_css}
+.small{{color:#666;font-size:.8em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
+</head><body>
+<h1>Predictions: {len(summary)} photos, {int(summary.lesions.sum())} lesions</h1>
+{warning}
+<p>Model: {html.escape(str(model_info["model_version"]))} ({html.escape(str(model_info["source"]))}); confidence
+&ge; {model_info["threshold"]:.2f} ({html.escape(model_info["threshold_source"])}). Grades by lesion count:
+{html.escape(rule.legend())}. A screening aid, not a diagnosis.</p>
+<div class="cards">{"".join(cards)}</div>
+<h2>Skipped files ({len(skipped)})</h2>
+<table><tr><th>file</th><th>reason</th><th>detail</th></tr>{skipped_rows}</table>
+</body></html>
+"""
