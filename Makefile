@@ -41,7 +41,7 @@ test: install
 # Opens on the experiment's runs in MLflow's model-training view (workflowType=machine_learning).
 ui: install
 	@mkdir -p data/mlflow
-	@echo "MLflow UI: $$($(BIN)/python -m acne_detection.tracking_ui $(TRACKING_URI) http://127.0.0.1:$(UI_PORT))  (Ctrl-C to stop)"
+	@echo "MLflow UI: $$($(BIN)/python -m acne_detection.ops.tracking_ui $(TRACKING_URI) http://127.0.0.1:$(UI_PORT))  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
 # The pipelines' DAG in kedro-viz on http://127.0.0.1:$(VIZ_PORT)
@@ -52,16 +52,16 @@ viz: install
 # A team tracking server: PostgreSQL (a local cluster under data/team/, or MLFLOW_BACKEND_STORE_URI)
 # + proxied artifacts + logins, on 127.0.0.1:5050. Runs log to it with `kedro run --env team`. README, "Scaling out".
 server: install
-	$(BIN)/python -m acne_detection.team_server start
+	$(BIN)/python -m acne_detection.ops.team_server start
 
 # A login on the running team server: make server-user NAME=alice ROLE=trainer (viewer, trainer, admin).
 # The password is written to data/team/secrets/users/NAME.password (mode 600), never printed.
 server-user: install
 	@test -n "$(NAME)" || (echo "usage: make server-user NAME=alice ROLE=trainer   (ROLE: viewer, trainer, admin)"; exit 2)
-	$(BIN)/python -m acne_detection.team_server user $(NAME) $(or $(ROLE),viewer)
+	$(BIN)/python -m acne_detection.ops.team_server user $(NAME) $(or $(ROLE),viewer)
 
 server-stop: install
-	$(BIN)/python -m acne_detection.team_server stop
+	$(BIN)/python -m acne_detection.ops.team_server stop
 
 predict: install
 	$(BIN)/kedro run --pipeline predict

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from acne_detection.team_server import LocalPostgres, start_tracking_server, wait_until_up
-from benchmarks.project import copy_project
+from acne_detection.ops.team_server import LocalPostgres, start_tracking_server, wait_until_up
+from acne_detection.testing import copy_project
 from benchmarks.run import merge_results
 
 TINY = "train.epochs=3,train.imgsz=64,train.batch=8,preview.samples=4"

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import yaml
 
+from acne_detection.testing import PROJECT_ROOT, copy_project
 from benchmarks.concurrency import once
-from benchmarks.project import PROJECT_ROOT, copy_project
 from benchmarks.run import merge_results
 
 
 def main() -> None:
-    from acne_detection.params import parse
-    from acne_detection.training_config import training_overrides
+    from acne_detection.core.params import parse
+    from acne_detection.core.training_config import training_overrides
 
     train = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_train.yml").read_text())["train"]
     n_images = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["raw_export"]["synthetic"][

@@ -52,9 +52,9 @@ def _truth(folder: Path) -> pd.DataFrame:
 def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> list[dict]:
     from ultralytics import YOLO
 
-    from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
-    from acne_detection.metrics import match_detections
-    from acne_detection.synthetic import write_new_photos
+    from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+    from acne_detection.core.metrics import match_detections
+    from acne_detection.core.synthetic import write_new_photos
 
     folder = write_new_photos(work / "phone", n_small=0, n_phone=n_photos, seed=7, labels=True)
     truth = _truth(folder)
@@ -113,8 +113,8 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> l
 def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) -> list[dict]:
     from ultralytics import YOLO
 
-    from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
-    from acne_detection.synthetic import write_voc_export
+    from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+    from acne_detection.core.synthetic import write_voc_export
 
     folder = write_voc_export(work / "plain", n_images=n_photos, size=640, seed=3)
     paths = sorted(folder.glob("*.jpg"))
@@ -135,7 +135,7 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
     base, mine = _timed(theirs, repeats), _timed(ours, repeats)
     import shutil
 
-    from acne_detection.inference import load_detector
+    from acne_detection.core.inference import load_detector
 
     copy = work / "model.pt"
     shutil.copy(model_path, copy)
@@ -174,7 +174,7 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
 def _peak_child(model_path: Path, folder: Path, n: int) -> float:
     code = (
         "import sys, resource; from pathlib import Path; from ultralytics import YOLO;"
-        "from acne_detection.inference import InferenceSettings, model_imgsz, iter_predictions;"
+        "from acne_detection.core.inference import InferenceSettings, model_imgsz, iter_predictions;"
         f"m = YOLO({str(model_path)!r}); ps = sorted(Path({str(folder)!r}).glob('*.jpg'))[:{n}];"
         "s = InferenceSettings(imgsz=model_imgsz(m), conf=0.25, slicing='auto', batch=8);"
         "k = sum(len(r) for _, r in iter_predictions(m, [(p.name, p) for p in ps], s));"
@@ -185,7 +185,7 @@ def _peak_child(model_path: Path, folder: Path, n: int) -> float:
 
 
 def bench_memory(model_path: Path, work: Path) -> list[dict]:
-    from acne_detection.synthetic import write_voc_export
+    from acne_detection.core.synthetic import write_voc_export
 
     folder = write_voc_export(work / "many", n_images=1000, size=640, seed=5)
     peaks = {n: _peak_child(model_path, folder, n) for n in (100, 1000)}

@@ -45,8 +45,8 @@ def _data_pipeline(export: Path, out: Path) -> None:
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.runner import SequentialRunner
 
+    from acne_detection.core.params import parse
     from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
-    from acne_detection.params import parse
     from acne_detection.pipelines.data import create_pipeline
 
     data = parse(
@@ -131,7 +131,7 @@ def bench_ingestion(sizes: list[int], repeats: int, work: Path) -> list[dict]:
 
 
 def _write_part(args: tuple[Path, int, int]) -> None:
-    from acne_detection.synthetic import write_voc_export
+    from acne_detection.core.synthetic import write_voc_export
 
     folder, n, seed = args
     write_voc_export(folder, n_images=n, size=640, seed=seed)
@@ -139,8 +139,8 @@ def _write_part(args: tuple[Path, int, int]) -> None:
 
 def bench_metrics(n_detections: int, repeats: int) -> dict:
     """All eval metrics from a detection table against pycocotools' COCOeval alone."""
-    from acne_detection.metrics import average_precision, match_detections, precision_recall_f1, threshold_sweep
-    from benchmarks.reference import pycocotools_summary, random_detections
+    from acne_detection.core.metrics import average_precision, match_detections, precision_recall_f1, threshold_sweep
+    from acne_detection.testing import pycocotools_summary, random_detections
 
     n_images = max(n_detections // 4, 10)
     gt, dt_ = random_detections(n_images, n_classes=4, seed=0)
@@ -182,7 +182,7 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
     """``kedro run`` against plain ``yolo train`` + ``yolo val`` on the same data and settings."""
     import yaml
 
-    from benchmarks.project import copy_project
+    from acne_detection.testing import copy_project
 
     project = copy_project(work / "project", n_images=n_images, size=640)
     kedro = [
@@ -194,8 +194,8 @@ def bench_pipeline(work: Path, *, n_images: int, epochs: int, imgsz: int, repeat
     subprocess.run(
         kedro, cwd=project, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )  # warm: data, weights
-    from acne_detection.params import parse
-    from acne_detection.training_config import training_overrides
+    from acne_detection.core.params import parse
+    from acne_detection.core.training_config import training_overrides
 
     params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_train.yml").read_text())["train"]
     data_yaml = project / "data" / "05_model_input" / "yolo" / "data.yaml"

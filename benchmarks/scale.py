@@ -28,7 +28,7 @@ import psutil
 import yaml
 from PIL import Image
 
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project
 
 PIPELINES = ("data", "preview", "train", "eval")
 TINY = "train.epochs=1,train.imgsz=64,train.batch=16,preview.samples=4,preview.loss_samples=16"
@@ -37,7 +37,7 @@ _GRADE_SHARE = (0.39, 0.38, 0.12, 0.11)  # ACNE04's photos per grade (the dev sl
 
 def write_acne04_like_export(root: Path, *, sources: int, size: int = 640, seed: int = 0) -> Path:
     """A VOC export shaped like Roboflow's ACNE04 (see the module docstring); returns ``root``."""
-    from acne_detection.synthetic import SyntheticSpec, _voc_xml, render_photo
+    from acne_detection.core.synthetic import SyntheticSpec, _voc_xml, render_photo
 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -27,7 +27,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,15 +41,9 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from benchmarks.project import copy_project, write_png_bomb
+from acne_detection.testing import copy_project, free_port, write_png_bomb
 
 TRAIN = "train.epochs=1,train.imgsz=416,train.batch=8,preview.samples=4"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _jpeg(pixels: np.ndarray) -> bytes:
@@ -145,14 +138,14 @@ def _phase(url: str, rows: list[tuple[dict, int]], clients: int, timeout: float)
 
 def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int, timeout: int, rounds: int) -> dict:
     """Train, serve, load ``rounds`` times; the results row (the figures of the last round)."""
-    from acne_detection.synthetic import render_phone_photo
+    from acne_detection.core.synthetic import render_phone_photo
 
     project = copy_project(work / "project", n_images=24, size=640)
     kedro = str(Path(sys.executable).parent / "kedro")
     done = subprocess.run([kedro, "run", "--params", TRAIN], cwd=project, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"kedro run failed:\n{done.stdout[-3000:]}")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}",

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acne_detection.params import SYNTHETIC_CLASSES
-from benchmarks.project import write_png_bomb  # noqa: F401 - the tests import it from here
+from acne_detection.core.params import SYNTHETIC_CLASSES
+from acne_detection.testing import write_png_bomb  # noqa: F401 - the tests import it from here
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
@@ -95,10 +95,10 @@ def data_params() -> dict:
 @pytest.fixture(scope="session")
 def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
     """A real YOLO-format dataset: 18 synthetic photos (96 px) through the data pipeline's nodes."""
+    from acne_detection.core.synthetic import write_voc_export
     from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
     from acne_detection.pipelines.data.split import split_dataset
     from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
-    from acne_detection.synthetic import write_voc_export
 
     root = tmp_path_factory.mktemp("tiny")
     write_voc_export(root / "raw", n_images=18, size=96, seed=1)
@@ -115,15 +115,6 @@ def validated(raw, params: dict):
     from acne_detection.pipelines.data.validation import map_classes, validate_export
 
     return validate_export(map_classes(raw, params)[0], params)
-
-
-@pytest.fixture
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium() -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acne_detection.accelerator import detect_device
-from acne_detection.params import parse
+from acne_detection.core.accelerator import detect_device
+from acne_detection.core.params import parse
 
 
 def test_auto_picks_cuda_then_mps_then_cpu() -> None:
@@ -20,7 +20,12 @@ def test_auto_picks_cuda_then_mps_then_cpu() -> None:
 
 
 def test_a_device_parameter_overrides_detection() -> None:
-    assert detect_device("cpu")[0] == "cpu"
+    """What is asked for is used, not what detection would pick: on this CPU machine detection
+    would say cpu; asked for mps it answers mps (Ultralytics then reports it if unusable)."""
+    detected = detect_device("auto")[0]
+    asked = "mps" if detected != "mps" else "cpu"
+    assert detect_device(asked)[0] == asked != detected
+    assert detect_device("mps") == ("mps", "mps: Apple GPU")
 
 
 def test_defaults_are_the_guides_transfer_learning_and_augmentation() -> None:
@@ -47,7 +52,7 @@ def test_a_bad_parameter_names_its_key(group: str, raw: dict, key: str) -> None:
 
 
 def test_device_settings_follow_the_device_unless_fixed() -> None:
-    from acne_detection.accelerator import device_settings
+    from acne_detection.core.accelerator import device_settings
 
     assert device_settings("0", batch="auto", workers="auto")["batch"] == -1  # Ultralytics' autobatch
     assert device_settings("0", batch="auto", workers="auto")["amp"] is True
@@ -60,7 +65,7 @@ def test_device_settings_follow_the_device_unless_fixed() -> None:
 
 
 def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
-    from acne_detection.hooks import check_parameter_groups
+    from acne_detection.framework.hooks import check_parameter_groups
 
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "catalog.yml").write_text("raw_export:\n  path: ${runtime_params:export_dir, data/x}\n")
@@ -79,8 +84,8 @@ def test_one_class_list() -> None:
     generator name the same classes, in the same order (ids are positions)."""
     import yaml
 
-    from acne_detection.params import SYNTHETIC_CLASSES, DataParams
-    from acne_detection.synthetic import CLASSES
+    from acne_detection.core.params import SYNTHETIC_CLASSES, DataParams
+    from acne_detection.core.synthetic import CLASSES
     from tests.conftest import PROJECT_ROOT
 
     configured = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "globals.yml").read_text())["classes"]
@@ -92,7 +97,7 @@ def test_params_on_the_command_line_change_one_key_in_every_environment(env: str
     """``--params train.epochs=2`` in an environment with parameter files of its own (acne04,
     team) used to replace the whole ``train`` group; now only that key changes, and the
     environment's own groups still replace base's (acne04's ``data``)."""
-    from acne_detection.config import ProjectConfigLoader
+    from acne_detection.framework.config import ProjectConfigLoader
     from acne_detection.settings import CONFIG_LOADER_ARGS
     from tests.conftest import PROJECT_ROOT
 

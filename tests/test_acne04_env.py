@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project
 from tests.conftest import kedro_run
 
 _kedro = kedro_run

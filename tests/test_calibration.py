@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acne_detection.calibration import Calibration, dece, fit_platt, reliability_table
-from acne_detection.grading import describe_grade_probabilities, photo_grade_probabilities
-from acne_detection.metrics import average_precision
+from acne_detection.core.calibration import Calibration, dece, fit_platt, reliability_table
+from acne_detection.core.grading import describe_grade_probabilities, photo_grade_probabilities
+from acne_detection.core.metrics import average_precision
 
 
 def test_dece_of_a_hand_made_case_equals_netcal_and_the_hand_computation() -> None:

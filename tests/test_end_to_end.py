@@ -4,7 +4,6 @@ then ``eval`` alone; then the MLflow store is read back through a real ``mlflow 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project, free_port
 from tests.conftest import PROJECT_ROOT
 
 TINY = {"train": {"epochs": 2, "imgsz": 64, "batch": 8}, "preview": {"samples": 4}}
@@ -33,12 +32,6 @@ def _run(project: Path, pipeline: str | None = None, **params: dict) -> None:
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env="local", runtime_params={**TINY, **params}) as session:
         session.run(pipeline_name=pipeline)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +66,7 @@ def _wait_until_up(url: str, server: subprocess.Popen, *, seconds: float) -> Non
 @pytest.fixture(scope="module")
 def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
     """A real ``mlflow server`` process over the store the runs wrote."""
-    port = _free_port()
+    port = free_port()
     db = project / "data" / "mlflow" / "mlflow.db"
     server = subprocess.Popen(
         [
@@ -400,7 +393,7 @@ def predicted(project: Path, runs: dict) -> dict:
     import yaml
     from PIL import Image
 
-    from acne_detection.synthetic import render_phone_photo
+    from acne_detection.core.synthetic import render_phone_photo
     from tests.conftest import PHONE_HEIC, tree_digest, write_png_bomb
 
     folder = project.parent / "new photos"
@@ -446,7 +439,7 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
 
     import pandas as pd
 
-    from acne_detection.grading import severity_grade
+    from acne_detection.core.grading import severity_grade
     from tests.conftest import tree_digest
 
     out = project / "data" / "07_model_output" / "predictions"
@@ -513,7 +506,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
     import base64
     import json
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}",
@@ -567,7 +560,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
             "grading_thresholds"
         ]
         assert result["grade"] == int(
-            __import__("acne_detection.grading", fromlist=["x"]).severity_grade(len(boxes), grading)
+            __import__("acne_detection.core.grading", fromlist=["x"]).severity_grade(len(boxes), grading)
         )
         assert set(boxes[0]) == {"class", "confidence", "x_min", "y_min", "x_max", "y_max"}
         # every answer names what produced it; without `conf`, the threshold eval chose for these weights
@@ -614,7 +607,7 @@ def test_onnx_runtime_predicts_the_same_lesions(project: Path, runs: dict, tmp_p
     boxes as PyTorch (within float error), in the same photo frame."""
     import shutil
 
-    from acne_detection.inference import InferenceSettings, load_detector, predict_boxes
+    from acne_detection.core.inference import InferenceSettings, load_detector, predict_boxes
 
     checkpoint = tmp_path / "model.pt"
     shutil.copy(project / "data" / "06_models" / "acne_yolov8n.pt", checkpoint)
@@ -624,7 +617,7 @@ def test_onnx_runtime_predicts_the_same_lesions(project: Path, runs: dict, tmp_p
         model, imgsz = load_detector(checkpoint, runtime=runtime)
         found[runtime] = predict_boxes(model, [(p.name, p) for p in images], InferenceSettings(imgsz=imgsz, conf=0.01))
     assert (tmp_path / "model-64.onnx").is_file() and imgsz == 64
-    from acne_detection.metrics import box_iou
+    from acne_detection.core.metrics import box_iou
 
     corners = ["x_min", "y_min", "x_max", "y_max"]
     confident = found["torch"][found["torch"].confidence >= 0.05]  # clear of the 0.01 cut, where float error decides
@@ -639,8 +632,8 @@ def test_the_mlflow_ui_opens_on_the_runs_in_the_training_view(tracking: MlflowCl
     """The address `make ui` prints, and a run's page, loaded in headless Chromium from a real server."""
     import re
 
-    from acne_detection.tracking import ui_address
-    from acne_detection.tracking_ui import experiment_address
+    from acne_detection.framework.tracking import ui_address
+    from acne_detection.ops.tracking_ui import experiment_address
     from tests.conftest import headless_dom
 
     experiment = tracking.get_experiment_by_name("acne_detection")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from kedro.io import DataCatalog, DatasetError
 from kedro.runner import SequentialRunner
 
-from acne_detection.tables import SPLITS
+from acne_detection.core.tables import SPLITS
 from tests.conftest import PROJECT_ROOT, kedro_run
 from tests.generated_exports import Photo, exports, write_export
 
@@ -306,7 +306,7 @@ def _one_class_one_tone() -> tuple[Photo, ...]:
 def test_generated_exports_through_the_whole_dag(tmp_path_factory, photos, fmt) -> None:
     """``kedro run`` (data → preview → train → eval) at 64 px, 1 epoch, then ``--pipeline predict``
     on the same photos: both finish, or stop with a documented error."""
-    from benchmarks.project import copy_project
+    from acne_detection.testing import copy_project
 
     root = tmp_path_factory.mktemp("dag")
     export = write_export(photos, root / "export", fmt)
@@ -359,8 +359,8 @@ _AWKWARD_TEXT = st.sampled_from(("", "NA", "None", "null", "nan", "N/A", "1e5", 
 )
 def test_a_round_trip_through_a_typed_table_never_changes_a_type_or_a_value(tmp_path_factory, rows) -> None:
     """The split manifest's columns, with missing numbers and text that looks like missing values."""
+    from acne_detection.core.skin_tone import ita_band
     from acne_detection.datasets import TypedTable
-    from acne_detection.skin_tone import ita_band
 
     table = pd.DataFrame(
         {

@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acne_detection.grading import GradingRule, grades_from_names, grading_metrics, parse_grades_file, severity_grade
-from acne_detection.params import GradingParams
+from acne_detection.core.grading import (
+    GradingRule,
+    grades_from_names,
+    grading_metrics,
+    parse_grades_file,
+    severity_grade,
+)
+from acne_detection.core.params import GradingParams
 
 
 @pytest.mark.parametrize(("count", "grade"), [(0, 0), (5, 0), (6, 1), (20, 1), (21, 2), (50, 2), (51, 3), (400, 3)])
@@ -84,7 +90,7 @@ def test_no_true_grade_leaves_accuracy_out_but_counts_errors() -> None:
 def test_the_count_distribution_is_the_enumeration_of_every_subset_of_detections() -> None:
     import itertools
 
-    from acne_detection.grading import count_distribution, grade_probabilities
+    from acne_detection.core.grading import count_distribution, grade_probabilities
 
     rng = np.random.default_rng(3)
     for n in (0, 1, 2, 7, 12):
@@ -105,7 +111,7 @@ def test_the_count_distribution_is_the_enumeration_of_every_subset_of_detections
 
 
 def test_a_steady_undercount_is_corrected_only_when_it_grades_validation_better() -> None:
-    from acne_detection.grading import fit_count_correction
+    from acne_detection.core.grading import fit_count_correction
 
     true = np.arange(0, 61)
     grades = severity_grade(true)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acne_detection.image_check import jpeg_structure_problem, probe_image
+from acne_detection.core.image_check import jpeg_structure_problem, probe_image
 
 
 def _photo(seed: int = 0, size: tuple[int, int] = (96, 72)) -> Image.Image:
@@ -137,8 +137,8 @@ def test_probe_gives_the_same_verdicts_as_a_full_decode(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("side", [15_000, 30_000])  # over our limit only; over Pillow's own guard too
 def test_a_decompression_bomb_is_refused_from_its_header_on_every_path(tmp_path: Path, side: int) -> None:
-    from acne_detection.image_check import PhotoError
-    from acne_detection.inference import InferenceSettings, _prepare, load_photo
+    from acne_detection.core.image_check import PhotoError
+    from acne_detection.core.inference import InferenceSettings, _prepare, load_photo
     from tests.conftest import write_png_bomb
 
     bomb = write_png_bomb(tmp_path / "bomb.png", side)
@@ -171,7 +171,7 @@ def test_what_is_not_an_image_is_said_in_words(tmp_path: Path) -> None:
 def test_phone_formats_are_read_as_displayed(tmp_path: Path) -> None:
     import numpy as np
 
-    from acne_detection.inference import load_photo
+    from acne_detection.core.inference import load_photo
     from tests.conftest import PHONE_HEIC, write_image
 
     heic, _ = load_photo(PHONE_HEIC)

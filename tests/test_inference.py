@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from acne_detection.inference import InferenceSettings, load_photo, predict_boxes
+from acne_detection.core.inference import InferenceSettings, load_photo, predict_boxes
 from tests.conftest import PROJECT_ROOT
 
 ASSETS = Path(__import__("ultralytics").__file__).parent / "assets"
@@ -36,7 +36,7 @@ def test_an_object_cut_by_a_tile_edge_is_counted_once(coco_model, offset: int) -
     a tile), pasted so that a person straddles the edge of the first 320 px tile (x = 320,
     and the next tile's start at x = 256): every person the plain prediction finds is found
     once by the sliced one, not once per tile it touches."""
-    from acne_detection.metrics import box_iou
+    from acne_detection.core.metrics import box_iou
 
     small = Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360))
     plain = predict_boxes(coco_model, [("s", np.asarray(small))], InferenceSettings(imgsz=320, conf=0.4))
@@ -104,7 +104,7 @@ def test_tile_and_merge_settings_set_only_in_config_reach_the_slicing(coco_model
     import sahi.predict
     from kedro.config import OmegaConfigLoader
 
-    from acne_detection.params import parse
+    from acne_detection.core.params import parse
 
     shutil.copytree(PROJECT_ROOT / "conf" / "base", tmp_path / "conf" / "base")
     (tmp_path / "conf" / "local").mkdir()

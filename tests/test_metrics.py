@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acne_detection import metrics
-from acne_detection.metrics import (
+from acne_detection.core import metrics
+from acne_detection.core.metrics import (
     average_precision,
     box_iou,
     confusion_counts,
@@ -15,7 +15,7 @@ from acne_detection.metrics import (
     match_detections,
     precision_recall_f1,
 )
-from benchmarks.reference import pycocotools_summary, random_detections
+from acne_detection.testing import pycocotools_summary, random_detections
 
 COLS = ["image", "class_id", "x_min", "y_min", "x_max", "y_max"]
 

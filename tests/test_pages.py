@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project
 from tests.conftest import headless_dom
 
 

@@ -44,11 +44,11 @@ def _probe(imports: str) -> dict:
 @pytest.mark.parametrize(
     "imports",
     [
-        "import acne_detection.serving",  # what `mlflow models serve` loads
+        "import acne_detection.ops.serving",  # what `mlflow models serve` loads
         # what `kedro viz` loads: the project's settings and every pipeline
         "from kedro.framework.startup import bootstrap_project\nbootstrap_project('.')\n"
         "from kedro.framework.project import pipelines\nassert pipelines['__default__'].nodes",
-        "from acne_detection.inference import load_detector",  # what the notebook calls
+        "from acne_detection.core.inference import load_detector",  # what the notebook calls
         "import ultralytics\nimport acne_detection",  # Ultralytics first: its events are switched off after the fact
     ],
 )

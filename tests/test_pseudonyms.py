@@ -1,4 +1,4 @@
-"""Pseudonyms for photo names (``acne_detection.pseudonyms``): keyed, stable, and applied to
+"""Pseudonyms for photo names (``acne_detection.core.pseudonyms``): keyed, stable, and applied to
 tables by column and to free text wherever a learnt name stands."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from acne_detection.pseudonyms import Pseudonyms, load_key
+from acne_detection.core.pseudonyms import Pseudonyms, load_key
 
 
 def test_a_pseudonym_is_the_names_hmac_sha256_under_the_checkout_key(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project
 from tests.conftest import PROJECT_ROOT, kedro_run
 
 _kedro = kedro_run
@@ -25,7 +25,7 @@ def test_an_empty_export_folder_is_explained_in_one_line(tmp_path: Path) -> None
     assert result.returncode != 0
     line = next(line for line in out.splitlines() if "The run stopped:" in line)
     assert str(empty) in line and "no photo found in the export folder" in line and "raw_export.path" in line
-    assert out.index("The run stopped:") < out.index("Traceback") if "Traceback" in out else True
+    assert "Traceback" in out and out.index("The run stopped:") < out.index("Traceback")  # the cause first
 
 
 def test_a_misspelt_group_on_the_command_line_stops_before_any_node(tmp_path: Path) -> None:

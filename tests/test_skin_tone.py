@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from acne_detection.skin_tone import BAND_NAMES, estimate_ita, ita_band, measure_tone
+from acne_detection.core.skin_tone import BAND_NAMES, estimate_ita, ita_band, measure_tone
 
 
 def _patch(lightness: float, a: float, b: float, size: int = 64) -> np.ndarray:
@@ -87,7 +87,7 @@ def test_estimates_against_the_synthetic_true_tones(tmp_path: Path) -> None:
     most in the true band, and no error beyond the adjacent band."""
     import xml.etree.ElementTree as ET
 
-    from acne_detection.synthetic import write_voc_export
+    from acne_detection.core.synthetic import write_voc_export
 
     write_voc_export(tmp_path, n_images=60, size=256, seed=3)
     truth = pd.read_csv(tmp_path / "skin_tones.csv")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from acne_detection.team_server import (
+from acne_detection.ops.team_server import (
     ADMIN,
     AUTH_DATABASE,
     Auth,
@@ -32,15 +31,9 @@ from acne_detection.team_server import (
     start_tracking_server,
     wait_until_up,
 )
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project, free_port
 
 TINY = "train.epochs=2,train.imgsz=64,train.batch=8,preview.samples=4"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +43,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             pytest.fail("PostgreSQL (initdb) is not installed: .ci/run must install it")
         pytest.skip("PostgreSQL is not installed here (initdb not found): the team server test needs it")
     # PostgreSQL refuses root, and the postgres user cannot enter pytest's private temp folders
-    pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-")), _free_port())
+    pg = LocalPostgres(Path(tempfile.mkdtemp(prefix="acne-pg-")), free_port())
     pg.start()
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("server")
     artifacts, log = folder / "artifacts", folder / "server.log"
     secrets = ServerSecrets(folder / "secrets")
@@ -228,7 +221,7 @@ def test_the_experiment_race_between_two_starting_runs_is_tolerated(server: dict
     kill the second run (it did, in CI: RESOURCE_ALREADY_EXISTS from PostgreSQL's unique key)."""
     from mlflow.tracking import MlflowClient as Client
 
-    from acne_detection.hooks import ensure_experiment
+    from acne_detection.framework.hooks import ensure_experiment
 
     conf = {"server": {"mlflow_tracking_uri": server["url"]}, "tracking": {"experiment": {"name": "race"}}}
     ensure_experiment(conf, tmp_path)  # the first run creates it
@@ -246,7 +239,7 @@ def test_logins_keep_out_strangers_and_viewers_cannot_write(server: dict, two_ru
 
     from mlflow.exceptions import MlflowException
 
-    from acne_detection.team_server import _credentials
+    from acne_detection.ops.team_server import _credentials
 
     search = f"{server['url']}/api/2.0/mlflow/experiments/search?max_results=5"
     with pytest.raises(urllib.error.HTTPError) as anonymous:
@@ -270,7 +263,7 @@ def test_logins_keep_out_strangers_and_viewers_cannot_write(server: dict, two_ru
     # the command `make server-user NAME=carol ROLE=viewer` runs: the password only in its file
     port = server["url"].rsplit(":", 1)[1]
     added = subprocess.run(
-        [sys.executable, "-m", "acne_detection.team_server", "user", "carol", "viewer", "--port", port]
+        [sys.executable, "-m", "acne_detection.ops.team_server", "user", "carol", "viewer", "--port", port]
         + ["--secrets", str(server["secrets"].root)],
         capture_output=True,
         text=True,
@@ -288,7 +281,7 @@ def test_logins_keep_out_strangers_and_viewers_cannot_write(server: dict, two_ru
     assert (server["secrets"].root / "admin.password").stat().st_mode & 0o777 == 0o600
     assert admin not in server["log"].read_text(errors="replace")
     assert not any(admin in text for text in two_runs["output"].values())
-    from benchmarks.project import PROJECT_ROOT
+    from acne_detection.testing import PROJECT_ROOT
 
     tracked = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.split()
     for name in tracked:

@@ -1,6 +1,6 @@
 """acne-detection: a Kedro pipeline that fine-tunes YOLOv8 to find acne lesions."""
 
-from acne_detection.privacy import apply_privacy_defaults
+from acne_detection.framework.privacy import apply_privacy_defaults
 
 apply_privacy_defaults()
 

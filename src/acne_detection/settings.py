@@ -3,16 +3,17 @@
 import os
 from urllib.parse import urlparse
 
-from acne_detection.config import ProjectConfigLoader
-from acne_detection.hooks import (
+from acne_detection.framework.config import ProjectConfigLoader
+from acne_detection.framework.hooks import (
     CheckoutLock,
     PhotoArtifacts,
     PseudonymisedArtifacts,
-    RunReportHooks,
+    RunChecks,
+    RunReport,
     TypedParameters,
 )
 
-HOOKS = (CheckoutLock(), PhotoArtifacts(), PseudonymisedArtifacts(), TypedParameters(), RunReportHooks())
+HOOKS = (CheckoutLock(), PhotoArtifacts(), PseudonymisedArtifacts(), TypedParameters(), RunChecks(), RunReport())
 # kedro-viz's run hooks would write dataset statistics and run events to .viz/ beside the project
 # on every `kedro run`: everything a run writes stays under data/. `kedro viz` itself is unaffected.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz", "kedro_viz")

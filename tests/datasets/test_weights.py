@@ -45,11 +45,18 @@ def test_a_wheel_that_cannot_be_fetched_is_reported(tmp_path: Path) -> None:
 
 
 def test_loading_never_fetches(tmp_path: Path) -> None:
-    _source(tmp_path, local_path=str(tmp_path / "missing.pt")).load()  # lazy: no error until resolve()
+    """Loading only describes where the checkpoint may come from: nothing is read, written or
+    fetched until a node resolves it (so pipelines that never train never look for it)."""
+    missing = tmp_path / "missing.pt"
+    weights = _source(tmp_path, local_path=str(missing), wheel=None).load()  # no error yet
+    assert weights.local_path == str(missing) and not (tmp_path / "cache").exists()
+    with pytest.raises(DatasetError, match=r"local_path: .*missing\.pt"):
+        weights.resolve()
+    assert not (tmp_path / "cache").exists()
 
 
 def test_weights_file_copies_on_save_and_a_missing_model_is_explained(tmp_path: Path) -> None:
-    from acne_detection.tracking import resolve_model
+    from acne_detection.framework.tracking import resolve_model
 
     dataset = WeightsFile(filepath=str(tmp_path / "models" / "best.pt"))
     with pytest.raises(DatasetError, match="run `kedro run --pipeline train` first"):

@@ -20,8 +20,8 @@ import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from acne_detection.core.image_check import CHECKS, PROBE_COLUMNS, probe_image
 from acne_detection.datasets.readers import EXPECTED_LAYOUTS, READERS, detect_format
-from acne_detection.image_check import CHECKS, PROBE_COLUMNS, probe_image
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +140,9 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
     """A read-only export folder in Pascal VOC, YOLO or COCO format.
 
     Loading reads every annotation and checks every image file (see
-    ``acne_detection.image_check``) on all cores, with a progress bar, and never writes into
+    ``acne_detection.core.image_check``) on all cores, with a progress bar, and never writes into
     the folder. With ``synthetic`` set and the folder empty, the project's seeded synthetic
-    acne photographs are generated there first (see ``acne_detection.synthetic``).
+    acne photographs are generated there first (see ``acne_detection.core.synthetic``).
 
     Example catalog entry::
 
@@ -156,7 +156,7 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         path: the export's top folder.
         format: ``auto`` (detected), ``voc``, ``yolo`` or ``coco``.
         image_check: ``structure`` (walk each file to its end) or ``decode`` (decode it).
-        synthetic: keyword arguments for ``acne_detection.synthetic.write_voc_export``, used
+        synthetic: keyword arguments for ``acne_detection.core.synthetic.write_voc_export``, used
             only when the folder has no image yet.
         grades_file: a CSV (``image``, ``grade``) beside the export giving each photo's true
             severity grade, read when present (relative to ``path``).
@@ -188,7 +188,7 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
 
     def load(self) -> RawExport:
         if self._synthetic is not None:
-            from acne_detection.synthetic import write_voc_export
+            from acne_detection.core.synthetic import write_voc_export
 
             logger.info("Synthetic default dataset in %s (generated on first use)", self._path)
             write_voc_export(self._path, **self._synthetic)

@@ -41,7 +41,7 @@ class PhotoFolder(AbstractDataset[None, Photos]):
 
     Args:
         path: the folder (searched recursively).
-        synthetic: keyword arguments for ``acne_detection.synthetic.write_new_photos``, used
+        synthetic: keyword arguments for ``acne_detection.core.synthetic.write_new_photos``, used
             to make a few unlabelled demo photos when the folder does not exist.
     """
 
@@ -54,7 +54,7 @@ class PhotoFolder(AbstractDataset[None, Photos]):
 
     def load(self) -> Photos:
         if self._synthetic is not None and not self._path.exists():
-            from acne_detection.synthetic import write_new_photos
+            from acne_detection.core.synthetic import write_new_photos
 
             write_new_photos(self._path, **self._synthetic)
         if not self._path.is_dir():

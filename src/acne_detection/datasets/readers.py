@@ -27,6 +27,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from acne_detection.core.ingestion import PROBLEM_COLUMNS
+
 # HEIC/HEIF (every recent iPhone's default) through pi-heif, AVIF through Pillow itself
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif"}
@@ -45,7 +47,6 @@ SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "validation": "va
 
 IMAGE_COLUMNS = ["image_id", "file", "annotation_file", "source_split", "background"]
 BOX_COLUMNS = ["image_id", "class_name", "x_min", "y_min", "x_max", "y_max", "annotation_file"]
-PROBLEM_COLUMNS = ["file", "image_id", "reason", "detail"]
 
 
 class _Tables:

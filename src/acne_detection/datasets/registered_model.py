@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
     """Saving logs ``{"weights": path, "tags": {...}}`` into the active MLflow run as a pyfunc
-    model (``acne_detection/serving.py``, logged as code) and registers
+    model (``acne_detection/ops/serving.py``, logged as code) and registers
     it under ``name``, the tags on the new version. Loading returns the latest version as an
     ``mlflow.pyfunc`` model.
 
@@ -42,9 +42,9 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-        from acne_detection import serving
-        from acne_detection.inference import DEFAULT_THRESHOLD
-        from acne_detection.tracking import versions_with_weights
+        from acne_detection.core.inference import DEFAULT_THRESHOLD
+        from acne_detection.framework.tracking import versions_with_weights
+        from acne_detection.ops import serving
 
         config = data.get("config") or {}
         sha = data.get("tags", {}).get("model_sha256")
@@ -69,10 +69,10 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
                 ]
             ),
         )
-        package = Path(serving.__file__).parent
+        package = Path(serving.__file__).parents[1]  # acne_detection/
         info = mlflow.pyfunc.log_model(
             name="detector",
-            python_model=serving.__file__,  # models from code: no pickled object
+            python_model=str(Path(serving.__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
             code_paths=[str(package)],  # the package itself, so loading needs no install of this project
             artifacts={"weights": str(data["weights"])},
             model_config=config or None,

@@ -9,11 +9,11 @@ from typing import Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from acne_detection.tables import TableError, check_table, csv_read_options, schema_of
+from acne_detection.core.tables import TableError, check_table, csv_read_options, schema_of
 
 
 class TypedTable(AbstractDataset[pd.DataFrame, pd.DataFrame]):
-    """A table whose columns, types and allowed values are declared once (``acne_detection.tables``).
+    """A table whose columns, types and allowed values are declared once (``acne_detection.core.tables``).
 
     Saving checks the table before it is written; loading reads CSV with the schema's types
     and missing-value rules (text keeps ``""``, numbers read ``""`` as NaN) and checks it
@@ -29,7 +29,7 @@ class TypedTable(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     Args:
         filepath: the file; its suffix (``.csv`` or ``.parquet``) picks the format.
-        schema: the name of the table's schema in ``acne_detection.tables.SCHEMAS``.
+        schema: the name of the table's schema in ``acne_detection.core.tables.SCHEMAS``.
         load_args: further ``pandas.read_csv``/``read_parquet`` keywords.
         save_args: further ``DataFrame.to_csv``/``to_parquet`` keywords.
     """

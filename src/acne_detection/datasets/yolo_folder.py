@@ -16,7 +16,7 @@ import yaml
 from kedro.io import AbstractDataset, DatasetError
 from PIL import ImageOps
 
-from acne_detection.image_check import open_photo, to_8bit
+from acne_detection.core.image_check import open_photo, to_8bit
 
 logger = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ def test_acne04_collapsed_to_one_class_is_reported_as_handled(acne04_sample, cap
 
 
 def test_the_synthetic_default_is_not_flagged(tmp_path: Path, data_params: dict, caplog) -> None:
-    from acne_detection.synthetic import write_voc_export
+    from acne_detection.core.synthetic import write_voc_export
 
     write_voc_export(tmp_path, n_images=40, size=128, seed=0)
     audit, _, _ = _audit(tmp_path, data_params)

@@ -46,7 +46,7 @@ def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params)
 
 
 def test_class_names_map_through_case_spacing_numbering_and_plurals(data_params) -> None:
-    from acne_detection.params import parse
+    from acne_detection.core.params import parse
     from acne_detection.pipelines.data.validation import map_class_names
 
     names = pd.Series(

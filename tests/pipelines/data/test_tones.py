@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from acne_detection.core.skin_tone import ita_band, ita_of_lab
 from acne_detection.pipelines.data.split import split_dataset
 from acne_detection.pipelines.data.tones import describe_skin_tones, measure_skin_tones, plot_skin_tones
-from acne_detection.skin_tone import ita_band, ita_of_lab
 from tests.conftest import validated, write_voc
 
 PARAMS = {
@@ -69,9 +69,9 @@ def test_copies_of_one_photo_share_its_tone_and_nothing_is_dropped(tmp_path: Pat
 def test_default_synthetic_split_has_every_tone_in_test(tmp_path: Path) -> None:
     """The default generator (240 photos; drawn here at 128 px, same tones) through the nodes: the
     test split holds >= 15 photos in four bands and some of every band; the report reconciles."""
+    from acne_detection.core.synthetic import write_voc_export
     from acne_detection.datasets import AnnotatedExport
     from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
-    from acne_detection.synthetic import write_voc_export
 
     write_voc_export(tmp_path / "raw", n_images=240, size=128, seed=0)
     params = {**PARAMS, "split": {"train": 0.5, "val": 0.15, "test": 0.35}}

@@ -206,7 +206,7 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
 
 def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     """Every test lesion found, plus 3 false alarms: counts are off by exactly those alarms."""
-    from acne_detection.grading import severity_grade
+    from acne_detection.core.grading import severity_grade
     from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 
     dataset, ground_truth, preds = crafted

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acne_detection import metrics
-from acne_detection.metrics import average_precision, match_detections, resampled_ap, top_per_photo
+from acne_detection.core import metrics
+from acne_detection.core.metrics import average_precision, match_detections, resampled_ap, top_per_photo
 from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics, skin_tone_lines
 
 POINT = {"threshold": 0.5}

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from acne_detection.core.params import parse
+from acne_detection.core.training_config import augmentation_warnings, training_overrides, ultralytics_cfg
 from acne_detection.datasets import YoloDatasetFolder
-from acne_detection.params import parse
 from acne_detection.pipelines.preview.nodes import (
     augmentation_tiles,
     augmented_samples,
@@ -19,7 +20,6 @@ from acne_detection.pipelines.preview.nodes import (
     preview_each_augmentation,
 )
 from acne_detection.pipelines.train.nodes import ProjectTrainer
-from acne_detection.training_config import augmentation_warnings, training_overrides, ultralytics_cfg
 
 AUGMENT_KEYS = list(parse("train", {}).augment.model_dump())
 OFF = {

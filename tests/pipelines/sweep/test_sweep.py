@@ -11,9 +11,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from acne_detection.params import EvalParams, GradingParams, SweepConfigParams, TrainParams
+from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, TrainParams
 from acne_detection.pipelines.sweep.nodes import recipe_key, recipe_settings, training_subset
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project
 from tests.conftest import kedro_run
 
 RECIPES = {

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from acne_detection.pipelines.train.live_metrics import LiveMetrics
 from acne_detection.pipelines.train.nodes import ProjectTrainer, parameter_counts
+from acne_detection.testing import free_port
 
 REPORT = """
 import json, sys
@@ -83,14 +84,6 @@ def ddp_state(tiny_yolo, tmp_path: Path):
     script.with_suffix(".pt").unlink(missing_ok=True)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(script: Path, mode: str, rank: int, tmp_path: Path) -> dict:
     """Run Ultralytics' generated worker script in a fresh process as DDP rank ``rank`` would
     (``RANK``/``LOCAL_RANK`` set, no MLflow run, no Kedro), with a report line appended."""
@@ -100,7 +93,7 @@ def _worker(script: Path, mode: str, rank: int, tmp_path: Path) -> dict:
             'if __name__ == "__main__":\n',
             'if __name__ == "__main__":\n    import torch.distributed as dist\n'
             '    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)\n'
-            % _free_port(),
+            % free_port(),
         )
     body = REPORT.replace("MODE", mode)
     runner = tmp_path / f"worker_rank{rank}.py"

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from acne_detection.datasets import PretrainedWeightsSource
 from acne_detection.pipelines.train.resume import plan_resume, prepare_training, record_run
-from benchmarks.project import copy_project
+from acne_detection.testing import copy_project
 from tests.conftest import PROJECT_ROOT
 
 SETTINGS = {"data": "abc", "model": "yolov8n.pt", "imgsz": 64, "epochs": 4}

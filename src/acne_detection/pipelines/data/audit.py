@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
 
+from acne_detection.core.params import parse
 from acne_detection.datasets.export import RawExport
-from acne_detection.params import parse
 from acne_detection.pipelines.data.split import assign_groups
 
 logger = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from acne_detection.core.grading import grades_from_names, parse_grades_file
+from acne_detection.core.ingestion import PROBLEM_COLUMNS
+from acne_detection.core.params import parse
 from acne_detection.datasets.export import RawExport
-from acne_detection.datasets.readers import PROBLEM_COLUMNS
-from acne_detection.grading import grades_from_names, parse_grades_file
-from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.framework.tracking import to_mlflow_metrics
 from acne_detection.pipelines.data.audit import audit_labels
 from acne_detection.pipelines.data.grades import attach_grades
 from acne_detection.pipelines.data.report import describe_dataset, plot_dataset
@@ -9,7 +10,6 @@ from acne_detection.pipelines.data.split import describe_lineage, find_split_lea
 from acne_detection.pipelines.data.tones import describe_skin_tones, measure_skin_tones, plot_skin_tones
 from acne_detection.pipelines.data.validation import map_classes, summarise_quarantine, validate_export
 from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
-from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -14,8 +14,8 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from kedro.io import DatasetError
 
-from acne_detection.params import parse
-from acne_detection.tables import SPLITS
+from acne_detection.core.params import parse
+from acne_detection.core.tables import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def describe_lineage(split: pd.DataFrame) -> dict[str, Any]:
     Returns:
         ``{"source": the export's folder, "tables": {"train": ..., "val": ..., "test": ...}}``.
     """
-    from acne_detection.model_card import export_root
+    from acne_detection.core.model_card import export_root
 
     columns = [c for c in LINEAGE_COLUMNS if c in split]
     root = export_root(split)

@@ -1,4 +1,4 @@
-"""Skin tone of every source photo (ITA, ``acne_detection.skin_tone``), and its distribution
+"""Skin tone of every source photo (ITA, ``acne_detection.core.skin_tone``), and its distribution
 per split for the data report."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from acne_detection.inference import load_photo
-from acne_detection.params import parse
+from acne_detection.core.inference import load_photo
+from acne_detection.core.params import parse
+from acne_detection.core.skin_tone import BAND_NAMES, ToneEstimate, ita_band, measure_tone
 from acne_detection.pipelines.data.split import merge_groups
-from acne_detection.skin_tone import BAND_NAMES, ToneEstimate, ita_band, measure_tone
 
 logger = logging.getLogger(__name__)
 

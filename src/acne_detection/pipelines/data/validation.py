@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
 
+from acne_detection.core.ingestion import describe_counts
+from acne_detection.core.params import DataParams, parse
 from acne_detection.datasets.export import RawExport
-from acne_detection.params import DataParams, parse
 
 logger = logging.getLogger(__name__)
 
@@ -323,22 +324,6 @@ def _reconcile(raw: RawExport, images: pd.DataFrame, boxes: pd.DataFrame, quaran
             raise AssertionError(f"{what} do not reconcile: {counts}")  # a bug in this node, never the data
     logger.info(describe_counts(counts))
     return counts
-
-
-def describe_counts(counts: dict[str, int]) -> str:
-    """The reconciliation in words, as the run prints it after validation and again at its end.
-
-    Args:
-        counts: ``validate_export``'s counts.
-
-    Returns:
-        One line: images and boxes read = accepted + quarantined, and other files quarantined.
-    """
-    return (
-        "Ingestion: {images_read} images read = {images_accepted} accepted + {images_quarantined} quarantined; "
-        "{boxes_read} boxes read = {boxes_accepted} accepted + {boxes_quarantined} quarantined; "
-        "{files_quarantined} other files quarantined"
-    ).format(**counts)
 
 
 def summarise_quarantine(quarantine: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from acne_detection.params import parse
+from acne_detection.core.params import parse
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from acne_detection.calibration import Calibration, dece, fit_platt, reliability_table
+from acne_detection.core.calibration import Calibration, dece, fit_platt, reliability_table
+from acne_detection.core.grading import photo_grade_probabilities
+from acne_detection.core.metrics import match_detections
+from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import photo_grade_probabilities
-from acne_detection.metrics import match_detections
-from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+from acne_detection.core.model_card import code_commit, export_root, render_model_card, trained_on
+from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
-from acne_detection.model_card import code_commit, export_root, render_model_card, trained_on
-from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def write_model_card(
     grade_probability: dict[str, Any],
     correction: dict[str, Any],
 ) -> str:
-    """The model card of the evaluated model (``acne_detection.model_card``), and the same page
+    """The model card of the evaluated model (``acne_detection.core.model_card``), and the same page
     as the description of every registered version holding these weights (an ``eval`` of a
     registered version refreshes its card; ``register`` sets it on a new version).
 
@@ -128,7 +128,7 @@ def _describe_registered_versions(sha256: str, card: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from acne_detection.tracking import versions_with_weights
+    from acne_detection.framework.tracking import versions_with_weights
 
     if not sha256:
         return

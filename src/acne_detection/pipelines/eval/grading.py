@@ -1,5 +1,5 @@
 """Severity grading on the test split: lesions counted at the operating threshold, graded by
-``acne_detection.grading.severity_grade``, against each photo's true grade."""
+``acne_detection.core.grading.severity_grade``, against each photo's true grade."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
+from acne_detection.core.grading import GradingRule, fit_count_correction, grade_photos, grading_metrics
+from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import GradingRule, fit_count_correction, grade_photos, grading_metrics
-from acne_detection.params import parse
 from acne_detection.pipelines.eval.calibration import calibrate_predictions
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dic
         grading: the ``grading`` parameters (grade names).
 
     Returns:
-        The metrics (``acne_detection.grading.grading_metrics``) and the confusion matrix with
+        The metrics (``acne_detection.core.grading.grading_metrics``) and the confusion matrix with
         a ``true`` column.
     """
     names = parse("grading", grading).names

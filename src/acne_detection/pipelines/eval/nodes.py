@@ -16,11 +16,10 @@ import pandas as pd
 from kedro.io import DatasetError
 from ultralytics import YOLO
 
-from acne_detection.accelerator import detect_device
-from acne_detection.calibration import Calibration
-from acne_detection.datasets import YoloDataset
-from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
-from acne_detection.metrics import (
+from acne_detection.core.accelerator import detect_device
+from acne_detection.core.calibration import Calibration
+from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
     average_precision,
     confusion_counts,
@@ -30,8 +29,9 @@ from acne_detection.metrics import (
     precision_recall_f1,
     threshold_sweep,
 )
-from acne_detection.params import parse
-from acne_detection.tracking import model_run_id, resolve_model, versions_with_weights
+from acne_detection.core.params import parse
+from acne_detection.datasets import YoloDataset
+from acne_detection.framework.tracking import model_run_id, resolve_model, versions_with_weights
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.framework.tracking import to_mlflow_metrics
 from acne_detection.pipelines.eval.calibration import (
     calibrate_predictions,
     estimate_grade_probabilities,
@@ -29,7 +30,6 @@ from acne_detection.pipelines.eval.nodes import (
 from acne_detection.pipelines.eval.plots import plot_confusion_matrix, plot_error_gallery, plot_threshold_curves
 from acne_detection.pipelines.eval.report import report_headline
 from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics
-from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from acne_detection.core.metrics import match_detections
+from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
-from acne_detection.metrics import match_detections
-from acne_detection.params import parse
 from acne_detection.pipelines.eval.nodes import test_split_truth
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from acne_detection.core.metrics import average_precision, match_detections, resampled_ap, top_per_photo
+from acne_detection.core.params import parse
+from acne_detection.core.skin_tone import BAND_NAMES
 from acne_detection.datasets import YoloDataset
-from acne_detection.metrics import average_precision, match_detections, resampled_ap, top_per_photo
-from acne_detection.params import parse
-from acne_detection.skin_tone import BAND_NAMES
-from acne_detection.tracking import to_mlflow_metrics
+from acne_detection.framework.tracking import to_mlflow_metrics
 
 logger = logging.getLogger(__name__)
 

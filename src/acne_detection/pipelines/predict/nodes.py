@@ -1,7 +1,7 @@
 """Nodes of the ``predict`` pipeline: new photos → lesions → counts and grade per photo →
 annotated copies and an HTML report a clinician can scroll.
 
-Prediction goes through ``acne_detection.inference.predict_boxes``, the same function
+Prediction goes through ``acne_detection.core.inference.predict_boxes``, the same function
 ``eval`` and the served model use.
 """
 
@@ -14,23 +14,23 @@ from typing import Any
 
 import pandas as pd
 
-from acne_detection.accelerator import detect_device
-from acne_detection.calibration import Calibration
-from acne_detection.datasets.export import progress_bar
-from acne_detection.datasets.photo_folder import Photos
-from acne_detection.datasets.weights import sha256_of
-from acne_detection.grading import GradingRule, describe_grade_probabilities
-from acne_detection.image_check import probe_image
-from acne_detection.inference import (
+from acne_detection.core.accelerator import detect_device
+from acne_detection.core.calibration import Calibration
+from acne_detection.core.grading import GradingRule, describe_grade_probabilities
+from acne_detection.core.image_check import probe_image
+from acne_detection.core.inference import (
     PREDICTION_COLUMNS,
     InferenceSettings,
     iter_predictions,
     load_detector,
     needs_slicing,
 )
-from acne_detection.model_card import SYNTHETIC_WARNING
-from acne_detection.params import parse
-from acne_detection.tracking import model_version_tag, resolve_model
+from acne_detection.core.model_card import SYNTHETIC_WARNING
+from acne_detection.core.params import parse
+from acne_detection.datasets.export import progress_bar
+from acne_detection.datasets.photo_folder import Photos
+from acne_detection.datasets.weights import sha256_of
+from acne_detection.framework.tracking import model_version_tag, resolve_model
 
 logger = logging.getLogger(__name__)
 PHOTO_COLUMNS = ["photo", "status", "reason", "detail", "width", "height", "sliced"]

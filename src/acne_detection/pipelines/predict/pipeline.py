@@ -2,9 +2,9 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.framework.tracking import to_mlflow_metrics
 from acne_detection.pipelines.predict.nodes import choose_model, predict_new_photos, summarise_photos
 from acne_detection.pipelines.predict.report import draw_annotated_photos, render_report
-from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -13,11 +13,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from acne_detection.calibration import Calibration
+from acne_detection.core.calibration import Calibration
+from acne_detection.core.grading import GradingRule
+from acne_detection.core.inference import load_photo
+from acne_detection.core.params import parse
 from acne_detection.datasets.photo_folder import Photos
-from acne_detection.grading import GradingRule
-from acne_detection.inference import load_photo
-from acne_detection.params import parse
 
 _COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
 

@@ -21,14 +21,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from acne_detection.datasets import YoloDataset
-from acne_detection.params import TrainParams, parse
-from acne_detection.training_config import (
+from acne_detection.core.params import TrainParams, parse
+from acne_detection.core.training_config import (
     augmentation_warnings,
     smallest_lesion_px,
     training_overrides,
     ultralytics_cfg,
 )
+from acne_detection.datasets import YoloDataset
 
 logger = logging.getLogger(__name__)
 CLASS_COLOURS = ("#00e5ff", "#ffea00", "#76ff03", "#ff4081", "#ffffff")

@@ -10,11 +10,11 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from acne_detection.core.grading import GradingRule
+from acne_detection.core.inference import DEFAULT_THRESHOLD
+from acne_detection.core.model_card import SYNTHETIC_WARNING, trained_on
+from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
-from acne_detection.grading import GradingRule
-from acne_detection.inference import DEFAULT_THRESHOLD
-from acne_detection.model_card import SYNTHETIC_WARNING, trained_on
-from acne_detection.params import parse
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, TrainParams, parse
 from acne_detection.datasets import PretrainedWeights, YoloDataset
-from acne_detection.params import EvalParams, GradingParams, SweepConfigParams, TrainParams, parse
 
 logger = logging.getLogger(__name__)
 

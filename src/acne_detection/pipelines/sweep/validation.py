@@ -12,17 +12,17 @@ from typing import Any
 
 import pandas as pd
 
-from acne_detection.datasets import YoloDataset
-from acne_detection.grading import grade_photos, grading_metrics
-from acne_detection.inference import InferenceSettings, model_imgsz, predict_boxes
-from acne_detection.metrics import (
+from acne_detection.core.grading import grade_photos, grading_metrics
+from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
     average_precision,
     match_detections,
     pick_operating_point,
     threshold_sweep,
 )
-from acne_detection.params import EvalParams, GradingParams
+from acne_detection.core.params import EvalParams, GradingParams
+from acne_detection.datasets import YoloDataset
 
 
 def validate_checkpoint(

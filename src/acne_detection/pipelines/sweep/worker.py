@@ -21,7 +21,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from acne_detection.accelerator import detect_device
+from acne_detection.core.accelerator import detect_device
 from acne_detection.pipelines.sweep.validation import validate_checkpoint
 from acne_detection.pipelines.train.nodes import train_detector
 

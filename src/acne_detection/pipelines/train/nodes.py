@@ -11,13 +11,13 @@ from matplotlib.figure import Figure
 from ultralytics import YOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 
-from acne_detection.accelerator import detect_device, device_settings, environment_tags
+from acne_detection.core.accelerator import detect_device, device_settings, environment_tags
+from acne_detection.core.params import parse
+from acne_detection.core.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 from acne_detection.datasets import PretrainedWeights, YoloDataset
-from acne_detection.params import parse
+from acne_detection.framework.tracking import mark_run_killed
 from acne_detection.pipelines.train.live_metrics import LiveMetrics, current_run_id, replay_history
 from acne_detection.pipelines.train.resume import prepare_training
-from acne_detection.tracking import mark_run_killed
-from acne_detection.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 
 logger = logging.getLogger(__name__)
 

@@ -2,13 +2,13 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from acne_detection.framework.tracking import to_mlflow_metrics
 from acne_detection.pipelines.train.health import assess_training_health
 from acne_detection.pipelines.train.nodes import (
     plot_training_curves,
     report_training_health,
     train_detector,
 )
-from acne_detection.tracking import to_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:

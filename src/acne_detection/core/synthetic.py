@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from acne_detection.grading import severity_grade
-from acne_detection.params import SYNTHETIC_CLASSES
+from acne_detection.core.grading import severity_grade
+from acne_detection.core.params import SYNTHETIC_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class SyntheticSpec:
 def base_skin_ita(tone: np.ndarray) -> float:
     """The true ITA of a photo: that of its base skin colour (RGB in [0, 1]), before lighting,
     mottling and pores are applied, as OpenCV's CIELAB gives it."""
-    from acne_detection.skin_tone import ita_of_lab
+    from acne_detection.core.skin_tone import ita_of_lab
 
     lightness, _, b = cv2.cvtColor(np.asarray(tone, np.float32).reshape(1, 1, 3), cv2.COLOR_RGB2LAB)[0, 0]
     return ita_of_lab(float(lightness), float(b))

@@ -2,10 +2,11 @@
 with ``mlflow models serve``) and send it photos, as paths or as the file's bytes in base64;
 get back each photo's lesions, count and severity grade.
 
-MLflow logs this file itself ("models from code") and the ``acne_detection`` package beside
-it (``code_paths``), so loading needs no pickled object and no install of this project, only
-its dependencies (Ultralytics, torch, pandas, Pillow, SAHI for sliced inference). The boxes
-come from ``acne_detection.inference.predict_boxes``, the function ``eval`` and ``predict`` use.
+MLflow logs ``pyfunc_model.py`` (the "models from code" file, which only names this class) and
+the ``acne_detection`` package beside it (``code_paths``), so loading needs no pickled object
+and no install of this project, only its dependencies (Ultralytics, torch, pandas, Pillow, SAHI
+for sliced inference). The boxes come from ``acne_detection.core.inference.predict_boxes``, the
+function ``eval`` and ``predict`` use.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import base64
 import json
 from typing import Any
 
-import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
@@ -61,9 +61,9 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         self.config = dict(context.model_config or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from acne_detection.calibration import Calibration
-        from acne_detection.grading import GradingRule
-        from acne_detection.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
+        from acne_detection.core.calibration import Calibration
+        from acne_detection.core.grading import GradingRule
+        from acne_detection.core.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
 
         params = params or {}
         conf = params.get("conf")
@@ -128,7 +128,7 @@ def photos_of(model_input: pd.DataFrame) -> list[tuple[str, str | bytes]]:
     """
     import binascii
 
-    from acne_detection.image_check import probe_bytes
+    from acne_detection.core.image_check import probe_bytes
 
     if model_input.empty:
         raise _bad_request("the request holds no photo")
@@ -154,6 +154,3 @@ def photos_of(model_input: pd.DataFrame) -> list[tuple[str, str | bytes]]:
                 "or image (a path on the server); columns of other names are ignored"
             )
     return photos
-
-
-mlflow.models.set_model(YoloDetector())

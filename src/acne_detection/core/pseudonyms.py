@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-# Columns of the project's tables (acne_detection.tables) whose values are photo or annotation
+# Columns of the project's tables (acne_detection.core.tables) whose values are photo or annotation
 # file names, paths, or names derived from them (a source photo's group, its listed copies).
 NAME_COLUMNS = ("image_id", "file", "annotation_file", "image", "photo", "group", "copies")
 KEY_ENTRY = "pseudonym_key"

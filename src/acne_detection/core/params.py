@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# the synthetic default's lesion classes, the one list in code (acne_detection.synthetic draws them)
+# the synthetic default's lesion classes, the one list in code (acne_detection.core.synthetic draws them)
 SYNTHETIC_CLASSES: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
 
 
@@ -47,7 +47,7 @@ class LabelAuditParams(_Strict):
 
 
 class DataSkinToneParams(_Strict):
-    """Skin tone per source photo (``acne_detection.skin_tone``)."""
+    """Skin tone per source photo (``acne_detection.core.skin_tone``)."""
 
     measure: bool = True  # false: no tone is measured, the split is not stratified by it, eval reports none
     max_side: int = Field(256, ge=32)  # photos are measured at this long side
@@ -181,7 +181,7 @@ class PredictParams(_Strict):
 
 
 class GradingParams(_Strict):
-    """The count→grade rule (``acne_detection.grading.severity_grade``)."""
+    """The count→grade rule (``acne_detection.core.grading.severity_grade``)."""
 
     thresholds: tuple[int, ...] = (5, 20, 50)  # ACNE04: 0-5 mild, 6-20 moderate, 21-50 severe, > 50 very severe
     names: tuple[str, ...] = ("mild", "moderate", "severe", "very severe")
@@ -207,7 +207,7 @@ class TrackingParams(_Strict):
     log_photos: bool = (
         True  # false: figures made of photos (previews, error gallery, predict report) stay on this machine
     )
-    # true: tables and texts logged to the tracking store name photos by a keyed hash (acne_detection.pseudonyms)
+    # true: tables and texts logged to the tracking store name photos by a keyed hash (acne_detection.core.pseudonyms)
     pseudonymize: bool = False
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from acne_detection.params import PARAMETER_GROUPS, parse
+from acne_detection.core.params import PARAMETER_GROUPS, parse
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _close_reopened_runs(status: str = "FINISHED") -> None:
 
 class TypedParameters:
     """Nodes receive typed parameter objects: each ``params:<group>`` input is validated once and
-    handed to the node as its model from ``acne_detection.params`` (kedro-mlflow still logs the
+    handed to the node as its model from ``acne_detection.core.params`` (kedro-mlflow still logs the
     plain values). Nodes called directly, as the tests do, accept plain dicts too (``parse``)."""
 
     @hook_impl
@@ -133,7 +133,7 @@ class PhotoArtifacts:
 
 class PseudonymisedArtifacts:
     """With ``tracking.pseudonymize: true``, what is logged to the tracking store names photos
-    by their pseudonyms (``acne_detection.pseudonyms``): each artifact is still written under
+    by their pseudonyms (``acne_detection.core.pseudonyms``): each artifact is still written under
     ``data/`` with the real names, and a pseudonymised copy of it is logged in its place. Plots
     carry no photo name and are logged as they are; figures made of photos (whose titles name
     them) are not logged at all. Grouping, splits and metrics are computed before any of this,
@@ -150,7 +150,7 @@ class PseudonymisedArtifacts:
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        from acne_detection.pseudonyms import Pseudonyms, load_key
+        from acne_detection.core.pseudonyms import Pseudonyms, load_key
 
         self._pseudonyms, self._logged = None, {}
         if parse("tracking", context.params.get("tracking") or {}).pseudonymize:
@@ -211,9 +211,9 @@ class PseudonymisedArtifacts:
         logger.info("Photo names and their pseudonyms on the tracking store: %s (this machine only)", mapping)
 
 
-class RunReportHooks:
-    """Validates every parameter group before any node runs, and closes a run by saying
-    where its outputs are and how to look at them."""
+class RunChecks:
+    """Before any node runs: every parameter group is validated (a typo names itself), the
+    tracking server answers, and the experiment exists with its artifact location."""
 
     @hook_impl(tryfirst=True)  # before kedro-mlflow, which would retry a dead server for minutes
     def after_context_created(self, context: Any) -> None:
@@ -229,11 +229,16 @@ class RunReportHooks:
                 parse(group, params[group])
         ensure_experiment(mlflow_conf, Path(context.project_path))
 
+
+class RunReport:
+    """Names the MLflow run for what it does (the stages that run, read from the nodes' stage
+    tags), and closes it by saying where its outputs are and how to look at them."""
+
     @hook_impl(trylast=True)  # after kedro-mlflow has opened the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         import mlflow
 
-        from acne_detection.tracking import run_name
+        from acne_detection.framework.tracking import run_name
 
         run = mlflow.active_run()
         if run is None:
@@ -243,8 +248,8 @@ class RunReportHooks:
         def _param(name: str) -> dict[str, Any]:
             return catalog.load(f"params:{name}") if f"params:{name}" in catalog else {}
 
-        trains = "training_workdir" in pipeline.all_inputs()
-        predicts = "new_photos" in pipeline.all_inputs()
+        stages = {tag for node in pipeline.nodes for tag in node.tags}  # each pipeline tags its nodes by stage
+        trains, predicts = "train" in stages, "predict" in stages
         source = (
             catalog.get("new_photos" if predicts else "raw_export")
             if ("new_photos" if predicts else "raw_export") in catalog
@@ -272,11 +277,11 @@ class RunReportHooks:
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         import mlflow
 
-        from acne_detection.tracking import run_headline, ui_address
+        from acne_detection.framework.tracking import run_headline, ui_address
 
         _close_reopened_runs()
         if "ingestion_counts" in pipeline.all_outputs():  # the reconciliation, where a user reads last
-            from acne_detection.pipelines.data.validation import describe_counts
+            from acne_detection.core.ingestion import describe_counts
 
             logger.info(
                 "%s (reasons: data/08_reporting/quarantine_report.csv)",

@@ -21,7 +21,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
-from acne_detection.skin_tone import BAND_NAMES
+from acne_detection.core.skin_tone import BAND_NAMES
 
 SPLITS = ("train", "val", "test")
 _SOURCE_SPLITS = ("", *SPLITS)

@@ -19,7 +19,7 @@ SYNTHETIC_WARNING = (
     "Trained on synthetic photos: a demonstration model, not for use on real skin. "
     'Train on a real, labelled export first (README, "Use your own dataset").'
 )
-SYNTHETIC_MARKER = "synthetic.json"  # written by acne_detection.synthetic into the export it generates
+SYNTHETIC_MARKER = "synthetic.json"  # written by acne_detection.core.synthetic into the export it generates
 
 
 def export_root(manifest: pd.DataFrame) -> Path | None:

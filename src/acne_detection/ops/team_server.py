@@ -1,7 +1,7 @@
 """A team MLflow tracking server on real parts: PostgreSQL as the backend store (runs,
 metrics, the model registry) and artifacts proxied by the server into a folder.
 
-``make server`` runs ``python -m acne_detection.team_server``: with no database configured it
+``make server`` runs ``python -m acne_detection.ops.team_server``: with no database configured it
 creates a local PostgreSQL cluster under ``data/team/`` (``initdb``; as root, owned by and run as
 the ``postgres`` user, since PostgreSQL refuses to run as root), starts it on 127.0.0.1 only,
 then serves MLflow on 127.0.0.1:5050. A team's own PostgreSQL is used instead when
@@ -444,7 +444,9 @@ def wait_until_up(url: str, server: subprocess.Popen, *, seconds: float = 120) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m acne_detection.team_server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m acne_detection.ops.team_server", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "command",
         nargs="?",
@@ -481,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "user":
         if not args.name:
-            parser.error("user needs a NAME: python -m acne_detection.team_server user alice trainer")
+            parser.error("user needs a NAME: python -m acne_detection.ops.team_server user alice trainer")
         where = add_user(url, args.name, args.role, server_secrets, experiment="acne_detection", model="acne-detector")
         logger.info(
             "User %s (%s) created on %s. Their password is in %s (mode 600): hand it over privately; they set "

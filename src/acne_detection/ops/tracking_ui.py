@@ -1,11 +1,11 @@
-"""``python -m acne_detection.tracking_ui STORE UI``: the address ``make ui`` prints, the
+"""``python -m acne_detection.ops.tracking_ui STORE UI``: the address ``make ui`` prints, the
 ``acne_detection`` experiment's runs in MLflow's model-training view."""
 
 from __future__ import annotations
 
 import sys
 
-from acne_detection.tracking import ui_address
+from acne_detection.framework.tracking import ui_address
 
 
 def experiment_address(tracking_uri: str, ui: str, experiment: str = "acne_detection") -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from acne_detection.image_check import open_photo, to_8bit
+from acne_detection.core.image_check import open_photo, to_8bit
 
 logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_min", "x_max", "y_max"]

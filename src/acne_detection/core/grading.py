@@ -363,7 +363,7 @@ def parse_grades_file(
         The grade per image (``<NA>`` where the file has none), and the file's problems: one row
         per unusable line (``file``, ``image_id``, ``reason``, ``detail``).
     """
-    from acne_detection.datasets.readers import PROBLEM_COLUMNS  # the export readers' problem rows, same columns
+    from acne_detection.core.ingestion import PROBLEM_COLUMNS  # the export readers' problem rows, same columns
 
     grades = pd.Series(pd.NA, index=image_ids.index, dtype="Int64")
     problems: list[dict[str, str]] = []

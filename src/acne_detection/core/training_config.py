@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from acne_detection.accelerator import device_settings
-from acne_detection.params import TrainParams
+from acne_detection.core.accelerator import device_settings
+from acne_detection.core.params import TrainParams
 
 
 def training_overrides(params: TrainParams, *, data_yaml: Path, device: str, workdir: Path) -> dict[str, Any]:
@@ -19,7 +19,7 @@ def training_overrides(params: TrainParams, *, data_yaml: Path, device: str, wor
     Args:
         params: the typed ``train`` parameters.
         data_yaml: the YOLO dataset's ``data.yaml``.
-        device: the Ultralytics device string (see ``acne_detection.accelerator``).
+        device: the Ultralytics device string (see ``acne_detection.core.accelerator``).
         workdir: the folder Ultralytics writes its checkpoints into (never ``runs/``).
 
     Returns:

@@ -231,7 +231,7 @@ def open_photo(source: str | Path | bytes) -> Image.Image:
 def _over_limit(size: str) -> str:
     return (
         f"the header declares {size}, over the limit of {PIXEL_LIMIT / 1e6:.0f} MP "
-        "(acne_detection.image_check.PIXEL_LIMIT): a decompression bomb, or a photo to shrink first"
+        "(acne_detection.core.image_check.PIXEL_LIMIT): a decompression bomb, or a photo to shrink first"
     )
 
 
