@@ -244,6 +244,23 @@ def test_regression_a_carriage_return_in_a_file_name_stays_in_its_row(tmp_path: 
     pd.testing.assert_frame_equal(table.load(), rows, check_dtype=False)
 
 
+def test_regression_no_test_photo_with_a_skin_tone_writes_an_empty_tone_table(tmp_path: Path) -> None:
+    """Found by the whole-DAG generated exports: when no test photo had a measurable tone, eval's
+    empty per-band table (object columns) failed its schema on save. Every declared table can be
+    saved empty and reads back empty, in its declared types."""
+    from acne_detection.core.tables import SCHEMAS, schema_of
+    from acne_detection.datasets import TypedTable
+
+    for name in SCHEMAS:
+        columns = [c for c, column in schema_of(name).columns.items() if not column.regex]
+        table = TypedTable(filepath=str(tmp_path / f"{name}.csv"), schema=name)
+        table.save(pd.DataFrame(columns=columns))
+        back = table.load()
+        assert back.empty and list(back.columns) == columns, name
+    flags = TypedTable(filepath=str(tmp_path / "skin_tone_metrics.csv"), schema="skin_tone_metrics").load()
+    assert flags.judged.dtype == bool and flags.photos.dtype == "int64"
+
+
 def test_a_table_that_breaks_its_schema_names_file_column_and_rows(tmp_path: Path) -> None:
     from acne_detection.datasets import TypedTable
 

@@ -274,6 +274,8 @@ def _lossless_cast(values: pd.Series, dtype: str) -> pd.Series:
             # object columns (an empty table), all-NaN ones (an all-empty column read back by
             # pandas) and missing values: text, with "" as its empty value
             return values.astype(object).where(values.notna(), "").astype(str)
+        if values.empty:  # an empty table's column: nothing to lose, whatever its declared type
+            return values.astype(dtype)
         if values.dtype == object and all(_is_number(v) for v in values.dropna()):
             values = values.astype("float64")  # an empty table's columns, or numbers held as objects
         if dtype == "float64" and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):

@@ -12,7 +12,9 @@ import pytest
 
 from acne_detection.core import metrics
 from acne_detection.core.metrics import average_precision, match_detections, resampled_ap, top_per_photo
-from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics, skin_tone_lines
+from acne_detection.pipelines.eval.plots import plot_skin_tone_metrics
+from acne_detection.pipelines.eval.report import skin_tone_lines
+from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone
 
 POINT = {"threshold": 0.5}
 

@@ -20,6 +20,7 @@ from acne_detection.core.grading import photo_grade_probabilities
 from acne_detection.core.metrics import match_detections
 from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
+from acne_detection.pipelines.eval.tones import NOT_MEASURED, image_tone_bands
 
 logger = logging.getLogger(__name__)
 
@@ -132,13 +133,11 @@ def measure_calibration(
     for key in ("val_dece_before", "val_dece_after"):
         if key in calibration:
             metrics[key] = float(calibration[key])
-    if "tone_band" in split_images:
-        image_band = dataset.manifest.set_index("image").image_id.map(split_images.set_index("image_id").tone_band)
-        bands = found.image.map(image_band)
-        for band in sorted(b for b in bands.dropna().unique() if b):
-            inside = (bands == band).to_numpy()
-            metrics[f"dece_after.{band}"] = dece(calibrated[inside], found.matched[inside], bins=c.bins)
-            metrics[f"detections.{band}"] = float(inside.sum())
+    bands = found.image.map(image_tone_bands(dataset, split_images))
+    for band in sorted(b for b in bands.dropna().unique() if b != NOT_MEASURED):
+        inside = (bands == band).to_numpy()
+        metrics[f"dece_after.{band}"] = dece(calibrated[inside], found.matched[inside], bins=c.bins)
+        metrics[f"detections.{band}"] = float(inside.sum())
     table = pd.concat(
         [
             reliability_table(found.confidence, found.matched, bins=c.bins).assign(stage="raw"),

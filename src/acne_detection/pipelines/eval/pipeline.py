@@ -27,9 +27,14 @@ from acne_detection.pipelines.eval.nodes import (
     record_model_threshold,
     sweep_thresholds,
 )
-from acne_detection.pipelines.eval.plots import plot_confusion_matrix, plot_error_gallery, plot_threshold_curves
+from acne_detection.pipelines.eval.plots import (
+    plot_confusion_matrix,
+    plot_error_gallery,
+    plot_skin_tone_metrics,
+    plot_threshold_curves,
+)
 from acne_detection.pipelines.eval.report import report_headline
-from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone, plot_skin_tone_metrics
+from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -203,3 +203,52 @@ def plot_error_gallery(
     fig.suptitle("Errors at the operating point: ground truth green, predictions red", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_skin_tone_metrics(table: pd.DataFrame, params: dict[str, Any]) -> Figure:
+    """Recall, AP@50 and grading accuracy per tone band, with their 95 % intervals, the overall
+    recall and the margin below it, and the photos behind each bar.
+
+    Args:
+        table: ``evaluate_by_skin_tone``'s table.
+        params: the ``eval`` parameters (the margin and ``min_photos``).
+
+    Returns:
+        A three-panel figure (a note when no tone was measured).
+    """
+    cfg = parse("eval", params).skin_tone
+    fig = Figure(figsize=(15, 4.5))
+    axes = fig.subplots(1, 3)
+    bands = table[table.tone_band != "all"].reset_index(drop=True)
+    if bands.empty:
+        for ax in axes:
+            ax.set_axis_off()
+        axes[1].text(0.5, 0.5, "skin tone not measured", ha="center", va="center")
+        return fig
+    overall = table[table.tone_band == "all"].iloc[0]
+    x = np.arange(len(bands))
+    labels = [f"{b}\n{n} photos" for b, n in zip(bands.tone_band, bands.photos)]
+    for ax, metric, title in zip(
+        axes, ("recall", "ap50", "grade_accuracy"), ("recall at the operating point", "AP@50", "grading accuracy")
+    ):
+        values = bands[metric].astype(float)
+        low = (values - bands[f"{metric}_low"].astype(float)).clip(lower=0).fillna(0)
+        high = (bands[f"{metric}_high"].astype(float) - values).clip(lower=0).fillna(0)
+        colors = ["#d03030" if f else ("#4070b0" if j else "#a0a0a0") for f, j in zip(bands.flagged, bands.judged)]
+        ax.bar(x, values.fillna(0), yerr=[low, high], color=colors, capsize=4)
+        if pd.notna(overall[metric]):
+            ax.axhline(overall[metric], color="k", lw=1, label=f"all photos {overall[metric]:.3f}")
+        if metric == "recall":
+            ax.axhline(
+                overall[metric] - cfg.recall_margin, color="k", lw=1, ls="--", label=f"margin -{cfg.recall_margin:.2f}"
+            )
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set(title=title, ylim=(0, 1.05))
+        ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(
+        f"By skin tone (ITA band), 95 % bootstrap intervals over photos; grey: fewer than {cfg.min_photos} "
+        "photos (not judged), red: flagged",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig

@@ -8,8 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from acne_detection.pipelines.eval.tones import skin_tone_lines
-
 logger = logging.getLogger(__name__)
 
 AP_NOTE = (
@@ -89,3 +87,34 @@ def report_headline(
     )
     logger.info("\n%s", text)
     return text
+
+
+def skin_tone_lines(table: pd.DataFrame, check: dict[str, str]) -> str:
+    """The skin tone section of ``results_summary.md``."""
+    if table.empty:
+        return f"## Skin tone\n\nSkin tone {check['skin_tone.check']}.\n\n"
+
+    def cell(row: Any, metric: str) -> str:
+        value = row[metric]
+        if pd.isna(value):
+            return "–"
+        low, high = row[f"{metric}_low"], row[f"{metric}_high"]
+        return f"{value:.3f} ({low:.2f}-{high:.2f})" if pd.notna(low) else f"{value:.3f}"
+
+    lines = [
+        "| skin tone (ITA band) | photos | lesions | AP@50 | recall | precision | grade accuracy | judged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        judged = (
+            "**flagged**" if r.flagged else ("yes" if r.judged else ("–" if r.tone_band == "all" else "too few photos"))
+        )
+        lines.append(
+            f"| {r.tone_band} | {r.photos} | {r.lesions} | {cell(r, 'ap50')} | {cell(r, 'recall')} | "
+            f"{cell(r, 'precision')} | {cell(r, 'grade_accuracy')} | {judged} |"
+        )
+    return (
+        "## Skin tone\n\n" + "\n".join(lines) + "\n\n"
+        "95 % bootstrap intervals over photos in brackets; recall and precision at the operating point. "
+        f"Check: {check['skin_tone.check']}.\n\n"
+    )
