@@ -342,8 +342,11 @@ def test_generated_exports_through_the_whole_dag(tmp_path_factory, photos, fmt) 
     split = pd.read_csv(data / "03_primary" / "split_manifest.csv", keep_default_na=False)
     tones = pd.read_csv(data / "08_reporting" / "skin_tone_metrics.csv")
     test_photos = (split["split"] == "test").sum()
-    assert tones.loc[tones.tone_band == "all", "photos"].item() == test_photos
-    assert tones.loc[tones.tone_band != "all", "photos"].sum() == test_photos
+    if tones.empty:  # no test photo had a measurable tone: said so, not a table of guesses
+        assert (split.loc[split["split"] == "test", "tone_band"] == "").all()
+    else:
+        assert tones.loc[tones.tone_band == "all", "photos"].item() == test_photos
+        assert tones.loc[tones.tone_band != "all", "photos"].sum() == test_photos
     grades = pd.read_csv(data / "07_model_output" / "test_grades.csv")
     assert len(grades) == test_photos
     predicted = kedro_run(project, "--pipeline", "predict")

@@ -316,16 +316,16 @@ def _group_blocks(det_group: np.ndarray, gt_group: np.ndarray, n_groups: int) ->
     (a single group larger than that is a block of its own); each block a boolean mask over groups."""
     n_det = np.bincount(det_group, minlength=n_groups)
     n_gt = np.bincount(gt_group, minlength=n_groups)
-    blocks, start, d_max, g_max = [], 0, 0, 0
+    bounds, start, d_max, g_max = [], 0, 0, 0
     for group in range(n_groups):
         d_next, g_next = max(d_max, n_det[group], 1), max(g_max, n_gt[group], 1)
         if group > start and (group - start + 1) * d_next * g_next > MATCH_BLOCK_PAIRS:
-            blocks.append(np.arange(n_groups) >= start)
-            blocks[-1] &= np.arange(n_groups) < group
+            bounds.append((start, group))
             start, d_next, g_next = group, max(n_det[group], 1), max(n_gt[group], 1)
         d_max, g_max = d_next, g_next
-    blocks.append((np.arange(n_groups) >= start) & (np.arange(n_groups) < n_groups))
-    return blocks
+    bounds.append((start, n_groups))
+    index = np.arange(n_groups)
+    return [(index >= low) & (index < high) for low, high in bounds]
 
 
 def precision_recall_f1(matches: pd.DataFrame, *, n_classes: int) -> pd.DataFrame:

@@ -374,8 +374,9 @@ def _learning_curve_text(done: pd.DataFrame, full_export: int) -> list[str]:
         if group.train_fraction.nunique() < 3:  # a line through two points says nothing of the trend
             continue
         group = group.sort_values("train_photos")
+        recipe = "the base recipe" if overrides in ("{}", "") else f"recipe settings {overrides}"
         lines = [
-            f"Learning curve against training photos (recipe settings {overrides}):",
+            f"Learning curve against training photos ({recipe}):",
             "",
             _markdown_table(group[["recipe", "train_photos", "val_mAP50", "val_grade_accuracy"]]),
             "",

@@ -44,6 +44,7 @@ def plot_sweep(results: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     ax_epochs.legend(fontsize=7)
     shares = done.groupby("overrides").filter(lambda g: g.train_fraction.nunique() > 1) if len(done) else done
     for overrides, group in shares.groupby("overrides") if len(shares) else ():
+        overrides = "(base recipe)" if overrides in ("{}", "") else overrides
         group = group.sort_values("train_photos")
         ax_photos.plot(group.train_photos, group.val_mAP50, "-o", label=f"mAP@50 {overrides}")
         if "val_grade_accuracy" in group:
