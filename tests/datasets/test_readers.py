@@ -240,3 +240,19 @@ def test_a_missing_or_non_folder_export_is_named(tmp_path: Path) -> None:
     (tmp_path / "file.zip").write_bytes(b"PK")
     with pytest.raises(DatasetError, match="is a file, not a folder"):
         AnnotatedExport(path=str(tmp_path / "file.zip"), format="voc").load()
+
+
+def test_a_new_export_format_is_one_entry_in_the_readers_module(tmp_path: Path, monkeypatch) -> None:
+    """Adding a format is ``readers.READERS`` (its reader) and, optionally, ``EXPECTED_LAYOUTS``:
+    nothing else in the package lists formats (an empty export of it is explained, not a KeyError)."""
+    from kedro.io import DatasetError
+
+    from acne_detection.datasets import readers
+
+    monkeypatch.setitem(readers.READERS, "labelme", readers.read_voc)  # a stand-in reader
+    with pytest.raises(DatasetError, match="format labelme.*the layout the 'labelme' reader documents"):
+        AnnotatedExport(path=str(tmp_path), format="labelme").load()
+    write_image(tmp_path / "a.jpg")
+    write_voc(tmp_path / "a.xml", "a.jpg", [("papules", 4, 4, 20, 20)])
+    raw = AnnotatedExport(path=str(tmp_path), format="labelme").load()
+    assert raw.images.image_id.tolist() == ["a.jpg"] and len(raw.boxes) == 1
