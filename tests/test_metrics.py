@@ -169,8 +169,11 @@ def test_matching_in_blocks_of_photos_equals_matching_all_at_once(monkeypatch, c
     assert len(metrics._group_blocks(*_groups(dt, gt, class_aware))) == 1  # at the default size: all at once
     whole = metrics.match_detections(dt, gt, iou_threshold=0.5, class_aware=class_aware)
     monkeypatch.setattr(metrics, "MATCH_BLOCK_PAIRS", 40)  # a few photos per block, some alone
-    blocks = metrics._group_blocks(*_groups(dt, gt, class_aware))
-    assert len(blocks) > 20 and np.all(np.sum(blocks, axis=0) == 1)  # every group in exactly one block
+    det_group, gt_group, n_groups = _groups(dt, gt, class_aware)
+    blocks = metrics._group_blocks(det_group, gt_group, n_groups)
+    # every group in exactly one block: the blocks tile 0..n_groups, each non-empty
+    assert len(blocks) > 20 and blocks[0][0] == 0 and blocks[-1][1] == n_groups
+    assert all(low < high for low, high in blocks) and all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
     pd.testing.assert_frame_equal(metrics.match_detections(dt, gt, iou_threshold=0.5, class_aware=class_aware), whole)
 
 

@@ -104,6 +104,10 @@ class GradingRule:
     def grade(self, counts: Sequence[int] | np.ndarray | int) -> np.ndarray:
         return severity_grade(counts, self.applied)
 
+    def counted(self, boxes: pd.DataFrame) -> pd.DataFrame:
+        """The boxes of the classes that count."""
+        return counted_boxes(boxes, self.count_classes)
+
     def count(self, boxes: pd.DataFrame, images: pd.Series) -> pd.Series:
         return count_lesions(boxes, images, self.count_classes)
 
@@ -127,12 +131,8 @@ class GradingRule:
     def colours(self) -> list[str]:
         """One colour per grade, green (the mildest) through amber to red (the most severe)."""
         stops = np.array([[0x33, 0xAA, 0x33], [0xDD, 0xBB, 0x33], [0xEE, 0x77, 0x33], [0xCC, 0x22, 0x22]], float)
-        at = np.linspace(0, len(stops) - 1, len(self.names)) if len(self.names) > 1 else np.zeros(1)
-        rgb = [
-            stops[int(np.floor(x))]
-            + (stops[min(int(np.floor(x)) + 1, len(stops) - 1)] - stops[int(np.floor(x))]) * (x % 1)
-            for x in at
-        ]
+        at = np.linspace(0, len(stops) - 1, len(self.names))  # each grade's place along the stops
+        rgb = np.stack([np.interp(at, np.arange(len(stops)), stops[:, c]) for c in range(3)], axis=1)
         return ["#" + "".join(f"{round(v):02x}" for v in c) for c in rgb]
 
 
@@ -196,7 +196,7 @@ def photo_grade_probabilities(
     Returns:
         One row per photo, one column per grade; rows sum to 1.
     """
-    counted = candidates if count_classes is None else candidates[candidates["class"].isin(count_classes)]
+    counted = counted_boxes(candidates, count_classes)
     by_image = {image: group.confidence.to_numpy(float) for image, group in counted.groupby("image")}
     return np.array([grade_probabilities(by_image.get(image, np.zeros(0)), thresholds) for image in images]).reshape(
         len(images), len(thresholds) + 1
@@ -207,6 +207,11 @@ def describe_grade_probabilities(probabilities: Sequence[float], names: Sequence
     """``"moderate 72 %, severe 26 %"``: the grades of at least ``least`` probability, likeliest first."""
     ranked = sorted(zip(probabilities, names, strict=True), key=lambda pair: -pair[0])
     return ", ".join(f"{name} {p:.0%}".replace("%", " %") for p, name in ranked if p >= least)
+
+
+def counted_boxes(boxes: pd.DataFrame, count_classes: tuple[str, ...] | None) -> pd.DataFrame:
+    """The boxes of the classes that count (all when ``count_classes`` is ``None``)."""
+    return boxes if count_classes is None else boxes[boxes["class"].isin(count_classes)]
 
 
 def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[str, ...] | None) -> pd.Series:
@@ -220,8 +225,7 @@ def count_lesions(boxes: pd.DataFrame, images: pd.Series, count_classes: tuple[s
     Returns:
         The count per image, aligned with ``images``.
     """
-    counted = boxes if count_classes is None else boxes[boxes["class"].isin(count_classes)]
-    return images.map(counted.groupby("image").size()).fillna(0).astype(int)
+    return images.map(counted_boxes(boxes, count_classes).groupby("image").size()).fillna(0).astype(int)
 
 
 def grade_photos(

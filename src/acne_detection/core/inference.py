@@ -71,8 +71,9 @@ class InferenceSettings:
 
     @classmethod
     def from_params(cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu") -> InferenceSettings:
-        """From the ``predict`` parameters (a ``PredictParams``): how predict, the served model and
-        the benchmarks slice and merge, one setting each in ``parameters_predict.yml``."""
+        """From the ``predict`` parameters (a ``PredictParams``): how the predict pipeline slices and
+        merges, one setting each in ``parameters_predict.yml``. (The served model and the
+        benchmarks still build their settings from their own arguments.)"""
         return cls(
             imgsz=imgsz,
             conf=conf,

@@ -269,14 +269,12 @@ def match_detections(
     # Groups are matched independently, so blocks of groups give the same result as all at once;
     # a block's padded (groups x detections x true boxes) arrays stay near MATCH_BLOCK_PAIRS, so
     # a test split of thousands of photos at 300 boxes each no longer needs gigabytes at once.
-    for block in _group_blocks(det_group, gt_group, len(keys)):
-        d_rows = np.flatnonzero(block[det_group])
-        g_rows = np.flatnonzero(block[gt_group])
-        local = np.cumsum(block) - 1  # group number inside the block
-        d_group, g_group = local[det_group[d_rows]], local[gt_group[g_rows]]
-        n_block = int(block.sum())
-        det, det_valid, det_rank = _padded(preds.iloc[d_rows], d_group, n_block)
-        gt, gt_valid, gt_rank = _padded(ground_truth.iloc[g_rows], g_group, n_block)
+    for low, high in _group_blocks(det_group, gt_group, len(keys)):
+        d_rows = np.flatnonzero((det_group >= low) & (det_group < high))
+        g_rows = np.flatnonzero((gt_group >= low) & (gt_group < high))
+        d_group, g_group = det_group[d_rows] - low, gt_group[g_rows] - low  # group number inside the block
+        det, det_valid, det_rank = _padded(preds.iloc[d_rows], d_group, high - low)
+        gt, gt_valid, gt_rank = _padded(ground_truth.iloc[g_rows], g_group, high - low)
         gt_class = np.full(gt_valid.shape, -1)
         gt_class[g_group, gt_rank] = gt_class_all[g_rows]
         _, _, match, iou = _coco_matches(
@@ -311,9 +309,9 @@ def match_detections(
     return pd.concat([found, lost], ignore_index=True)[columns]
 
 
-def _group_blocks(det_group: np.ndarray, gt_group: np.ndarray, n_groups: int) -> list[np.ndarray]:
+def _group_blocks(det_group: np.ndarray, gt_group: np.ndarray, n_groups: int) -> list[tuple[int, int]]:
     """Consecutive groups in blocks whose padded pair count stays near ``MATCH_BLOCK_PAIRS``
-    (a single group larger than that is a block of its own); each block a boolean mask over groups."""
+    (a single group larger than that is a block of its own): each block's ``(first, past last)``."""
     n_det = np.bincount(det_group, minlength=n_groups)
     n_gt = np.bincount(gt_group, minlength=n_groups)
     bounds, start, d_max, g_max = [], 0, 0, 0
@@ -324,8 +322,7 @@ def _group_blocks(det_group: np.ndarray, gt_group: np.ndarray, n_groups: int) ->
             start, d_next, g_next = group, max(n_det[group], 1), max(n_gt[group], 1)
         d_max, g_max = d_next, g_next
     bounds.append((start, n_groups))
-    index = np.arange(n_groups)
-    return [(index >= low) & (index < high) for low, high in bounds]
+    return bounds
 
 
 def precision_recall_f1(matches: pd.DataFrame, *, n_classes: int) -> pd.DataFrame:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from acne_detection.core.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS
+
 # the synthetic default's lesion classes, the one list in code (acne_detection.core.synthetic draws them)
 SYNTHETIC_CLASSES: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
 
@@ -183,8 +185,8 @@ class PredictParams(_Strict):
 class GradingParams(_Strict):
     """The count→grade rule (``acne_detection.core.grading.severity_grade``)."""
 
-    thresholds: tuple[int, ...] = (5, 20, 50)  # ACNE04: 0-5 mild, 6-20 moderate, 21-50 severe, > 50 very severe
-    names: tuple[str, ...] = ("mild", "moderate", "severe", "very severe")
+    thresholds: tuple[int, ...] = ACNE04_THRESHOLDS  # 0-5 mild, 6-20 moderate, 21-50 severe, > 50 very severe
+    names: tuple[str, ...] = ACNE04_GRADE_NAMES
     count_classes: tuple[str, ...] | None = None  # null: every lesion; Hayashi counts [papule, pustule]
     # fit, on the validation split, a scale from the detector's count to the true count; use it (as
     # thresholds on the detector's count) only if it grades the validation photos better than the rule

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from acne_detection.core.calibration import Calibration, dece, fit_platt, reliability_table
-from acne_detection.core.grading import photo_grade_probabilities
+from acne_detection.core.grading import GradingRule
 from acne_detection.core.metrics import match_detections
 from acne_detection.core.params import parse
 from acne_detection.datasets import YoloDataset
@@ -218,10 +218,9 @@ def estimate_grade_probabilities(
     floor = Calibration.from_dict(calibration).min_conf
     raw = calibrated_predictions.get("raw_confidence", calibrated_predictions.confidence)
     candidates = calibrated_predictions[raw >= floor]
-    thresholds = correction.get("thresholds", g.thresholds)
-    probabilities = photo_grade_probabilities(candidates, test_grades.image, thresholds, g.count_classes)
-    counted = candidates if g.count_classes is None else candidates[candidates["class"].isin(g.count_classes)]
-    expected = counted.groupby("image").confidence.sum()  # the count's mean: the sum of its probabilities
+    rule = GradingRule.from_params(g, correction.get("thresholds"))  # the grade eval reports: one distribution
+    probabilities = rule.probabilities(candidates, test_grades.image)
+    expected = rule.counted(candidates).groupby("image").confidence.sum()  # the count's mean: its probabilities' sum
     rows = [
         {
             "image": photo.image,

@@ -367,6 +367,11 @@ def choose_recipe(results: pd.DataFrame, sweep: dict[str, Any], train: dict[str,
     return block, "\n".join(lines) + "\n"
 
 
+def recipe_label(overrides: str) -> str:
+    """How a recipe's overrides (``sweep_results.overrides``, JSON) are named in the report and figure."""
+    return "the base recipe" if overrides in ("{}", "") else f"recipe settings {overrides}"
+
+
 def _learning_curve_text(done: pd.DataFrame, full_export: int) -> list[str]:
     """The learning curve against training photos, and a log-linear extrapolation of it."""
     groups = done.groupby("overrides")
@@ -374,9 +379,8 @@ def _learning_curve_text(done: pd.DataFrame, full_export: int) -> list[str]:
         if group.train_fraction.nunique() < 3:  # a line through two points says nothing of the trend
             continue
         group = group.sort_values("train_photos")
-        recipe = "the base recipe" if overrides in ("{}", "") else f"recipe settings {overrides}"
         lines = [
-            f"Learning curve against training photos ({recipe}):",
+            f"Learning curve against training photos ({recipe_label(overrides)}):",
             "",
             _markdown_table(group[["recipe", "train_photos", "val_mAP50", "val_grade_accuracy"]]),
             "",

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from acne_detection.pipelines.sweep.nodes import recipe_label
+
 
 def plot_sweep(results: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     """Three panels: validation mAP@50 and grading accuracy per recipe (with the grading's 95 %
@@ -44,11 +46,11 @@ def plot_sweep(results: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     ax_epochs.legend(fontsize=7)
     shares = done.groupby("overrides").filter(lambda g: g.train_fraction.nunique() > 1) if len(done) else done
     for overrides, group in shares.groupby("overrides") if len(shares) else ():
-        overrides = "(base recipe)" if overrides in ("{}", "") else overrides
+        overrides = recipe_label(overrides)
         group = group.sort_values("train_photos")
-        ax_photos.plot(group.train_photos, group.val_mAP50, "-o", label=f"mAP@50 {overrides}")
+        ax_photos.plot(group.train_photos, group.val_mAP50, "-o", label=f"mAP@50 ({overrides})")
         if "val_grade_accuracy" in group:
-            ax_photos.plot(group.train_photos, group.val_grade_accuracy, "--s", label=f"grading {overrides}")
+            ax_photos.plot(group.train_photos, group.val_grade_accuracy, "--s", label=f"grading ({overrides})")
     ax_photos.set(xscale="log", xlabel="training photos", ylim=(0, 1), title="validation, against training photos")
     if len(shares):
         ax_photos.legend(fontsize=7)
