@@ -54,6 +54,7 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> l
 
     from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
     from acne_detection.core.metrics import match_detections
+    from acne_detection.core.params import PredictParams
     from acne_detection.core.synthetic import write_new_photos
 
     folder = write_new_photos(work / "phone", n_small=0, n_phone=n_photos, seed=7, labels=True)
@@ -64,7 +65,8 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> l
     photos = [(p.name, p) for p in sorted(folder.glob("*.jpg"))]
     results = {}
     for mode in ("never", "always"):
-        settings = InferenceSettings(imgsz=imgsz, conf=conf, slicing=mode, max_det=3000)
+        # predict's own settings (parameters_predict.yml's defaults), slicing forced one way, then the other
+        settings = InferenceSettings.from_params(PredictParams(slicing=mode, max_det=3000), imgsz=imgsz, conf=conf)
         start = time.perf_counter()
         found = predict_boxes(model, photos, settings).assign(class_id=0)
         seconds = (time.perf_counter() - start) / len(photos)
@@ -114,13 +116,14 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
     from ultralytics import YOLO
 
     from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+    from acne_detection.core.params import PredictParams
     from acne_detection.core.synthetic import write_voc_export
 
     folder = write_voc_export(work / "plain", n_images=n_photos, size=640, seed=3)
     paths = sorted(folder.glob("*.jpg"))
     model = YOLO(str(model_path))
     imgsz = model_imgsz(model)
-    settings = InferenceSettings(imgsz=imgsz, conf=0.25, slicing="auto", batch=8)
+    settings = InferenceSettings.from_params(PredictParams(), imgsz=imgsz, conf=0.25)  # predict's defaults
 
     def ours() -> None:
         predict_boxes(model, [(p.name, p) for p in paths], settings)
@@ -176,7 +179,8 @@ def _peak_child(model_path: Path, folder: Path, n: int) -> float:
         "import sys, resource; from pathlib import Path; from ultralytics import YOLO;"
         "from acne_detection.core.inference import InferenceSettings, model_imgsz, iter_predictions;"
         f"m = YOLO({str(model_path)!r}); ps = sorted(Path({str(folder)!r}).glob('*.jpg'))[:{n}];"
-        "s = InferenceSettings(imgsz=model_imgsz(m), conf=0.25, slicing='auto', batch=8);"
+        "from acne_detection.core.params import PredictParams;"
+        "s = InferenceSettings.from_params(PredictParams(), imgsz=model_imgsz(m), conf=0.25);"
         "k = sum(len(r) for _, r in iter_predictions(m, [(p.name, p) for p in ps], s));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )

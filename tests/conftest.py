@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acne_detection.core.params import SYNTHETIC_CLASSES
+from acne_detection.core.params import SYNTHETIC_CLASSES, parse
 from acne_detection.testing import write_png_bomb  # noqa: F401 - the tests import it from here
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,9 @@ def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
     write_voc_export(root / "raw", n_images=18, size=96, seed=1)
     params = {"classes": CLASSES, "class_map": dict(CLASS_MAP)}
     images, boxes, _, _ = validated(AnnotatedExport(path=str(root / "raw")).load(), params)
-    manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, params), boxes, params)
+    manifest, ground_truth = plan_yolo_dataset(
+        split_dataset(images, boxes, parse("data", params)), boxes, parse("data", params)
+    )
     folder = YoloDatasetFolder(path=str(root / "yolo"), names=CLASSES)
     folder.save(manifest)
     return folder.load(), ground_truth
@@ -114,7 +116,7 @@ def validated(raw, params: dict):
     """``map_classes`` then ``validate_export``, as the ``data`` pipeline runs them."""
     from acne_detection.pipelines.data.validation import map_classes, validate_export
 
-    return validate_export(map_classes(raw, params)[0], params)
+    return validate_export(map_classes(raw, parse("data", params))[0], parse("data", params))
 
 
 def chromium() -> str:

@@ -71,11 +71,13 @@ def data_catalog(root: Path, export: Path, fmt: str) -> tuple[DataCatalog, dict]
 def run_data_pipeline(root: Path, export: Path, fmt: str) -> DataCatalog:
     """The ``data`` pipeline on ``export``, with the project's catalog and parameters."""
     from kedro.io import MemoryDataset
+    from kedro.validation.parameter_validator import ParameterValidator
 
     from acne_detection.pipelines.data import create_pipeline
 
-    catalog, parameters = data_catalog(root, export, fmt)
+    catalog, raw = data_catalog(root, export, fmt)
     pipeline = create_pipeline()
+    parameters = ParameterValidator({"data": pipeline}).validate_raw_params(raw)  # the nodes' models, as in Kedro
     for name in pipeline.inputs():
         if name.startswith("params:"):
             value = parameters

@@ -96,39 +96,87 @@ def test_a_huge_jpeg_is_decoded_reduced_unless_sliced(tmp_path: Path) -> None:
     assert pixels.shape == (1125, 1500, 3) and scale == 8.0  # libjpeg's 1/8 scale: 40 x less memory
 
 
-def test_tile_and_merge_settings_set_only_in_config_reach_the_slicing(coco_model, tmp_path: Path, monkeypatch) -> None:
-    """``predict.tile``, ``merge_metric`` and ``merge_threshold`` written only in a conf/local file
-    reach SAHI's slicing and merging as predict builds its settings (the real calls, observed)."""
-    import shutil
-
+@pytest.fixture
+def observed_slicing(monkeypatch) -> dict[str, list]:
+    """SAHI's real slicing and merging, observed: each call's tile size and tile count, and the
+    merge's metric and threshold (greedy NMM, or the NMS SAHI itself switches to when the model's
+    confidence floor is under 0.1, as the served model's is: it keeps candidates for the grade
+    probabilities)."""
     import sahi.predict
-    from kedro.config import OmegaConfigLoader
 
-    from acne_detection.core.params import parse
-
-    shutil.copytree(PROJECT_ROOT / "conf" / "base", tmp_path / "conf" / "base")
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "conf" / "local" / "parameters_predict.yml").write_text(
-        "predict:\n  slicing: always\n  tile: 96\n  merge_metric: IOU\n  merge_threshold: 0.3\n"
-    )
-    loader = OmegaConfigLoader(str(tmp_path / "conf"), base_env="base", default_run_env="local")
-    settings = InferenceSettings.from_params(parse("predict", loader["parameters"]["predict"]), imgsz=128, conf=0.3)
     seen: dict[str, list] = {"tiles": [], "merge": []}
-    real_slice, real_merge = sahi.predict.slice_image, sahi.predict.POSTPROCESS_NAME_TO_CLASS["GREEDYNMM"]
+    real_slice = sahi.predict.slice_image
+    real_merge = dict(sahi.predict.POSTPROCESS_NAME_TO_CLASS)
 
     def slice_image(*args, **kwargs):
         result = real_slice(*args, **kwargs)
         seen["tiles"].append((kwargs["slice_height"], kwargs["slice_width"], len(result)))
         return result
 
-    def merge(**kwargs):
-        seen["merge"].append((kwargs["match_metric"], kwargs["match_threshold"]))
-        return real_merge(**kwargs)
+    def observed(kind: str):
+        def merge(**kwargs):
+            seen["merge"].append((kwargs["match_metric"], kwargs["match_threshold"]))
+            return real_merge[kind](**kwargs)
+
+        return merge
 
     monkeypatch.setattr(sahi.predict, "slice_image", slice_image)
-    monkeypatch.setitem(sahi.predict.POSTPROCESS_NAME_TO_CLASS, "GREEDYNMM", merge)
+    for kind in ("GREEDYNMM", "NMS"):
+        monkeypatch.setitem(sahi.predict.POSTPROCESS_NAME_TO_CLASS, kind, observed(kind))
+    return seen
+
+
+SLICING_CONF = "predict:\n  slicing: always\n  tile: 96\n  merge_metric: IOU\n  merge_threshold: 0.3\n"
+
+
+def test_tile_and_merge_settings_set_only_in_config_reach_the_slicing(
+    coco_model, tmp_path: Path, observed_slicing: dict
+) -> None:
+    """``predict.tile``, ``merge_metric`` and ``merge_threshold`` written only in a conf/local file
+    reach SAHI's slicing and merging as predict builds its settings (the real calls, observed)."""
+    import shutil
+
+    from kedro.config import OmegaConfigLoader
+
+    from acne_detection.core.params import parse
+
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", tmp_path / "conf" / "base")
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "conf" / "local" / "parameters_predict.yml").write_text(SLICING_CONF)
+    loader = OmegaConfigLoader(str(tmp_path / "conf"), base_env="base", default_run_env="local")
+    settings = InferenceSettings.from_params(parse("predict", loader["parameters"]["predict"]), imgsz=128, conf=0.3)
     photo = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((300, 400)))
     predict_boxes(coco_model, [("bus", photo)], settings)
     # 96 px tiles at 20 % overlap: a step of 77 px, 4 columns x 5 rows on a 300 x 400 photo
-    assert seen["tiles"] == [(96, 96, 20)]
-    assert seen["merge"] == [("IOU", 0.3)]
+    assert observed_slicing["tiles"] == [(96, 96, 20)]
+    assert observed_slicing["merge"] == [("IOU", 0.3)]
+
+
+def test_the_served_model_slices_and_merges_by_the_predict_settings_registered_with_it(
+    coco_model, tmp_path: Path, observed_slicing: dict
+) -> None:
+    """The register node writes ``predict``'s slicing settings into the model's configuration and
+    the served model builds its settings from them, as predict does; a request may still choose
+    the slicing, and a bad choice is a 400 naming it."""
+    import base64
+
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from acne_detection.core.params import SERVED_PREDICT_SETTINGS, PredictParams
+    from acne_detection.ops.serving import YoloDetector
+
+    predict = PredictParams(**yaml.safe_load(SLICING_CONF)["predict"])
+    config = {"predict": predict.model_dump(include=SERVED_PREDICT_SETTINGS), "threshold": 0.3}
+    served = YoloDetector()
+    served.load_context(mlflow.pyfunc.PythonModelContext({"weights": coco_model.ckpt_path}, config))
+    photo = tmp_path / "bus.jpg"
+    Image.open(ASSETS / "bus.jpg").convert("RGB").resize((300, 400)).save(photo)
+    request = pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]})
+    served.predict(None, request, {"imgsz": 128})
+    assert observed_slicing["tiles"] == [(96, 96, 20)] and observed_slicing["merge"] == [("IOU", 0.3)]
+    served.predict(None, request, {"imgsz": 128, "slicing": "never"})  # the request's choice wins
+    assert len(observed_slicing["tiles"]) == 1
+    with pytest.raises(MlflowException, match="slicing"):
+        served.predict(None, request, {"slicing": "sometimes"})

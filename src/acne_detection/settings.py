@@ -6,17 +6,19 @@ from urllib.parse import urlparse
 from acne_detection.framework.config import ProjectConfigLoader
 from acne_detection.framework.hooks import (
     CheckoutLock,
+    MlflowTracking,
     PhotoArtifacts,
     PseudonymisedArtifacts,
     RunChecks,
     RunReport,
-    TypedParameters,
 )
 
-HOOKS = (CheckoutLock(), PhotoArtifacts(), PseudonymisedArtifacts(), TypedParameters(), RunChecks(), RunReport())
+HOOKS = (CheckoutLock(), PhotoArtifacts(), PseudonymisedArtifacts(), MlflowTracking(), RunChecks(), RunReport())
 # kedro-viz's run hooks would write dataset statistics and run events to .viz/ beside the project
 # on every `kedro run`: everything a run writes stays under data/. `kedro viz` itself is unaffected.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz", "kedro_viz")
+# kedro-mlflow's hook is registered above, as MlflowTracking (its parameters logged field by field), not
+# by kedro-mlflow's entry point: registered twice, every run would be tracked twice.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz", "kedro_viz", "kedro-mlflow", "kedro_mlflow")
 
 
 def tracking_uri(default: str) -> str:

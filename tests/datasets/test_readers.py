@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from acne_detection.core.params import parse
 from acne_detection.datasets import AnnotatedExport, YoloDatasetFolder
 from acne_detection.datasets.readers import detect_format
 from acne_detection.pipelines.data.split import split_dataset
@@ -87,7 +88,7 @@ def test_acne04_sample_reads_as_voc_with_its_quirks(acne04_sample: Path, data_pa
     assert "unknown class" not in set(report.reason)
     assert (raw.boxes.x_max > 640).any() or (raw.boxes.y_max > 640).any()  # the sample's 641 px quirk...
     assert (boxes.x_max <= 640).all() and (boxes.y_max <= 640).all()  # ...clipped within tolerance
-    split = split_dataset(images, boxes, {**data_params})
+    split = split_dataset(images, boxes, parse("data", {**data_params}))
     assert (split.groupby("group")["split"].nunique() == 1).all()  # Roboflow copies never straddle splits
     assert split.group.str.match(r"^levle\d_\d+$").all()
     assert tree_digest(acne04_sample) == before
@@ -108,7 +109,9 @@ def test_voc_to_yolo_round_trip_keeps_every_box(tmp_path: Path, data_params: dic
         objects = [(n, a, c, b, d) for n, a, b, c, d in objects]
         write_voc(src / f"img{i}.xml", f"img{i}.jpg", objects)
     images, boxes, _, _ = validated(AnnotatedExport(path=str(src)).load(), data_params)
-    manifest, ground_truth = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)
+    manifest, ground_truth = plan_yolo_dataset(
+        split_dataset(images, boxes, parse("data", data_params)), boxes, parse("data", data_params)
+    )
     YoloDatasetFolder(path=str(tmp_path / "yolo"), names=data_params["classes"]).save(manifest)
     again = AnnotatedExport(path=str(tmp_path / "yolo"), format="yolo").load()
     assert again.problems.empty
@@ -129,7 +132,9 @@ def test_yolo_folder_rewrites_only_what_changed(tmp_path: Path, data_params: dic
         write_image(src / f"img{i}.png", (32, 32), seed=i)
         write_voc(src / f"img{i}.xml", f"img{i}.png", [("papules", 1, 1, 9, 9)])
     images, boxes, _, _ = validated(AnnotatedExport(path=str(src)).load(), data_params)
-    manifest, _ = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)
+    manifest, _ = plan_yolo_dataset(
+        split_dataset(images, boxes, parse("data", data_params)), boxes, parse("data", data_params)
+    )
     folder = YoloDatasetFolder(path=str(tmp_path / "yolo"), names=data_params["classes"])
     folder.save(manifest)
     labels = sorted((tmp_path / "yolo").rglob("*.txt"))

@@ -71,9 +71,10 @@ class InferenceSettings:
 
     @classmethod
     def from_params(cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu") -> InferenceSettings:
-        """From the ``predict`` parameters (a ``PredictParams``): how the predict pipeline slices and
-        merges, one setting each in ``parameters_predict.yml``. (The served model and the
-        benchmarks still build their settings from their own arguments.)"""
+        """From the ``predict`` parameters (a ``PredictParams``): how the predict pipeline and the
+        served model (which carries them in its configuration) slice and merge, one setting each
+        in ``parameters_predict.yml``. Eval and the sweep predict whole photos, batch 1, as
+        ``yolo predict`` does, so that their tables equal Ultralytics' own."""
         return cls(
             imgsz=imgsz,
             conf=conf,

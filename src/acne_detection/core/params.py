@@ -182,6 +182,13 @@ class PredictParams(_Strict):
     report_thumb_side: int = Field(360, ge=64)
 
 
+# What the registered model carries of ``predict`` (``register``'s config): the served model
+# slices, merges and suppresses as the predict pipeline does.
+SERVED_PREDICT_SETTINGS = frozenset(
+    {"slicing", "slice_above", "overlap", "tile", "merge_metric", "merge_threshold", "batch", "nms_iou", "max_det"}
+)
+
+
 class GradingParams(_Strict):
     """The count→grade rule (``acne_detection.core.grading.severity_grade``)."""
 
@@ -265,7 +272,7 @@ def parse(group: str, raw: dict[str, Any]) -> Any:
     Raises:
         ValueError: a key is unknown, missing or of the wrong type.
     """
-    if isinstance(raw, PARAMETER_GROUPS[group]):  # already typed (TypedParameters hands nodes these)
+    if isinstance(raw, PARAMETER_GROUPS[group]):  # already typed (Kedro validated it for a node)
         return raw
     try:
         return PARAMETER_GROUPS[group].model_validate(raw)

@@ -65,7 +65,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
                     # the operating point eval chose for these weights: what a request gets unless it says otherwise
                     ParamSpec("conf", "double", float(config.get("threshold", DEFAULT_THRESHOLD))),
                     ParamSpec("imgsz", "long", 0),
-                    ParamSpec("slicing", "string", "auto"),
+                    ParamSpec("slicing", "string", str((config.get("predict") or {}).get("slicing", "auto"))),
                 ]
             ),
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from kedro_mlflow.framework.hooks import MlflowHook
 
 from acne_detection.core.params import PARAMETER_GROUPS, parse
 
@@ -29,19 +30,20 @@ def _close_reopened_runs(status: str = "FINISHED") -> None:
         mlflow.end_run(status=status)
 
 
-class TypedParameters:
-    """Nodes receive typed parameter objects: each ``params:<group>`` input is validated once and
-    handed to the node as its model from ``acne_detection.core.params`` (kedro-mlflow still logs the
-    plain values). Nodes called directly, as the tests do, accept plain dicts too (``parse``)."""
+class MlflowTracking(MlflowHook):
+    """kedro-mlflow's hook (one MLflow run per ``kedro run``, each node's parameters logged),
+    registered by the project instead of by kedro-mlflow's entry point (``settings.py``) for one
+    reason: Kedro validates every ``params:<group>`` input whose node argument is annotated with
+    a model of ``acne_detection.core.params`` and hands the node that model. kedro-mlflow would
+    log such a model as one parameter (its ``str``); here it logs its fields, flattened as before
+    (``train.epochs``, ``eval.gate.min_map50``), each model with every setting it holds."""
 
     @hook_impl
-    def before_node_run(self, node: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
-        typed = {
-            name: parse(name.removeprefix("params:"), value)
-            for name, value in inputs.items()
-            if name.startswith("params:") and name.removeprefix("params:") in PARAMETER_GROUPS
-        }
-        return typed or None
+    def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool) -> None:
+        from pydantic import BaseModel
+
+        plain = {name: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for name, v in inputs.items()}
+        super().before_node_run(node=node, catalog=catalog, inputs=plain, is_async=is_async)
 
 
 class CheckoutLock:
@@ -222,7 +224,7 @@ class RunChecks:
             loader.config_patterns.update({"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]})
         mlflow_conf = loader["mlflow"]
         check_tracking_server(mlflow_conf.get("server", {}).get("mlflow_tracking_uri"))
-        params = context.params
+        params = context.config_loader["parameters"]  # as written: checked before Kedro validates the nodes' models
         check_parameter_groups(params, Path(context.project_path) / context.config_loader.conf_source)
         for group in PARAMETER_GROUPS:
             if group in params:
@@ -245,8 +247,8 @@ class RunReport:
             return
         names = run_params.get("pipeline_names") or ["__default__"]
 
-        def _param(name: str) -> dict[str, Any]:
-            return catalog.load(f"params:{name}") if f"params:{name}" in catalog else {}
+        def _param(name: str) -> Any:
+            return catalog.load(f"params:{name}") if f"params:{name}" in catalog else None
 
         stages = {tag for node in pipeline.nodes for tag in node.tags}  # each pipeline tags its nodes by stage
         trains, predicts = "train" in stages, "predict" in stages
@@ -257,13 +259,13 @@ class RunReport:
         )
         dataset = Path(str(getattr(source, "_path", ""))).name
         settings = _param("predict") if predicts else _param("eval")
-        model = None if trains else (settings.get("model") if isinstance(settings, dict) else settings.model)
+        model = None if trains or settings is None else parse("predict" if predicts else "eval", settings).model
         mlflow.set_tag(
             "mlflow.runName",
             run_name(
                 "+".join(names),
                 dataset=dataset,
-                train=_param("train") if trains else None,
+                train=parse("train", _param("train")) if trains and _param("train") is not None else None,
                 model=model,
                 run_id=run.info.run_id,
             ),

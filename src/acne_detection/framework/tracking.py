@@ -7,6 +7,8 @@ from typing import Any
 
 from kedro.io import DatasetError
 
+from acne_detection.core.params import TrainParams
+
 
 def to_mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Shape a flat dict for kedro-mlflow's ``MlflowMetricsHistoryDataset`` (logged at step 0).
@@ -156,7 +158,7 @@ def model_version_tag(spec: str | None, sha256: str) -> dict[str, str]:
 PIPELINE_LABELS = {"__default__": "full run"}
 
 
-def run_name(pipeline: str, *, dataset: str, train: dict[str, Any] | None, model: str | None, run_id: str) -> str:
+def run_name(pipeline: str, *, dataset: str, train: TrainParams | None, model: str | None, run_id: str) -> str:
     """A run name a person can tell apart in the MLflow UI: pipeline, key settings, a short id.
 
     Args:
@@ -171,7 +173,7 @@ def run_name(pipeline: str, *, dataset: str, train: dict[str, Any] | None, model
     """
     parts = [PIPELINE_LABELS.get(pipeline, pipeline), dataset]
     if train:
-        parts.append(f"{train.get('epochs')} ep @ {train.get('imgsz')} px")
+        parts.append(f"{train.epochs} ep @ {train.imgsz} px")
     if model:
         parts.append(
             model.rsplit("/", 2)[-2] + "/" + model.rsplit("/", 1)[-1]

@@ -49,7 +49,9 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     A request that holds no usable photo is answered 400 with the reason in words (``photos_of``).
     ``params``: ``conf`` (default: the operating point eval chose for these weights, carried in
     the model's configuration and its signature), ``imgsz`` (0: the training size) and
-    ``slicing`` (``auto``, ``always``, ``never``).
+    ``slicing`` (``auto``, ``always``, ``never``). Tiles, overlap, merging and batch are the
+    ``predict`` settings registered with the model (``config["predict"]``), through the same
+    ``InferenceSettings.from_params`` the predict pipeline uses.
     """
 
     def load_context(self, context: Any) -> None:
@@ -61,20 +63,32 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         self.config = dict(context.model_config or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from pydantic import ValidationError
+
         from acne_detection.core.calibration import Calibration
         from acne_detection.core.grading import GradingRule
         from acne_detection.core.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
+        from acne_detection.core.params import PredictParams
 
         params = params or {}
         conf = params.get("conf")
         threshold = float(conf if conf is not None else self.config.get("threshold", DEFAULT_THRESHOLD))
         calibration = Calibration.from_dict(self.config.get("calibration"))
-        settings = InferenceSettings(
+        # how predict slices and merges, as registered with the model (a version registered before
+        # the model carried it: predict's defaults); a request may choose the slicing
+        registered = dict(self.config.get("predict") or {})
+        if params.get("slicing"):
+            registered["slicing"] = str(params["slicing"])
+        try:
+            predict = PredictParams.model_validate(registered)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise _bad_request(f"params: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        settings = InferenceSettings.from_params(
+            predict,
             imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
             conf=calibration.detector_floor(threshold),
-            slicing=str(params.get("slicing", "auto")),
             device="cpu",
-            batch=1,
         )
         photos = photos_of(model_input)
         try:

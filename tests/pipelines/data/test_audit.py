@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from kedro.io import DatasetError
 
+from acne_detection.core.params import parse
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.audit import audit_labels
 from acne_detection.pipelines.data.grades import attach_grades
@@ -27,8 +28,8 @@ ACNE04_SINGLE_CLASS = {
 
 
 def _audit(path: Path, params: dict) -> tuple[dict, object, dict]:
-    mapped, _ = map_classes(AnnotatedExport(path=str(path)).load(), params)
-    return audit_labels(mapped, params)
+    mapped, _ = map_classes(AnnotatedExport(path=str(path)).load(), parse("data", params))
+    return audit_labels(mapped, parse("data", params))
 
 
 def test_acne04_with_the_four_class_map_is_flagged_naming_levleN(acne04_sample, data_params, caplog) -> None:
@@ -100,10 +101,12 @@ def test_grades_from_acne04_names_travel_into_the_split(acne04_sample, tmp_path:
 
     raw = AnnotatedExport(path=str(acne04_sample)).load()
     images, boxes, _, _ = validated(raw, ACNE04_SINGLE_CLASS)
-    graded, report = attach_grades(images, raw, ACNE04_SINGLE_CLASS, {})
+    graded, report = attach_grades(images, raw, parse("data", ACNE04_SINGLE_CLASS), parse("grading", {}))
     expected = images.image_id.str.extract(r"levle(\d)")[0].astype(int)
     assert graded.grade.astype(int).tolist() == expected.tolist() and report.empty
-    split = split_dataset(graded, boxes, {**ACNE04_SINGLE_CLASS, "split": {"train": 0.55, "val": 0.15, "test": 0.3}})
+    split = split_dataset(
+        graded, boxes, parse("data", {**ACNE04_SINGLE_CLASS, "split": {"train": 0.55, "val": 0.15, "test": 0.3}})
+    )
     assert split.grade.notna().all()
     assert split[split.split == "test"].grade.nunique() >= 3  # stratified by grade: not one grade in test
 
@@ -115,7 +118,7 @@ def test_a_grades_file_wins_and_missing_grades_are_reported_not_guessed(tmp_path
     (tmp_path / "grades.csv").write_text("image,grade\nlevle1_a.jpg,3\nc.jpg,0\nd.jpg,7\n")
     raw = AnnotatedExport(path=str(tmp_path)).load()
     images, _, _, _ = validated(raw, data_params)
-    graded, report = attach_grades(images, raw, data_params, {})
+    graded, report = attach_grades(images, raw, parse("data", data_params), parse("grading", {}))
     grades = graded.set_index("image_id").grade.astype(object).where(graded.grade.notna().to_numpy(), None).to_dict()
     assert grades == {"c.jpg": 0, "d.jpg": None, "levle1_a.jpg": 3, "levle2_b.jpg": 2}
     assert report[["image_id", "reason"]].values.tolist() == [["d.jpg", "unparseable grade"], ["d.jpg", "no grade"]]

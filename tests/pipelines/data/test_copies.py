@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from acne_detection.core.params import parse
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.report import describe_dataset
 from acne_detection.pipelines.data.split import find_split_leaks, split_dataset
@@ -67,14 +68,14 @@ def test_a_renamed_copy_joins_its_photo_group_and_split(tmp_path: Path, data_par
     images, boxes, report, counts = validated(AnnotatedExport(path=str(root)).load(), data_params)
     assert "IMG_0042.jpg" in set(images.image_id)  # kept: it has more boxes than its twin
     for seed in range(6):
-        split = split_dataset(images, boxes, {**data_params, "split": {"seed": seed}})
+        split = split_dataset(images, boxes, parse("data", {**data_params, "split": {"seed": seed}}))
         group = split.set_index("image_id").loc["IMG_0042.jpg", "group"]
         assert group == "levle1_7"
         assert split[split.group == "levle1_7"].split.nunique() == 1
         assert find_split_leaks(split).empty
 
     # Everything reconciles: reader, quarantine tables and the dataset report.
-    manifest, ground_truth = plan_yolo_dataset(split, boxes, data_params)
+    manifest, ground_truth = plan_yolo_dataset(split, boxes, parse("data", data_params))
     report_all = describe_dataset(split, ground_truth, 64)
     report_all = report_all[report_all["class"] == "all"]
     assert report_all.images.sum() == counts["images_accepted"] == len(images) == len(manifest) == 36
@@ -98,7 +99,9 @@ def test_keep_source_split_reports_a_leak_through_a_renamed_copy(data_params: di
         }
     )
     split = split_dataset(
-        images, pd.DataFrame(columns=["image_id", "class"]), {**data_params, "split": {"keep_source_split": True}}
+        images,
+        pd.DataFrame(columns=["image_id", "class"]),
+        parse("data", {**data_params, "split": {"keep_source_split": True}}),
     )
     leaks = find_split_leaks(split)
     assert leaks.to_dict("records") == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from acne_detection.core.params import parse
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.report import describe_dataset, plot_dataset
 from acne_detection.pipelines.data.validation import map_classes
@@ -38,7 +39,7 @@ def test_dataset_report_counts_and_sizes_at_training_scale() -> None:
 
 
 def test_class_mapping_table_lists_every_source_name(acne04_sample, data_params) -> None:
-    _, table = map_classes(AnnotatedExport(path=str(acne04_sample)).load(), data_params)
+    _, table = map_classes(AnnotatedExport(path=str(acne04_sample)).load(), parse("data", data_params))
     table = table.set_index("class_name")
     assert table.loc["whitehead and blackhead", "class"] == "comedone"
     assert table["class"].ne("").all()
@@ -67,4 +68,4 @@ def test_class_names_map_through_case_spacing_numbering_and_plurals(data_params)
     with_map = parse(
         "data", {**data_params, "class_map": {**data_params["class_map"], "blackheads": "comedone", "3": "nodule"}}
     )
-    assert map_class_names(pd.Series(["blackhead", "3"]), with_map).tolist() == ["comedone", "nodule"]
+    assert map_class_names(pd.Series(["blackhead", "3"]), parse("data", with_map)).tolist() == ["comedone", "nodule"]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
+from acne_detection.core.params import parse
 from acne_detection.pipelines.data.split import assign_groups, find_split_leaks, split_dataset
 
 CLASSES = ["comedone", "papule", "pustule", "nodule"]
@@ -32,7 +33,7 @@ def test_roboflow_copies_form_one_group() -> None:
 
 def test_groups_never_straddle_splits_and_classes_reach_every_split() -> None:
     images, boxes = _tables()
-    split = split_dataset(images, boxes, {})
+    split = split_dataset(images, boxes, parse("data", {}))
     assert (split.groupby("group")["split"].nunique() == 1).all()
     shares = split["split"].value_counts(normalize=True)
     assert shares["train"] == pytest.approx(0.7, abs=0.05)
@@ -47,10 +48,10 @@ def test_groups_never_straddle_splits_and_classes_reach_every_split() -> None:
 
 def test_same_inputs_and_seed_give_the_same_split_and_another_seed_another() -> None:
     images, boxes = _tables()
-    first = split_dataset(images, boxes, {"split": {"seed": 3}})
-    again = split_dataset(images.sample(frac=1, random_state=1), boxes, {"split": {"seed": 3}})
+    first = split_dataset(images, boxes, parse("data", {"split": {"seed": 3}}))
+    again = split_dataset(images.sample(frac=1, random_state=1), boxes, parse("data", {"split": {"seed": 3}}))
     assert first.to_csv(index=False) == again.to_csv(index=False)
-    other = split_dataset(images, boxes, {"split": {"seed": 4}})
+    other = split_dataset(images, boxes, parse("data", {"split": {"seed": 4}}))
     assert not first["split"].equals(other["split"])
 
 
@@ -58,17 +59,19 @@ def test_keep_source_split_reports_leaks(caplog: pytest.LogCaptureFixture) -> No
     images = pd.DataFrame(
         {"image_id": ["p_jpg.rf.aa.jpg", "p_jpg.rf.bb.jpg", "q.jpg"], "source_split": ["train", "test", "val"]}
     )
-    split = split_dataset(images, pd.DataFrame(columns=["image_id", "class"]), {"split": {"keep_source_split": True}})
+    split = split_dataset(
+        images, pd.DataFrame(columns=["image_id", "class"]), parse("data", {"split": {"keep_source_split": True}})
+    )
     assert split["split"].tolist() == ["train", "test", "val"]
     leaks = find_split_leaks(split)
     assert leaks.to_dict("records") == [
         {"group": "p", "splits": "test, train", "images": "p_jpg.rf.aa.jpg; p_jpg.rf.bb.jpg"}
     ]
     assert "Leakage in the split: copies of photo 'p'" in caplog.text
-    assert find_split_leaks(split_dataset(*_tables(), {})).empty  # the project's own split never leaks
+    assert find_split_leaks(split_dataset(*_tables(), parse("data", {}))).empty  # the project's own split never leaks
 
 
 def test_too_few_groups_is_a_clear_error() -> None:
     images, boxes = _tables(n_photos=2)
     with pytest.raises(DatasetError, match="only 2 source photo groups"):
-        split_dataset(images, boxes, {})
+        split_dataset(images, boxes, parse("data", {}))

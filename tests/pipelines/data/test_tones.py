@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from acne_detection.core.params import parse
 from acne_detection.core.skin_tone import ita_band, ita_of_lab
 from acne_detection.pipelines.data.split import split_dataset
 from acne_detection.pipelines.data.tones import describe_skin_tones, measure_skin_tones, plot_skin_tones
@@ -54,7 +55,7 @@ def test_copies_of_one_photo_share_its_tone_and_nothing_is_dropped(tmp_path: Pat
 
     images, boxes, _, _ = validated(AnnotatedExport(path=str(raw)).load(), PARAMS)
     with caplog.at_level(logging.WARNING):
-        toned = measure_skin_tones(images, boxes, PARAMS).set_index("image_id")
+        toned = measure_skin_tones(images, boxes, parse("data", PARAMS)).set_index("image_id")
     assert len(toned) == len(images) == 5  # nothing dropped
     copies = toned.loc[[i for i in toned.index if i.startswith("face")]]
     assert copies["ita_image"].map(ita_band).nunique() == 3  # per copy: three different bands
@@ -63,7 +64,7 @@ def test_copies_of_one_photo_share_its_tone_and_nothing_is_dropped(tmp_path: Pat
     lab = cv2.cvtColor(np.array([[[120, 80, 55]]], np.float32) / 255, cv2.COLOR_RGB2LAB)[0, 0]
     assert toned.loc["other.png", "ita"] == pytest.approx(ita_of_lab(lab[0], lab[2]), abs=1.0)  # its lesion left out
     assert toned.loc["blue.png", "tone_band"] == "" and "no measurable skin" in caplog.text
-    assert measure_skin_tones(images, boxes, {**PARAMS, "skin_tone": {"measure": False}}).equals(images)
+    assert measure_skin_tones(images, boxes, parse("data", {**PARAMS, "skin_tone": {"measure": False}})).equals(images)
 
 
 def test_default_synthetic_split_has_every_tone_in_test(tmp_path: Path) -> None:
@@ -76,12 +77,12 @@ def test_default_synthetic_split_has_every_tone_in_test(tmp_path: Path) -> None:
     write_voc_export(tmp_path / "raw", n_images=240, size=128, seed=0)
     params = {**PARAMS, "split": {"train": 0.5, "val": 0.15, "test": 0.35}}
     images, boxes, _, _ = validated(AnnotatedExport(path=str(tmp_path / "raw")).load(), params)
-    split = split_dataset(measure_skin_tones(images, boxes, params), boxes, params)
+    split = split_dataset(measure_skin_tones(images, boxes, parse("data", params)), boxes, parse("data", params))
     test_bands = split[split.split == "test"]["tone_band"].value_counts()
     assert (test_bands >= 15).sum() >= 4 and len(test_bands) == 6, test_bands.to_dict()
     truth = pd.read_csv(tmp_path / "raw" / "skin_tones.csv").set_index("image")["ita"].map(ita_band)
     assert (split["image_id"].map(truth) == split["tone_band"]).mean() >= 0.95
-    _, ground_truth = plan_yolo_dataset(split, boxes, params)
+    _, ground_truth = plan_yolo_dataset(split, boxes, parse("data", params))
     report = describe_skin_tones(split, ground_truth)
     per_split = report[report.split != "all"].groupby("split")["photos"].sum()
     assert per_split.to_dict() == split["split"].value_counts().to_dict()

@@ -11,6 +11,7 @@ import pytest
 from kedro.io import DatasetError
 from PIL import Image
 
+from acne_detection.core.params import parse
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.pipelines.data.validation import summarise_quarantine
 from tests.conftest import PHONE_HEIC, tree_digest, validated, write_image, write_png_bomb, write_voc
@@ -171,7 +172,9 @@ def test_unusual_images_reach_the_yolo_folder_as_displayed(broken_voc: Path, dat
     from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
 
     images, boxes, _, _ = validated(AnnotatedExport(path=str(broken_voc)).load(), data_params)
-    manifest, _ = plan_yolo_dataset(split_dataset(images, boxes, data_params), boxes, data_params)
+    manifest, _ = plan_yolo_dataset(
+        split_dataset(images, boxes, parse("data", data_params)), boxes, parse("data", data_params)
+    )
     folder = YoloDatasetFolder(path=str(tmp_path / "yolo"), names=data_params["classes"])
     folder.save(manifest)
     size = images.set_index("image_id")[["width", "height"]]

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
+from acne_detection.core.params import parse
 from acne_detection.pipelines.eval.nodes import (
     check_quality_gate,
     choose_operating_point,
@@ -32,18 +33,20 @@ def crafted(tiny_yolo):
 def test_sweep_operating_point_and_metrics(crafted) -> None:
     dataset, ground_truth, preds = crafted
     params = {}
-    sweep = sweep_thresholds(preds, ground_truth, dataset, params)
+    sweep = sweep_thresholds(preds, ground_truth, dataset, parse("eval", params))
     overall = sweep[sweep["class"] == "all"].set_index("threshold")
     assert overall.loc[0.25, "recall"] == 1.0 and overall.loc[0.25, "fp"] == 3
     assert overall.loc[0.35, "precision"] == 1.0 and overall.loc[0.95, "recall"] == 0.0
-    point = choose_operating_point(sweep, params)
+    point = choose_operating_point(sweep, parse("eval", params))
     assert 0.3 < point["threshold"] <= 0.9 and point["f1"] == 1.0
-    strict_recall = choose_operating_point(sweep, {"operating_point": {"rule": "recall_target", "recall_target": 0.85}})
+    strict_recall = choose_operating_point(
+        sweep, parse("eval", {"operating_point": {"rule": "recall_target", "recall_target": 0.85}})
+    )
     assert strict_recall["threshold"] == 0.9 and strict_recall["recall"] == 1.0
-    per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, params)
+    per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, parse("eval", params))
     assert headline["mAP50"] == pytest.approx(1.0) and headline["recall"] == 1.0 and headline["precision"] == 1.0
     assert confusion.set_index("true").loc["background"].sum() == 0  # no false alarm above the threshold
-    gate = check_quality_gate(headline, {}, {}, params)
+    gate = check_quality_gate(headline, {}, {}, parse("eval", params))
     assert gate["gate"] == "pass" and "gate.grade_accuracy" not in gate  # not gated unless asked
     grading = {
         "photos_graded": 6.0,
@@ -69,44 +72,49 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     assert "Grade accuracy on 6 test photos: **0.667** (95 % Wilson interval 0.300-0.903); ceiling 0.833" in text
     assert "MAE 4.29, RMSE 6.41" in text and "mild 0.50" in text
     assert len(plot_threshold_curves(sweep, point).axes) == 4
-    assert plot_error_gallery(preds, ground_truth, dataset, point, {"gallery_size": 2}).axes
+    assert plot_error_gallery(preds, ground_truth, dataset, point, parse("eval", {"gallery_size": 2})).axes
 
 
 def test_gate_fails_loudly_only_when_strict() -> None:
     weak = {"mAP50": 0.7, "recall": 0.9, "precision": 0.8}
-    verdict = check_quality_gate(weak, {}, {}, {})
+    verdict = check_quality_gate(weak, {}, {}, parse("eval", {}))
     assert verdict["gate"] == "fail" and verdict["gate.mAP50"].startswith("fail (0.700 < 0.80)")
     assert verdict["gate.recall"].startswith("pass")
     with pytest.raises(DatasetError, match="Quality gate failed"):
-        check_quality_gate(weak, {}, {}, {"gate": {"strict": True}})
+        check_quality_gate(weak, {}, {}, parse("eval", {"gate": {"strict": True}}))
     good = {"mAP50": 0.9, "recall": 0.9, "precision": 0.8}
-    graded = check_quality_gate(good, {"grade_accuracy": 0.7}, {}, {"gate": {"grade_accuracy": 0.8}})
+    graded = check_quality_gate(good, {"grade_accuracy": 0.7}, {}, parse("eval", {"gate": {"grade_accuracy": 0.8}}))
     assert graded["gate"] == "fail" and graded["gate.grade_accuracy"] == "fail (0.700 < 0.80)"
-    unmeasured = check_quality_gate(good, {}, {}, {"gate": {"grade_accuracy": 0.8}})
+    unmeasured = check_quality_gate(good, {}, {}, parse("eval", {"gate": {"grade_accuracy": 0.8}}))
     assert unmeasured["gate.grade_accuracy"].startswith("fail (not measured")
     assert "gate.skin_tone" not in unmeasured  # not gated unless asked
     toned = check_quality_gate(
         good,
         {},
         {"skin_tone.check": "warning: dark recall 0.700 is 0.200 below the overall 0.900"},
-        {"gate": {"skin_tone": True}},
+        parse("eval", {"gate": {"skin_tone": True}}),
     )
     assert toned["gate"] == "fail" and toned["gate.skin_tone"].startswith("fail (warning: dark recall 0.700")
     assert (
-        check_quality_gate(good, {}, {"skin_tone.check": "pass (no band ...)"}, {"gate": {"skin_tone": True}})["gate"]
+        check_quality_gate(
+            good, {}, {"skin_tone.check": "pass (no band ...)"}, parse("eval", {"gate": {"skin_tone": True}})
+        )["gate"]
         == "pass"
     )
 
 
 def test_lineage_tags_hash_the_manifest(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
-    tags = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {})
+    tags = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, parse("eval", {}))
     assert tags["model_run_id"] == "abc" and len(tags["dataset_manifest_sha256"]) == 64
     shuffled = type(dataset)(
         dataset.root, dataset.data_yaml, dataset.names, dataset.manifest.sample(frac=1, random_state=0)
     )
-    assert fingerprint_inputs(shuffled, {}, {})["dataset_manifest_sha256"] == tags["dataset_manifest_sha256"]
-    other = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, {"model": "runs:/f00d/"})
+    assert (
+        fingerprint_inputs(shuffled, {}, parse("eval", {}))["dataset_manifest_sha256"]
+        == tags["dataset_manifest_sha256"]
+    )
+    other = fingerprint_inputs(dataset, {"mlflow_run_id": "abc"}, parse("eval", {"model": "runs:/f00d/"}))
     assert (other["model_source"], other["model_run_id"]) == ("runs:/f00d/", "f00d")
 
 
@@ -129,7 +137,7 @@ def test_metrics_through_the_eval_nodes_equal_pycocotools(tiny_yolo) -> None:
     preds[["x_min", "x_max"]] = preds[["x_min", "x_max"]].add(shift, axis=0)
     preds.loc[preds.index[:2], "class_id"] = (preds.class_id[:2] + 1) % len(dataset.names)
     preds.insert(2, "class", preds.class_id.map(dict(enumerate(dataset.names))))
-    per_class, _, headline = evaluate_detections(preds, ground_truth, dataset, {"threshold": 0.25}, {})
+    per_class, _, headline = evaluate_detections(preds, ground_truth, dataset, {"threshold": 0.25}, parse("eval", {}))
 
     images = {name: i for i, name in enumerate(sorted(set(gt.image) | set(preds.image)), 1)}
     xywh = lambda r: [r.x_min, r.y_min, r.x_max - r.x_min, r.y_max - r.y_min]  # noqa: E731
@@ -201,7 +209,7 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
     )
     weights, _ = source.load().resolve()
     with pytest.raises(DatasetError, match=r"'person'.*'comedone'"):
-        predict_test_split(weights, tiny_yolo[0], {})
+        predict_test_split(weights, tiny_yolo[0], parse("eval", {}))
 
 
 def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
@@ -212,32 +220,48 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     dataset, ground_truth, preds = crafted
     test = dataset.manifest[dataset.manifest.split == "test"]
     split_images = test[["image_id"]].assign(grade=["1"] + [""] * (len(test) - 1))  # one photo with a true grade
-    photos = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, {})
+    photos = grade_test_photos(
+        preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, parse("grading", {})
+    )
     assert len(photos) == len(test)
     truth = ground_truth[ground_truth.split == "test"].groupby("image").size()
     assert photos.true_count.tolist() == photos.image.map(truth).fillna(0).astype(int).tolist()
     alarms = preds[preds.confidence == 0.3].groupby("image").size()
     assert (photos.pred_count - photos.true_count).tolist() == photos.image.map(alarms).fillna(0).astype(int).tolist()
     assert photos.true_grade.notna().sum() == 1
-    only_found = grade_test_photos(preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {})
+    only_found = grade_test_photos(
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, parse("grading", {})
+    )
     assert (only_found.pred_count == only_found.true_count).all()
-    metrics, confusion = evaluate_grading(only_found, {})
+    metrics, confusion = evaluate_grading(only_found, parse("grading", {}))
     first = only_found.iloc[0]
     assert metrics["grade_accuracy"] == float(first.pred_grade == 1) and metrics["count_mae"] == 0.0
     assert confusion.set_index("true").to_numpy().sum() == 1
     assert len(plot_grade_confusion(confusion, metrics).axes) == 2
     with pytest.raises(DatasetError, match="count_classes"):
         grade_test_photos(
-            preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {"count_classes": ["scar"]}
+            preds,
+            ground_truth,
+            dataset,
+            split_images,
+            {"threshold": 0.5},
+            {},
+            parse("grading", {"count_classes": ["scar"]}),
         )
     hayashi = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {"count_classes": ["papule", "pustule"]}
+        preds,
+        ground_truth,
+        dataset,
+        split_images,
+        {"threshold": 0.5},
+        {},
+        parse("grading", {"count_classes": ["papule", "pustule"]}),
     )
     inflammatory = ground_truth[(ground_truth.split == "test") & ground_truth["class"].isin(["papule", "pustule"])]
     assert hayashi.true_count.sum() == len(inflammatory)
     # a count correction's thresholds grade the detector's count; the rule's grade stays beside it
     lowered = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"thresholds": [0, 1, 2]}, {}
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"thresholds": [0, 1, 2]}, parse("grading", {})
     )
     assert lowered.pred_grade.tolist() == severity_grade(lowered.pred_count, [0, 1, 2]).tolist()
     assert lowered.rule_grade.tolist() == severity_grade(lowered.pred_count).tolist()

@@ -12,6 +12,7 @@ import pytest
 
 from acne_detection.core import metrics
 from acne_detection.core.metrics import average_precision, match_detections, resampled_ap, top_per_photo
+from acne_detection.core.params import parse
 from acne_detection.pipelines.eval.plots import plot_skin_tone_metrics
 from acne_detection.pipelines.eval.report import skin_tone_lines
 from acne_detection.pipelines.eval.tones import evaluate_by_skin_tone
@@ -72,7 +73,7 @@ def test_per_band_metrics_against_a_hand_computed_case() -> None:
     recall 0.5, then nothing: 51 of COCO's 101 recall points), grade accuracy 0; tan 1, 1, 1, 1;
     overall recall 60/80 = 0.75. Recall alike in every photo of a band: its interval collapses."""
     preds, gt, dataset, split, grades = _case({"tan": 20, "dark": 20}, {"tan": 2, "dark": 1}, false_alarms={"dark": 5})
-    table, metrics, check = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, {})
+    table, metrics, check = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {}))
     rows = table.set_index("tone_band")
     assert list(rows.index) == ["tan", "dark", "all"]  # lightest first
     dark = rows.loc["dark"]
@@ -87,7 +88,7 @@ def test_per_band_metrics_against_a_hand_computed_case() -> None:
     assert metrics["tone.dark.photos"]["value"] == 20 and metrics["tone.bands_flagged"]["value"] == 1
     assert dark.precision_low < 0.8 < dark.precision_high  # false alarms in 5 photos of 20: precision varies
     assert "| dark | 20 | 40 | 0.505 (0.50-0.50) | 0.500 (0.50-0.50) | 0.800 (" in skin_tone_lines(table, check)
-    assert len(plot_skin_tone_metrics(table, {}).axes) == 3
+    assert len(plot_skin_tone_metrics(table, parse("eval", {})).axes) == 3
 
 
 def test_intervals_are_seeded_and_cover_the_estimate() -> None:
@@ -95,8 +96,8 @@ def test_intervals_are_seeded_and_cover_the_estimate() -> None:
     estimate, and the same seed gives the same interval."""
     preds, gt, dataset, split, grades = _case({"brown": 30}, {"brown": 2}, lesions=2)
     preds = preds[~preds.index.isin(range(0, 60, 7))]  # drop some hits: recall varies by photo
-    a, _, _ = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, {"skin_tone": {"seed": 3}})
-    b, _, _ = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, {"skin_tone": {"seed": 3}})
+    a, _, _ = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {"skin_tone": {"seed": 3}}))
+    b, _, _ = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {"skin_tone": {"seed": 3}}))
     row = a.set_index("tone_band").loc["brown"]
     assert row.recall_low < row.recall < row.recall_high and row.ap50_low < row.ap50 <= row.ap50_high
     assert a.equals(b)
@@ -107,15 +108,15 @@ def test_the_warning_both_ways(caplog) -> None:
     does not; a band under ``min_photos`` is reported but never flagged, however large its gap."""
     preds, gt, dataset, split, grades = _case({"tan": 20, "dark": 20}, {"tan": 2, "dark": 1})
     with caplog.at_level(logging.WARNING):
-        evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, {})
+        evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {}))
     assert "recall on dark skin is 0.500" in caplog.text
     caplog.clear()
     preds, gt, dataset, split, grades = _case({"tan": 20, "dark": 20}, {"tan": 1, "dark": 1})
     with caplog.at_level(logging.WARNING):
-        table, _, check = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, {})
+        table, _, check = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {}))
     assert not table.flagged.any() and check["skin_tone.check"].startswith("pass") and "skin" not in caplog.text
     preds, gt, dataset, split, grades = _case({"tan": 20, "dark": 6}, {"tan": 2, "dark": 0})
-    table, _, check = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, {})
+    table, _, check = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {}))
     dark = table.set_index("tone_band").loc["dark"]
     assert dark.recall == 0.0 and not dark.judged and not dark.flagged and check["skin_tone.check"].startswith("pass")
     assert "too few photos" in skin_tone_lines(table, check)
@@ -124,7 +125,7 @@ def test_the_warning_both_ways(caplog) -> None:
 def test_no_tone_measured_is_said_not_guessed() -> None:
     preds, gt, dataset, split, grades = _case({"tan": 3}, {"tan": 2})
     table, metrics, check = evaluate_by_skin_tone(
-        preds, gt, dataset, split.drop(columns="tone_band"), POINT, grades, {}
+        preds, gt, dataset, split.drop(columns="tone_band"), POINT, grades, parse("eval", {})
     )
     assert table.empty and metrics == {} and check["skin_tone.check"].startswith("not measured")
 

@@ -86,8 +86,12 @@ def test_preview_settings_equal_the_trainers_own(tiny_yolo, tmp_path: Path) -> N
 
 def test_fliplr_one_mirrors_the_boxes_and_zero_does_not(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
-    plain = augmented_samples(dataset, {"imgsz": 96, "augment": {**OFF, "fliplr": 0.0}}, samples=3, seed=0)
-    flipped = augmented_samples(dataset, {"imgsz": 96, "augment": {**OFF, "fliplr": 1.0}}, samples=3, seed=0)
+    plain = augmented_samples(
+        dataset, parse("train", {"imgsz": 96, "augment": {**OFF, "fliplr": 0.0}}), samples=3, seed=0
+    )
+    flipped = augmented_samples(
+        dataset, parse("train", {"imgsz": 96, "augment": {**OFF, "fliplr": 1.0}}), samples=3, seed=0
+    )
     for a, b in zip(plain, flipped):
         assert a["im_file"] == b["im_file"]
         assert np.allclose(1 - a["bboxes"][:, 0].numpy(), b["bboxes"][:, 0].numpy(), atol=1e-4)
@@ -96,9 +100,12 @@ def test_fliplr_one_mirrors_the_boxes_and_zero_does_not(tiny_yolo) -> None:
 
 def test_hsv_alone_changes_colours_not_boxes(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
-    plain = augmented_samples(dataset, {"imgsz": 96, "augment": OFF}, samples=3, seed=0)
+    plain = augmented_samples(dataset, parse("train", {"imgsz": 96, "augment": OFF}), samples=3, seed=0)
     hsv = augmented_samples(
-        dataset, {"imgsz": 96, "augment": {**OFF, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}}, samples=3, seed=0
+        dataset,
+        parse("train", {"imgsz": 96, "augment": {**OFF, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4}}),
+        samples=3,
+        seed=0,
     )
     for a, b in zip(plain, hsv):
         assert np.array_equal(a["bboxes"].numpy(), b["bboxes"].numpy())
@@ -106,7 +113,7 @@ def test_hsv_alone_changes_colours_not_boxes(tiny_yolo) -> None:
 
 
 def test_panel_tiles_rotation_keeps_the_box_around_the_lesion(one_lesion) -> None:
-    tiles = augmentation_tiles(one_lesion, {"imgsz": 128}, {"seed": 0})
+    tiles = augmentation_tiles(one_lesion, parse("train", {"imgsz": 128}), parse("preview", {"seed": 0}))
     assert len(tiles) == 16
     titles = [t for _, t in tiles]
     assert titles[2] == "rotation +10 deg (degrees=10)" and titles[3] == "rotation -10 deg (degrees=10)"
@@ -123,25 +130,43 @@ def test_panel_tiles_rotation_keeps_the_box_around_the_lesion(one_lesion) -> Non
 
 def test_grid_and_panel_tile_counts_and_same_seed_same_png(tiny_yolo) -> None:
     dataset, _ = tiny_yolo
-    grid = preview_augmentations(dataset, {"imgsz": 64}, {"samples": 6, "columns": 3, "seed": 0})
+    grid = preview_augmentations(
+        dataset, parse("train", {"imgsz": 64}), parse("preview", {"samples": 6, "columns": 3, "seed": 0})
+    )
     assert sum(1 for ax in grid.axes if ax.images) == 6
-    assert _png(grid) == _png(preview_augmentations(dataset, {"imgsz": 64}, {"samples": 6, "columns": 3, "seed": 0}))
-    assert _png(grid) != _png(preview_augmentations(dataset, {"imgsz": 64}, {"samples": 6, "columns": 3, "seed": 1}))
-    panel = preview_each_augmentation(dataset, {"imgsz": 64}, {"seed": 0})
+    assert _png(grid) == _png(
+        preview_augmentations(
+            dataset, parse("train", {"imgsz": 64}), parse("preview", {"samples": 6, "columns": 3, "seed": 0})
+        )
+    )
+    assert _png(grid) != _png(
+        preview_augmentations(
+            dataset, parse("train", {"imgsz": 64}), parse("preview", {"samples": 6, "columns": 3, "seed": 1})
+        )
+    )
+    panel = preview_each_augmentation(dataset, parse("train", {"imgsz": 64}), parse("preview", {"seed": 0}))
     assert sum(1 for ax in panel.axes if ax.images) == 16
-    assert _png(panel) == _png(preview_each_augmentation(dataset, {"imgsz": 64}, {"seed": 0}))
+    assert _png(panel) == _png(
+        preview_each_augmentation(dataset, parse("train", {"imgsz": 64}), parse("preview", {"seed": 0}))
+    )
 
 
 def test_box_losses_reconcile_and_vanish_without_augmentation(tiny_yolo, one_lesion) -> None:
     dataset, _ = tiny_yolo
-    table = count_box_losses(dataset, {"imgsz": 64}, {"loss_samples": 12}).set_index("class")
+    table = count_box_losses(dataset, parse("train", {"imgsz": 64}), parse("preview", {"loss_samples": 12})).set_index(
+        "class"
+    )
     assert (table.kept + table.dropped == table.boxes_in).all()
     assert table.loc["all", "boxes_in"] == table.drop(index="all").boxes_in.sum() > 0
     assert table.loc["all", "cut_at_edge"] > 0  # mosaic and translate cut some boxes at the edge
     # Unaugmented 96 px photos: only comedones (1-2 % of the width, under Ultralytics' 2 px floor) are lost.
-    plain = count_box_losses(dataset, {"imgsz": 96, "augment": OFF}, {"loss_samples": 6}).set_index("class")
+    plain = count_box_losses(
+        dataset, parse("train", {"imgsz": 96, "augment": OFF}), parse("preview", {"loss_samples": 6})
+    ).set_index("class")
     assert plain.loc["all", "dropped"] == plain.loc["comedone", "dropped"]
-    big = count_box_losses(one_lesion, {"imgsz": 128, "augment": OFF}, {"loss_samples": 4}).set_index("class")
+    big = count_box_losses(
+        one_lesion, parse("train", {"imgsz": 128, "augment": OFF}), parse("preview", {"loss_samples": 4})
+    ).set_index("class")
     assert (big.loc["all", "boxes_in"], big.loc["all", "dropped"], big.loc["all", "cut_at_edge"]) == (4, 0, 0)
 
 

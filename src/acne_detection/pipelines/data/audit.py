@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
 
-from acne_detection.core.params import parse
+from acne_detection.core.params import DataParams
 from acne_detection.datasets.export import RawExport
 from acne_detection.pipelines.data.split import assign_groups
 
@@ -54,7 +54,7 @@ def _determining_tokens(photo_class: pd.Series, groups: pd.Series, min_groups: i
     return {str(t): str(c) for t, c in found["first"].items()}
 
 
-def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, dict[str, str]]:
+def audit_labels(raw: RawExport, params: DataParams) -> tuple[dict[str, Any], pd.DataFrame, dict[str, str]]:
     """Judge whether the export's class names are lesion types or image-level labels.
 
     Args:
@@ -70,8 +70,7 @@ def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any]
     Raises:
         DatasetError: on ``warning`` with ``label_audit.strict`` or ``data.strict``.
     """
-    p = parse("data", params)
-    a = p.label_audit
+    a = params.label_audit
     boxes = raw.boxes[raw.boxes.class_name.astype(str).str.strip() != ""]
     names_per_photo = boxes.groupby("image_id")["class_name"].agg(lambda s: frozenset(map(str, s)))
     n_boxes = boxes.groupby("image_id").size()
@@ -82,7 +81,9 @@ def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any]
     multi = names_per_photo[n_boxes[names_per_photo.index] >= 2]
     single_share = float((multi.map(len) == 1).mean()) if len(multi) else float("nan")
     photo_class = names_per_photo.map(lambda s: next(iter(s)) if len(s) == 1 else None)
-    groups = pd.Series(assign_groups(pd.Series(photo_class.index), p.group_pattern).to_numpy(), index=photo_class.index)
+    groups = pd.Series(
+        assign_groups(pd.Series(photo_class.index), params.group_pattern).to_numpy(), index=photo_class.index
+    )
     determining = _determining_tokens(photo_class, groups, a.min_groups) if len(names) >= 2 else {}
     covered = [bool(_tokens(i) & set(determining)) for i in photo_class.index]
     coverage = float(np.mean(covered)) if covered else 0.0
@@ -115,7 +116,7 @@ def audit_labels(raw: RawExport, params: dict[str, Any]) -> tuple[dict[str, Any]
         )
     log = logger.warning if status == "warning" else logger.info
     log("Label audit: %s", message)
-    if status == "warning" and (a.strict or p.strict):
+    if status == "warning" and (a.strict or params.strict):
         raise DatasetError(f"Label audit (data.label_audit.strict): {message}")
     audit = {
         "status": status,

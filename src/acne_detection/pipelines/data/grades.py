@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pandas as pd
 
 from acne_detection.core.grading import grades_from_names, parse_grades_file
 from acne_detection.core.ingestion import PROBLEM_COLUMNS
-from acne_detection.core.params import parse
+from acne_detection.core.params import DataParams, GradingParams
 from acne_detection.datasets.export import RawExport
 
 logger = logging.getLogger(__name__)
 
 
 def attach_grades(
-    images: pd.DataFrame, raw: RawExport, params: dict[str, Any], grading: dict[str, Any]
+    images: pd.DataFrame, raw: RawExport, params: DataParams, grading: GradingParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Give every accepted image its true grade, where the export states one.
 
@@ -33,9 +32,8 @@ def attach_grades(
         ``images`` with a ``grade`` column, and the grade report: one row per unusable line of
         the grades file and, when some images have a grade, per image without one.
     """
-    p, g = parse("data", params), parse("grading", grading)
-    n_grades = len(g.names)
-    from_names = grades_from_names(images["image_id"], p.grades.pattern)
+    n_grades = len(grading.names)
+    from_names = grades_from_names(images["image_id"], params.grades.pattern)
     bad_name = from_names.notna() & (from_names >= n_grades)
     from_file, problems = parse_grades_file(raw.grades, images["image_id"], n_grades=n_grades, file="grades.csv")
     grade = from_file.fillna(from_names.mask(bad_name))
@@ -72,7 +70,7 @@ def attach_grades(
     if grade.notna().any():
         logger.info(
             "Grades: %s; %d images without a grade (data/08_reporting/grade_report.csv)",
-            {g.names[int(k)]: int(v) for k, v in counts.items()},
+            {grading.names[int(k)]: int(v) for k, v in counts.items()},
             int(grade.isna().sum()),
         )
     else:

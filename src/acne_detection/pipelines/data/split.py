@@ -14,7 +14,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from kedro.io import DatasetError
 
-from acne_detection.core.params import parse
+from acne_detection.core.params import DataParams
 from acne_detection.core.tables import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _stratified_split(presence: pd.DataFrame, *, holdout: int, seed: int) -> tup
     return np.sort(keep), np.sort(held)
 
 
-def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: DataParams) -> pd.DataFrame:
     """Assign every image to train, val or test, keeping groups whole and classes stratified.
 
     Stratification is multi-label on the classes each group contains, with background-only
@@ -111,10 +111,9 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     Raises:
         DatasetError: too few groups to give every split at least one.
     """
-    p = parse("data", params)
     out = images.sort_values("image_id", ignore_index=True)
-    out["group"] = merge_groups(out, p.group_pattern)
-    if p.split.keep_source_split:
+    out["group"] = merge_groups(out, params.group_pattern)
+    if params.split.keep_source_split:
         out["split"] = out["source_split"].replace("", "train")
         return out
     group_of = out.set_index("image_id")["group"]
@@ -133,13 +132,15 @@ def split_dataset(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, A
     # Held-out sizes in groups as scikit-learn counts them (ceil), but never so many that a
     # split is left without a group (found by the generated-export tests: 3 groups left
     # train + val one group, and the second split failed inside scikit-learn).
-    n_test = min(max(1, math.ceil(p.split.test * len(groups))), len(groups) - 2)
-    rest, test = _stratified_split(presence, holdout=n_test, seed=p.split.seed)
+    n_test = min(max(1, math.ceil(params.split.test * len(groups))), len(groups) - 2)
+    rest, test = _stratified_split(presence, holdout=n_test, seed=params.split.seed)
     if len(rest) < 2:  # on a few groups the stratifier can hold out more than asked (found in CI)
         back = 2 - len(rest)
         rest, test = np.sort(np.concatenate([rest, test[-back:]])), test[:-back]
-    n_val = min(max(1, math.ceil(p.split.val / (p.split.train + p.split.val) * len(rest))), len(rest) - 1)
-    train, val = _stratified_split(presence.iloc[rest], holdout=n_val, seed=p.split.seed)
+    n_val = min(
+        max(1, math.ceil(params.split.val / (params.split.train + params.split.val) * len(rest))), len(rest) - 1
+    )
+    train, val = _stratified_split(presence.iloc[rest], holdout=n_val, seed=params.split.seed)
     split_of = {}
     for name, rows in (("train", rest[train]), ("val", rest[val]), ("test", test)):
         split_of.update({groups[i]: name for i in rows})

@@ -7,14 +7,13 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from acne_detection.core.inference import load_photo
-from acne_detection.core.params import parse
+from acne_detection.core.params import DataParams
 from acne_detection.core.skin_tone import BAND_NAMES, ToneEstimate, ita_band, measure_tone
 from acne_detection.pipelines.data.split import merge_groups
 
@@ -32,7 +31,7 @@ def _photo_tone(file: str, boxes: np.ndarray, max_side: int) -> ToneEstimate:
     return measure_tone(pixels, boxes / factor, max_side=max_side)
 
 
-def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: DataParams) -> pd.DataFrame:
     """The skin tone of each source photo, measured on its copies' pixels.
 
     Each image's ITA is estimated with its lesion boxes left out (``skin_tone.measure_tone``).
@@ -53,8 +52,7 @@ def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[s
         words; "" where measured) and ``tone_method`` (which pixels this copy was measured
         on); unchanged when ``skin_tone.measure`` is false.
     """
-    p = parse("data", params)
-    if not p.skin_tone.measure:
+    if not params.skin_tone.measure:
         return images
     start = time.perf_counter()
     corners = {k: g[["x_min", "y_min", "x_max", "y_max"]].to_numpy(float) for k, g in boxes.groupby("image_id")}
@@ -62,13 +60,13 @@ def measure_skin_tones(images: pd.DataFrame, boxes: pd.DataFrame, params: dict[s
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:  # decoding and OpenCV release the GIL
         tones = list(
             pool.map(
-                lambda row: _photo_tone(row[1], corners.get(row[0], none), p.skin_tone.max_side),
+                lambda row: _photo_tone(row[1], corners.get(row[0], none), params.skin_tone.max_side),
                 zip(images["image_id"], images["file"]),
             )
         )
     out = images.copy()
     out["ita_image"] = pd.Series([t.ita for t in tones], index=out.index, dtype="float64").round(2)
-    group = merge_groups(out, p.group_pattern)
+    group = merge_groups(out, params.group_pattern)
     out["ita"] = out["ita_image"].groupby(group).transform("median").round(2)  # NaN copies are skipped
     out["tone_band"] = out["ita"].map(ita_band).astype(str)
     own_problem = pd.Series([t.problem for t in tones], index=out.index, dtype=str)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
 
 from acne_detection.core.ingestion import describe_counts
-from acne_detection.core.params import DataParams, parse
+from acne_detection.core.params import DataParams
 from acne_detection.datasets.export import RawExport
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def _box_reasons(boxes: pd.DataFrame, tolerance: float) -> tuple[pd.Series, pd.S
     return reason, pd.Series(detail, index=boxes.index)
 
 
-def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.DataFrame]:
+def map_classes(raw: RawExport, params: DataParams) -> tuple[RawExport, pd.DataFrame]:
     """Give every box its project class, and say which mapping is in force.
 
     Args:
@@ -111,9 +110,8 @@ def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.D
         DatasetError: with ``unmapped_class: error``, on the first box whose class name
             ``class_map`` does not know, naming its annotation file.
     """
-    p = parse("data", params)
-    boxes = raw.boxes.assign(**{"class": map_class_names(raw.boxes["class_name"], p)})
-    if p.unmapped_class == "error" and boxes["class"].isna().any():
+    boxes = raw.boxes.assign(**{"class": map_class_names(raw.boxes["class_name"], params)})
+    if params.unmapped_class == "error" and boxes["class"].isna().any():
         row = boxes[boxes["class"].isna()].iloc[0]
         raise DatasetError(
             f"{row.annotation_file}: class '{row.class_name}' is not in data.class_map (conf/*/parameters_data.yml)"
@@ -129,7 +127,7 @@ def map_classes(raw: RawExport, params: dict[str, Any]) -> tuple[RawExport, pd.D
     return dataclasses.replace(raw, boxes=boxes), table
 
 
-def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+def validate_export(raw: RawExport, params: DataParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Accept what is usable and quarantine the rest, each with a named reason.
 
     Images are quarantined when they do not decode, are under 10 px on a side (Ultralytics
@@ -152,16 +150,15 @@ def validate_export(raw: RawExport, params: dict[str, Any]) -> tuple[pd.DataFram
     Raises:
         DatasetError: in strict mode, when anything is quarantined.
     """
-    p = parse("data", params)
     images = _check_images(raw.images)
-    boxes, reason, detail = _check_boxes(raw.boxes, images, p.edge_tolerance_px)
+    boxes, reason, detail = _check_boxes(raw.boxes, images, params.edge_tolerance_px)
     _quarantine_images(images, boxes, reason, detail, "invalid box", _images_with_bad_boxes(boxes, reason, detail))
     _quarantine_images(images, boxes, reason, detail, "byte-identical copy", _resolve_copies(images, boxes, reason))
     images["copies"] = _copies_of(images)
     accepted_images, accepted_boxes = _accepted(images, boxes, reason)
     quarantine = _quarantine_report(raw.problems, images, boxes, reason, detail)
     summary = _reconcile(raw, accepted_images, accepted_boxes, quarantine)
-    if p.strict and len(quarantine):
+    if params.strict and len(quarantine):
         by_reason = quarantine.groupby("reason").size().to_dict()
         first = quarantine.iloc[0]
         raise DatasetError(

@@ -6,12 +6,11 @@ import hashlib
 import logging
 import re
 from pathlib import PurePosixPath
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from acne_detection.core.params import parse
+from acne_detection.core.params import DataParams
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ def _six_decimals(values: pd.Series) -> pd.Series:
 
 
 def plan_yolo_dataset(
-    images: pd.DataFrame, boxes: pd.DataFrame, params: dict[str, Any]
+    images: pd.DataFrame, boxes: pd.DataFrame, params: DataParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Lay out the YOLO-format dataset: where each image goes and its label lines.
 
@@ -45,8 +44,7 @@ def plan_yolo_dataset(
         with ``split``, ``image`` (relative path in the YOLO folder) and ``class_id``, which
         evaluation uses as ground truth.
     """
-    p = parse("data", params)
-    class_id = {c: i for i, c in enumerate(p.classes)}
+    class_id = {c: i for i, c in enumerate(params.classes)}
     plan = images.copy()
     names = plan["image_id"].map(_target_name)
     suffix = np.where(

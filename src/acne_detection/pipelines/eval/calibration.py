@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from acne_detection.core.calibration import Calibration, dece, fit_platt, reliability_table
 from acne_detection.core.grading import GradingRule
 from acne_detection.core.metrics import match_detections
-from acne_detection.core.params import parse
+from acne_detection.core.params import EvalParams, GradingParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.pipelines.eval.tones import NOT_MEASURED, image_tone_bands
 
@@ -46,9 +46,7 @@ def matched_detections(
     )
 
 
-def fit_calibration(
-    val_predictions: pd.DataFrame, ground_truth: pd.DataFrame, params: dict[str, Any]
-) -> dict[str, Any]:
+def fit_calibration(val_predictions: pd.DataFrame, ground_truth: pd.DataFrame, params: EvalParams) -> dict[str, Any]:
     """Fit the recalibration on the validation split's detections.
 
     Args:
@@ -59,10 +57,12 @@ def fit_calibration(
     Returns:
         The ``Calibration`` as a dict, with ``val_dece_before`` and ``val_dece_after``.
     """
-    p = parse("eval", params)
-    c = p.calibration
+    c = params.calibration
     found = matched_detections(
-        val_predictions, ground_truth[ground_truth.split == "val"], iou_threshold=p.iou_threshold, min_conf=c.min_conf
+        val_predictions,
+        ground_truth[ground_truth.split == "val"],
+        iou_threshold=params.iou_threshold,
+        min_conf=c.min_conf,
     )
     if c.method == "none":
         fitted = Calibration(min_conf=c.min_conf, reason="eval.calibration.method is none")
@@ -98,7 +98,7 @@ def measure_calibration(
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     calibration: dict[str, Any],
-    params: dict[str, Any],
+    params: EvalParams,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """D-ECE on the test split before and after recalibration, overall and per skin tone band,
     and the reliability table.
@@ -116,11 +116,13 @@ def measure_calibration(
         ``slope``, ``offset``), and per bin and stage (``raw``/``calibrated``) the detections,
         mean confidence and precision.
     """
-    p = parse("eval", params)
-    c = p.calibration
+    c = params.calibration
     fitted = Calibration.from_dict(calibration)
     found = matched_detections(
-        test_predictions, ground_truth[ground_truth.split == "test"], iou_threshold=p.iou_threshold, min_conf=c.min_conf
+        test_predictions,
+        ground_truth[ground_truth.split == "test"],
+        iou_threshold=params.iou_threshold,
+        min_conf=c.min_conf,
     )
     calibrated = fitted.apply(found.confidence)
     metrics: dict[str, float] = {
@@ -193,7 +195,7 @@ def estimate_grade_probabilities(
     test_grades: pd.DataFrame,
     calibration: dict[str, Any],
     correction: dict[str, Any],
-    grading: dict[str, Any],
+    grading: GradingParams,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Each test photo's probability of each grade, from its calibrated detections (the lesion
     count as a sum of independent Bernoulli variables, ``grading.grade_probabilities``), and how
@@ -214,18 +216,17 @@ def estimate_grade_probabilities(
         ``top_dece`` (calibration of the most probable grade's probability), on photos with a
         true grade; ``photos``.
     """
-    g = parse("grading", grading)
     floor = Calibration.from_dict(calibration).min_conf
     raw = calibrated_predictions.get("raw_confidence", calibrated_predictions.confidence)
     candidates = calibrated_predictions[raw >= floor]
-    rule = GradingRule.from_params(g, correction.get("thresholds"))  # the grade eval reports: one distribution
+    rule = GradingRule.from_params(grading, correction.get("thresholds"))  # the grade eval reports: one distribution
     probabilities = rule.probabilities(candidates, test_grades.image)
     expected = rule.counted(candidates).groupby("image").confidence.sum()  # the count's mean: its probabilities' sum
     rows = [
         {
             "image": photo.image,
             "expected_count": float(expected.get(photo.image, 0.0)),
-            **{f"p.{name}": float(v) for name, v in zip(g.names, grades, strict=True)},
+            **{f"p.{name}": float(v) for name, v in zip(grading.names, grades, strict=True)},
             "most_probable": int(np.argmax(grades)),
             "true_grade": photo.true_grade,
             "pred_grade": int(photo.pred_grade),
@@ -236,9 +237,9 @@ def estimate_grade_probabilities(
     metrics: dict[str, float] = {"photos": float(len(table))}
     graded = table[table.true_grade.notna()] if len(table) else table
     if len(graded):
-        probs = graded[[f"p.{name}" for name in g.names]].to_numpy(float)
+        probs = graded[[f"p.{name}" for name in grading.names]].to_numpy(float)
         truth = graded.true_grade.astype(int).to_numpy()
-        onehot = np.eye(len(g.names))[truth]
+        onehot = np.eye(len(grading.names))[truth]
         top = probs.max(axis=1)
         correct = graded.most_probable.to_numpy() == truth
         metrics.update(

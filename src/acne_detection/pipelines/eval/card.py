@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from acne_detection.core.model_card import code_commit, export_root, render_model_card, trained_on
-from acne_detection.core.params import parse
+from acne_detection.core.params import GradingParams, TrainParams
 from acne_detection.datasets import YoloDataset
 
 logger = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def write_model_card(
     record: dict[str, Any],
     training: dict[str, Any],
     health: dict[str, Any],
-    train_params: dict[str, Any],
-    grading_params: dict[str, Any],
+    train_params: TrainParams,
+    grading_params: GradingParams,
     calibration: dict[str, Any],
     grade_probability: dict[str, Any],
     correction: dict[str, Any],
@@ -61,7 +61,6 @@ def write_model_card(
     Returns:
         The card, in Markdown.
     """
-    t, g = parse("train", train_params), parse("grading", grading_params)
     source = record.get("model_source", "")
     own_training = source == "trained_weights"  # eval.model names another model: its training is not ours
     root = export_root(manifest)
@@ -88,7 +87,8 @@ def write_model_card(
         "export": {"name": root.name if root else "?", "format": _annotation_format(manifest), **counts},
         "training": training if own_training else {},
         "train_settings": (
-            f"batch {t.batch}, optimizer {t.optimizer}, lr0 {t.lr0}, freeze {t.freeze}, seed {t.seed}"
+            f"batch {train_params.batch}, optimizer {train_params.optimizer}, lr0 {train_params.lr0}, "
+            f"freeze {train_params.freeze}, seed {train_params.seed}"
             if own_training
             else "n/a"
         ),
@@ -97,10 +97,15 @@ def write_model_card(
         "manifest": manifest,
         "truth": truth,
         "manifest_sha256": dataset.manifest_sha256(),
-        "grade_names": list(g.names),
+        "grade_names": list(grading_params.names),
         "grading_rule": ", ".join(
             f"{name} {lo}-{hi}" if hi is not None else f"{name} > {lo - 1}"
-            for name, lo, hi in zip(g.names, [0, *(x + 1 for x in g.thresholds)], [*g.thresholds, None], strict=True)
+            for name, lo, hi in zip(
+                grading_params.names,
+                [0, *(x + 1 for x in grading_params.thresholds)],
+                [*grading_params.thresholds, None],
+                strict=True,
+            )
         ),
         "detection": {**detection, "gate": gate.get("gate", "n/a")},
         "grading": grading,

@@ -12,7 +12,7 @@ from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
 from acne_detection.core.grading import GradingRule, fit_count_correction, grade_photos, grading_metrics
-from acne_detection.core.params import parse
+from acne_detection.core.params import GradingParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.pipelines.eval.calibration import calibrate_predictions
 
@@ -47,7 +47,7 @@ def fit_grading_correction(
     split_images: pd.DataFrame,
     calibration: dict[str, Any],
     operating_point: dict[str, Any],
-    grading: dict[str, Any],
+    grading: GradingParams,
 ) -> dict[str, Any]:
     """Fit the count correction on the validation photos (``grading.fit_count_correction``):
     their calibrated detections counted at the operating point, against their true counts and
@@ -66,9 +66,8 @@ def fit_grading_correction(
         ``fit_count_correction``'s record, with ``thresholds`` the ones to grade the detector's
         count by (the rule's own unless the correction is used).
     """
-    g = parse("grading", grading)
-    if not g.correct_counts:
-        return {"thresholds": list(g.thresholds), "used": False, "reason": "grading.correct_counts is false"}
+    if not grading.correct_counts:
+        return {"thresholds": list(grading.thresholds), "used": False, "reason": "grading.correct_counts is false"}
     photos = _grade_split(
         "val",
         calibrate_predictions(val_predictions, calibration),
@@ -76,10 +75,10 @@ def fit_grading_correction(
         dataset,
         split_images,
         operating_point,
-        g,
+        grading,
     )
     record = fit_count_correction(
-        photos.pred_count, photos.true_count, photos.true_grade.fillna(-1).astype(int), g.thresholds
+        photos.pred_count, photos.true_count, photos.true_grade.fillna(-1).astype(int), grading.thresholds
     )
     logger.info(
         "Count correction fitted on %d validation photos: true count ~ %.2f x the detector's; %s",
@@ -97,7 +96,7 @@ def grade_test_photos(
     split_images: pd.DataFrame,
     operating_point: dict[str, Any],
     correction: dict[str, Any],
-    grading: dict[str, Any],
+    grading: GradingParams,
 ) -> pd.DataFrame:
     """Count and grade every test photo, from its true boxes and from the detector's.
 
@@ -119,17 +118,16 @@ def grade_test_photos(
     Raises:
         DatasetError: ``count_classes`` names a class the dataset does not have.
     """
-    g = parse("grading", grading)
-    unknown = sorted(set(g.count_classes or ()) - set(dataset.names))
+    unknown = sorted(set(grading.count_classes or ()) - set(dataset.names))
     if unknown:
         raise DatasetError(f"grading.count_classes {unknown} are not classes of the dataset {list(dataset.names)}")
-    photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, g)
+    photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, grading)
     photos["rule_grade"] = photos.pred_grade  # the rule on the detector's count, reported beside
-    photos["pred_grade"] = GradingRule.from_params(g, correction.get("thresholds")).grade(photos.pred_count)
+    photos["pred_grade"] = GradingRule.from_params(grading, correction.get("thresholds")).grade(photos.pred_count)
     return photos
 
 
-def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dict[str, float], pd.DataFrame]:
+def evaluate_grading(photos: pd.DataFrame, grading: GradingParams) -> tuple[dict[str, float], pd.DataFrame]:
     """Grading accuracy (with its 95 % interval), recall per grade, counting MAE/RMSE and the
     ceiling (the true counts graded), and the grade confusion matrix.
 
@@ -141,7 +139,7 @@ def evaluate_grading(photos: pd.DataFrame, grading: dict[str, Any]) -> tuple[dic
         The metrics (``acne_detection.core.grading.grading_metrics``) and the confusion matrix with
         a ``true`` column.
     """
-    names = parse("grading", grading).names
+    names = grading.names
     metrics, confusion = grading_metrics(photos, names=names)
     graded = photos[photos.true_grade.notna()]
     if "rule_grade" in photos and len(graded):  # the count rule alone, beside the (corrected) grade

@@ -29,25 +29,25 @@ from acne_detection.core.metrics import (
     precision_recall_f1,
     threshold_sweep,
 )
-from acne_detection.core.params import parse
+from acne_detection.core.params import EvalParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.framework.tracking import model_run_id, resolve_model, versions_with_weights
 
 logger = logging.getLogger(__name__)
 
 
-def predict_test_split(weights: Path, dataset: YoloDataset, params: dict[str, Any]) -> pd.DataFrame:
+def predict_test_split(weights: Path, dataset: YoloDataset, params: EvalParams) -> pd.DataFrame:
     """Run the model over the test images once, keeping every box above ``min_conf``
     (``predict_split`` on ``test``)."""
     return predict_split(weights, dataset, params, "test")
 
 
-def predict_val_split(weights: Path, dataset: YoloDataset, params: dict[str, Any]) -> pd.DataFrame:
+def predict_val_split(weights: Path, dataset: YoloDataset, params: EvalParams) -> pd.DataFrame:
     """The same on the validation images: what the recalibration is fitted on."""
     return predict_split(weights, dataset, params, "val")
 
 
-def predict_split(weights: Path, dataset: YoloDataset, params: dict[str, Any], split: str) -> pd.DataFrame:
+def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split: str) -> pd.DataFrame:
     """Run the model over one split's images once, keeping every box above ``min_conf``.
 
     Args:
@@ -61,15 +61,19 @@ def predict_split(weights: Path, dataset: YoloDataset, params: dict[str, Any], s
         One row per predicted box: ``image`` (path within the dataset), ``class_id``,
         ``class``, ``confidence`` (raw) and pixel corners.
     """
-    p = parse("eval", params)
-    device, device_name = detect_device(p.device)
-    checkpoint, source = resolve_model(p.model, Path(weights))
+    device, device_name = detect_device(params.device)
+    checkpoint, source = resolve_model(params.model, Path(weights))
     logger.info("Evaluating %s (%s) on the %s split", checkpoint, source, split)
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
     # batch 1, paths as they are: the table is exactly what `yolo predict` gives on each file
     settings = InferenceSettings(
-        imgsz=model_imgsz(model), conf=p.min_conf, iou=p.nms_iou, max_det=p.max_det, device=device, batch=1
+        imgsz=model_imgsz(model),
+        conf=params.min_conf,
+        iou=params.nms_iou,
+        max_det=params.max_det,
+        device=device,
+        batch=1,
     )
     images = dataset.images(split)
     logger.info("Predicting %d %s images on %s (%s) at %d px", len(images), split, device, device_name, settings.imgsz)
@@ -103,7 +107,7 @@ def test_split_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_thresholds(
-    predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: dict[str, Any]
+    predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: EvalParams
 ) -> pd.DataFrame:
     """Precision, recall and F1 at confidence thresholds 0.05 to 0.95, per class and overall.
 
@@ -116,16 +120,15 @@ def sweep_thresholds(
     Returns:
         ``metrics.threshold_sweep``'s table with a ``class`` column (``all`` for class id -1).
     """
-    p = parse("eval", params)
     gt = test_split_truth(ground_truth)
-    matches = match_detections(predictions, gt, iou_threshold=p.iou_threshold)
+    matches = match_detections(predictions, gt, iou_threshold=params.iou_threshold)
     n_true = gt.groupby("class_id").size().reindex(range(len(dataset.names)), fill_value=0)
     sweep = threshold_sweep(matches, n_true, SWEEP_THRESHOLDS)
     sweep.insert(2, "class", sweep.class_id.map(dict(enumerate(dataset.names))).fillna("all"))
     return sweep
 
 
-def choose_operating_point(sweep: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+def choose_operating_point(sweep: pd.DataFrame, params: EvalParams) -> dict[str, Any]:
     """Pick the confidence threshold to ship, by the rule in ``eval.operating_point``.
 
     ``max_f1`` takes the threshold of highest overall F1; ``recall_target`` the highest
@@ -139,7 +142,7 @@ def choose_operating_point(sweep: pd.DataFrame, params: dict[str, Any]) -> dict[
     Returns:
         ``threshold``, ``rule``, and the overall ``precision``, ``recall`` and ``f1`` there.
     """
-    p = parse("eval", params).operating_point
+    p = params.operating_point
     row = pick_operating_point(sweep[sweep.class_id == -1], p.rule, p.recall_target)
     if not row.reached:
         logger.warning("No threshold reaches recall %.2f; using the lowest, %.2f", p.recall_target, row.threshold)
@@ -167,7 +170,7 @@ def evaluate_detections(
     ground_truth: pd.DataFrame,
     dataset: YoloDataset,
     operating_point: dict[str, Any],
-    params: dict[str, Any],
+    params: EvalParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Measure the detector on the test split.
 
@@ -184,12 +187,11 @@ def evaluate_detections(
         point; the confusion matrix there (rows true, columns predicted, with ``background``);
         and headline metrics for MLflow.
     """
-    p = parse("eval", params)
     names = list(dataset.names)
     gt = test_split_truth(ground_truth)
     ap = average_precision(predictions, gt, images=[], n_classes=len(names))
     kept = predictions[predictions.confidence >= operating_point["threshold"]]
-    prf = precision_recall_f1(match_detections(kept, gt, iou_threshold=p.iou_threshold), n_classes=len(names))
+    prf = precision_recall_f1(match_detections(kept, gt, iou_threshold=params.iou_threshold), n_classes=len(names))
     per_class = ap.merge(prf, on="class_id")
     per_class.insert(1, "class", names)
     per_class.insert(2, "instances", per_class.class_id.map(gt.groupby("class_id").size()).fillna(0).astype(int))
@@ -211,7 +213,7 @@ def evaluate_detections(
     }
     per_class = pd.concat([per_class, pd.DataFrame([overall])], ignore_index=True)
     cm = confusion_counts(
-        match_detections(kept, gt, iou_threshold=p.iou_threshold, class_aware=False), n_classes=len(names)
+        match_detections(kept, gt, iou_threshold=params.iou_threshold, class_aware=False), n_classes=len(names)
     )
     labels = [*names, "background"]
     confusion = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
@@ -243,7 +245,7 @@ def evaluate_detections(
 
 
 def check_quality_gate(
-    metrics: dict[str, float], grading: dict[str, float], tone_check: dict[str, str], params: dict[str, Any]
+    metrics: dict[str, float], grading: dict[str, float], tone_check: dict[str, str], params: EvalParams
 ) -> dict[str, str]:
     """Compare the headline metrics with the targets in ``eval.gate``.
 
@@ -263,7 +265,7 @@ def check_quality_gate(
         DatasetError: with ``gate.strict``, when any target is missed (``kedro run`` then
             exits non-zero, for use as a model check in CI).
     """
-    gate = parse("eval", params).gate
+    gate = params.gate
     targets = [("mAP50", metrics, gate.map50), ("recall", metrics, gate.recall), ("precision", metrics, gate.precision)]
     if gate.grade_accuracy is not None:
         targets.append(("grade_accuracy", grading, gate.grade_accuracy))
@@ -286,9 +288,7 @@ def check_quality_gate(
     return {"gate": overall, **{f"gate.{k}": v for k, v in verdicts.items()}}
 
 
-def fingerprint_inputs(
-    dataset: YoloDataset, training_summary: dict[str, Any], params: dict[str, Any]
-) -> dict[str, str]:
+def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], params: EvalParams) -> dict[str, str]:
     """Tags that trace every number back to its model and data.
 
     Args:
@@ -300,7 +300,7 @@ def fingerprint_inputs(
         ``model_source``, ``model_run_id`` (the training run, where known) and
         ``dataset_manifest_sha256``.
     """
-    spec = parse("eval", params).model
+    spec = params.model
     run_id = str(training_summary.get("mlflow_run_id", "unknown")) if spec is None else model_run_id(spec)
     return {
         "model_source": spec or "trained_weights",
@@ -314,7 +314,7 @@ def record_model_threshold(
     calibration: dict[str, Any],
     correction: dict[str, Any],
     weights: Path,
-    params: dict[str, Any],
+    params: EvalParams,
 ) -> dict[str, Any]:
     """Remember the operating point *for the model evaluated*, so ``predict`` uses that model's
     own threshold and never another's: by the checkpoint's SHA-256 in
@@ -337,7 +337,7 @@ def record_model_threshold(
 
     from acne_detection.datasets.weights import sha256_of
 
-    spec = parse("eval", params).model
+    spec = params.model
     checkpoint, source = resolve_model(spec, Path(weights))
     record = {
         "model_sha256": sha256_of(checkpoint),

@@ -14,7 +14,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from acne_detection.core.metrics import match_detections
-from acne_detection.core.params import parse
+from acne_detection.core.params import EvalParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.pipelines.eval.nodes import test_split_truth
 
@@ -98,7 +98,7 @@ def rank_test_photos(
     ground_truth: pd.DataFrame,
     dataset: YoloDataset,
     operating_point: dict[str, Any],
-    params: dict[str, Any],
+    params: EvalParams,
 ) -> pd.DataFrame:
     """Every test photo's lesions, hits, misses and false alarms at the operating point, best first.
 
@@ -113,10 +113,9 @@ def rank_test_photos(
         One row per test photo: ``image``, ``lesions``, ``found``, ``missed``, ``false_alarms``,
         ``errors`` (missed + false alarms), sorted by errors, then by more lesions first.
     """
-    p = parse("eval", params)
     truth = test_split_truth(ground_truth)
     kept = predictions[predictions.confidence >= operating_point["threshold"]]
-    matches = match_detections(kept, truth, iou_threshold=p.iou_threshold)
+    matches = match_detections(kept, truth, iou_threshold=params.iou_threshold)
     photos = pd.DataFrame({"image": dataset.manifest.loc[dataset.manifest.split == "test", "image"].to_numpy()})
     count = lambda rows: photos["image"].map(rows.groupby("image").size()).fillna(0).astype(int)  # noqa: E731
     photos["lesions"] = count(truth)
@@ -132,7 +131,7 @@ def plot_best_and_worst(
     ground_truth: pd.DataFrame,
     dataset: YoloDataset,
     operating_point: dict[str, Any],
-    params: dict[str, Any],
+    params: EvalParams,
     n: int = 4,
 ) -> Figure:
     """The ``n`` test photos the detector got most right (top row) and most wrong (bottom row),
@@ -169,7 +168,7 @@ def plot_error_gallery(
     ground_truth: pd.DataFrame,
     dataset: YoloDataset,
     operating_point: dict[str, Any],
-    params: dict[str, Any],
+    params: EvalParams,
 ) -> Figure:
     """The test images with the most missed lesions (top row) and the most false alarms
     (bottom row), ground truth in green and predictions in red with class and confidence.
@@ -184,13 +183,12 @@ def plot_error_gallery(
     Returns:
         The figure.
     """
-    p = parse("eval", params)
     gt = test_split_truth(ground_truth)
     kept = predictions[predictions.confidence >= operating_point["threshold"]]
-    matches = match_detections(kept, gt, iou_threshold=p.iou_threshold)
+    matches = match_detections(kept, gt, iou_threshold=params.iou_threshold)
     missed = matches[matches.pred_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
     alarms = matches[matches.true_class < 0].groupby("image").size().sort_values(ascending=False, kind="stable")
-    n = p.gallery_size
+    n = params.gallery_size
     fig = Figure(figsize=(3.4 * n, 7.2))
     axes = fig.subplots(2, n, squeeze=False)
     for row, (title, ranking) in enumerate((("missed lesions", missed), ("false alarms", alarms))):
@@ -205,7 +203,7 @@ def plot_error_gallery(
     return fig
 
 
-def plot_skin_tone_metrics(table: pd.DataFrame, params: dict[str, Any]) -> Figure:
+def plot_skin_tone_metrics(table: pd.DataFrame, params: EvalParams) -> Figure:
     """Recall, AP@50 and grading accuracy per tone band, with their 95 % intervals, the overall
     recall and the margin below it, and the photos behind each bar.
 
@@ -216,7 +214,7 @@ def plot_skin_tone_metrics(table: pd.DataFrame, params: dict[str, Any]) -> Figur
     Returns:
         A three-panel figure (a note when no tone was measured).
     """
-    cfg = parse("eval", params).skin_tone
+    cfg = params.skin_tone
     fig = Figure(figsize=(15, 4.5))
     axes = fig.subplots(1, 3)
     bands = table[table.tone_band != "all"].reset_index(drop=True)

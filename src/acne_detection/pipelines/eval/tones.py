@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from acne_detection.core.group_metrics import band_metrics
-from acne_detection.core.params import parse
+from acne_detection.core.params import EvalParams
 from acne_detection.core.skin_tone import BAND_NAMES
 from acne_detection.datasets import YoloDataset
 from acne_detection.framework.tracking import to_mlflow_metrics
@@ -70,7 +70,7 @@ def evaluate_by_skin_tone(
     split_images: pd.DataFrame,
     operating_point: dict[str, Any],
     test_grades: pd.DataFrame,
-    params: dict[str, Any],
+    params: EvalParams,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, float]], dict[str, str]]:
     """Metrics per skin tone band on the test split, and whether any band is left behind.
 
@@ -93,7 +93,6 @@ def evaluate_by_skin_tone(
         ``skin_tone.check`` ("pass",
         "warning: ..." or "not measured: ...") and ``skin_tone.flagged`` (bands, comma-separated).
     """
-    p = parse("eval", params)
     test = dataset.manifest.loc[dataset.manifest.split == "test", ["image", "image_id"]].reset_index(drop=True)
     test["tone_band"] = test.image.map(image_tone_bands(dataset, split_images))
     if test.empty or (test["tone_band"] == NOT_MEASURED).all():
@@ -101,9 +100,9 @@ def evaluate_by_skin_tone(
         logger.info("Skin tone: %s", why)
         return pd.DataFrame(columns=COLUMNS), {}, {"skin_tone.check": why, "skin_tone.flagged": ""}
     test = test.merge(test_grades[["image", "true_grade", "pred_grade"]], on="image", how="left")
-    table = _band_table(predictions, ground_truth[ground_truth.split == "test"], test, operating_point, p, dataset)
+    table = _band_table(predictions, ground_truth[ground_truth.split == "test"], test, operating_point, params, dataset)
     flagged = table[table.flagged]
-    _log_bands(table, p.skin_tone)
+    _log_bands(table, params.skin_tone)
     overall = table[table.tone_band == "all"].iloc[0]
     check = (
         (
@@ -114,8 +113,8 @@ def evaluate_by_skin_tone(
             )
         )
         if len(flagged)
-        else f"pass (no band with >= {p.skin_tone.min_photos} photos has recall more than "
-        f"{p.skin_tone.recall_margin:.2f} below the overall)"
+        else f"pass (no band with >= {params.skin_tone.min_photos} photos has recall more than "
+        f"{params.skin_tone.recall_margin:.2f} below the overall)"
     )
     return (
         table,

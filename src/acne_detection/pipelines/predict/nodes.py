@@ -26,7 +26,7 @@ from acne_detection.core.inference import (
     needs_slicing,
 )
 from acne_detection.core.model_card import SYNTHETIC_WARNING
-from acne_detection.core.params import parse
+from acne_detection.core.params import GradingParams, PredictParams
 from acne_detection.datasets.export import progress_bar
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import sha256_of
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 PHOTO_COLUMNS = ["photo", "status", "reason", "detail", "width", "height", "sliced"]
 
 
-def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+def choose_model(weights: Path, model_threshold: dict[str, Any], params: PredictParams) -> dict[str, Any]:
     """The model to predict with, and the confidence threshold ``eval`` chose *for that model*.
 
     The threshold comes, in order, from ``predict.threshold`` when set; the operating point
@@ -58,12 +58,11 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
         correction for these weights; ``None``: the rule's) and ``warning`` (the registered
         version was trained on synthetic photos; "" otherwise).
     """
-    p = parse("predict", params)
-    checkpoint, source = resolve_model(p.model, Path(weights))
+    checkpoint, source = resolve_model(params.model, Path(weights))
     sha = sha256_of(checkpoint)
-    version = model_version_tag(p.model, sha)
-    if p.threshold is not None:
-        threshold, origin = p.threshold, "predict.threshold"
+    version = model_version_tag(params.model, sha)
+    if params.threshold is not None:
+        threshold, origin = params.threshold, "predict.threshold"
     elif model_threshold.get("model_sha256") == sha:
         threshold, origin = (
             float(model_threshold["threshold"]),
@@ -72,7 +71,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
     elif version.get("operating_threshold"):
         threshold, origin = float(version["operating_threshold"]), f"registered {version['model_version']}"
     else:
-        threshold, origin = p.default_threshold, "predict.default_threshold"
+        threshold, origin = params.default_threshold, "predict.default_threshold"
         logger.warning(
             "No operating point recorded for %s (eval has not evaluated this model): using "
             "predict.default_threshold %.2f. Run `kedro run --pipeline eval` with the same model to get one.",
@@ -105,7 +104,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: dict[st
 
 
 def predict_new_photos(
-    photos: Photos, model_info: dict[str, Any], params: dict[str, Any]
+    photos: Photos, model_info: dict[str, Any], params: PredictParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every file, predict every good photo (streamed, in batches, sliced when large).
 
@@ -122,12 +121,11 @@ def predict_new_photos(
         predicted photo, ``candidates`` (its detections down to the calibration's floor: what
         its grade probabilities come from). Annotation files beside the photos are not listed (the log counts them).
     """
-    p = parse("predict", params)
-    model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=p.runtime, imgsz=p.imgsz)
-    device, device_name = detect_device(p.device)
+    model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=params.runtime, imgsz=params.imgsz)
+    device, device_name = detect_device(params.device)
     calibration = Calibration.from_dict(model_info.get("calibration"))
     settings = InferenceSettings.from_params(
-        p, imgsz=imgsz, conf=calibration.detector_floor(model_info["threshold"]), device=device
+        params, imgsz=imgsz, conf=calibration.detector_floor(model_info["threshold"]), device=device
     )
     rows, good = [], []
     for f in photos.unsupported:
@@ -152,7 +150,7 @@ def predict_new_photos(
         len(good),
         device,
         device_name,
-        p.runtime,
+        params.runtime,
         settings.imgsz,
         settings.slicing,
         len(rows),
@@ -198,7 +196,7 @@ def _photo_row(root: Path, f: Path, reason: str, detail: str) -> dict[str, Any]:
 
 
 def summarise_photos(
-    lesions: pd.DataFrame, photo_table: pd.DataFrame, model_info: dict[str, Any], grading: dict[str, Any]
+    lesions: pd.DataFrame, photo_table: pd.DataFrame, model_info: dict[str, Any], grading: GradingParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Lesions per class, total, and severity grade per predicted photo; the skipped files.
 
@@ -216,23 +214,22 @@ def summarise_photos(
         ``height``, ``sliced``, ``model``, ``threshold``), the skipped files with their reason,
         and MLflow metrics (photos predicted and skipped, lesions, photos per grade).
     """
-    g = parse("grading", grading)
     predicted = photo_table[photo_table.status == "predicted"].reset_index(drop=True)
     classes = sorted(lesions["class"].unique()) if len(lesions) else []
     per_class = pd.crosstab(lesions["image"], lesions["class"]) if len(lesions) else pd.DataFrame()
     summary = predicted[["photo"]].copy()
     for cls in classes:
         summary[cls] = summary.photo.map(per_class[cls]).fillna(0).astype(int)
-    rule = GradingRule.from_params(g, model_info.get("grading_thresholds"))  # eval's count correction, if any
+    rule = GradingRule.from_params(grading, model_info.get("grading_thresholds"))  # eval's count correction, if any
     summary["lesions"] = rule.count(lesions, summary.photo)
     summary["grade"] = rule.grade(summary.lesions)
     summary["grade_name"] = summary.grade.map(dict(enumerate(rule.names)))
     empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
     candidates = [c if isinstance(c, pd.DataFrame) else empty for c in predicted.get("candidates", [])]
     probabilities = rule.probabilities(pd.concat([empty, *candidates], ignore_index=True), summary.photo)
-    for k, name in enumerate(g.names):
+    for k, name in enumerate(grading.names):
         summary[f"p.{name}"] = probabilities[:, k].round(4)
-    summary["grade_probabilities"] = [describe_grade_probabilities(row, g.names) for row in probabilities]
+    summary["grade_probabilities"] = [describe_grade_probabilities(row, grading.names) for row in probabilities]
     summary = summary.join(predicted[["width", "height", "sliced"]])
     summary["model"] = model_info["model_version"]
     summary["threshold"] = model_info["threshold"]
@@ -242,7 +239,7 @@ def summarise_photos(
         "photos_skipped": len(skipped),
         "lesions": int(summary.lesions.sum()),
         "threshold": float(model_info["threshold"]),
-        **{f"photos_graded.{name}": int((summary.grade == k).sum()) for k, name in enumerate(g.names)},
+        **{f"photos_graded.{name}": int((summary.grade == k).sum()) for k, name in enumerate(grading.names)},
     }
     for row in skipped.itertuples():
         logger.warning("Skipped %s: %s (%s)", row.photo, row.reason, row.detail)

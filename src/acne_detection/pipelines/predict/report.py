@@ -16,14 +16,14 @@ from PIL import Image, ImageDraw, ImageFont
 from acne_detection.core.calibration import Calibration
 from acne_detection.core.grading import GradingRule
 from acne_detection.core.inference import load_photo
-from acne_detection.core.params import parse
+from acne_detection.core.params import GradingParams, PredictParams
 from acne_detection.datasets.photo_folder import Photos
 
 _COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
 
 
 def draw_annotated_photos(
-    photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame, params: dict[str, Any]
+    photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame, params: PredictParams
 ) -> dict[str, bytes]:
     """Each predicted photo with its lesions boxed (colour per class) and its count and grade,
     at most ``annotated_max_side`` px, as JPEG bytes.
@@ -37,13 +37,12 @@ def draw_annotated_photos(
     Returns:
         ``{file name in the output folder: JPEG bytes}``.
     """
-    p = parse("predict", params)
     colour = {c: _COLOURS[i % len(_COLOURS)] for i, c in enumerate(sorted(lesions["class"].unique()))}
     out = {}
     for row in summary.itertuples():
-        pixels, _ = load_photo(photos.root / row.photo, max_side=p.annotated_max_side)
+        pixels, _ = load_photo(photos.root / row.photo, max_side=params.annotated_max_side)
         img = Image.fromarray(pixels)
-        img.thumbnail((p.annotated_max_side, p.annotated_max_side))
+        img.thumbnail((params.annotated_max_side, params.annotated_max_side))
         scale = img.width / row.width
         draw = ImageDraw.Draw(img)
         width = max(1, round(img.width / 500))
@@ -73,8 +72,8 @@ def render_report(
     skipped: pd.DataFrame,
     annotated: list[Path],
     model_info: dict[str, Any],
-    params: dict[str, Any],
-    grading: dict[str, Any],
+    params: PredictParams,
+    grading: GradingParams,
 ) -> str:
     """One HTML page that opens from disk: a card per photo (thumbnail, counts, grade), the
     skipped files, and the model and threshold used.
@@ -91,8 +90,7 @@ def render_report(
     Returns:
         The page.
     """
-    p = parse("predict", params)
-    rule = GradingRule.from_params(parse("grading", grading))
+    rule = GradingRule.from_params(grading)
     grade_css = "".join(f".g{k}{{border-left-color:{c}}}" for k, c in enumerate(rule.colours()))
     files = {path.name: path for path in annotated}
     counts = [
@@ -118,7 +116,7 @@ def render_report(
         row = pd.Series(record)
         name = _output_name(row.photo)
         thumb = Image.open(files[name])
-        thumb.thumbnail((p.report_thumb_side, p.report_thumb_side))
+        thumb.thumbnail((params.report_thumb_side, params.report_thumb_side))
         buffer = io.BytesIO()
         thumb.save(buffer, format="JPEG", quality=80)
         per_class = ", ".join(f"{c} {record[c]}" for c in counts)
@@ -137,10 +135,11 @@ def render_report(
     )
     warnings = [model_info.get("warning", ""), Calibration.from_dict(model_info.get("calibration")).warning]
     warning = "".join(f"<p><b>{html.escape(w)}</b></p>" for w in warnings if w)
+    thumb = params.report_thumb_side
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>acne-detection: predictions</title>
 <style>body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.cards{{display:flex;flex-wrap:wrap;gap:1em}}
-.card{{background:white;border:1px solid #ddd;border-left:6px solid #999;padding:.6em;width:{p.report_thumb_side}px}}
+.card{{background:white;border:1px solid #ddd;border-left:6px solid #999;padding:.6em;width:{thumb}px}}
 .card img{{max-width:100%}}.card h3{{font-size:.9em;margin:.3em 0;word-break:break-all}}.grade{{font-weight:bold}}
 {grade_css}
 .small{{color:#666;font-size:.8em}}table{{border-collapse:collapse}}

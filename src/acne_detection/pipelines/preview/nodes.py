@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from acne_detection.core.params import TrainParams, parse
+from acne_detection.core.params import PreviewParams, TrainParams
 from acne_detection.core.training_config import (
     augmentation_warnings,
     smallest_lesion_px,
@@ -67,7 +67,7 @@ def _seed(seed: int) -> None:
 
 
 def augmented_samples(
-    dataset: YoloDataset, train_params: dict[str, Any], *, samples: int, seed: int
+    dataset: YoloDataset, train_params: TrainParams, *, samples: int, seed: int
 ) -> list[dict[str, Any]]:
     """Draw training samples through Ultralytics' own training dataset and augmentations.
 
@@ -81,7 +81,7 @@ def augmented_samples(
         Ultralytics sample dicts: ``img`` (3, H, W) uint8 RGB tensor, ``bboxes`` (N, 4)
         normalised centre-x, centre-y, width, height, ``cls`` (N, 1), ``im_file``.
     """
-    train_set = _train_set(dataset, parse("train", train_params))
+    train_set = _train_set(dataset, train_params)
     _seed(seed)
     order = np.random.default_rng(seed).permutation(len(train_set))
     return [train_set[int(order[i % len(order)])] for i in range(samples)]
@@ -112,7 +112,7 @@ def _grid(tiles: list[tuple[dict[str, Any], str]], names: tuple[str, ...], colum
     return fig
 
 
-def preview_augmentations(dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]) -> Figure:
+def preview_augmentations(dataset: YoloDataset, train_params: TrainParams, preview_params: PreviewParams) -> Figure:
     """A grid of training samples exactly as the model receives them, boxes and classes drawn.
 
     Args:
@@ -123,18 +123,18 @@ def preview_augmentations(dataset: YoloDataset, train_params: dict[str, Any], pr
     Returns:
         The figure, one tile per sample.
     """
-    pp = parse("preview", preview_params)
-    p = parse("train", train_params)
     for warning in augmentation_warnings(
-        p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)
+        train_params.augment,
+        imgsz=train_params.imgsz,
+        smallest_box_px=smallest_lesion_px(dataset.manifest, train_params.imgsz),
     ):
         logger.warning(warning)
-    samples = augmented_samples(dataset, train_params, samples=pp.samples, seed=pp.seed)
+    samples = augmented_samples(dataset, train_params, samples=preview_params.samples, seed=preview_params.seed)
     tiles = [(s, f"{Path(s['im_file']).name[:28]} ({len(s['cls'])} boxes)") for s in samples]
     return _grid(
         tiles,
         dataset.names,
-        pp.columns,
+        preview_params.columns,
         "What training sees: Ultralytics' augmentations with this run's hyperparameters",
     )
 
@@ -202,7 +202,7 @@ def _panel_specs(a: Any) -> list[tuple[str, dict[str, float], tuple | None]]:
 
 
 def augmentation_tiles(
-    dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]
+    dataset: YoloDataset, train_params: TrainParams, preview_params: PreviewParams
 ) -> list[tuple[dict[str, Any], str]]:
     """One photo, then each augmentation applied alone at its configured value (both ends of
     a range), through Ultralytics' own transforms.
@@ -215,23 +215,19 @@ def augmentation_tiles(
     Returns:
         16 (sample, title) pairs, each title naming the parameter and the value shown.
     """
-    pp = parse("preview", preview_params)
-    p = parse("train", train_params)
-    base = p.model_dump()
-    photo = _photo_with_lesions(dataset, pp.seed)
+    base = train_params.model_dump()
+    photo = _photo_with_lesions(dataset, preview_params.seed)
     tiles = []
-    for title, settings, pin in _panel_specs(p.augment):
+    for title, settings, pin in _panel_specs(train_params.augment):
         params = TrainParams.model_validate({**base, "augment": {**base["augment"], **_ALL_OFF, **settings}})
         train_set = _train_set(dataset, params)
-        _seed(pp.seed)
+        _seed(preview_params.seed)
         with _pinned(*pin) if pin else contextlib.nullcontext():
             tiles.append((train_set[photo], title))
     return tiles
 
 
-def preview_each_augmentation(
-    dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]
-) -> Figure:
+def preview_each_augmentation(dataset: YoloDataset, train_params: TrainParams, preview_params: PreviewParams) -> Figure:
     """The panel of ``augmentation_tiles``: the original beside each augmentation alone.
 
     Args:
@@ -254,9 +250,7 @@ def _photo_with_lesions(dataset: YoloDataset, seed: int) -> int:
     return int(candidates[np.random.default_rng(seed).integers(len(candidates))])
 
 
-def count_box_losses(
-    dataset: YoloDataset, train_params: dict[str, Any], preview_params: dict[str, Any]
-) -> pd.DataFrame:
+def count_box_losses(dataset: YoloDataset, train_params: TrainParams, preview_params: PreviewParams) -> pd.DataFrame:
     """How many boxes the configured augmentations drop or cut at the image edge.
 
     Each source box is tagged with an id carried in its class value, so a box is followed
@@ -272,8 +266,7 @@ def count_box_losses(
         samples), ``kept``, ``dropped``, ``cut_at_edge`` (kept but touching the crop edge),
         and the dropped and cut shares.
     """
-    pp = parse("preview", preview_params)
-    train_set = _train_set(dataset, parse("train", train_params))
+    train_set = _train_set(dataset, train_params)
     fed: dict[int, int] = {}
     load = train_set.get_image_and_label
 
@@ -287,9 +280,9 @@ def count_box_losses(
 
     train_set.get_image_and_label = tagged  # this dataset object only; Mosaic/MixUp load through it
     rows = []
-    _seed(pp.seed)
-    order = np.random.default_rng(pp.seed).permutation(len(train_set))
-    for i in range(pp.loss_samples):
+    _seed(preview_params.seed)
+    order = np.random.default_rng(preview_params.seed).permutation(len(train_set))
+    for i in range(preview_params.loss_samples):
         before = len(fed)
         sample = train_set[int(order[i % len(order)])]
         codes = sample["cls"].reshape(-1).numpy().astype(np.int64)

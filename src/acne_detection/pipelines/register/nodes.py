@@ -13,7 +13,7 @@ import pandas as pd
 from acne_detection.core.grading import GradingRule
 from acne_detection.core.inference import DEFAULT_THRESHOLD
 from acne_detection.core.model_card import SYNTHETIC_WARNING, trained_on
-from acne_detection.core.params import parse
+from acne_detection.core.params import SERVED_PREDICT_SETTINGS, GradingParams, PredictParams
 from acne_detection.datasets import YoloDataset
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ def describe_for_registry(
     weights: Path,
     health: dict[str, Any],
     dataset: YoloDataset,
-    grading: dict[str, Any],
+    grading: GradingParams,
+    predict: PredictParams,
     model_threshold: dict[str, Any],
     card: str,
     manifest: pd.DataFrame,
@@ -36,6 +37,7 @@ def describe_for_registry(
         health: ``assess_training_health``'s result.
         dataset: the YOLO dataset it was trained on (its manifest is hashed).
         grading: the ``grading`` parameters, which the served model grades by.
+        predict: the ``predict`` parameters: the served model slices and merges as ``predict`` does.
         model_threshold: eval's record (``model_sha256``, ``threshold``, ``rule``); used only
             when it is for these weights (``eval.model`` may have named another model).
         card: eval's model card, the version's description (only when eval saw these weights).
@@ -43,13 +45,13 @@ def describe_for_registry(
 
     Returns:
         ``{"weights", "config", "tags"}``: ``config`` holds the grading rule, the threshold the
-        served model answers at by default, the weights' SHA-256 and the run that logged them;
+        served model answers at by default, how it slices and merges (``predict``), the
+        weights' SHA-256 and the run that logged them;
         ``tags`` hold the manifest's and weights' SHA-256, the training health and the
         operating point (``predict`` finds the version, and its threshold, from the file).
     """
     from acne_detection.datasets.weights import sha256_of
 
-    g = parse("grading", grading)
     sha = sha256_of(Path(weights))
     own = (model_threshold or {}).get("model_sha256") == sha
     if not own:
@@ -68,9 +70,10 @@ def describe_for_registry(
         "config": {
             # the rule, and the thresholds this model's count is graded by (eval's count correction,
             # when it graded validation better than the rule; else the rule's own)
-            **GradingRule.from_params(g, model_threshold.get("grading_thresholds") if own else None).to_config(),
+            **GradingRule.from_params(grading, model_threshold.get("grading_thresholds") if own else None).to_config(),
             "threshold": threshold,
             "threshold_rule": rule,
+            "predict": predict.model_dump(include=SERVED_PREDICT_SETTINGS),
             "calibration": model_threshold.get("calibration", {}) if own else {},
             "model_sha256": sha,
             "run_id": run.info.run_id if run else "",

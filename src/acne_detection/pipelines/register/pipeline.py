@@ -21,6 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "training_health",
                     "yolo_dataset",
                     "params:grading",
+                    "params:predict",
                     "model_threshold",
                     "model_card",
                     "split_images",

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, TrainParams, parse
+from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, SweepParams, TrainParams
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 
 logger = logging.getLogger(__name__)
@@ -155,18 +155,15 @@ def _close_child(run_id: str | None, metrics: dict[str, float], history: pd.Data
     client.set_terminated(run_id, status)
 
 
-# Parameters are annotated as dicts, as in every node: Kedro 1.x turns a group that any node
-# annotates with a pydantic model into that model everywhere (the hooks and kedro-mlflow's
-# parameter logging read plain dicts); the TypedParameters hook hands nodes the typed objects.
 def run_sweep(
     dataset: YoloDataset,
     pretrained: PretrainedWeights,
     ground_truth: pd.DataFrame,
     split_images: pd.DataFrame,
-    sweep: dict[str, Any],
-    train: dict[str, Any],
-    eval_params: dict[str, Any],
-    grading: dict[str, Any],
+    sweep: SweepParams,
+    train: TrainParams,
+    eval_params: EvalParams,
+    grading: GradingParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train each recipe of ``sweep.configs`` in order, while the budget lasts, and measure each
     on the validation split.
@@ -187,16 +184,16 @@ def run_sweep(
         recipe and epoch, Ultralytics' validation mAP@50 and, at the kept checkpoints, the
         project's validation mAP@50 and grading accuracy.
     """
-    s, base = parse("sweep", sweep), parse("train", train)
-    ev, gr = parse("eval", eval_params), parse("grading", grading)
     parent = mlflow.active_run().info.run_id if mlflow.active_run() else None
-    workdir = Path(s.workdir).resolve()  # Ultralytics puts a relative project under its own runs/
+    workdir = Path(sweep.workdir).resolve()  # Ultralytics puts a relative project under its own runs/
     val_truth = ground_truth[ground_truth.split == "val"]
     true_grades = split_images.set_index("image_id")["grade"]
-    seconds_per_photo, spent, rows, curves = s.seconds_per_photo, 0.0, [], []
-    for config in s.configs:
-        settings = recipe_settings(base, config)
-        key = recipe_key(settings, config.train_fraction, dataset.manifest_sha256(), s.checkpoint_every, ev, gr)
+    seconds_per_photo, spent, rows, curves = sweep.seconds_per_photo, 0.0, [], []
+    for config in sweep.configs:
+        settings = recipe_settings(train, config)
+        key = recipe_key(
+            settings, config.train_fraction, dataset.manifest_sha256(), sweep.checkpoint_every, eval_params, grading
+        )
         folder = workdir / f"{config.name}-{key}"
         subset = training_subset(dataset, split_images, config.train_fraction, settings.seed, folder / "subset")
         n_train = int((subset.manifest.split == "train").sum())
@@ -228,8 +225,8 @@ def run_sweep(
             history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
             _close_child(child, result, history, "FINISHED")
             rows.append({**row, "status": "reused (trained by an earlier sweep run)", **result, "child_run_id": child})
-        elif spent + estimate > s.budget_minutes:
-            reason = f"skipped: needs ~{estimate:.0f} min, {s.budget_minutes - spent:.0f} min of the budget left"
+        elif spent + estimate > sweep.budget_minutes:
+            reason = f"skipped: needs ~{estimate:.0f} min, {sweep.budget_minutes - spent:.0f} min of the budget left"
             logger.warning("Sweep recipe '%s' %s", config.name, reason)
             rows.append({**row, "status": reason, "estimated_minutes": estimate})
             continue
@@ -243,11 +240,11 @@ def run_sweep(
                 "dataset": subset,
                 "pretrained": pretrained,
                 "train": settings,
-                "eval": ev,
-                "grading": gr,
+                "eval": eval_params,
+                "grading": grading,
                 "val_truth": val_truth,
                 "true_grades": true_grades,
-                "checkpoint_every": s.checkpoint_every,
+                "checkpoint_every": sweep.checkpoint_every,
                 "run_id": child,
                 "tracking_uri": mlflow.get_tracking_uri() if child else None,
             }
@@ -293,7 +290,7 @@ def _curves(name: str, folder: Path) -> pd.DataFrame:
     return curve.assign(recipe=name)[["recipe", *curve.columns]]
 
 
-def choose_recipe(results: pd.DataFrame, sweep: dict[str, Any], train: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def choose_recipe(results: pd.DataFrame, sweep: SweepParams, train: TrainParams) -> tuple[dict[str, Any], str]:
     """The recipe of best validation score among those trained on all training photos.
 
     Args:
@@ -307,13 +304,12 @@ def choose_recipe(results: pd.DataFrame, sweep: dict[str, Any], train: dict[str,
         report in Markdown: the comparison table, the choice and its margin, and the learning
         curve against training photos with its extrapolation.
     """
-    s, base = parse("sweep", sweep), parse("train", train)
     done = results[results.val_mAP50.notna()] if "val_mAP50" in results else results.iloc[:0]
     full = done[done.train_fraction >= 1]
     lines = [
         "# Training recipe sweep",
         "",
-        f"Chosen on the **validation** split only, by `{s.select}` (ties: the faster recipe); the test split "
+        f"Chosen on the **validation** split only, by `{sweep.select}` (ties: the faster recipe); the test split "
         "is reported once, by `eval`, for the chosen recipe.",
         "",
     ]
@@ -348,21 +344,21 @@ def choose_recipe(results: pd.DataFrame, sweep: dict[str, Any], train: dict[str,
         lines.append("No recipe trained on all training photos finished: nothing is chosen.")
         return {}, "\n".join(lines) + "\n"
     ranked = full.assign(_minutes=full.get("train_minutes", 0)).sort_values(
-        [s.select, "_minutes"], ascending=[False, True]
+        [sweep.select, "_minutes"], ascending=[False, True]
     )
     best = ranked.iloc[0]
     overrides = json.loads(best.overrides)
-    chosen = recipe_settings(base, SweepConfigParams(name=best.recipe, train=overrides))
-    lines.append(f"**Chosen: `{best.recipe}`** ({s.select} {best[s.select]:.3f}).")
+    chosen = recipe_settings(train, SweepConfigParams(name=best.recipe, train=overrides))
+    lines.append(f"**Chosen: `{best.recipe}`** ({sweep.select} {best[sweep.select]:.3f}).")
     if len(ranked) > 1:
         second = ranked.iloc[1]
         half = (best.get("val_grade_accuracy_high", np.nan) - best.get("val_grade_accuracy_low", np.nan)) / 2
         lines.append(
-            f"Next: `{second.recipe}` ({second[s.select]:.3f}). On {int(best.val_photos)} validation photos the "
+            f"Next: `{second.recipe}` ({second[sweep.select]:.3f}). On {int(best.val_photos)} validation photos the "
             f"chosen recipe's grading accuracy is known to about ±{half:.2f} (95 % interval): smaller differences "
             "between recipes are within chance."
         )
-    lines += ["", *_learning_curve_text(done, s.full_export_train_photos)]
+    lines += ["", *_learning_curve_text(done, sweep.full_export_train_photos)]
     block = {"train": chosen.model_dump(mode="json")}
     return block, "\n".join(lines) + "\n"
 

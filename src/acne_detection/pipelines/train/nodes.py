@@ -12,7 +12,7 @@ from ultralytics import YOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 
 from acne_detection.core.accelerator import detect_device, device_settings, environment_tags
-from acne_detection.core.params import parse
+from acne_detection.core.params import TrainParams
 from acne_detection.core.training_config import augmentation_warnings, smallest_lesion_px, training_overrides
 from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.framework.tracking import mark_run_killed
@@ -43,7 +43,7 @@ def train_detector(
     dataset: YoloDataset,
     pretrained: PretrainedWeights,
     workdir: Path,
-    params: dict[str, Any],
+    params: TrainParams,
     *,
     callbacks: dict[str, Any] | None = None,
 ) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
@@ -61,13 +61,14 @@ def train_detector(
         The best checkpoint, the per-epoch history (Ultralytics' ``results.csv``) and a
         summary of how training ran (device, weights, epochs, parameter counts).
     """
-    p = parse("train", params)
     for warning in augmentation_warnings(
-        p.augment, imgsz=p.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, p.imgsz)
+        params.augment, imgsz=params.imgsz, smallest_box_px=smallest_lesion_px(dataset.manifest, params.imgsz)
     ):
         logger.warning(warning)
-    device, device_name = detect_device(p.device)
-    plan = prepare_training(workdir, _resume_settings(p, dataset, pretrained.name), p.resume, current_run_id())
+    device, device_name = detect_device(params.device)
+    plan = prepare_training(
+        workdir, _resume_settings(params, dataset, pretrained.name), params.resume, current_run_id()
+    )
     logger.info("Training: %s", plan.reason)
     if plan.resume:
         source = {
@@ -81,25 +82,26 @@ def train_detector(
     else:
         weights, origin = (
             pretrained.resolve()
-            if p.pretrained
+            if params.pretrained
             else (Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)")
         )
         source = {"weights_source": origin}
         model = YOLO(str(weights))
-    tags = {**environment_tags(device, device_name), "pretrained": str(p.pretrained), **source}
+    tags = {**environment_tags(device, device_name), "pretrained": str(params.pretrained), **source}
     logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
     for event, callback in LiveMetrics.for_active_run(tags).callbacks().items():
         model.add_callback(event, callback)
     for event, callback in (callbacks or {}).items():
         model.add_callback(event, callback)
     if plan.resume:  # Ultralytics restores the interrupted run's own settings from the checkpoint
-        workers = device_settings(device, batch=p.batch, workers=p.workers)["workers"]
+        workers = device_settings(device, batch=params.batch, workers=params.workers)["workers"]
         model.train(trainer=ProjectTrainer, resume=True, device=device, workers=workers)
     else:
         model.train(
-            trainer=ProjectTrainer, **training_overrides(p, data_yaml=dataset.data_yaml, device=device, workdir=workdir)
+            trainer=ProjectTrainer,
+            **training_overrides(params, data_yaml=dataset.data_yaml, device=device, workdir=workdir),
         )
-    return _results(model.trainer, p, tags)
+    return _results(model.trainer, params, tags)
 
 
 def parameter_counts(model: Any, freeze: int) -> tuple[int, int]:
