@@ -18,7 +18,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui viz serve server server-stop server-user predict bench bench-quick bench-gpu bench-serve install clean-outputs
+.PHONY: run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,25 @@ server-stop: install
 predict: install
 	$(BIN)/kedro run --pipeline predict
 
+# The review loop (README, "Review loop"): Label Studio on 127.0.0.1:$(LS_PORT), in its own venv
+# (.venv-labelstudio, installed once); photos served read-only from under LS_PHOTOS. Ctrl-C stops it.
+LS_PORT ?= 8080
+LS_PHOTOS ?= data/01_raw
+LS_DATABASE ?= sqlite
+labelstudio: install
+	$(BIN)/python -m acne_detection.ops.label_studio start --port $(LS_PORT) --document-root $(LS_PHOTOS) --database $(LS_DATABASE)
+
+labelstudio-install: install
+	$(BIN)/python -m acne_detection.ops.label_studio install
+
+# The model pre-annotates new_photos in Label Studio (and writes a CVAT file); then, once reviewed:
+review: install
+	$(BIN)/kedro run --pipeline review
+
+# What the reviewers changed (MLflow run + data/08_reporting/review_edits.csv), the export kept for training
+reviewed: install
+	$(BIN)/kedro run --pipeline reviewed
+
 # Serves the registered model over HTTP on 127.0.0.1 (the local environment: no download).
 serve: install
 	@echo "Model server: POST http://127.0.0.1:$(SERVE_PORT)/invocations  (Ctrl-C to stop; see README, Serving)"
@@ -90,4 +109,4 @@ bench-serve: install
 # Removes everything runs wrote under data/ (keeps the folder layout, and the team server's store and
 # secrets under data/team/: stop it with make server-stop and remove that folder yourself to reset it).
 clean-outputs:
-	find data -path data/team -prune -o -type f ! -name .gitkeep -exec rm -f {} +
+	find data \( -path data/team -o -path data/labelstudio \) -prune -o -type f ! -name .gitkeep -exec rm -f {} +

@@ -12,7 +12,9 @@ def test_default_excludes_predict_and_predict_is_registered() -> None:
     from acne_detection.pipeline_registry import register_pipelines
 
     pipelines = register_pipelines()
-    assert set(pipelines) == {"__default__", "data", "preview", "train", "eval", "register", "predict", "sweep"}
+    assert set(pipelines) == {
+        *("__default__", "data", "preview", "train", "eval", "register", "predict", "sweep", "review", "reviewed")
+    }
     default = {n.name for n in pipelines["__default__"].nodes}
     stages = ("data", "preview", "train", "eval", "register")
     assert default == {n.name for name in stages for n in pipelines[name].nodes}
@@ -23,6 +25,9 @@ def test_default_excludes_predict_and_predict_is_registered() -> None:
     assert "model_threshold" in pipelines["register"].inputs() and "registered_model" in pipelines["register"].outputs()
     assert {"choose_model", "predict_new_photos", "render_report"} <= {n.name for n in pipelines["predict"].nodes}
     assert "new_photos" in pipelines["predict"].inputs() and "new_photos" not in pipelines["__default__"].inputs()
+    # review pre-annotates with predict's own nodes, and the review loop never runs in a plain `kedro run`
+    assert {"choose_model", "predict_new_photos", "build_review_tasks"} <= {n.name for n in pipelines["review"].nodes}
+    assert not default & {n.name for n in pipelines["review"].nodes + pipelines["reviewed"].nodes}
 
 
 def test_every_node_sees_its_parameter_groups_as_their_typed_models() -> None:

@@ -91,6 +91,20 @@ class InferenceSettings:
         )
 
 
+def evaluation_settings(evaluation: Any, *, imgsz: int, device: str) -> InferenceSettings:
+    """How eval and the sweep's validation predict a split (the ``eval`` parameters, an
+    ``EvalParams``): whole photos, batch 1, paths as they are, so that the table is exactly what
+    ``yolo predict`` gives on each file, down to ``eval.min_conf``."""
+    return InferenceSettings(
+        imgsz=imgsz,
+        conf=evaluation.min_conf,
+        iou=evaluation.nms_iou,
+        max_det=evaluation.max_det,
+        device=device,
+        batch=1,
+    )
+
+
 def load_detector(
     checkpoint: Path, *, runtime: Literal["torch", "onnx"] = "torch", imgsz: int | None = None
 ) -> tuple[Any, int]:

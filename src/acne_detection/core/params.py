@@ -247,6 +247,14 @@ class SweepParams(_Strict):
         return self
 
 
+class ReviewParams(_Strict):
+    """The review loop (``kedro run --pipeline review``; README, "Review loop")."""
+
+    # Label Studio's LOCAL_FILES_DOCUMENT_ROOT (make labelstudio's --document-root): the photo
+    # folder must be inside it, and tasks address photos relative to it
+    document_root: str = "data/01_raw"
+
+
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "data": DataParams,
     "train": TrainParams,
@@ -256,6 +264,7 @@ PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "predict": PredictParams,
     "tracking": TrackingParams,
     "sweep": SweepParams,
+    "review": ReviewParams,
 }
 
 

@@ -1,6 +1,7 @@
 """The project's custom Kedro datasets: export folders, the YOLO folder, weight files."""
 
 from acne_detection.datasets.export import AnnotatedExport, RawExport
+from acne_detection.datasets.label_studio import LabelStudioProject
 from acne_detection.datasets.mlflow_inputs import MlflowInputs
 from acne_detection.datasets.mlflow_tags import MlflowTags
 from acne_detection.datasets.photo_folder import FileFolder, OptionalJSONDataset, PhotoFolder, Photos
@@ -12,6 +13,7 @@ from acne_detection.datasets.yolo_folder import YoloDataset, YoloDatasetFolder
 __all__ = [
     "AnnotatedExport",
     "FileFolder",
+    "LabelStudioProject",
     "MlflowInputs",
     "MlflowTags",
     "OptionalJSONDataset",

@@ -21,7 +21,7 @@ from kedro.io import AbstractDataset, DatasetError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from acne_detection.core.image_check import CHECKS, PROBE_COLUMNS, probe_image
-from acne_detection.datasets.readers import EXPECTED_LAYOUTS, READERS, detect_format
+from acne_detection.datasets.readers import EXPECTED_LAYOUTS, PROVENANCE_COLUMNS, READERS, detect_format
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class RawExport:
     boxes: pd.DataFrame
     problems: pd.DataFrame
     grades: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["image", "grade"]))
+    # per photo, where its labels came from (Label Studio: task, annotator, time, pre-annotating model)
+    provenance: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=PROVENANCE_COLUMNS))
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -154,13 +156,20 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
 
     Args:
         path: the export's top folder.
-        format: ``auto`` (detected), ``voc``, ``yolo`` or ``coco``.
+        format: ``auto`` (detected), ``voc``, ``yolo``, ``coco`` or ``label_studio`` (a Label
+            Studio JSON export: the review loop's corrections; never detected, always named).
         image_check: ``structure`` (walk each file to its end) or ``decode`` (decode it).
         synthetic: keyword arguments for ``acne_detection.core.synthetic.write_voc_export``, used
             only when the folder has no image yet.
         grades_file: a CSV (``image``, ``grade``) beside the export giving each photo's true
             severity grade, read when present (relative to ``path``).
         workers: processes that check images (default: the machine's cores).
+        photo_root: ``label_studio`` only: Label Studio's document root, where the tasks' photo
+            addresses point (default: ``path``).
+        reviewed: another export merged into this one, by default a Label Studio export
+            (``{path, photo_root}``): the review loop's corrected photos. Their ids start with
+            ``reviewed/``; a photo of this export that was reviewed too (the same file content)
+            is replaced by its reviewed labels, and listed as replaced in the problems.
     """
 
     def __init__(
@@ -172,6 +181,8 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         synthetic: dict[str, Any] | None = None,
         grades_file: str = "grades.csv",
         workers: int | None = None,
+        photo_root: str | None = None,
+        reviewed: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if format not in ("auto", *READERS):
@@ -182,11 +193,20 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         self._format = format
         self._check = image_check
         self._grades_file = grades_file
+        self._photo_root = Path(photo_root) if photo_root else None
+        # the review loop's corrections, read beside this export (format label_studio): they win
+        self._reviewed = (
+            AnnotatedExport(**{"format": "label_studio", "image_check": image_check, **reviewed}) if reviewed else None
+        )
         self._synthetic = synthetic
         self._workers = workers or os.cpu_count() or 1
         self.metadata = metadata
 
     def load(self) -> RawExport:
+        own = self._load_one()
+        return own if self._reviewed is None else merge_reviewed(own, self._reviewed.load())
+
+    def _load_one(self) -> RawExport:
         if self._synthetic is not None:
             from acne_detection.core.synthetic import write_voc_export
 
@@ -202,7 +222,8 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         try:
             start = time.perf_counter()
             with _FileMapper(self._workers) as map_files:
-                images, boxes, problems = READERS[fmt](self._path, map_files=map_files)
+                options = {"photo_root": self._photo_root} if fmt == "label_studio" else {}
+                images, boxes, problems, *extras = READERS[fmt](self._path, map_files=map_files, **options)
                 check = partial(probe_image, check=self._check)
                 rows = map_files(check, images["file"].tolist(), f"Checking {len(images)} images")
         except OSError as err:
@@ -229,8 +250,18 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
             boxes = boxes.assign(
                 x_min=boxes.x_min * w, x_max=boxes.x_max * w, y_min=boxes.y_min * h, y_max=boxes.y_max * h
             )
+        found = extras[0] if extras else {}
+        grades = self._read_grades()
+        if "grades" in found:  # the reviewer's grades; a grades.csv beside the export still wins
+            grades = pd.concat([found["grades"], grades], ignore_index=True).drop_duplicates("image", keep="last")
         return RawExport(
-            root=str(self._path), format=fmt, images=images, boxes=boxes, problems=problems, grades=self._read_grades()
+            root=str(self._path),
+            format=fmt,
+            images=images,
+            boxes=boxes,
+            problems=problems,
+            grades=grades,
+            provenance=found.get("provenance", pd.DataFrame(columns=PROVENANCE_COLUMNS)),
         )
 
     def _read_grades(self) -> pd.DataFrame:
@@ -254,6 +285,51 @@ class AnnotatedExport(AbstractDataset[None, RawExport]):
         return {
             "path": str(self._path),
             "format": self._format,
+            "reviewed": self._reviewed._describe() if self._reviewed else None,
             "image_check": self._check,
             "synthetic": self._synthetic is not None,
         }
+
+
+def merge_reviewed(export: RawExport, reviewed: RawExport) -> RawExport:
+    """``export`` with the review loop's photos added, their labels winning.
+
+    Args:
+        export: the original export.
+        reviewed: the reviewed photos (``format: label_studio``).
+
+    Returns:
+        One export: ``reviewed/``-prefixed ids for the reviewed photos; each original photo whose
+        content (SHA-256) was reviewed is left out, with its boxes, and listed in ``problems``
+        as replaced by its review.
+    """
+    prefix = "reviewed/"
+
+    def _prefixed(table: pd.DataFrame, column: str) -> pd.DataFrame:
+        return table.assign(**{column: prefix + table[column].astype(str)}) if len(table) else table
+
+    reviewed_hashes = set(reviewed.images.loc[reviewed.images.image_problem == "", "sha256"])
+    replaced = export.images.sha256.isin(reviewed_hashes) & (export.images.image_problem == "")
+    gone = set(export.images.loc[replaced, "image_id"])
+    note = pd.DataFrame(
+        {
+            "file": export.images.loc[replaced, "file"],
+            "image_id": "",
+            "reason": "replaced by its review",
+            "detail": "the same photo was reviewed in Label Studio: its reviewed labels are used",
+        },
+        columns=export.problems.columns,
+    )
+    problems = reviewed.problems.assign(
+        image_id=reviewed.problems.image_id.where(reviewed.problems.image_id == "", prefix + reviewed.problems.image_id)
+    )
+    return dataclasses.replace(
+        export,
+        images=pd.concat([export.images[~replaced], _prefixed(reviewed.images, "image_id")], ignore_index=True),
+        boxes=pd.concat(
+            [export.boxes[~export.boxes.image_id.isin(gone)], _prefixed(reviewed.boxes, "image_id")], ignore_index=True
+        ),
+        problems=pd.concat([export.problems, problems, note], ignore_index=True),
+        grades=pd.concat([export.grades, _prefixed(reviewed.grades, "image")], ignore_index=True),
+        provenance=_prefixed(reviewed.provenance, "image_id"),
+    )

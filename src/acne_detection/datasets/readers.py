@@ -1,4 +1,5 @@
-"""Readers for the annotation formats real acne datasets ship in: Pascal VOC, YOLO and COCO.
+"""Readers for the annotation formats real acne datasets ship in: Pascal VOC, YOLO and COCO, and
+Label Studio's JSON export (the review loop's corrections).
 
 Every reader returns the same three tables, so everything after ingestion is format-blind:
 
@@ -52,8 +53,9 @@ BOX_COLUMNS = ["image_id", "class_name", "x_min", "y_min", "x_max", "y_max", "an
 class _Tables:
     """Accumulates the three tables a reader returns."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, id_root: Path | None = None) -> None:
         self.root = root
+        self.id_root = id_root or root  # image ids are paths relative to this folder
         self.all_files = _files_under(root, None)  # one walk of the tree serves every lookup
         self.images: list[dict] = []
         self.boxes: list[tuple] = []
@@ -64,7 +66,8 @@ class _Tables:
         return [p for p in self.all_files if os.path.splitext(p.name)[1].lower() in suffixes]
 
     def image_id(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        base = self.id_root if path.is_relative_to(self.id_root) else self.root
+        return path.relative_to(base).as_posix()
 
     def add_image(self, image: Path, *, annotation: Path | None, background: bool) -> str:
         """Add one image; returns its ``image_id`` for ``add_box``."""
@@ -419,10 +422,103 @@ def _coco_image(js: Path, name: str, by_name: dict[str, list[Path]]) -> Path | N
     return same_name[0] if len(same_name) == 1 else None
 
 
-READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco}
+def read_label_studio(
+    root: Path, *, map_files: MapFiles = serial_map, photo_root: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Read Label Studio JSON exports (``*.json``: a list of tasks), the review loop's corrections.
+
+    A photo is found from its task's ``image`` address (``/data/local-files/?d=PATH``, PATH
+    under ``photo_root``, Label Studio's document root) or, failing that, by its path or name
+    under ``root``. Boxes are the reviewer's last submitted annotation, converted from Label
+    Studio's percent of the photo to pixels; the grade is the reviewer's choice. A task without
+    a submitted annotation (skipped, or not reviewed yet) is reported, never used.
+
+    Args:
+        root: the folder holding the export(s).
+        map_files: unused: an export is one JSON, read here.
+        photo_root: Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT`` (default: ``root``).
+
+    Returns:
+        The ``images``, ``boxes`` and ``problems`` tables (see the module docstring), and
+        ``{"grades": image, grade; "provenance": image_id, task_id, annotator, submitted_at,
+        model_version}`` for the photos used.
+    """
+    from acne_detection.core.review import choice, photo_path, region_boxes, submitted_annotation
+
+    root = Path(root).resolve()
+    photo_root = Path(photo_root or root).resolve()
+    tables = _Tables(root, id_root=photo_root)
+    by_name: dict[str, list[Path]] = {}
+    for image in tables.files(IMAGE_SUFFIXES):
+        by_name.setdefault(image.name, []).append(image)
+    grades, provenance, claimed = [], [], set()
+    for js in tables.files(frozenset({".json"})):
+        try:
+            tasks = json.loads(js.read_text(encoding="utf-8-sig"))
+            if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
+                raise TypeError("not a list of tasks with 'data'")
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+            tables.problem(js, "unparseable annotation file", f"not a Label Studio JSON export ({err})")
+            continue
+        for task in tasks:
+            data, task_id = task.get("data") or {}, task.get("id", "?")
+            relative = photo_path(str(data.get("image", ""))) or str(data.get("photo", ""))
+            image = _label_studio_image(photo_root, root, relative, by_name)
+            annotation = submitted_annotation(task)
+            if image is None:
+                tables.problem(js, "annotation without image", f"task {task_id}: {relative or data} not found")
+                continue
+            if annotation is None:
+                reason = "skipped by the reviewer" if task.get("annotations") else "not reviewed yet"
+                tables.problem(js, "not reviewed", f"task {task_id}: {reason}", image=None)
+                continue
+            if image in claimed:
+                tables.problem(js, "duplicate image entry", f"task {task_id}: {relative} is in more than one task")
+                continue
+            claimed.add(image)
+            regions = region_boxes(annotation.get("result"))
+            image_id = tables.add_image(image, annotation=js, background=regions.empty)
+            for r in regions.itertuples(index=False):
+                tables.add_box(image_id, f"{js}#task={task_id}", r[1], (r.x_min, r.y_min, r.x_max, r.y_max))
+            grade = choice(annotation.get("result"))
+            if grade:
+                grades.append({"image": image_id, "grade": grade})
+            who = annotation.get("completed_by")
+            provenance.append(
+                {
+                    "image_id": image_id,
+                    "task_id": str(task_id),
+                    "annotator": str(who.get("email", who.get("id")) if isinstance(who, dict) else who),
+                    "submitted_at": str(annotation.get("updated_at") or annotation.get("created_at") or ""),
+                    "model_version": str(((task.get("predictions") or [{}])[-1]).get("model_version", "")),
+                }
+            )
+    extras = {
+        "grades": pd.DataFrame(grades, columns=["image", "grade"]),
+        "provenance": pd.DataFrame(provenance, columns=PROVENANCE_COLUMNS),
+    }
+    return (*tables.frames(), extras)
+
+
+PROVENANCE_COLUMNS = ["image_id", "task_id", "annotator", "submitted_at", "model_version"]
+
+
+def _label_studio_image(photo_root: Path, root: Path, relative: str, by_name: dict[str, list[Path]]) -> Path | None:
+    """A task's photo: under Label Studio's document root, else under the export by path or name."""
+    if relative:
+        for base in (photo_root, root):
+            candidate = Path(os.path.normpath(base / relative))  # "../.." cannot leave the folder
+            if candidate.is_file() and candidate.is_relative_to(Path(os.path.normpath(base))):
+                return candidate
+    same_name = by_name.get(PurePosixPath(relative).name, [])
+    return same_name[0] if len(same_name) == 1 else None
+
+
+READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco, "label_studio": read_label_studio}
 # What each format's folder holds, said to a user whose export has no photo the reader can find.
 EXPECTED_LAYOUTS = {
     "voc": "NAME.jpg beside NAME.xml (or Annotations/ + JPEGImages/)",
     "yolo": "data.yaml, */images/*.jpg and */labels/*.txt (or darknet's NAME.txt beside NAME.jpg)",
     "coco": "a *.json with images, annotations and categories, and the images it names",
+    "label_studio": "Label Studio's JSON export (a list of tasks) and the photos it names, under photo_root",
 }

@@ -55,7 +55,7 @@ class CheckoutLock:
     the project, not from one checkout (see README, "Scaling out").
     """
 
-    EXEMPT = frozenset({"predict"})
+    EXEMPT = frozenset({"predict", "review", "reviewed"})
 
     def __init__(self) -> None:
         self._lock: Any = None

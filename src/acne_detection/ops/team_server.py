@@ -177,9 +177,10 @@ class LocalPostgres:
                     else ""
                 )
                 raise RuntimeError(f"PostgreSQL did not start on port {self.port}: {done.stderr.strip()} {log}")
-        self._create_database()
+        self.ensure_databases(DATABASE, AUTH_DATABASE)  # runs and registry; users and permissions
 
-    def _create_database(self) -> None:
+    def ensure_databases(self, *names: str) -> None:
+        """Create each database that does not exist yet (Label Studio keeps its own beside MLflow's)."""
         import psycopg2
 
         conn = psycopg2.connect(
@@ -193,7 +194,7 @@ class LocalPostgres:
         try:
             conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with conn.cursor() as cur:
-                for name in (DATABASE, AUTH_DATABASE):  # runs and registry; users and permissions
+                for name in names:
                     cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                     if cur.fetchone() is None:
                         cur.execute(f"CREATE DATABASE {name}")
@@ -423,8 +424,8 @@ def start_tracking_server(
     return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
 
 
-def wait_until_up(url: str, server: subprocess.Popen, *, seconds: float = 120) -> None:
-    """Poll ``url/health`` until it answers; fail when the server exits or time runs out."""
+def wait_until_up(url: str, server: subprocess.Popen, *, seconds: float = 120, name: str = "mlflow server") -> None:
+    """Poll ``url/health`` until it answers; fail when the server (``name``) exits or time runs out."""
     import urllib.request
 
     deadline = time.monotonic() + seconds
@@ -435,11 +436,9 @@ def wait_until_up(url: str, server: subprocess.Popen, *, seconds: float = 120) -
                     return
         except OSError:
             if server.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited with code {server.returncode} before answering at {url}"
-                ) from None
+                raise RuntimeError(f"{name} exited with code {server.returncode} before answering at {url}") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer at {url} within {seconds:.0f} s") from None
+                raise RuntimeError(f"{name} did not answer at {url} within {seconds:.0f} s") from None
             time.sleep(0.5)
 
 

@@ -6,7 +6,12 @@ from acne_detection.framework.tracking import to_mlflow_metrics
 from acne_detection.pipelines.data.audit import audit_labels
 from acne_detection.pipelines.data.grades import attach_grades
 from acne_detection.pipelines.data.report import describe_dataset, plot_dataset
-from acne_detection.pipelines.data.split import describe_lineage, find_split_leaks, split_dataset
+from acne_detection.pipelines.data.split import (
+    describe_lineage,
+    describe_review_lineage,
+    find_split_leaks,
+    split_dataset,
+)
 from acne_detection.pipelines.data.tones import describe_skin_tones, measure_skin_tones, plot_skin_tones
 from acne_detection.pipelines.data.validation import map_classes, summarise_quarantine, validate_export
 from acne_detection.pipelines.data.yolo_plan import plan_yolo_dataset
@@ -49,6 +54,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(find_split_leaks, "split_images", "split_leaks", name="find_split_leaks"),
             node(describe_lineage, "split_images", "split_lineage", name="log_split_lineage"),
+            node(
+                describe_review_lineage, ["mapped_export", "split_images"], "review_lineage", name="log_review_lineage"
+            ),
             node(
                 plan_yolo_dataset,
                 ["split_images", "accepted_boxes", "params:data"],

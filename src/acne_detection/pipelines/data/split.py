@@ -16,6 +16,7 @@ from kedro.io import DatasetError
 
 from acne_detection.core.params import DataParams
 from acne_detection.core.tables import SPLITS
+from acne_detection.datasets import RawExport
 
 logger = logging.getLogger(__name__)
 
@@ -216,3 +217,22 @@ def describe_lineage(split: pd.DataFrame) -> dict[str, Any]:
         for name in SPLITS
     }
     return {"source": source, "tables": tables}
+
+
+def describe_review_lineage(export: RawExport, split: pd.DataFrame) -> dict[str, Any]:
+    """The reviewed photos a model trains on, as an MLflow input of the run ("Datasets used"):
+    per photo its split, the Label Studio task, the reviewer, when, and the model version that
+    pre-annotated it. Nothing is logged when no photo came from a review.
+
+    Args:
+        export: the export as read (its ``provenance``, from ``format: label_studio``).
+        split: the split images.
+
+    Returns:
+        ``{"source", "tables": {"reviewed": ...}}`` for ``MlflowInputs`` (no table without reviews).
+    """
+    reviewed = export.provenance.merge(split[["image_id", "split"]], on="image_id", how="inner")
+    if reviewed.empty:
+        return {"source": export.root, "tables": {}}
+    logger.info("%d reviewed photos in the split (lineage: the run's MLflow input 'reviewed')", len(reviewed))
+    return {"source": export.root, "tables": {"reviewed": reviewed.sort_values("image_id").reset_index(drop=True)}}

@@ -18,7 +18,7 @@ from ultralytics import YOLO
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.calibration import Calibration
-from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+from acne_detection.core.inference import evaluation_settings, model_imgsz, predict_boxes
 from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
     average_precision,
@@ -66,15 +66,7 @@ def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split
     logger.info("Evaluating %s (%s) on the %s split", checkpoint, source, split)
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
-    # batch 1, paths as they are: the table is exactly what `yolo predict` gives on each file
-    settings = InferenceSettings(
-        imgsz=model_imgsz(model),
-        conf=params.min_conf,
-        iou=params.nms_iou,
-        max_det=params.max_det,
-        device=device,
-        batch=1,
-    )
+    settings = evaluation_settings(params, imgsz=model_imgsz(model), device=device)
     images = dataset.images(split)
     logger.info("Predicting %d %s images on %s (%s) at %d px", len(images), split, device, device_name, settings.imgsz)
     return predict_boxes(model, [(path.relative_to(dataset.root).as_posix(), path) for path in images], settings)

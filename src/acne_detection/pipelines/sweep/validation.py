@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from acne_detection.core.grading import grade_photos, grading_metrics
-from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+from acne_detection.core.inference import evaluation_settings, model_imgsz, predict_boxes
 from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
     average_precision,
@@ -53,14 +53,7 @@ def validate_checkpoint(
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
-    settings = InferenceSettings(
-        imgsz=model_imgsz(model),
-        conf=eval_params.min_conf,
-        iou=eval_params.nms_iou,
-        max_det=eval_params.max_det,
-        device=device,
-        batch=1,
-    )
+    settings = evaluation_settings(eval_params, imgsz=model_imgsz(model), device=device)
     photos = dataset.manifest[dataset.manifest.split == "val"]
     keys = [(rel, dataset.root / rel) for rel in photos.image]
     predictions = predict_boxes(model, keys, settings)
