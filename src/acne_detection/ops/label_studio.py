@@ -27,6 +27,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,8 @@ class LabelStudioHome:
             [str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", f"label-studio=={VERSION}"], check=True
         )
 
-    def _secret(self, path: Path, make: callable) -> str:
+    def _secret(self, path: Path, make: Callable[[], str]) -> str:
+        """The secret in ``path``, made by ``make`` the first time (its folder and file owner-only)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o700)
         if not path.exists():
