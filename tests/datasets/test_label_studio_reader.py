@@ -16,15 +16,14 @@ from acne_detection.datasets import AnnotatedExport
 from acne_detection.datasets.readers import read_coco
 from tests.conftest import write_image, write_voc
 
+# the model's boxes on a 100 x 50 photo, one per row
 BOXES = pd.DataFrame(
-    {
-        "class": ["papule", "pustule", "papule"],
-        "confidence": [0.9, 0.6, 0.4],
-        "x_min": [10.0, 40.0, 70.0],
-        "y_min": [8.0, 20.0, 30.0],
-        "x_max": [20.0, 52.0, 75.0],
-        "y_max": [16.0, 30.0, 38.0],
-    }
+    [
+        ("papule", 0.9, 10.0, 8.0, 20.0, 16.0),
+        ("pustule", 0.6, 40.0, 20.0, 52.0, 30.0),
+        ("papule", 0.4, 70.0, 30.0, 75.0, 38.0),
+    ],
+    columns=["class", "confidence", "x_min", "y_min", "x_max", "y_max"],
 )
 
 
