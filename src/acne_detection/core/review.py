@@ -189,6 +189,23 @@ def submitted_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     return max(done, key=lambda a: str(a.get("updated_at") or a.get("created_at") or "")) if done else None
 
 
+def review_provenance(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, str]:
+    """Who reviewed a task's photo, when, and which model version pre-annotated it."""
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):  # the export with users filled in (LabelStudioClient.tasks)
+        who = who.get("email") or who.get("id")
+    return {
+        "annotator": "" if who is None else str(who),
+        "submitted_at": str(annotation.get("updated_at") or annotation.get("created_at") or ""),
+        "model_version": str(_prediction(task).get("model_version", "")),
+    }
+
+
+def _prediction(task: dict[str, Any]) -> dict[str, Any]:
+    """The task's latest pre-annotation ({} without one)."""
+    return (task.get("predictions") or [{}])[-1]
+
+
 def review_edits(tasks: list[dict[str, Any]]) -> pd.DataFrame:
     """What each submitted review changed against the model's pre-annotation.
 
@@ -205,7 +222,7 @@ def review_edits(tasks: list[dict[str, Any]]) -> pd.DataFrame:
         annotation = submitted_annotation(task)
         if annotation is None:
             continue
-        prediction = (task.get("predictions") or [{}])[-1]
+        prediction = _prediction(task)
         predicted, reviewed = region_boxes(prediction.get("result")), region_boxes(annotation.get("result"))
         before, after = predicted.set_index("id"), reviewed.set_index("id")
         common = before.index.intersection(after.index)
@@ -222,9 +239,7 @@ def review_edits(tasks: list[dict[str, Any]]) -> pd.DataFrame:
             {
                 "photo": photo,
                 "task_id": int(task.get("id", -1)),
-                "annotator": _annotator(annotation),
-                "submitted_at": str(annotation.get("updated_at") or annotation.get("created_at") or ""),
-                "model_version": str(prediction.get("model_version", "")),
+                **review_provenance(task, annotation),
                 "predicted": len(predicted),
                 "reviewed": len(reviewed),
                 "kept": kept,
@@ -237,13 +252,6 @@ def review_edits(tasks: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=EDIT_COLUMNS)
-
-
-def _annotator(annotation: dict[str, Any]) -> str:
-    who = annotation.get("completed_by")
-    if isinstance(who, dict):
-        return str(who.get("email") or who.get("id") or "")
-    return "" if who is None else str(who)
 
 
 def _true_positives(predicted: pd.DataFrame, reviewed: pd.DataFrame) -> int:

@@ -443,7 +443,7 @@ def read_label_studio(
         ``{"grades": image, grade; "provenance": image_id, task_id, annotator, submitted_at,
         model_version}`` for the photos used.
     """
-    from acne_detection.core.review import choice, photo_path, region_boxes, submitted_annotation
+    from acne_detection.core.review import choice, photo_path, region_boxes, review_provenance, submitted_annotation
 
     root = Path(root).resolve()
     photo_root = Path(photo_root or root).resolve()
@@ -483,16 +483,7 @@ def read_label_studio(
             grade = choice(annotation.get("result"))
             if grade:
                 grades.append({"image": image_id, "grade": grade})
-            who = annotation.get("completed_by")
-            provenance.append(
-                {
-                    "image_id": image_id,
-                    "task_id": str(task_id),
-                    "annotator": str(who.get("email", who.get("id")) if isinstance(who, dict) else who),
-                    "submitted_at": str(annotation.get("updated_at") or annotation.get("created_at") or ""),
-                    "model_version": str(((task.get("predictions") or [{}])[-1]).get("model_version", "")),
-                }
-            )
+            provenance.append({"image_id": image_id, "task_id": str(task_id), **review_provenance(task, annotation)})
     extras = {
         "grades": pd.DataFrame(grades, columns=["image", "grade"]),
         "provenance": pd.DataFrame(provenance, columns=PROVENANCE_COLUMNS),

@@ -36,7 +36,7 @@ class MlflowTracking(MlflowHook):
     reason: Kedro validates every ``params:<group>`` input whose node argument is annotated with
     a model of ``acne_detection.core.params`` and hands the node that model. kedro-mlflow would
     log such a model as one parameter (its ``str``); here it logs its fields, flattened as before
-    (``train.epochs``, ``eval.gate.min_map50``), each model with every setting it holds."""
+    (``train.epochs``, ``eval.gate.map50``), each model with every setting it holds."""
 
     @hook_impl
     def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool) -> None:
@@ -259,13 +259,14 @@ class RunReport:
         )
         dataset = Path(str(getattr(source, "_path", ""))).name
         settings = _param("predict") if predicts else _param("eval")
+        train = _param("train") if trains else None
         model = None if trains or settings is None else parse("predict" if predicts else "eval", settings).model
         mlflow.set_tag(
             "mlflow.runName",
             run_name(
                 "+".join(names),
                 dataset=dataset,
-                train=parse("train", _param("train")) if trains and _param("train") is not None else None,
+                train=None if train is None else parse("train", train),
                 model=model,
                 run_id=run.info.run_id,
             ),
