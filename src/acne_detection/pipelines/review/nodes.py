@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from acne_detection.core.grading import GradingRule
 from acne_detection.core.params import GradingParams, ReviewParams
 from acne_detection.core.review import label_config, review_task
 from acne_detection.datasets import Photos
@@ -16,10 +15,19 @@ from acne_detection.datasets import Photos
 logger = logging.getLogger(__name__)
 
 
+def model_classes(model_info: dict[str, Any]) -> list[str]:
+    """The class names of the model predict used, in id order: the review's labels."""
+    from ultralytics import YOLO
+
+    names = YOLO(model_info["checkpoint"]).names
+    return [names[i] for i in sorted(names)]
+
+
 def build_review_tasks(
     summary: pd.DataFrame,
     lesions: pd.DataFrame,
     model_info: dict[str, Any],
+    classes: list[str],
     photos: Photos,
     grading: GradingParams,
     review: ReviewParams,
@@ -30,7 +38,8 @@ def build_review_tasks(
     Args:
         summary: predict's photo summary (size and grade of each predicted photo).
         lesions: predict's lesions (boxes in the photo's pixels, at the model's own threshold).
-        model_info: predict's ``choose_model`` result (the model version, its checkpoint).
+        model_info: predict's ``choose_model`` result (the model version).
+        classes: the model's class names (``model_classes``).
         photos: the photo folder.
         grading: the grading rule (the grade choices).
         review: where Label Studio's document root is.
@@ -47,7 +56,6 @@ def build_review_tasks(
             f"{folder}: the photo folder is not under Label Studio's document root {root} "
             "(review.document_root, and make labelstudio's --document-root): it could not serve the photos"
         )
-    rule = GradingRule.from_params(grading, model_info.get("grading_thresholds"))
     by_photo = dict(tuple(lesions.groupby("image")))
     empty = lesions.iloc[:0]
     tasks = [
@@ -63,27 +71,21 @@ def build_review_tasks(
     ]
     logger.info("Review: %d photos pre-annotated by %s", len(tasks), model_info.get("model_version", "?"))
     return {
-        "label_config": label_config(_class_names(model_info), rule.names),
+        "label_config": label_config(classes, grading.names),
         "photo_folder": str(folder),
         "tasks": tasks,
     }
 
 
-def _class_names(model_info: dict[str, Any]) -> list[str]:
-    from ultralytics import YOLO
-
-    names = YOLO(model_info["checkpoint"]).names
-    return [names[i] for i in sorted(names)]
-
-
-def write_cvat_coco(summary: pd.DataFrame, lesions: pd.DataFrame, model_info: dict[str, Any]) -> dict[str, Any]:
+def write_cvat_coco(
+    summary: pd.DataFrame, lesions: pd.DataFrame, model_info: dict[str, Any], classes: list[str]
+) -> dict[str, Any]:
     """The same pre-annotations as a COCO 1.0 file, which CVAT imports (Upload annotations,
     "COCO 1.0") onto a task made of the same photos; each box's confidence in ``attributes``.
 
     Returns:
         The COCO document (``images`` named by their path in the photo folder).
     """
-    classes = _class_names(model_info)
     ids = {name: i + 1 for i, name in enumerate(classes)}
     images = [
         {"id": i + 1, "file_name": row.photo, "width": int(row.width), "height": int(row.height)}

@@ -2,19 +2,21 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from acne_detection.pipelines.review.nodes import build_review_tasks, write_cvat_coco
+from acne_detection.pipelines.review.nodes import build_review_tasks, model_classes, write_cvat_coco
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """predict's photo summary and lesions → a Label Studio project pre-annotated, and a CVAT file."""
     return pipeline(
         [
+            node(model_classes, "prediction_model", "prediction_classes", name="model_classes"),
             node(
                 build_review_tasks,
                 [
                     "photo_summary",
                     "predicted_lesions",
                     "prediction_model",
+                    "prediction_classes",
                     "new_photos",
                     "params:grading",
                     "params:review",
@@ -24,7 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 write_cvat_coco,
-                ["photo_summary", "predicted_lesions", "prediction_model"],
+                ["photo_summary", "predicted_lesions", "prediction_model", "prediction_classes"],
                 "review_cvat",
                 name="write_cvat_coco",
             ),
