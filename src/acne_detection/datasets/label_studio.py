@@ -81,12 +81,16 @@ class LabelStudioClient:
         projects = found.get("results", found) if isinstance(found, dict) else found
         return next((p for p in projects if p.get("title") == title), None)
 
-    def tasks(self, project: int) -> list[dict[str, Any]]:
-        """Every task of a project, with its annotations and predictions: the JSON export (which
-        lists predictions by id only) with each task's predictions filled in."""
-        tasks = self.request(
+    def export(self, project: int) -> list[dict[str, Any]]:
+        """Every task of a project as Label Studio's JSON export gives it (predictions by id only)."""
+        return self.request(
             "GET", f"/api/projects/{project}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
         )
+
+    def tasks(self, project: int) -> list[dict[str, Any]]:
+        """Every task of a project, with its annotations and predictions: the JSON export with
+        each task's predictions and reviewers filled in."""
+        tasks = self.export(project)
         by_task: dict[int, list[dict[str, Any]]] = {}
         for prediction in self.request("GET", "/api/predictions/", params={"project": project}) or []:
             by_task.setdefault(prediction["task"], []).append(prediction)
@@ -151,7 +155,7 @@ class LabelStudioProject(AbstractDataset[dict[str, Any], list[dict[str, Any]]]):
                 "/api/storages/localfiles",
                 json={"project": project["id"], "path": folder, "use_blob_urls": True, "title": "photos (read-only)"},
             )
-        held = {str(t.get("data", {}).get("photo")) for t in client.tasks(project["id"])}
+        held = {str(t.get("data", {}).get("photo")) for t in client.export(project["id"])}
         new = [t for t in data["tasks"] if t["data"]["photo"] not in held]
         if new:
             client.request("POST", f"/api/projects/{project['id']}/import", json=new)
