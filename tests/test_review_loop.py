@@ -247,7 +247,7 @@ def test_training_on_the_export_plus_reviews_logs_which_reviewed_photos_it_saw(r
 def test_a_real_browser_logged_in_shows_the_preannotated_boxes(reviewed_project) -> None:
     """Chromium (Debian's, driven by Playwright) logs in as the reviewer and opens a task: the
     page draws the photo served from its folder and lists the model's boxes as regions."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     p = reviewed_project
     task = p.tasks[4]  # the one left for review
@@ -261,9 +261,8 @@ def test_a_real_browser_logged_in_shows_the_preannotated_boxes(reviewed_project)
             page.click("button[type=submit]")
             page.wait_for_load_state("networkidle")
             page.goto(f"{p.ls.url}/projects/{p.project_id}/data?task={task['id']}")
-            regions = page.locator(".lsf-tree__node_type_rectangleregion")
-            regions.first.wait_for(timeout=120_000)
-            assert regions.count() == 4
+            # the editor re-renders its region list as it settles on the task: wait for the 4 to be drawn
+            expect(page.locator(".lsf-tree__node_type_rectangleregion")).to_have_count(4, timeout=120_000)
             image = page.locator("img[src*='/data/local-files/']").first
             assert "clinic" in (image.get_attribute("src") or "")
         finally:
