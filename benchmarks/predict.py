@@ -49,67 +49,121 @@ def _truth(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image", "class_id", "x_min", "y_min", "x_max", "y_max"])
 
 
-def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float) -> list[dict]:
-    from ultralytics import YOLO
-
-    from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
-    from acne_detection.core.metrics import match_detections
-    from acne_detection.core.params import PredictParams
+def _phone_set(work: Path, name: str, n_photos: int, background: bool) -> tuple[Path, pd.DataFrame, pd.Series]:
+    """A generated set of labelled 3000 x 4000 phone photos, its true boxes and which are small."""
     from acne_detection.core.synthetic import write_new_photos
 
-    folder = write_new_photos(work / "phone", n_small=0, n_phone=n_photos, seed=7, labels=True)
+    seed = 8 if background else 7
+    folder = write_new_photos(work / name, n_small=0, n_phone=n_photos, seed=seed, labels=True, background=background)
     truth = _truth(folder)
-    small = (truth.x_max - truth.x_min) * (truth.y_max - truth.y_min) < 16 * 16
-    model = YOLO(str(model_path))
-    imgsz = model_imgsz(model)
+    return folder, truth, (truth.x_max - truth.x_min) * (truth.y_max - truth.y_min) < 16 * 16
+
+
+def _measure(model, folder: Path, truth: pd.DataFrame, small: pd.Series, settings) -> dict:
+    """Seconds per photo, recall (all, and lesions under 16 x 16 px) and counting error."""
+    from acne_detection.core.inference import predict_boxes
+    from acne_detection.core.metrics import match_detections
+
     photos = [(p.name, p) for p in sorted(folder.glob("*.jpg"))]
-    results = {}
-    for mode in ("never", "always"):
-        # predict's own settings (parameters_predict.yml's defaults), slicing forced one way, then the other
-        settings = InferenceSettings.from_params(PredictParams(slicing=mode, max_det=3000), imgsz=imgsz, conf=conf)
-        start = time.perf_counter()
-        found = predict_boxes(model, photos, settings).assign(class_id=0)
-        seconds = (time.perf_counter() - start) / len(photos)
-        matches = match_detections(found, truth, iou_threshold=0.5)
-        hit = matches[(matches.true_class >= 0) & (matches.pred_class >= 0)]
-        recall = len(hit) / len(truth)
-        count_error = (
-            (found.groupby("image").size().reindex(truth.image.unique(), fill_value=0) - truth.groupby("image").size())
-            .abs()
-            .mean()
+    start = time.perf_counter()
+    found = predict_boxes(model, photos, settings).assign(class_id=0)
+    seconds = (time.perf_counter() - start) / len(photos)
+
+    def recall(true: pd.DataFrame) -> float:
+        m = match_detections(found, true, iou_threshold=0.5)
+        return len(m[(m.true_class >= 0) & (m.pred_class >= 0)]) / max(len(true), 1)
+
+    counts = found.groupby("image").size().reindex(truth.image.unique(), fill_value=0)
+    return {
+        "s_per_photo": seconds,
+        "recall": recall(truth),
+        "recall_small": recall(truth[small]),
+        "count_mae": float((counts - truth.groupby("image").size()).abs().mean()),
+    }
+
+
+def _row(benchmark: str, baseline: str, base_s: float, ours: str, ours_s: float, note: str) -> dict:
+    one = lambda v: {"median_s": v, "min_s": v, "max_s": v}  # noqa: E731 - one timed pass over the set
+    return {
+        "benchmark": benchmark,
+        "baseline": baseline,
+        "baseline_s": one(base_s),
+        "ours": ours,
+        "ours_s": one(ours_s),
+        "ratio": ours_s / base_s,
+        "note": note,
+    }
+
+
+def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float, calibration: Path | None) -> list[dict]:
+    """Per 3000 x 4000 phone photo, on (a) faces filling the frame and (b) faces with at least
+    half background: resized whole-photo prediction, and sliced prediction on every runtime
+    with and without background skipping, against today's sliced path (PyTorch, every tile)."""
+    import shutil
+
+    from acne_detection.core.inference import RUNTIMES, InferenceSettings, load_detector, model_imgsz
+    from acne_detection.core.params import PredictParams
+
+    weights = work / "model.pt"  # exports land in work/exports, not beside the user's model
+    shutil.copy(model_path, weights)
+    sets = {
+        "(a) full-frame skin": _phone_set(work, "phone", n_photos, background=False),
+        "(b) half background": _phone_set(work, "phone_bg", n_photos, background=True),
+    }
+    rows, measured = [], {}
+    for runtime in RUNTIMES:
+        if runtime == "openvino-int8" and calibration is None:
+            print("openvino-int8 skipped: no training data.yaml to calibrate on (--data)", file=sys.stderr)
+            continue
+        model, imgsz = load_detector(weights, runtime=runtime, calibration_data=calibration)
+        imgsz = model_imgsz(model) if runtime == "torch" else imgsz
+        for set_name, (folder, truth, small) in sets.items():
+            for mode in ("never", "always"):
+                for skip in (False, True) if mode == "always" else (False,):
+                    if mode == "never" and runtime != "torch":
+                        continue
+                    params = PredictParams(slicing=mode, skip_background=skip, max_det=3000, runtime=runtime)
+                    settings = InferenceSettings.from_params(params, imgsz=imgsz, conf=conf)
+                    if not measured:  # warm-up: the first pass of a process pays for allocations
+                        _measure(model, folder, truth, small, settings)
+                    measured[(set_name, runtime, mode, skip)] = _measure(model, folder, truth, small, settings)
+    for set_name, (_, truth, small) in sets.items():
+        today = measured[(set_name, "torch", "always", False)]
+        plain = measured[(set_name, "torch", "never", False)]
+        head = (
+            f"{n_photos} photos 3000x4000 {set_name}, {len(truth)} lesions ({int(small.sum())} under 16x16 px), "
+            f"conf >= {conf:.2f}"
         )
-        results[mode] = {"recall": recall, "count_mae": float(count_error), "s_per_photo": seconds, "found": found}
-    # small-lesion recall, by matching small true boxes alone (IoU 0.5, any detection)
-    for mode, r in results.items():
-        m = match_detections(r["found"], truth[small], iou_threshold=0.5)
-        r["recall_small"] = len(m[(m.true_class >= 0) & (m.pred_class >= 0)]) / max(int(small.sum()), 1)
-    plain, sliced = results["never"], results["always"]
-    note = (
-        f"{n_photos} photos 3000x4000, {len(truth)} lesions ({int(small.sum())} under 16x16 px), imgsz {imgsz}, "
-        f"confidence >= {conf:.2f}: "
-        f"recall {plain['recall']:.3f} -> {sliced['recall']:.3f}, small lesions {plain['recall_small']:.3f} -> "
-        f"{sliced['recall_small']:.3f}, counting MAE {plain['count_mae']:.1f} -> "
-        f"{sliced['count_mae']:.1f} lesions/photo"
-    )
-    return [
-        {
-            "benchmark": "sliced inference on phone photos",
-            "baseline": "whole photo resized to imgsz",
-            "baseline_s": {
-                "median_s": plain["s_per_photo"],
-                "min_s": plain["s_per_photo"],
-                "max_s": plain["s_per_photo"],
-            },
-            "ours": "SAHI tiles at imgsz (predict slicing: always)",
-            "ours_s": {
-                "median_s": sliced["s_per_photo"],
-                "min_s": sliced["s_per_photo"],
-                "max_s": sliced["s_per_photo"],
-            },
-            "ratio": sliced["s_per_photo"] / plain["s_per_photo"],
-            "note": note + "; times per photo",
-        }
-    ]
+        rows.append(
+            _row(
+                f"sliced inference on phone photos {set_name}",
+                "whole photo resized to imgsz",
+                plain["s_per_photo"],
+                "SAHI tiles at imgsz (predict slicing: always), PyTorch, every tile",
+                today["s_per_photo"],
+                f"{head}: recall {plain['recall']:.3f} -> {today['recall']:.3f}, small lesions "
+                f"{plain['recall_small']:.3f} -> {today['recall_small']:.3f}, counting MAE {plain['count_mae']:.1f} -> "
+                f"{today['count_mae']:.1f} lesions/photo; s per photo",
+            )
+        )
+        for (name, runtime, mode, skip), r in measured.items():
+            if name != set_name or mode != "always" or (runtime == "torch" and not skip):
+                continue
+            loss = today["recall_small"] - r["recall_small"]
+            rows.append(
+                _row(
+                    f"sliced phone photo {set_name}: {runtime}{', skipping background' if skip else ''}",
+                    "sliced, PyTorch, every tile",
+                    today["s_per_photo"],
+                    f"predict.runtime {runtime}, skip_background {str(skip).lower()}",
+                    r["s_per_photo"],
+                    f"{head}: {r['s_per_photo']:.2f} s/photo; recall {r['recall']:.3f} "
+                    f"(PyTorch {today['recall']:.3f}), "
+                    f"small lesions {r['recall_small']:.3f} (PyTorch {today['recall_small']:.3f}, "
+                    f"{'within' if loss <= 0.02 else 'NOT within'} 0.02), counting MAE {r['count_mae']:.1f}",
+                )
+            )
+    return rows
 
 
 def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) -> list[dict]:
@@ -174,13 +228,17 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
     ][::-1]
 
 
-def _peak_child(model_path: Path, folder: Path, n: int) -> float:
+def _peak_child(
+    model_path: Path, folder: Path, n: int, runtime: str = "torch", calibration: Path | None = None
+) -> float:
     code = (
-        "import sys, resource; from pathlib import Path; from ultralytics import YOLO;"
-        "from acne_detection.core.inference import InferenceSettings, model_imgsz, iter_predictions;"
-        f"m = YOLO({str(model_path)!r}); ps = sorted(Path({str(folder)!r}).glob('*.jpg'))[:{n}];"
+        "import sys, resource; from pathlib import Path;"
+        "from acne_detection.core.inference import InferenceSettings, load_detector, iter_predictions;"
         "from acne_detection.core.params import PredictParams;"
-        "s = InferenceSettings.from_params(PredictParams(), imgsz=model_imgsz(m), conf=0.25);"
+        f"m, size = load_detector(Path({str(model_path)!r}), runtime={runtime!r}, "
+        f"calibration_data={str(calibration) if calibration else None!r});"
+        f"ps = sorted(Path({str(folder)!r}).glob('*.jpg'))[:{n}];"
+        f"s = InferenceSettings.from_params(PredictParams(runtime={runtime!r}), imgsz=size, conf=0.25);"
         "k = sum(len(r) for _, r in iter_predictions(m, [(p.name, p) for p in ps], s));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
@@ -188,18 +246,32 @@ def _peak_child(model_path: Path, folder: Path, n: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def bench_memory(model_path: Path, work: Path) -> list[dict]:
+def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list[dict]:
+    """Peak resident memory of a process predicting a stream of 640 px photos, per runtime (the
+    export is made before, in the cache the process loads it from)."""
+    import shutil
+
+    from acne_detection.core.inference import load_detector
     from acne_detection.core.synthetic import write_voc_export
 
     folder = write_voc_export(work / "many", n_images=1000, size=640, seed=5)
-    peaks = {n: _peak_child(model_path, folder, n) for n in (100, 1000)}
-    return [
-        {
-            "benchmark": "peak resident memory of prediction (MB)",
-            "ours": "inference.iter_predictions (streamed)",
-            "memory_mb": {f"{n} photos": v for n, v in peaks.items()},
-        }
-    ]
+    weights = work / "model.pt"
+    if not weights.exists():
+        shutil.copy(model_path, weights)
+    rows = []
+    for runtime in ("torch", "onnx", "openvino", "openvino-int8"):
+        if runtime == "openvino-int8" and calibration is None:
+            continue
+        load_detector(weights, runtime=runtime, calibration_data=calibration)  # the export, made once
+        peaks = {n: _peak_child(weights, folder, n, runtime, calibration) for n in (100, 1000)}
+        rows.append(
+            {
+                "benchmark": f"peak resident memory of prediction (MB), {runtime}",
+                "ours": f"inference.iter_predictions (streamed, 640 px photos), predict.runtime {runtime}",
+                "memory_mb": {f"{n} photos": v for n, v in peaks.items()},
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -215,6 +287,12 @@ def main() -> None:
         "for this model in data/06_models/model_threshold.json, else 0.25)",
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "data" / "05_model_input" / "yolo" / "data.yaml",
+        help="the training split's data.yaml the INT8 export calibrates on (make run writes it)",
+    )
     args = parser.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
@@ -227,9 +305,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = bench_slicing(args.model, work, args.phone_photos, conf)
+        rows = bench_slicing(args.model, work, args.phone_photos, conf, args.data if args.data.is_file() else None)
         rows += bench_throughput(args.model, work, args.photos, args.repeats)
-        rows += bench_memory(args.model, work)
+        rows += bench_memory(args.model, work, args.data if args.data.is_file() else None)
     merge_results(rows)
     print(json.dumps([{k: v for k, v in r.items() if k != "found"} for r in rows], indent=2, default=float))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -30,20 +32,50 @@ def coco_model(tmp_path_factory: pytest.TempPathFactory):
     return YOLO(str(source.load().resolve()[0]))
 
 
+@pytest.fixture(scope="module")
+def runtime_models(coco_model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The COCO model on every runtime ``predict.runtime`` offers, exported as ``load_detector``
+    exports them (INT8 calibrated on a two-photo training split of Ultralytics' own photos)."""
+    import shutil
+
+    from acne_detection.core.inference import RUNTIMES, load_detector
+
+    root = tmp_path_factory.mktemp("runtimes")
+    (root / "images" / "train").mkdir(parents=True)
+    for name in ("bus.jpg", "zidane.jpg"):
+        shutil.copy(ASSETS / name, root / "images" / "train" / name)
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/train", "names": coco_model.names})
+    )
+    weights = root / "yolov8n.pt"
+    shutil.copy(coco_model.ckpt_path, weights)
+    return {
+        runtime: load_detector(weights, runtime=runtime, imgsz=320, calibration_data=root / "data.yaml")[0]
+        for runtime in RUNTIMES
+    }
+
+
+def _bus_canvas(offset: int, background=(120, 120, 120)) -> tuple[Image.Image, Image.Image]:
+    small = Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360))
+    canvas = Image.new("RGB", (1200, 1200), background)
+    canvas.paste(small, (offset, offset))
+    return small, canvas
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "openvino", "openvino-int8"])
 @pytest.mark.parametrize("offset", [190, 220])
-def test_an_object_cut_by_a_tile_edge_is_counted_once(coco_model, offset: int) -> None:
+def test_an_object_cut_by_a_tile_edge_is_counted_once(runtime_models, runtime: str, offset: int) -> None:
     """Ultralytics' bus.jpg shrunk so people are ~170 px tall (lesions too are much smaller than
     a tile), pasted so that a person straddles the edge of the first 320 px tile (x = 320,
     and the next tile's start at x = 256): every person the plain prediction finds is found
-    once by the sliced one, not once per tile it touches."""
+    once by the sliced one, not once per tile it touches, on every runtime."""
     from acne_detection.core.metrics import box_iou
 
-    small = Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360))
-    plain = predict_boxes(coco_model, [("s", np.asarray(small))], InferenceSettings(imgsz=320, conf=0.4))
-    canvas = Image.new("RGB", (1200, 1200), (120, 120, 120))
-    canvas.paste(small, (offset, offset))
+    model = runtime_models[runtime]
+    small, canvas = _bus_canvas(offset)
+    plain = predict_boxes(model, [("s", np.asarray(small))], InferenceSettings(imgsz=320, conf=0.4))
     sliced = predict_boxes(
-        coco_model, [("c", np.asarray(canvas))], InferenceSettings(imgsz=320, conf=0.4, slicing="always", overlap=0.2)
+        model, [("c", np.asarray(canvas))], InferenceSettings(imgsz=320, conf=0.4, slicing="always", overlap=0.2)
     )
     corners = ["x_min", "y_min", "x_max", "y_max"]
     people = plain[plain["class"] == "person"][corners].to_numpy() + offset
@@ -52,6 +84,101 @@ def test_an_object_cut_by_a_tile_edge_is_counted_once(coco_model, offset: int) -
     assert any(x0 < edge < x1 for x0, _, x1, _ in people for edge in (256, 320))  # one is cut by a tile edge
     overlaps = box_iou(people, found) > 0.3
     assert overlaps.sum(axis=1).tolist() == [1, 1, 1]  # each person once
+
+
+def _sahi_reference(model, pixels: np.ndarray, settings: InferenceSettings) -> list[tuple]:
+    """SAHI's own ``get_sliced_prediction`` with its Ultralytics wrapper, as this project called it
+    before it sliced with SAHI's pieces: the reference the own path must equal."""
+    from sahi.models.ultralytics import UltralyticsDetectionModel
+    from sahi.predict import get_sliced_prediction
+
+    wrapper = UltralyticsDetectionModel(
+        model=model,
+        confidence_threshold=settings.conf,
+        device=settings.device,
+        image_size=settings.imgsz,
+        category_mapping={str(k): v for k, v in model.names.items()},
+    )
+    result = get_sliced_prediction(
+        pixels,
+        wrapper,
+        slice_height=settings.tile or settings.imgsz,
+        slice_width=settings.tile or settings.imgsz,
+        overlap_height_ratio=settings.overlap,
+        overlap_width_ratio=settings.overlap,
+        perform_standard_pred=True,
+        postprocess_type="GREEDYNMM",
+        postprocess_match_metric=settings.merge_metric,
+        postprocess_match_threshold=settings.merge_threshold,
+        batch_size=settings.batch,
+        verbose=0,
+    )
+    found = sorted(result.object_prediction_list, key=lambda p: -p.score.value)
+    return sorted(
+        (int(p.category.id), round(p.score.value, 4), *(round(v, 2) for v in p.bbox.to_xyxy())) for p in found
+    )
+
+
+def _skin_canvas(size: tuple[int, int]) -> np.ndarray:
+    from acne_detection.core.synthetic import _skin
+
+    side = max(size)
+    skin = cv2.resize(_skin(np.random.default_rng(4), side // 4, tone_index=2), (side, side))
+    return (np.clip(skin[: size[1], : size[0]], 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize(("conf", "background"), [(0.3, "grey"), (0.05, "grey"), (0.3, "skin")])
+def test_the_own_sliced_path_equals_sahis_get_sliced_prediction(coco_model, conf: float, background: str) -> None:
+    """SAHI's tile grid and merging called directly give what ``get_sliced_prediction`` gives, box
+    for box and score for score: with greedy NMM, with the NMS SAHI switches to below
+    confidence 0.1, and with background skipping on, on a photo where nothing is skipped
+    (skin all over)."""
+    small = Image.open(ASSETS / "bus.jpg").convert("RGB").resize((405, 540))
+    base = np.asarray(_bus_canvas(0)[1]) if background == "grey" else _skin_canvas((1000, 900))
+    pixels = base.copy()
+    pixels[200:740, 300:705] = np.asarray(small)
+    settings = InferenceSettings(
+        imgsz=320, conf=conf, slicing="always", batch=4, skip_background=background == "skin", max_det=10_000
+    )
+    ours = predict_boxes(coco_model, [("p", pixels)], settings)
+    mine = sorted(
+        (int(r.class_id), round(r.confidence, 4), *(round(v, 2) for v in (r.x_min, r.y_min, r.x_max, r.y_max)))
+        for r in ours.itertuples()
+    )
+    reference = _sahi_reference(coco_model, pixels, settings)
+    assert len(reference) >= 4  # people and the bus, at least
+    assert mine == reference
+
+
+def test_background_tiles_are_skipped_and_a_lesion_on_the_skin_edge_is_kept(coco_model, monkeypatch) -> None:
+    """A photo whose left half is skin and right half a white wall: with skipping, the tiles of
+    wall alone are not predicted (fewer forward passes, observed), and the people pasted across
+    the skin's edge are found exactly as without skipping."""
+    pixels = _skin_canvas((1600, 1200))
+    pixels[:, 800:] = (236, 234, 230)  # a white wall
+    small = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360)))
+    pixels[400:760, 700:970] = small  # across the skin's edge at x = 800
+    passes: list[int] = []
+    real = coco_model.predict
+
+    def counted(source, **kwargs):
+        passes.append(len(source) if isinstance(source, list) else 1)
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(coco_model, "predict", counted)
+    results = {}
+    for skip in (False, True):
+        passes.clear()
+        settings = InferenceSettings(imgsz=320, conf=0.4, slicing="always", skip_background=skip)
+        results[skip] = (predict_boxes(coco_model, [("p", pixels)], settings), sum(passes))
+    (everything, n_all), (skipped, n_skipped) = results[False], results[True]
+    # 320 px tiles at 20 % overlap: 6 columns x 5 rows, + the whole photo
+    assert n_all == 31
+    # the wall's tiles beyond the overlap's reach of the skin are not predicted
+    assert n_skipped < n_all - 6
+    assert (everything["class"] == "person").sum() >= 2
+    corners = ["class", "x_min", "y_min", "x_max", "y_max"]
+    pd.testing.assert_frame_equal(skipped[corners].round(1), everything[corners].round(1))
 
 
 def test_a_path_bytes_and_pixels_give_the_same_boxes_in_the_photo_frame(coco_model, tmp_path: Path) -> None:
@@ -102,27 +229,27 @@ def observed_slicing(monkeypatch) -> dict[str, list]:
     merge's metric and threshold (greedy NMM, or the NMS SAHI itself switches to when the model's
     confidence floor is under 0.1, as the served model's is: it keeps candidates for the grade
     probabilities)."""
-    import sahi.predict
+    import sahi.postprocess.combine
+    import sahi.slicing
 
     seen: dict[str, list] = {"tiles": [], "merge": []}
-    real_slice = sahi.predict.slice_image
-    real_merge = dict(sahi.predict.POSTPROCESS_NAME_TO_CLASS)
+    real_slice = sahi.slicing.get_slice_bboxes
 
-    def slice_image(*args, **kwargs):
+    def get_slice_bboxes(*args, **kwargs):
         result = real_slice(*args, **kwargs)
         seen["tiles"].append((kwargs["slice_height"], kwargs["slice_width"], len(result)))
         return result
 
-    def observed(kind: str):
+    def observed(real):
         def merge(**kwargs):
             seen["merge"].append((kwargs["match_metric"], kwargs["match_threshold"]))
-            return real_merge[kind](**kwargs)
+            return real(**kwargs)
 
         return merge
 
-    monkeypatch.setattr(sahi.predict, "slice_image", slice_image)
-    for kind in ("GREEDYNMM", "NMS"):
-        monkeypatch.setitem(sahi.predict.POSTPROCESS_NAME_TO_CLASS, kind, observed(kind))
+    monkeypatch.setattr(sahi.slicing, "get_slice_bboxes", get_slice_bboxes)
+    for kind in ("GreedyNMMPostprocess", "NMSPostprocess"):
+        monkeypatch.setattr(sahi.postprocess.combine, kind, observed(getattr(sahi.postprocess.combine, kind)))
     return seen
 
 

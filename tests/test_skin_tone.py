@@ -30,7 +30,7 @@ def test_lesion_boxes_and_non_skin_pixels_are_left_out() -> None:
     skin = _patch(70, 10, 18, size=100)
     expected = estimate_ita(skin)
     marked = skin.copy()
-    marked[0:70, 0:70] = (150, 40, 40)  # a large inflamed area, boxed (the median would follow it)
+    marked[0:70, 0:70] = (170, 90, 80)  # a large inflamed area, boxed (the median would follow it)
     marked[:, 90:] = (40, 90, 160)  # a blue background strip, not skin
     assert estimate_ita(marked, [(0, 0, 70, 70)], margin=0) == pytest.approx(expected, abs=0.5)
     assert abs(estimate_ita(marked) - expected) > 5  # unboxed, the redness is taken for skin

@@ -9,6 +9,13 @@ edge (greedy non-maximum merging on intersection-over-smaller). We use it rather
 our own merging: it is maintained, tested on exactly this problem, and supports Ultralytics
 models directly. Tiles are ``imgsz`` pixels and predicted at ``imgsz``, so a lesion keeps the
 pixel size it had in training instead of shrinking with the photo.
+
+SAHI's own pieces are called directly (its tile grid, ``get_slice_bboxes``, and its merging,
+``GreedyNMMPostprocess``) rather than its ``get_sliced_prediction``, for one reason: tiles of
+pure background (a wall, hair, clothes) can be left out before any forward pass, by the skin
+mask of ``skin_tone.tiles_on_skin``. With nothing left out the result equals
+``get_sliced_prediction``'s (tested). The model may run on PyTorch, ONNX Runtime or OpenVINO
+(fp32 or INT8), exported once per weights (``load_detector``).
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ class InferenceSettings:
             intersection over the smaller box, so a lesion cut by a tile edge merges with its
             whole; ``IOU``).
         merge_threshold: the least overlap at which two boxes of one class merge into one.
+        skip_background: leave out tiles with no skin in or near them (``skin_tone.tiles_on_skin``).
+        min_skin: the least share of a tile that must be skin (dilated by the overlap) for it
+            to be predicted, when ``skip_background``.
     """
 
     imgsz: int
@@ -68,6 +78,8 @@ class InferenceSettings:
     tile: int | None = None
     merge_metric: Literal["IOS", "IOU"] = "IOS"
     merge_threshold: float = 0.5
+    skip_background: bool = False
+    min_skin: float = 0.02
 
     @classmethod
     def from_params(cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu") -> InferenceSettings:
@@ -88,6 +100,8 @@ class InferenceSettings:
             tile=predict.tile,
             merge_metric=predict.merge_metric,
             merge_threshold=predict.merge_threshold,
+            skip_background=predict.skip_background,
+            min_skin=predict.min_skin,
         )
 
 
@@ -105,24 +119,49 @@ def evaluation_settings(evaluation: Any, *, imgsz: int, device: str) -> Inferenc
     )
 
 
-def load_detector(
-    checkpoint: Path, *, runtime: Literal["torch", "onnx"] = "torch", imgsz: int | None = None
-) -> tuple[Any, int]:
-    """An Ultralytics model ready to predict, in PyTorch or exported to ONNX Runtime.
+Runtime = Literal["torch", "onnx", "openvino", "openvino-int8"]
+RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino", "openvino-int8")
+# the Python packages each runtime's export needs (Ultralytics' own run-time install of them fails offline)
+_RUNTIME_PACKAGES = {
+    "onnx": ("onnx", "onnxruntime", "onnxslim"),
+    "openvino": ("openvino",),
+    "openvino-int8": ("openvino", "nncf"),
+}
 
-    ONNX Runtime is often faster on a CPU (``benchmarks/RESULTS.md`` has the measured ratio).
-    The export is made once per checkpoint and size, beside the checkpoint
-    (``NAME-<imgsz>.onnx``), and redone when the checkpoint is newer. It needs the ``onnx``
-    extra (``pip install -e ".[onnx]"``): Ultralytics' own run-time install of the export
-    packages fails offline.
+
+def load_detector(
+    checkpoint: Path,
+    *,
+    runtime: Runtime = "torch",
+    imgsz: int | None = None,
+    calibration_data: Path | None = None,
+    cache: Path | None = None,
+) -> tuple[Any, int]:
+    """An Ultralytics model ready to predict, on PyTorch or exported to a faster CPU runtime.
+
+    ``onnx`` is ONNX Runtime; ``openvino`` is OpenVINO fp32, the CPU runtime Ultralytics
+    recommends for Intel and AMD CPUs; ``openvino-int8`` is OpenVINO with 8-bit weights and
+    activations, calibrated by NNCF on the model's own training photos (``calibration_data``:
+    the ``data.yaml`` of the YOLO folder it was trained on; its ``train`` split). Their speed
+    and recall on phone photos are measured in ``benchmarks/RESULTS.md``.
+
+    An export is made once per weights and kept in ``cache`` (default: ``exports/`` beside the
+    checkpoint), in a folder named by the weights' SHA-256, the runtime and the size: new
+    weights get a new export, the same weights anywhere reuse it. Exporting needs no network.
 
     Args:
         checkpoint: the ``.pt`` file.
-        runtime: ``torch`` or ``onnx``.
+        runtime: ``torch``, ``onnx``, ``openvino`` or ``openvino-int8``.
         imgsz: the input size (default: the training size).
+        calibration_data: the training ``data.yaml`` (``openvino-int8`` only).
+        cache: where exports are kept.
 
     Returns:
         The model and the image size it predicts at.
+
+    Raises:
+        ImportError: the runtime's packages are not installed (the message names the extra).
+        ValueError: ``openvino-int8`` without calibration photos.
     """
     from ultralytics import YOLO
 
@@ -130,15 +169,74 @@ def load_detector(
     size = imgsz or model_imgsz(model)
     if runtime == "torch":
         return model, size
-    for needed in ("onnx", "onnxruntime", "onnxslim"):
+    exported = export_runtime(Path(checkpoint), runtime, size, calibration_data=calibration_data, cache=cache)
+    return YOLO(str(exported), task="detect"), size
+
+
+def export_runtime(
+    checkpoint: Path, runtime: Runtime, imgsz: int, *, calibration_data: Path | None = None, cache: Path | None = None
+) -> Path:
+    """The weights exported for ``runtime`` at ``imgsz`` (see ``load_detector``), made once.
+
+    Returns:
+        The exported model's path (an ``.onnx`` file or an OpenVINO folder).
+    """
+    import shutil
+
+    from acne_detection.datasets.weights import sha256_of
+
+    if runtime not in _RUNTIME_PACKAGES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    for needed in _RUNTIME_PACKAGES[runtime]:
         if importlib.util.find_spec(needed) is None:
-            raise ImportError(f"predict.runtime onnx needs the '{needed}' package: pip install -e \".[onnx]\"")
-    onnx_path = checkpoint.with_name(f"{checkpoint.stem}-{size}.onnx")
-    if not onnx_path.exists() or onnx_path.stat().st_mtime < checkpoint.stat().st_mtime:
-        exported = Path(model.export(format="onnx", imgsz=size, dynamic=True, simplify=True, verbose=False))
-        exported.replace(onnx_path)
-        logger.info("Exported %s to ONNX at %d px: %s", checkpoint.name, size, onnx_path)
-    return YOLO(str(onnx_path), task="detect"), size
+            extra = "onnx" if runtime == "onnx" else "openvino"
+            raise ImportError(f"predict.runtime {runtime} needs the '{needed}' package: pip install -e \".[{extra}]\"")
+    int8 = runtime == "openvino-int8"
+    if int8 and (calibration_data is None or not Path(calibration_data).is_file()):
+        raise ValueError(
+            f"predict.runtime openvino-int8 calibrates on the model's training photos, and their data.yaml "
+            f"({calibration_data or 'none given'}) is not there: run `kedro run --pipeline data` first, "
+            "or use runtime openvino"
+        )
+    folder = (cache or Path(checkpoint).parent / "exports") / f"{sha256_of(checkpoint)[:16]}-{runtime}-{imgsz}"
+    target = folder / ("model.onnx" if runtime == "onnx" else "model_openvino_model")  # names Ultralytics knows
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "model.pt"  # Ultralytics writes its export beside the weights it exports
+    shutil.copyfile(checkpoint, weights)
+    if runtime.startswith("openvino"):
+        decline_openvino_telemetry()
+    from ultralytics import YOLO
+
+    kwargs: dict[str, Any] = {"imgsz": imgsz, "dynamic": True, "verbose": False}
+    if runtime == "onnx":
+        kwargs.update(format="onnx", simplify=True)
+    else:
+        kwargs.update(format="openvino")
+    if int8:  # NNCF's post-training quantization, on the training split's photos
+        kwargs.update(int8=True, data=str(calibration_data), split="train")
+    made = Path(YOLO(str(weights)).export(**kwargs))
+    made.rename(target)
+    weights.unlink()
+    logger.info("Exported %s for %s at %d px: %s", checkpoint.name, runtime, imgsz, target)
+    return target
+
+
+def decline_openvino_telemetry() -> None:
+    """OpenVINO's converter and NNCF send usage events unless told not to (their consent file,
+    ``~/intel/openvino_telemetry``, absent means yes for them). Nothing leaves this machine: when a
+    user has not answered, the answer is no, written as OpenVINO's own ``opt_in_out --opt_out``
+    writes it. A user who opted in keeps their answer."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        return
+    checker = OptInChecker()
+    if checker.consent_file_base_dir() and not Path(checker.consent_file()).exists():
+        checker.create_or_check_consent_dir()
+        checker.update_result(ConsentCheckResult.DECLINED)
+        logger.info("OpenVINO telemetry declined (%s)", checker.consent_file())
 
 
 def model_imgsz(model: Any, default: int = 640) -> int:
@@ -272,14 +370,11 @@ def iter_predictions(
             yield key, _rows(key, names, b.xyxy.cpu().numpy(), b.conf.cpu().numpy(), b.cls.cpu().numpy(), scale)
         batch.clear()
 
-    tiler: list[Any] = []  # SAHI's wrapper of the model, made on the first photo that needs it
-
     for key, source in photos:
         item, scale, sliced = _prepare(source, settings)
         if sliced:
             yield from _flush()
-            tiler = tiler or [_sahi_model(model, names, settings)]
-            yield key, _sliced_rows(tiler[0], key, names, item, settings)
+            yield key, _sliced_rows(model, key, names, item, settings)
             continue
         # Ultralytics takes a path as it is, pixels as BGR
         batch.append((key, item if isinstance(item, str) else np.ascontiguousarray(item[:, :, ::-1]), scale))
@@ -289,43 +384,87 @@ def iter_predictions(
         yield from _flush()
 
 
-def _sahi_model(model: Any, names: dict[int, str], settings: InferenceSettings) -> Any:
-    """SAHI's wrapper around the Ultralytics model, predicting each tile at ``imgsz``."""
-    from sahi.models.ultralytics import UltralyticsDetectionModel
+def slice_tiles(width: int, height: int, settings: InferenceSettings) -> list[list[int]]:
+    """The tiles of a photo, ``(x_min, y_min, x_max, y_max)``: SAHI's grid (``get_slice_bboxes``),
+    ``tile`` px (``imgsz`` by default) at ``overlap``, edge tiles shifted inwards to full size."""
+    from sahi.slicing import get_slice_bboxes
 
-    return UltralyticsDetectionModel(
-        model=model,
-        confidence_threshold=settings.conf,
-        device=settings.device,
-        image_size=settings.imgsz,
-        category_mapping={str(k): v for k, v in names.items()},
+    side = settings.tile or settings.imgsz
+    return get_slice_bboxes(
+        image_height=height,
+        image_width=width,
+        slice_height=side,
+        slice_width=side,
+        overlap_height_ratio=settings.overlap,
+        overlap_width_ratio=settings.overlap,
     )
 
 
 def _sliced_rows(
-    detector: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings
+    model: Any, key: str, names: dict[int, str], pixels: np.ndarray, settings: InferenceSettings
 ) -> list[tuple]:
-    """SAHI's sliced prediction of one photo: ``tile`` tiles (``imgsz`` by default) at ``overlap``,
-    plus the whole photo at ``imgsz`` for lesions larger than a tile, merged by greedy NMM on
-    ``merge_metric`` at ``merge_threshold``."""
-    from sahi.predict import get_sliced_prediction
+    """Sliced prediction of one photo, as SAHI's ``get_sliced_prediction`` does it: ``tile``
+    tiles at ``overlap``, ``batch`` tiles per forward pass, plus the whole photo at ``imgsz``
+    for lesions larger than a tile; boxes merged by greedy NMM on ``merge_metric`` at
+    ``merge_threshold`` (below confidence 0.1, SAHI's switch: NMS on IoU, so that merging many
+    weak boxes does not grow them). With ``skip_background``, tiles with no skin in or near
+    them (``skin_tone.tiles_on_skin``, the mask dilated by the overlap) are not predicted."""
+    from sahi.postprocess.combine import GreedyNMMPostprocess, NMSPostprocess
+    from sahi.predict import LOW_MODEL_CONFIDENCE
 
-    result = get_sliced_prediction(
-        pixels,
-        detector,
-        slice_height=settings.tile or settings.imgsz,
-        slice_width=settings.tile or settings.imgsz,
-        overlap_height_ratio=settings.overlap,
-        overlap_width_ratio=settings.overlap,
-        perform_standard_pred=True,
-        postprocess_type="GREEDYNMM",
-        postprocess_match_metric=settings.merge_metric,
-        postprocess_match_threshold=settings.merge_threshold,
-        batch_size=settings.batch,
-        verbose=0,
-    )
-    found = sorted(result.object_prediction_list, key=lambda p: -p.score.value)[: settings.max_det]
+    from acne_detection.core.skin_tone import tiles_on_skin
+
+    height, width = pixels.shape[:2]
+    tiles = grid = slice_tiles(width, height, settings)
+    if settings.skip_background and len(grid) > 1:
+        side = settings.tile or settings.imgsz
+        keep = tiles_on_skin(pixels, tiles, grow=settings.overlap * side, min_share=settings.min_skin)
+        tiles = [t for t, k in zip(tiles, keep) if k]
+    # SAHI's per-tile settings: the model's confidence, Ultralytics' own NMS defaults
+    kwargs = {"imgsz": settings.imgsz, "conf": settings.conf, "device": settings.device, "verbose": False}
+    found = []
+    for start in range(0, len(tiles), settings.batch):
+        chunk = tiles[start : start + settings.batch]
+        results = model.predict([pixels[y0:y1, x0:x1, ::-1] for x0, y0, x1, y1 in chunk], **kwargs)
+        for (x0, y0, _, _), r in zip(chunk, results):
+            found += _object_predictions(r, names, (x0, y0), (height, width))
+    if len(grid) > 1:  # SAHI's standard pass, on every photo of more than one tile
+        found += _object_predictions(model.predict(pixels[:, :, ::-1], **kwargs)[0], names, (0, 0), (height, width))
+    if settings.conf < LOW_MODEL_CONFIDENCE:
+        merge = NMSPostprocess(match_threshold=settings.merge_threshold, match_metric="IOU", class_agnostic=False)
+    else:
+        merge = GreedyNMMPostprocess(
+            match_threshold=settings.merge_threshold, match_metric=settings.merge_metric, class_agnostic=False
+        )
+    merged = merge(found) if len(found) > 1 else found
+    kept = sorted(merged, key=lambda p: -p.score.value)[: settings.max_det]
     return [
         (key, int(p.category.id), names[int(p.category.id)], float(p.score.value), *map(float, p.bbox.to_xyxy()))
-        for p in found
+        for p in kept
     ]
+
+
+def _object_predictions(
+    result: Any, names: dict[int, str], shift: tuple[int, int], full_shape: tuple[int, int]
+) -> list[Any]:
+    """One tile's boxes as SAHI's ``ObjectPrediction``s in photo pixels, as SAHI's Ultralytics
+    wrapper makes them (coordinates clipped at 0, empty boxes dropped)."""
+    from sahi.prediction import ObjectPrediction
+
+    out = []
+    for x0, y0, x1, y1, score, cls in result.boxes.data.cpu().numpy().tolist():
+        height, width = full_shape
+        box = [min(width, max(0.0, x0)), min(height, max(0.0, y0)), min(width, max(0.0, x1)), min(height, max(0.0, y1))]
+        if not (box[0] < box[2] and box[1] < box[3]):
+            continue
+        out.append(
+            ObjectPrediction(
+                bbox=box,
+                category_id=int(cls),
+                category_name=names[int(cls)],
+                score=score,
+                shift_amount=list(shift),
+                full_shape=list(full_shape),
+            ).get_shifted_object_prediction()
+        )
+    return out

@@ -167,7 +167,9 @@ class PredictParams(_Strict):
     threshold: float | None = Field(None, gt=0, lt=1)  # null: the operating point eval chose for this model
     default_threshold: float = Field(0.25, gt=0, lt=1)  # used, with a warning, when eval chose none for it
     device: str = "auto"
-    runtime: Literal["torch", "onnx"] = "torch"  # onnx: ONNX Runtime (the [onnx] extra), exported once
+    # onnx: ONNX Runtime; openvino: OpenVINO fp32; openvino-int8: OpenVINO INT8, calibrated on the
+    # training photos (inference.load_detector; exported once per weights)
+    runtime: Literal["torch", "onnx", "openvino", "openvino-int8"] = "torch"
     imgsz: int | None = Field(None, ge=32)  # null: the model's training size
     slicing: Literal["auto", "always", "never"] = "auto"
     slice_above: float = Field(2.0, gt=0)  # auto slices photos whose long side exceeds this many times imgsz
@@ -175,6 +177,9 @@ class PredictParams(_Strict):
     tile: int | None = Field(None, ge=32)  # null: the model's own imgsz
     merge_metric: Literal["IOS", "IOU"] = "IOS"
     merge_threshold: float = Field(0.5, gt=0, le=1)
+    skip_background: bool = False  # sliced photos: tiles with no skin in or near them are not predicted
+    # a tile is predicted when this share of it is skin (the mask dilated by the overlap)
+    min_skin: float = Field(0.02, gt=0, le=1)
     batch: int = Field(8, ge=1)
     nms_iou: float = Field(0.7, gt=0, lt=1)
     max_det: int = Field(1000, ge=1)
@@ -185,7 +190,20 @@ class PredictParams(_Strict):
 # What the registered model carries of ``predict`` (``register``'s config): the served model
 # slices, merges and suppresses as the predict pipeline does.
 SERVED_PREDICT_SETTINGS = frozenset(
-    {"slicing", "slice_above", "overlap", "tile", "merge_metric", "merge_threshold", "batch", "nms_iou", "max_det"}
+    {
+        "runtime",
+        "slicing",
+        "slice_above",
+        "overlap",
+        "tile",
+        "merge_metric",
+        "merge_threshold",
+        "skip_background",
+        "min_skin",
+        "batch",
+        "nms_iou",
+        "max_det",
+    }
 )
 
 

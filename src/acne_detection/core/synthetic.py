@@ -288,11 +288,29 @@ def write_voc_export(path: str | Path, **spec_kwargs: int | float) -> Path:
 _PHONE_DIAMETER_PX = {"comedone": (5, 15), "papule": (15, 30), "pustule": (20, 36), "nodule": (40, 80)}
 
 
+# What surrounds a face in a phone photo (sRGB), for photos with background
+# (``render_phone_photo(background=True)``): a wall, hair above the face, a shirt below.
+_WALLS = {
+    "white wall": (236, 234, 230),
+    "grey wall": (150, 150, 148),
+    "beige wall": (245, 240, 215),
+    "wheat wall": (245, 222, 179),
+    "pine wood": (227, 192, 141),
+}
+_HAIR = {"black hair": (22, 20, 18), "dark-brown hair": (59, 48, 36), "blonde hair": (230, 206, 168)}
+_SHIRTS = {"blue shirt": (50, 80, 140), "green shirt": (60, 110, 70), "white shirt": (240, 240, 240)}
+
+
 def render_phone_photo(
-    rng: np.random.Generator, width: int, height: int, n_lesions: int
+    rng: np.random.Generator, width: int, height: int, n_lesions: int, *, background: bool = False
 ) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
     """A large photo as a phone takes it: skin texture at a quarter of the resolution (smooth
     at this scale), lesions at their absolute pixel sizes (``_PHONE_DIAMETER_PX``).
+
+    With ``background``, the face is an ellipse covering about a third of the frame (lesions
+    only on it), under hair, above a shirt, before a wall (``_WALLS``, ``_HAIR``, ``_SHIRTS``,
+    drawn at random, with grain on the wood, strands in the hair and shading on the wall): at
+    least half of the photo is not skin.
 
     Returns:
         ``(height, width, 3)`` uint8 RGB pixels and ``(class, x_min, y_min, x_max, y_max)`` boxes.
@@ -300,12 +318,17 @@ def render_phone_photo(
     side = max(width, height)
     small = _skin(rng, max(side // 4, 64))
     img = cv2.resize(small, (side, side), interpolation=cv2.INTER_LINEAR)
+    face = (0.5 * width, 0.55 * height, 0.30 * width, 0.33 * height)  # centre and semi-axes
     boxes: list[tuple[str, float, float, float, float]] = []
     centres: list[tuple[float, float, float]] = []
     for cls in rng.choice(CLASSES, size=n_lesions, p=_CLASS_SHARE):
         r = rng.uniform(*_PHONE_DIAMETER_PX[str(cls)]) / 2
         for _ in range(40):
-            cx, cy = rng.uniform(0.05 * width, 0.95 * width), rng.uniform(0.05 * height, 0.95 * height)
+            if background:  # on the face, a lesion's width inside its edge
+                angle, reach = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0, 1)) * 0.95
+                cx, cy = face[0] + reach * face[2] * np.cos(angle), face[1] + reach * face[3] * np.sin(angle)
+            else:
+                cx, cy = rng.uniform(0.05 * width, 0.95 * width), rng.uniform(0.05 * height, 0.95 * height)
             if all(np.hypot(cx - x, cy - y) > 1.2 * (r + q) for x, y, q in centres):
                 break
         else:
@@ -314,8 +337,38 @@ def render_phone_photo(
         centres.append((cx, cy, r))
         boxes.append((str(cls), max(cx - hw, 0.0), max(cy - hh, 0.0), min(cx + hw, width), min(cy + hh, height)))
     img = img[:height, :width]
+    if background:
+        img = _surround(rng, img, face)
     img += rng.normal(0, 0.012, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), boxes
+
+
+def _surround(rng: np.random.Generator, img: np.ndarray, face: tuple[float, float, float, float]) -> np.ndarray:
+    """The face ellipse of ``img`` kept; around it a wall, hair over the head and a shirt below."""
+    height, width = img.shape[:2]
+    yy, xx = np.ogrid[0:height, 0:width]
+    cx, cy, ax, ay = face
+    on_face = ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1
+    hair = (((xx - cx) / (ax * 1.15)) ** 2 + ((yy - cy + 0.08 * height) / (ay * 1.12)) ** 2 <= 1) & (yy < cy)
+    shirt = np.broadcast_to(yy > cy + ay * 0.95, (height, width))
+    wall_name = str(rng.choice(list(_WALLS)))
+    wall = np.broadcast_to(np.asarray(_WALLS[wall_name], np.float32) / 255, img.shape).copy()
+    shade = 1 + 0.06 * (xx / width - 0.5) - 0.04 * (yy / height - 0.5)  # light falls off across the wall
+    wall *= shade[..., None].astype(np.float32)
+    if wall_name == "pine wood":  # grain: wavy darker stripes
+        grain = np.sin(2 * np.pi * (xx / 90.0 + 0.3 * np.sin(yy / 400.0))) * 0.5 + 0.5
+        wall *= (1 - 0.12 * grain)[..., None].astype(np.float32)
+    out = np.where(on_face[..., None], img, wall)
+    strands = np.zeros((height, width), np.float32)
+    for _ in range(4000):  # hair: thin strands, lighter and darker than the colour
+        x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+        x1, y1 = x0 + rng.normal(0, 60), y0 + rng.uniform(200, 600)
+        cv2.line(strands, (int(x0), int(y0)), (int(x1), int(y1)), float(rng.uniform(-1, 1)), 3)
+    hair_rgb = np.asarray(_HAIR[str(rng.choice(list(_HAIR)))], np.float32) / 255
+    hair_px = hair_rgb * (1 + 0.25 * strands[..., None])
+    out = np.where((hair & ~on_face)[..., None], hair_px, out)
+    shirt_rgb = np.asarray(_SHIRTS[str(rng.choice(list(_SHIRTS)))], np.float32) / 255
+    return np.where((shirt & ~on_face)[..., None], shirt_rgb, out).astype(np.float32)
 
 
 def write_new_photos(
@@ -327,6 +380,7 @@ def write_new_photos(
     size: int = 640,
     phone_size: tuple[int, int] = (3000, 4000),
     labels: bool = False,
+    background: bool = False,
 ) -> Path:
     """Unlabelled photos to try ``kedro run --pipeline predict`` on: ``n_small`` like the
     training photos and ``n_phone`` at a phone's full resolution (portrait by default).
@@ -340,6 +394,8 @@ def write_new_photos(
         phone_size: width and height of the phone photos.
         labels: also write a VOC ``.xml`` beside each photo (for benchmarks; the default
             demo folder has none, as new photos would not).
+        background: phone photos of a face before a wall, under hair, over a shirt (at least
+            half of each photo is not skin) instead of skin filling the frame.
 
     Returns:
         The folder.
@@ -350,7 +406,8 @@ def write_new_photos(
     spec = SyntheticSpec(size=size)
     made = [(f"photo_{i:02d}.jpg", *render_photo(rng, spec, grade=i % len(spec.counts))) for i in range(n_small)]
     for i in range(n_phone):
-        made.append((f"phone_{i:02d}.jpg", *render_phone_photo(rng, *phone_size, int(rng.integers(8, 40)))))
+        n_lesions = int(rng.integers(8, 40))
+        made.append((f"phone_{i:02d}.jpg", *render_phone_photo(rng, *phone_size, n_lesions, background=background)))
     for name, pixels, boxes in made:
         Image.fromarray(pixels).save(root / name, quality=92)
         if labels:
