@@ -59,14 +59,17 @@ def _phone_set(work: Path, name: str, n_photos: int, background: bool) -> tuple[
     return folder, truth, (truth.x_max - truth.x_min) * (truth.y_max - truth.y_min) < 16 * 16
 
 
-def _measure(model, folder: Path, truth: pd.DataFrame, small: pd.Series, settings) -> dict:
-    """Seconds per photo, recall (all, and lesions under 16 x 16 px) and counting error."""
+def _measure(model, folder: Path, truth: pd.DataFrame, small: pd.Series, settings, operating) -> dict:
+    """Seconds per photo, recall (all, and lesions under 16 x 16 px) and counting error of the
+    boxes the predict pipeline counts: detected down to the calibration's floor, calibrated,
+    kept at the operating point (``operating``: the calibration and the threshold)."""
     from acne_detection.core.inference import predict_boxes
     from acne_detection.core.metrics import match_detections
 
+    calibration, threshold = operating
     photos = [(p.name, p) for p in sorted(folder.glob("*.jpg"))]
     start = time.perf_counter()
-    found = predict_boxes(model, photos, settings).assign(class_id=0)
+    found = calibration.split(predict_boxes(model, photos, settings), threshold)[0].assign(class_id=0)
     seconds = (time.perf_counter() - start) / len(photos)
 
     def recall(true: pd.DataFrame) -> float:
@@ -95,10 +98,13 @@ def _row(benchmark: str, baseline: str, base_s: float, ours: str, ours_s: float,
     }
 
 
-def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float, calibration: Path | None) -> list[dict]:
+def bench_slicing(
+    model_path: Path, work: Path, n_photos: int, operating: tuple, calibration: Path | None
+) -> list[dict]:
     """Per 3000 x 4000 phone photo, on (a) faces filling the frame and (b) faces with at least
     half background: resized whole-photo prediction, and sliced prediction on every runtime
-    with and without background skipping, against today's sliced path (PyTorch, every tile)."""
+    with and without background skipping, against today's sliced path (PyTorch, every tile).
+    Boxes as ``predict`` counts them: ``operating`` is the model's calibration and threshold."""
     import shutil
 
     from acne_detection.core.inference import RUNTIMES, InferenceSettings, load_detector, model_imgsz
@@ -123,16 +129,19 @@ def bench_slicing(model_path: Path, work: Path, n_photos: int, conf: float, cali
                     if mode == "never" and runtime != "torch":
                         continue
                     params = PredictParams(slicing=mode, skip_background=skip, max_det=3000, runtime=runtime)
+                    conf = operating[0].detector_floor(operating[1])
                     settings = InferenceSettings.from_params(params, imgsz=imgsz, conf=conf)
                     if not measured:  # warm-up: the first pass of a process pays for allocations
-                        _measure(model, folder, truth, small, settings)
-                    measured[(set_name, runtime, mode, skip)] = _measure(model, folder, truth, small, settings)
+                        _measure(model, folder, truth, small, settings, operating)
+                    measured[(set_name, runtime, mode, skip)] = _measure(
+                        model, folder, truth, small, settings, operating
+                    )
     for set_name, (_, truth, small) in sets.items():
         today = measured[(set_name, "torch", "always", False)]
         plain = measured[(set_name, "torch", "never", False)]
         head = (
             f"{n_photos} photos 3000x4000 {set_name}, {len(truth)} lesions ({int(small.sum())} under 16x16 px), "
-            f"conf >= {conf:.2f}"
+            f"counted at calibrated confidence >= {operating[1]:.2f}"
         )
         rows.append(
             _row(
@@ -232,7 +241,7 @@ def _peak_child(
     model_path: Path, folder: Path, n: int, runtime: str = "torch", calibration: Path | None = None
 ) -> float:
     code = (
-        "import sys, resource; from pathlib import Path;"
+        "import sys; from pathlib import Path;"
         "from acne_detection.core.inference import InferenceSettings, load_detector, iter_predictions;"
         "from acne_detection.core.params import PredictParams;"
         f"m, size = load_detector(Path({str(model_path)!r}), runtime={runtime!r}, "
@@ -240,10 +249,21 @@ def _peak_child(
         f"ps = sorted(Path({str(folder)!r}).glob('*.jpg'))[:{n}];"
         f"s = InferenceSettings.from_params(PredictParams(runtime={runtime!r}), imgsz=size, conf=0.25);"
         "k = sum(len(r) for _, r in iter_predictions(m, [(p.name, p) for p in ps], s));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "print(_peak_mb())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", PEAK + code], capture_output=True, text=True, check=True, cwd=ROOT)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+# The child's own peak: VmHWM belongs to its address space, made new by exec. Not getrusage's
+# ru_maxrss, which Linux carries over fork and exec from the parent: measured that way, the
+# child reported the benchmark parent's 2.3-2.6 GB (four runtimes loaded) as its own.
+PEAK = (
+    "def _peak_mb():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1]) / 1024\n"
+)
 
 
 def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list[dict]:
@@ -280,11 +300,10 @@ def main() -> None:
     parser.add_argument("--phone-photos", type=int, default=6)
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument(
-        "--conf",
-        type=float,
-        default=None,
-        help="confidence threshold for the slicing rows (default: the operating point eval recorded "
-        "for this model in data/06_models/model_threshold.json, else 0.25)",
+        "--threshold",
+        type=Path,
+        default=ROOT / "data" / "06_models" / "model_threshold.json",
+        help="eval's record for this model: its operating point and calibration (else: raw, at 0.25)",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -296,16 +315,17 @@ def main() -> None:
     args = parser.parse_args()
     if not args.model.is_file():
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
+    from acne_detection.core.calibration import Calibration
     from acne_detection.datasets.weights import sha256_of
     from benchmarks.run import merge_results
 
-    record = ROOT / "data" / "06_models" / "model_threshold.json"
-    saved = json.loads(record.read_text()) if record.exists() else {}
-    conf = args.conf or (saved["threshold"] if saved.get("model_sha256") == sha256_of(args.model) else 0.25)
+    saved = json.loads(args.threshold.read_text()) if args.threshold.is_file() else {}
+    own = saved.get("model_sha256") == sha256_of(args.model)
+    operating = (Calibration.from_dict(saved.get("calibration") if own else None), saved["threshold"] if own else 0.25)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = bench_slicing(args.model, work, args.phone_photos, conf, args.data if args.data.is_file() else None)
+        rows = bench_slicing(args.model, work, args.phone_photos, operating, args.data if args.data.is_file() else None)
         rows += bench_throughput(args.model, work, args.photos, args.repeats)
         rows += bench_memory(args.model, work, args.data if args.data.is_file() else None)
     merge_results(rows)

@@ -602,29 +602,45 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
 
 
 @pytest.mark.e2e
-def test_onnx_runtime_predicts_the_same_lesions(project: Path, runs: dict, tmp_path: Path) -> None:
-    """predict.runtime onnx: the trained model exported once to ONNX Runtime finds the same
-    boxes as PyTorch (within float error), in the same photo frame."""
+def test_every_runtime_predicts_the_same_lesions_from_one_cached_export(
+    project: Path, runs: dict, tmp_path: Path
+) -> None:
+    """predict.runtime onnx and openvino: the trained model, exported once per weights (a folder
+    named by their SHA-256), finds the same boxes as PyTorch (within float error), in the same
+    photo frame; openvino-int8, calibrated on the run's training split, finds boxes in that
+    frame too, and refuses, naming the reason, when it has no photos to calibrate on."""
     import shutil
 
     from acne_detection.core.inference import InferenceSettings, load_detector, predict_boxes
+    from acne_detection.core.metrics import box_iou
+    from acne_detection.datasets.weights import sha256_of
 
     checkpoint = tmp_path / "model.pt"
     shutil.copy(project / "data" / "06_models" / "acne_yolov8n.pt", checkpoint)
+    sha = sha256_of(checkpoint)[:16]
+    with pytest.raises(ValueError, match="calibrated on the model's training photos"):
+        load_detector(checkpoint, runtime="openvino-int8")
     images = sorted((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())[:3]
+    data_yaml = project / "data" / "05_model_input" / "yolo" / "data.yaml"
     found = {}
-    for runtime in ("torch", "onnx"):
-        model, imgsz = load_detector(checkpoint, runtime=runtime)
+    for runtime in ("torch", "onnx", "openvino", "openvino-int8"):
+        model, imgsz = load_detector(checkpoint, runtime=runtime, calibration_data=data_yaml)
         found[runtime] = predict_boxes(model, [(p.name, p) for p in images], InferenceSettings(imgsz=imgsz, conf=0.01))
-    assert (tmp_path / "model-64.onnx").is_file() and imgsz == 64
-    from acne_detection.core.metrics import box_iou
-
+    assert imgsz == 64
+    exports = tmp_path / "exports"
+    assert sorted(p.name for p in exports.iterdir()) == [f"{sha}-{r}-64" for r in ("onnx", "openvino", "openvino-int8")]
+    made = (exports / f"{sha}-onnx-64" / "model.onnx").stat().st_mtime_ns
+    load_detector(checkpoint, runtime="onnx")  # the same weights again: the export is reused, not redone
+    assert (exports / f"{sha}-onnx-64" / "model.onnx").stat().st_mtime_ns == made
     corners = ["x_min", "y_min", "x_max", "y_max"]
     confident = found["torch"][found["torch"].confidence >= 0.05]  # clear of the 0.01 cut, where float error decides
     assert len(confident) > 0
-    for image, mine in confident.groupby("image"):
-        theirs = found["onnx"][found["onnx"].image == image]
-        assert (box_iou(mine[corners].to_numpy(), theirs[corners].to_numpy()).max(axis=1) > 0.95).all(), image
+    for runtime in ("onnx", "openvino"):
+        for image, mine in confident.groupby("image"):
+            theirs = found[runtime][found[runtime].image == image]
+            assert (box_iou(mine[corners].to_numpy(), theirs[corners].to_numpy()).max(axis=1) > 0.95).all(), runtime
+    int8 = found["openvino-int8"]
+    assert len(int8) > 0 and int8[corners].min().min() >= 0 and int8[["x_max", "y_max"]].max().max() <= 640
 
 
 @pytest.mark.e2e

@@ -194,9 +194,9 @@ def export_runtime(
     int8 = runtime == "openvino-int8"
     if int8 and (calibration_data is None or not Path(calibration_data).is_file()):
         raise ValueError(
-            f"predict.runtime openvino-int8 calibrates on the model's training photos, and their data.yaml "
-            f"({calibration_data or 'none given'}) is not there: run `kedro run --pipeline data` first, "
-            "or use runtime openvino"
+            f"predict.runtime openvino-int8: no INT8 export of {Path(checkpoint).name} yet, and none can be made "
+            f"here: it is calibrated on the model's training photos, whose data.yaml ({calibration_data or 'none'}) "
+            "is not given. `kedro run` makes it (its register step, where the training split is)"
         )
     folder = (cache or Path(checkpoint).parent / "exports") / f"{sha256_of(checkpoint)[:16]}-{runtime}-{imgsz}"
     target = folder / ("model.onnx" if runtime == "onnx" else "model_openvino_model")  # names Ultralytics knows

@@ -63,14 +63,14 @@ class ToneEstimate(NamedTuple):
 #   their a* and b* by 1-2 units). Grey-cast photos keep most of their skin: in the greyest
 #   ACNE04 photo seen, skin's median C* is 5.5;
 # * hue angle h = atan2(b*, a*) <= 85 degrees: skin is orange (h about 45-65 on real ACNE04
-#   faces, 95th percentile 74; up to 81 on the yellowest synthetic tone); beige and wheat walls
-#   (h 86-109) are yellower;
+#   faces, 95th percentile 74; up to 81 on the yellowest synthetic tone); beige walls (h about
+#   100-110) are yellower (a "wheat" wall, h 86, is at the edge: partly kept);
 # * chroma C* <= 1.5 L*: no skin is that saturated for its lightness; dark varnished woods
 #   (mahogany C*/L* 2.3) and saturated red or orange fabrics are.
 # What colour cannot tell from skin (pine, oak and walnut wood, tan and blonde hair, a wall
 # painted in a skin tone) is kept as skin: for tile skipping that costs time, never a lesion.
-# On 200 ACNE04 faces (the centre of each photo) the model keeps a median 94 % of pixels; the
-# rest are lesion heads, glare and grey casts.
+# On the 48 ACNE04 sample faces (the centre half of each photo) ``skin_mask`` keeps a median
+# 80 % of pixels, 50 % at the lowest: the rest are lesion heads, glare, shadow and grey casts.
 SKIN_LIGHTNESS = (15.0, 97.0)
 SKIN_MIN_CHROMA = 3.0
 SKIN_MAX_HUE = 85.0

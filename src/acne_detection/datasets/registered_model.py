@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 
 
 class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
-    """Saving logs ``{"weights": path, "tags": {...}}`` into the active MLflow run as a pyfunc
+    """Saving logs ``{"weights": path, "runtime_model": path or None, "tags": {...}}`` into the
+    active MLflow run as a pyfunc
     model (``acne_detection/ops/serving.py``, logged as code) and registers
     it under ``name``, the tags on the new version. Loading returns the latest version as an
     ``mlflow.pyfunc`` model.
@@ -74,13 +75,14 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
             name="detector",
             python_model=str(Path(serving.__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
             code_paths=[str(package)],  # the package itself, so loading needs no install of this project
-            artifacts={"weights": str(data["weights"])},
+            artifacts={
+                "weights": str(data["weights"]),
+                # the weights exported for predict.runtime (ONNX, OpenVINO), served as they were measured
+                **({"runtime_model": str(data["runtime_model"])} if data.get("runtime_model") else {}),
+            },
             model_config=config or None,
             signature=signature,
-            pip_requirements=[
-                f"{p}=={version(p)}"
-                for p in ("ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow", "pi-heif")
-            ],
+            pip_requirements=[f"{p}=={version(p)}" for p in _served_packages(config)],
             registered_model_name=self._name,
         )
         client = mlflow.MlflowClient()
@@ -100,3 +102,10 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"name": self._name}
+
+
+def _served_packages(config: dict[str, Any]) -> list[str]:
+    """What the served model imports: the project's own dependencies, and its runtime's."""
+    runtime = str((config.get("predict") or {}).get("runtime", "torch"))
+    extra = {"onnx": ["onnxruntime"], "openvino": ["openvino"], "openvino-int8": ["openvino"]}.get(runtime, [])
+    return ["ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow", "pi-heif", *extra]

@@ -51,23 +51,29 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     the model's configuration and its signature), ``imgsz`` (0: the training size) and
     ``slicing`` (``auto``, ``always``, ``never``). Tiles, overlap, merging and batch are the
     ``predict`` settings registered with the model (``config["predict"]``), through the same
-    ``InferenceSettings.from_params`` the predict pipeline uses.
+    ``InferenceSettings.from_params`` the predict pipeline uses; the runtime too (the
+    ``runtime_model`` artifact: the weights exported for ``predict.runtime`` at registration).
     """
 
     def load_context(self, context: Any) -> None:
         from ultralytics import YOLO
 
         import acne_detection  # noqa: F401 - its import sets the privacy defaults, before Ultralytics reads them
+        from acne_detection.core.inference import model_imgsz
 
-        self.model = YOLO(context.artifacts["weights"])
         self.config = dict(context.model_config or {})
+        weights = YOLO(context.artifacts["weights"])
+        self.imgsz = model_imgsz(weights)  # the training size, which an export does not carry
+        # the runtime predict was registered with (predict.runtime), exported at registration
+        exported = context.artifacts.get("runtime_model")
+        self.model = YOLO(exported, task="detect") if exported else weights
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from pydantic import ValidationError
 
         from acne_detection.core.calibration import Calibration
         from acne_detection.core.grading import GradingRule
-        from acne_detection.core.inference import DEFAULT_THRESHOLD, InferenceSettings, model_imgsz, predict_boxes
+        from acne_detection.core.inference import DEFAULT_THRESHOLD, InferenceSettings, predict_boxes
         from acne_detection.core.params import PredictParams
 
         params = params or {}
@@ -86,7 +92,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
             raise _bad_request(f"params: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         settings = InferenceSettings.from_params(
             predict,
-            imgsz=int(params.get("imgsz") or model_imgsz(self.model)),
+            imgsz=int(params.get("imgsz") or self.imgsz),
             conf=calibration.detector_floor(threshold),
             device="cpu",
         )

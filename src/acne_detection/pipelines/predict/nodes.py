@@ -103,6 +103,21 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
     }
 
 
+def _load_for_runtime(checkpoint: Path, params: PredictParams) -> tuple[Any, int, str]:
+    """The model on ``predict.runtime``. An INT8 export is calibrated on the model's training
+    photos, so it is made where they are (``register`` makes it, in ``kedro run``); when it was
+    never made and cannot be here, prediction runs on OpenVINO fp32 and says so."""
+    try:
+        model, imgsz = load_detector(checkpoint, runtime=params.runtime, imgsz=params.imgsz)
+        return model, imgsz, params.runtime
+    except ValueError as err:
+        if params.runtime != "openvino-int8":
+            raise
+        logger.warning("%s. Predicting on OpenVINO fp32 instead.", err)
+        model, imgsz = load_detector(checkpoint, runtime="openvino", imgsz=params.imgsz)
+        return model, imgsz, "openvino"
+
+
 def predict_new_photos(
     photos: Photos, model_info: dict[str, Any], params: PredictParams
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,7 +136,7 @@ def predict_new_photos(
         predicted photo, ``candidates`` (its detections down to the calibration's floor: what
         its grade probabilities come from). Annotation files beside the photos are not listed (the log counts them).
     """
-    model, imgsz = load_detector(Path(model_info["checkpoint"]), runtime=params.runtime, imgsz=params.imgsz)
+    model, imgsz, runtime = _load_for_runtime(Path(model_info["checkpoint"]), params)
     device, device_name = detect_device(params.device)
     calibration = Calibration.from_dict(model_info.get("calibration"))
     settings = InferenceSettings.from_params(
@@ -150,7 +165,7 @@ def predict_new_photos(
         len(good),
         device,
         device_name,
-        params.runtime,
+        runtime,
         settings.imgsz,
         settings.slicing,
         len(rows),

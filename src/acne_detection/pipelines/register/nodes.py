@@ -11,7 +11,7 @@ import mlflow
 import pandas as pd
 
 from acne_detection.core.grading import GradingRule
-from acne_detection.core.inference import DEFAULT_THRESHOLD
+from acne_detection.core.inference import DEFAULT_THRESHOLD, export_runtime, model_imgsz
 from acne_detection.core.model_card import SYNTHETIC_WARNING, trained_on
 from acne_detection.core.params import SERVED_PREDICT_SETTINGS, GradingParams, PredictParams
 from acne_detection.datasets import YoloDataset
@@ -44,7 +44,9 @@ def describe_for_registry(
         manifest: the split manifest (is the training data synthetic?).
 
     Returns:
-        ``{"weights", "config", "tags"}``: ``config`` holds the grading rule, the threshold the
+        ``{"weights", "runtime_model", "config", "tags"}``: ``runtime_model`` is the weights
+        exported for ``predict.runtime`` (``None`` on PyTorch; INT8 calibrated on this training
+        split), so the served model runs where it was measured; ``config`` holds the grading rule, the threshold the
         served model answers at by default, how it slices and merges (``predict``), the
         weights' SHA-256 and the run that logged them;
         ``tags`` hold the manifest's and weights' SHA-256, the training health and the
@@ -64,8 +66,15 @@ def describe_for_registry(
     rule = str(model_threshold.get("rule")) if own else "default (no operating point chosen)"
     run = mlflow.active_run()
     kind = trained_on(manifest)
+    runtime_model = None
+    if predict.runtime != "torch":
+        from ultralytics import YOLO
+
+        size = predict.imgsz or model_imgsz(YOLO(str(weights)))
+        runtime_model = export_runtime(Path(weights), predict.runtime, size, calibration_data=dataset.data_yaml)
     return {
         "weights": weights,
+        "runtime_model": runtime_model,
         "description": card if own else None,
         "config": {
             # the rule, and the thresholds this model's count is graded by (eval's count correction,
