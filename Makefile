@@ -25,7 +25,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test,onnx,openvino,team,viz]"
+	$(BIN)/python -m pip install -e ".[test,onnx,team,viz]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,6 +3,7 @@ big or unusual photos, with a real COCO-pretrained YOLOv8n on Ultralytics' own s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -307,3 +308,52 @@ def test_the_served_model_slices_and_merges_by_the_predict_settings_registered_w
     assert len(observed_slicing["tiles"]) == 1
     with pytest.raises(MlflowException, match="slicing"):
         served.predict(None, request, {"slicing": "sometimes"})
+
+
+def test_the_served_model_runs_on_the_registered_runtime_and_skips_background_tiles(
+    runtime_models, coco_model, tmp_path: Path
+) -> None:
+    """A model registered with ``predict.runtime: openvino`` and ``skip_background: true`` serves
+    from the OpenVINO export logged beside its weights (``runtime_model``), through the same
+    batched, skipping path as predict: the same boxes as ``predict_boxes`` on that export, in
+    fewer forward passes than tiles."""
+    import base64
+
+    import mlflow.pyfunc
+
+    from acne_detection.core.inference import export_runtime
+    from acne_detection.core.params import SERVED_PREDICT_SETTINGS, PredictParams
+    from acne_detection.ops.serving import YoloDetector
+
+    predict = PredictParams(runtime="openvino", slicing="always", skip_background=True)
+    config = {"predict": predict.model_dump(include=SERVED_PREDICT_SETTINGS), "threshold": 0.4}
+    exported = export_runtime(Path(coco_model.ckpt_path), "openvino", 320, cache=tmp_path)  # as register makes it
+    served = YoloDetector()
+    artifacts = {"weights": coco_model.ckpt_path, "runtime_model": str(exported)}
+    served.load_context(mlflow.pyfunc.PythonModelContext(artifacts, config))
+    assert str(served.model.ckpt_path or served.model.model_name).endswith("_openvino_model")
+    pixels = _skin_canvas((1600, 1200))
+    pixels[:, 800:] = (236, 234, 230)  # a white wall
+    pixels[400:760, 700:970] = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360)))
+    photo = tmp_path / "half.png"
+    Image.fromarray(pixels).save(photo)
+    passes: list[int] = []
+    real = served.model.predict
+
+    def counted(source, **kwargs):
+        passes.append(len(source) if isinstance(source, list) else 1)
+        return real(source, **kwargs)
+
+    served.model.predict = counted
+    answer = served.predict(None, pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]}), {})
+    from acne_detection.core.calibration import Calibration
+
+    raw = Calibration.from_dict(None)  # none registered: confidences as the detector gives them
+    settings = InferenceSettings.from_params(predict, imgsz=320, conf=raw.detector_floor(0.4))
+    expected = raw.split(predict_boxes(runtime_models["openvino"], [("#0", pixels)], settings), 0.4)[0]
+    served_boxes = pd.DataFrame(json.loads(answer.boxes[0]))
+    assert len(served_boxes) == len(expected) >= 2
+    assert np.allclose(
+        served_boxes[["x_min", "y_min", "x_max", "y_max"]], expected[["x_min", "y_min", "x_max", "y_max"]], atol=0.01
+    )
+    assert sum(passes) < 31 - 6  # 30 tiles and the whole photo without skipping

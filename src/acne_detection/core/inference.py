@@ -160,7 +160,7 @@ def load_detector(
         The model and the image size it predicts at.
 
     Raises:
-        ImportError: the runtime's packages are not installed (the message names the extra).
+        ImportError: the runtime's packages are not installed (the message says how to install them).
         ValueError: ``openvino-int8`` without calibration photos.
     """
     from ultralytics import YOLO
@@ -189,8 +189,8 @@ def export_runtime(
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     for needed in _RUNTIME_PACKAGES[runtime]:
         if importlib.util.find_spec(needed) is None:
-            extra = "onnx" if runtime == "onnx" else "openvino"
-            raise ImportError(f"predict.runtime {runtime} needs the '{needed}' package: pip install -e \".[{extra}]\"")
+            how = 'pip install -e ".[onnx]"' if runtime == "onnx" else "pip install -e . (a dependency of the project)"
+            raise ImportError(f"predict.runtime {runtime} needs the '{needed}' package: {how}")
     int8 = runtime == "openvino-int8"
     if int8 and (calibration_data is None or not Path(calibration_data).is_file()):
         raise ValueError(

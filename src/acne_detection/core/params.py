@@ -169,7 +169,7 @@ class PredictParams(_Strict):
     device: str = "auto"
     # onnx: ONNX Runtime; openvino: OpenVINO fp32; openvino-int8: OpenVINO INT8, calibrated on the
     # training photos (inference.load_detector; exported once per weights)
-    runtime: Literal["torch", "onnx", "openvino", "openvino-int8"] = "torch"
+    runtime: Literal["torch", "onnx", "openvino", "openvino-int8"] = "openvino-int8"
     imgsz: int | None = Field(None, ge=32)  # null: the model's training size
     slicing: Literal["auto", "always", "never"] = "auto"
     slice_above: float = Field(2.0, gt=0)  # auto slices photos whose long side exceeds this many times imgsz
@@ -177,7 +177,7 @@ class PredictParams(_Strict):
     tile: int | None = Field(None, ge=32)  # null: the model's own imgsz
     merge_metric: Literal["IOS", "IOU"] = "IOS"
     merge_threshold: float = Field(0.5, gt=0, le=1)
-    skip_background: bool = False  # sliced photos: tiles with no skin in or near them are not predicted
+    skip_background: bool = True  # sliced photos: tiles with no skin in or near them are not predicted
     # a tile is predicted when this share of it is skin (the mask dilated by the overlap)
     min_skin: float = Field(0.02, gt=0, le=1)
     batch: int = Field(8, ge=1)
