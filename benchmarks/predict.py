@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+PHONE_SIZE = [3000, 4000]  # width, height of the generated phone photos (--quick: smaller)
+MEMORY_COUNTS = [100, 1000]  # photos per memory measurement (--quick: fewer)
 
 
 def _timed(fn, repeats: int) -> dict:
@@ -54,7 +56,15 @@ def _phone_set(work: Path, name: str, n_photos: int, background: bool) -> tuple[
     from acne_detection.core.synthetic import write_new_photos
 
     seed = 8 if background else 7
-    folder = write_new_photos(work / name, n_small=0, n_phone=n_photos, seed=seed, labels=True, background=background)
+    folder = write_new_photos(
+        work / name,
+        n_small=0,
+        n_phone=n_photos,
+        seed=seed,
+        labels=True,
+        background=background,
+        phone_size=tuple(PHONE_SIZE),
+    )
     truth = _truth(folder)
     return folder, truth, (truth.x_max - truth.x_min) * (truth.y_max - truth.y_min) < 16 * 16
 
@@ -140,7 +150,8 @@ def bench_slicing(
         today = measured[(set_name, "torch", "always", False)]
         plain = measured[(set_name, "torch", "never", False)]
         head = (
-            f"{n_photos} photos 3000x4000 {set_name}, {len(truth)} lesions ({int(small.sum())} under 16x16 px), "
+            f"{n_photos} photos {PHONE_SIZE[0]}x{PHONE_SIZE[1]} {set_name}, {len(truth)} lesions "
+            f"({int(small.sum())} under 16x16 px), "
             f"counted at calibrated confidence >= {operating[1]:.2f}"
         )
         rows.append(
@@ -274,7 +285,7 @@ def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list
     from acne_detection.core.inference import load_detector
     from acne_detection.core.synthetic import write_voc_export
 
-    folder = write_voc_export(work / "many", n_images=1000, size=640, seed=5)
+    folder = write_voc_export(work / "many", n_images=max(MEMORY_COUNTS), size=640, seed=5)
     weights = work / "model.pt"
     if not weights.exists():
         shutil.copy(model_path, weights)
@@ -283,7 +294,7 @@ def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list
         if runtime == "openvino-int8" and calibration is None:
             continue
         load_detector(weights, runtime=runtime, calibration_data=calibration)  # the export, made once
-        peaks = {n: _peak_child(weights, folder, n, runtime, calibration) for n in (100, 1000)}
+        peaks = {n: _peak_child(weights, folder, n, runtime, calibration) for n in MEMORY_COUNTS}
         rows.append(
             {
                 "benchmark": f"peak resident memory of prediction (MB), {runtime}",
@@ -307,6 +318,11 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke sizes (1 phone photo of 1200 x 1600, 8 photos, memory at 4 photos); nothing is merged",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         default=ROOT / "data" / "05_model_input" / "yolo" / "data.yaml",
@@ -325,10 +341,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = bench_slicing(args.model, work, args.phone_photos, operating, args.data if args.data.is_file() else None)
-        rows += bench_throughput(args.model, work, args.photos, args.repeats)
-        rows += bench_memory(args.model, work, args.data if args.data.is_file() else None)
-    merge_results(rows)
+        data = args.data if args.data.is_file() else None
+        if args.quick:
+            PHONE_SIZE[:] = [1200, 1600]
+            MEMORY_COUNTS[:] = [4]
+        n_phone, n_photos = (1, 8) if args.quick else (args.phone_photos, args.photos)
+        rows = bench_slicing(args.model, work, n_phone, operating, data)
+        rows += bench_throughput(args.model, work, n_photos, 1 if args.quick else args.repeats)
+        rows += bench_memory(args.model, work, data)
+    if not args.quick:
+        merge_results(rows)
     print(json.dumps([{k: v for k, v in r.items() if k != "found"} for r in rows], indent=2, default=float))
 
 

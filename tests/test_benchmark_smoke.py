@@ -52,3 +52,31 @@ def test_serve_load_benchmark_answers_good_and_bad_requests(tmp_path: Path) -> N
     assert "12 requests of a 640 px photo (1 of them bad)" in done.stdout
     assert re.search(r"p50/p95/p99 [\d.]+/[\d.]+/[\d.]+ s, 0 errors; 1 phone photos", done.stdout), done.stdout
     assert re.search(r"server memory \d+ MB before, \d+ MB peak, \d+ MB after each of 1 rounds \(0 errors", done.stdout)
+
+
+@pytest.mark.e2e
+def test_predict_benchmark_measures_every_runtime_with_and_without_skipping(tmp_path: Path) -> None:
+    """`python -m benchmarks.predict --quick` with the COCO weights (no training data: INT8 is
+    skipped, and says so): each set's slicing row and the runtimes' rows, and memory per runtime."""
+    import shutil
+
+    import yaml
+
+    from acne_detection.datasets import PretrainedWeightsSource
+
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
+    cache = tmp_path / "cache" / "yolov8n.pt"
+    source = PretrainedWeightsSource(
+        **{**{k: v for k, v in base.items() if k != "type"}, "cache": str(cache), "try_download": False}
+    )
+    weights = tmp_path / "yolov8n.pt"
+    shutil.copy(source.load().resolve()[0], weights)
+    done = _module("benchmarks.predict", "--quick", "--model", str(weights), "--data", str(tmp_path / "none.yaml"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "openvino-int8 skipped: no training data.yaml" in done.stderr
+    for name in ("(a) full-frame skin", "(b) half background"):
+        assert f'"sliced inference on phone photos {name}"' in done.stdout
+        for runtime in ("torch, skipping background", "onnx", "openvino, skipping background"):
+            assert f'"sliced phone photo {name}: {runtime}"' in done.stdout
+    assert done.stdout.count('"4 photos":') == 3  # torch, onnx, openvino
+    assert "1 photos 1200x1600" in done.stdout

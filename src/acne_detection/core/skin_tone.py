@@ -96,6 +96,15 @@ def to_lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
+def shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """The photo at most ``max_side`` pixels long (area averaging), and its scale."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1:
+        return rgb, 1.0
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA), scale
+
+
 def skin_mask(rgb: np.ndarray, *, max_side: int = 512) -> tuple[np.ndarray, float]:
     """Where a photo's skin is, at reduced size (skin is a property of large areas): the colour
     model's pixels, cleaned of specks (a 5 px median filter at ``max_side``: stray pixels of a
@@ -109,13 +118,7 @@ def skin_mask(rgb: np.ndarray, *, max_side: int = 512) -> tuple[np.ndarray, floa
         The boolean mask (``skin_pixels`` of the shrunk photo) and its scale (mask pixels per
         photo pixel).
     """
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = (
-        cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        if scale < 1
-        else rgb
-    )
+    small, scale = shrink(rgb, max_side)
     return cv2.medianBlur(skin_pixels(to_lab(small)).astype(np.uint8), 5).astype(bool), scale
 
 
@@ -208,13 +211,7 @@ def measure_tone(
     Returns:
         ``ToneEstimate(ita, problem, method)``.
     """
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = (
-        cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        if scale < 1
-        else rgb
-    )
+    small, scale = shrink(rgb, max_side)
     lab = to_lab(small)
     lightness, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     if float(np.percentile(np.hypot(a, b), 99)) < 2.0:  # 8-bit grey rounds to |a|, |b| well under 1
