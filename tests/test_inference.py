@@ -345,7 +345,8 @@ def test_the_served_model_runs_on_the_registered_runtime_and_skips_background_ti
         return real(source, **kwargs)
 
     served.model.predict = counted
-    answer = served.predict(None, pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]}), {})
+    request = pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]})
+    answer = served.predict(None, request, {"imgsz": 320})  # the size it was exported at (the COCO model's is 640)
     from acne_detection.core.calibration import Calibration
 
     raw = Calibration.from_dict(None)  # none registered: confidences as the detector gives them
