@@ -632,6 +632,8 @@ def test_every_runtime_predicts_the_same_lesions_from_one_cached_export(
     made = (exports / f"{sha}-onnx-64" / "model.onnx").stat().st_mtime_ns
     load_detector(checkpoint, runtime="onnx")  # the same weights again: the export is reused, not redone
     assert (exports / f"{sha}-onnx-64" / "model.onnx").stat().st_mtime_ns == made
+    # made once, the INT8 export needs no calibration photos again (predict runs where they are not)
+    load_detector(checkpoint, runtime="openvino-int8")
     corners = ["x_min", "y_min", "x_max", "y_max"]
     confident = found["torch"][found["torch"].confidence >= 0.05]  # clear of the 0.01 cut, where float error decides
     assert len(confident) > 0

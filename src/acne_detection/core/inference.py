@@ -191,6 +191,10 @@ def export_runtime(
         if importlib.util.find_spec(needed) is None:
             how = 'pip install -e ".[onnx]"' if runtime == "onnx" else "pip install -e . (a dependency of the project)"
             raise ImportError(f"predict.runtime {runtime} needs the '{needed}' package: {how}")
+    folder = (cache or Path(checkpoint).parent / "exports") / f"{sha256_of(checkpoint)[:16]}-{runtime}-{imgsz}"
+    target = folder / ("model.onnx" if runtime == "onnx" else "model_openvino_model")  # names Ultralytics knows
+    if target.exists():  # made before, for these very weights: no calibration photos needed again
+        return target
     int8 = runtime == "openvino-int8"
     if int8 and (calibration_data is None or not Path(calibration_data).is_file()):
         raise ValueError(
@@ -198,10 +202,6 @@ def export_runtime(
             f"here: it is calibrated on the model's training photos, whose data.yaml ({calibration_data or 'none'}) "
             "is not given. `kedro run` makes it (its register step, where the training split is)"
         )
-    folder = (cache or Path(checkpoint).parent / "exports") / f"{sha256_of(checkpoint)[:16]}-{runtime}-{imgsz}"
-    target = folder / ("model.onnx" if runtime == "onnx" else "model_openvino_model")  # names Ultralytics knows
-    if target.exists():
-        return target
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "model.pt"  # Ultralytics writes its export beside the weights it exports
     shutil.copyfile(checkpoint, weights)
@@ -215,7 +215,7 @@ def export_runtime(
     else:
         kwargs.update(format="openvino")
     if int8:  # NNCF's post-training quantization, on the training split's photos
-        kwargs.update(int8=True, data=str(calibration_data), split="train")
+        kwargs.update(quantize=8, data=str(calibration_data), split="train")
     made = Path(YOLO(str(weights)).export(**kwargs))
     made.rename(target)
     weights.unlink()
