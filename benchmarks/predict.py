@@ -25,8 +25,6 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-PHONE_SIZE = [3000, 4000]  # width, height of the generated phone photos (--quick: smaller)
-MEMORY_COUNTS = [100, 1000]  # photos per memory measurement (--quick: fewer)
 
 
 def _timed(fn, repeats: int) -> dict:
@@ -51,8 +49,11 @@ def _truth(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image", "class_id", "x_min", "y_min", "x_max", "y_max"])
 
 
-def _phone_set(work: Path, name: str, n_photos: int, background: bool) -> tuple[Path, pd.DataFrame, pd.Series]:
-    """A generated set of labelled 3000 x 4000 phone photos, its true boxes and which are small."""
+def _phone_set(
+    work: Path, name: str, n_photos: int, size: tuple[int, int], background: bool
+) -> tuple[Path, pd.DataFrame, pd.Series]:
+    """A generated set of labelled phone photos (``size``: width, height), its true boxes and
+    which are small."""
     from acne_detection.core.synthetic import write_new_photos
 
     seed = 8 if background else 7
@@ -63,7 +64,7 @@ def _phone_set(work: Path, name: str, n_photos: int, background: bool) -> tuple[
         seed=seed,
         labels=True,
         background=background,
-        phone_size=tuple(PHONE_SIZE),
+        phone_size=size,
     )
     truth = _truth(folder)
     return folder, truth, (truth.x_max - truth.x_min) * (truth.y_max - truth.y_min) < 16 * 16
@@ -109,9 +110,14 @@ def _row(benchmark: str, baseline: str, base_s: float, ours: str, ours_s: float,
 
 
 def bench_slicing(
-    model_path: Path, work: Path, n_photos: int, operating: tuple, calibration: Path | None
+    model_path: Path,
+    work: Path,
+    n_photos: int,
+    operating: tuple,
+    calibration: Path | None,
+    size: tuple[int, int] = (3000, 4000),
 ) -> list[dict]:
-    """Per 3000 x 4000 phone photo, on (a) faces filling the frame and (b) faces with at least
+    """Per phone photo (3000 x 4000 by default), on (a) faces filling the frame and (b) faces with at least
     half background: resized whole-photo prediction, and sliced prediction on every runtime
     with and without background skipping, against today's sliced path (PyTorch, every tile).
     Boxes as ``predict`` counts them: ``operating`` is the model's calibration and threshold."""
@@ -123,8 +129,8 @@ def bench_slicing(
     weights = work / "model.pt"  # exports land in work/exports, not beside the user's model
     shutil.copy(model_path, weights)
     sets = {
-        "(a) full-frame skin": _phone_set(work, "phone", n_photos, background=False),
-        "(b) half background": _phone_set(work, "phone_bg", n_photos, background=True),
+        "(a) full-frame skin": _phone_set(work, "phone", n_photos, size, background=False),
+        "(b) half background": _phone_set(work, "phone_bg", n_photos, size, background=True),
     }
     rows, measured = [], {}
     for runtime in RUNTIMES:
@@ -150,7 +156,7 @@ def bench_slicing(
         today = measured[(set_name, "torch", "always", False)]
         plain = measured[(set_name, "torch", "never", False)]
         head = (
-            f"{n_photos} photos {PHONE_SIZE[0]}x{PHONE_SIZE[1]} {set_name}, {len(truth)} lesions "
+            f"{n_photos} photos {size[0]}x{size[1]} {set_name}, {len(truth)} lesions "
             f"({int(small.sum())} under 16x16 px), "
             f"counted at calibrated confidence >= {operating[1]:.2f}"
         )
@@ -277,7 +283,9 @@ PEAK = (
 )
 
 
-def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list[dict]:
+def bench_memory(
+    model_path: Path, work: Path, calibration: Path | None, counts: tuple[int, ...] = (100, 1000)
+) -> list[dict]:
     """Peak resident memory of a process predicting a stream of 640 px photos, per runtime (the
     export is made before, in the cache the process loads it from)."""
     import shutil
@@ -285,7 +293,7 @@ def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list
     from acne_detection.core.inference import load_detector
     from acne_detection.core.synthetic import write_voc_export
 
-    folder = write_voc_export(work / "many", n_images=max(MEMORY_COUNTS), size=640, seed=5)
+    folder = write_voc_export(work / "many", n_images=max(counts), size=640, seed=5)
     weights = work / "model.pt"
     if not weights.exists():
         shutil.copy(model_path, weights)
@@ -294,7 +302,7 @@ def bench_memory(model_path: Path, work: Path, calibration: Path | None) -> list
         if runtime == "openvino-int8" and calibration is None:
             continue
         load_detector(weights, runtime=runtime, calibration_data=calibration)  # the export, made once
-        peaks = {n: _peak_child(weights, folder, n, runtime, calibration) for n in MEMORY_COUNTS}
+        peaks = {n: _peak_child(weights, folder, n, runtime, calibration) for n in counts}
         rows.append(
             {
                 "benchmark": f"peak resident memory of prediction (MB), {runtime}",
@@ -342,13 +350,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = args.data if args.data.is_file() else None
-        if args.quick:
-            PHONE_SIZE[:] = [1200, 1600]
-            MEMORY_COUNTS[:] = [4]
         n_phone, n_photos = (1, 8) if args.quick else (args.phone_photos, args.photos)
-        rows = bench_slicing(args.model, work, n_phone, operating, data)
+        size, counts = ((1200, 1600), (4,)) if args.quick else ((3000, 4000), (100, 1000))
+        rows = bench_slicing(args.model, work, n_phone, operating, data, size)
         rows += bench_throughput(args.model, work, n_photos, 1 if args.quick else args.repeats)
-        rows += bench_memory(args.model, work, data)
+        rows += bench_memory(args.model, work, data, counts)
     if not args.quick:
         merge_results(rows)
     print(json.dumps([{k: v for k, v in r.items() if k != "found"} for r in rows], indent=2, default=float))

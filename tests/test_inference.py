@@ -151,6 +151,19 @@ def test_the_own_sliced_path_equals_sahis_get_sliced_prediction(coco_model, conf
     assert mine == reference
 
 
+def _count_passes(model, monkeypatch) -> list[int]:
+    """Images per forward pass of ``model.predict`` from now on (the real call, counted)."""
+    passes: list[int] = []
+    real = model.predict
+
+    def counted(source, **kwargs):
+        passes.append(len(source) if isinstance(source, list) else 1)
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(model, "predict", counted)
+    return passes
+
+
 def test_background_tiles_are_skipped_and_a_lesion_on_the_skin_edge_is_kept(coco_model, monkeypatch) -> None:
     """A photo whose left half is skin and right half a white wall: with skipping, the tiles of
     wall alone are not predicted (fewer forward passes, observed), and the people pasted across
@@ -159,14 +172,7 @@ def test_background_tiles_are_skipped_and_a_lesion_on_the_skin_edge_is_kept(coco
     pixels[:, 800:] = (236, 234, 230)  # a white wall
     small = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360)))
     pixels[400:760, 700:970] = small  # across the skin's edge at x = 800
-    passes: list[int] = []
-    real = coco_model.predict
-
-    def counted(source, **kwargs):
-        passes.append(len(source) if isinstance(source, list) else 1)
-        return real(source, **kwargs)
-
-    monkeypatch.setattr(coco_model, "predict", counted)
+    passes = _count_passes(coco_model, monkeypatch)
     results = {}
     for skip in (False, True):
         passes.clear()
@@ -311,7 +317,7 @@ def test_the_served_model_slices_and_merges_by_the_predict_settings_registered_w
 
 
 def test_the_served_model_runs_on_the_registered_runtime_and_skips_background_tiles(
-    runtime_models, coco_model, tmp_path: Path
+    runtime_models, coco_model, tmp_path: Path, monkeypatch
 ) -> None:
     """A model registered with ``predict.runtime: openvino`` and ``skip_background: true`` serves
     from the OpenVINO export logged beside its weights (``runtime_model``), through the same
@@ -337,14 +343,7 @@ def test_the_served_model_runs_on_the_registered_runtime_and_skips_background_ti
     pixels[400:760, 700:970] = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360)))
     photo = tmp_path / "half.png"
     Image.fromarray(pixels).save(photo)
-    passes: list[int] = []
-    real = served.model.predict
-
-    def counted(source, **kwargs):
-        passes.append(len(source) if isinstance(source, list) else 1)
-        return real(source, **kwargs)
-
-    served.model.predict = counted
+    passes = _count_passes(served.model, monkeypatch)
     request = pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]})
     answer = served.predict(None, request, {"imgsz": 320})  # the size it was exported at (the COCO model's is 640)
     from acne_detection.core.calibration import Calibration

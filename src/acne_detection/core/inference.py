@@ -451,9 +451,9 @@ def _object_predictions(
     wrapper makes them (coordinates clipped at 0, empty boxes dropped)."""
     from sahi.prediction import ObjectPrediction
 
+    height, width = full_shape
     out = []
     for x0, y0, x1, y1, score, cls in result.boxes.data.cpu().numpy().tolist():
-        height, width = full_shape
         box = [min(width, max(0.0, x0)), min(height, max(0.0, y0)), min(width, max(0.0, x1)), min(height, max(0.0, y1))]
         if not (box[0] < box[2] and box[1] < box[3]):
             continue

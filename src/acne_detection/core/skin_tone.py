@@ -80,14 +80,15 @@ SKIN_MAX_CHROMA_PER_LIGHTNESS = 1.5
 def skin_pixels(lab: np.ndarray) -> np.ndarray:
     """Which pixels of a CIELAB image (float, OpenCV's scale) are skin-coloured: the model above."""
     lightness, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+    chroma = np.hypot(a, b)
     return (
         (lightness >= SKIN_LIGHTNESS[0])
         & (lightness <= SKIN_LIGHTNESS[1])
         & (a > 0)
         & (b > 0)
         & (b <= a * math.tan(math.radians(SKIN_MAX_HUE)))  # hue angle <= SKIN_MAX_HUE
-        & (np.hypot(a, b) >= SKIN_MIN_CHROMA)
-        & (np.hypot(a, b) <= SKIN_MAX_CHROMA_PER_LIGHTNESS * lightness)
+        & (chroma >= SKIN_MIN_CHROMA)
+        & (chroma <= SKIN_MAX_CHROMA_PER_LIGHTNESS * lightness)
     )
 
 
