@@ -425,7 +425,8 @@ def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict
     Returns:
         The metrics: ``grade_accuracy`` with a 95 % Wilson interval (``_low``, ``_high``),
         ``grade_ceiling`` (accuracy of grading the *true* counts: what a perfect counter
-        would reach), ``count_mae`` and ``count_rmse`` (ACNE04's counting protocol),
+        would reach), ``grade_within_one`` (the share graded at most one grade off), ``count_mae``
+        and ``count_rmse`` (ACNE04's counting protocol),
         ``grade_recall.<name>`` and ``photos_graded``; and the grade confusion matrix (rows true,
         columns predicted, counts).
     """
@@ -447,6 +448,7 @@ def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict
             grade_accuracy_low=interval.low,
             grade_accuracy_high=interval.high,
             grade_ceiling=float((graded.count_grade.astype(int).to_numpy() == truth).mean()),
+            grade_within_one=float((np.abs(truth - pred) <= 1).mean()),
         )
         for g, name in enumerate(labels):
             if (truth == g).any():

@@ -100,6 +100,23 @@ def _correction_sentence(correction: dict[str, Any]) -> str:
     return f"The rule grades this model's count as it is (count correction: {correction.get('reason', 'none')})."
 
 
+def _grade_model_sentence(grade_model: dict[str, Any] | None) -> str:
+    """What gives a photo its grade and grade probabilities (one answer: the grade shown is the
+    most probable), and how it was chosen."""
+    if not grade_model:
+        return "The grade shown is the most probable under the count's probabilities."
+    if grade_model.get("kind") == "logistic":
+        return (
+            "The grade shown is the most probable under a logistic grade model on the detector's evidence (counts at "
+            f"{len(grade_model.get('ladder', []))} confidences, the expected count, box sizes), fitted on the "
+            f"{grade_model.get('fitted_on', '?')} and chosen on validation photos: {grade_model.get('reason', '')}."
+        )
+    return (
+        "The grade shown is the most probable under the count's probabilities, graded by the rule "
+        f"({grade_model.get('reason') or 'no learned grade model was tried'})."
+    )
+
+
 def _calibration_lines(calibration: dict[str, Any], grades: dict[str, Any]) -> list[str]:
     """What the confidences and grade probabilities mean for this model, measured."""
     if calibration.get("method") == "platt":
@@ -181,7 +198,8 @@ def render_model_card(facts: dict[str, Any]) -> str:
         "## Intended use",
         "- Decision support for dermatology teams and researchers: find, count and grade acne lesions on "
         "facial photos, for review by a clinician. Grades follow the count rule "
-        f"{facts['grading_rule']}. {_correction_sentence(facts['correction'])}",
+        f"{facts['grading_rule']}. {_correction_sentence(facts['correction'])} "
+        f"{_grade_model_sentence(facts.get('grade_model'))}",
         "- Out of scope: diagnosis or treatment decisions without a clinician; other skin conditions; "
         "photos unlike the training data (other body sites, lighting, devices, skin tones it saw few of); "
         + ("any real photo (this model saw only synthetic ones)." if facts["trained_on"] == "synthetic" else "")
@@ -216,6 +234,7 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"| grading accuracy (95 % interval) | {_interval(grading, 'grade_accuracy')} |",
         f"| grading ceiling (true counts through the rule) | {_fmt(grading.get('grade_ceiling'))} |",
         f"| grading accuracy of the rule on the detector's count alone | {_fmt(grading.get('grade_accuracy_rule'))} |",
+        f"| graded within one grade | {_fmt(grading.get('grade_within_one'))} |",
         f"| quality gate | {gate} |",
         "",
         "Targets people quote for medical use: mAP@50 > 0.80, recall > 0.85, precision > 0.75; the published "

@@ -160,6 +160,8 @@ class EvalParams(_Strict):
     min_conf: float = Field(0.001, gt=0, lt=1)
     nms_iou: float = Field(0.7, gt=0, lt=1)
     max_det: int = Field(300, ge=1)
+    # predict the training split too, so the grade model may be fitted there (chosen on validation)
+    grade_model_on_train: bool = True
 
 
 class PredictParams(_Strict):
@@ -216,6 +218,10 @@ class GradingParams(_Strict):
     # fit, on the validation split, a scale from the detector's count to the true count; use it (as
     # thresholds on the detector's count) only if it grades the validation photos better than the rule
     correct_counts: bool = True
+    # auto: a logistic grade model on the detector's evidence where it grades validation photos
+    # better than the rule (acne_detection.core.grade_model); rule: the count rule alone
+    model: Literal["auto", "rule"] = "auto"
+    seed: int = 0  # the grade model's cross-validation folds
 
     @model_validator(mode="after")
     def _one_name_per_grade(self) -> GradingParams:

@@ -42,8 +42,9 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
     ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
     ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
     ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels),
-    ``grade_probabilities`` (JSON: each grade's probability, from the calibrated confidences of
-    the photo's detections; the grade itself is the count rule's), ``threshold`` (the calibrated
+    ``grade_probabilities`` (JSON: each grade's probability under the grade model registered
+    with the weights, from the photo's calibrated detections; ``grade`` is the most probable),
+    ``threshold`` (the calibrated
     confidence applied), ``model_sha256`` and ``run_id`` (the weights and
     the run that produced them) and ``warning`` (a model trained on synthetic photos says so).
     A request that holds no usable photo is answered 400 with the reason in words (``photos_of``).
@@ -72,6 +73,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         from pydantic import ValidationError
 
         from acne_detection.core.calibration import Calibration
+        from acne_detection.core.grade_model import GradeModel
         from acne_detection.core.grading import GradingRule
         from acne_detection.core.inference import DEFAULT_THRESHOLD, InferenceSettings, predict_boxes
         from acne_detection.core.params import PredictParams
@@ -101,20 +103,23 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
             boxes, candidates = calibration.split(predict_boxes(self.model, photos, settings), threshold)
         except (ValueError, OSError) as err:  # a photo that passed its check and still failed to decode
             raise _bad_request(f"a photo cannot be decoded: {err}") from None
-        rule = GradingRule.from_config(self.config)  # the rule and eval's correction, registered with the model
+        # what grades a photo, registered with the model: eval's grade model, else the rule and its correction
+        model = GradeModel.from_dict(self.config.get("grade_model"))
+        model = model or GradeModel.rule(GradingRule.from_config(self.config))
+        rule = model.grading_rule
         keys = pd.Series([key for key, _ in photos])
         counts = rule.count(boxes, keys)
-        probabilities = rule.probabilities(candidates, keys)
+        probabilities = model.probabilities(candidates, keys, photo_sides(photos))
+        grades = model.grades(probabilities)  # the most probable grade: one answer with its probabilities
         warning = "; ".join(w for w in (str(self.config.get("warning", "")), calibration.warning) if w)
         rows = []
-        for key, n, grade_p in zip(keys, counts, probabilities, strict=True):
-            grade = int(rule.grade(n))
+        for key, n, grade, grade_p in zip(keys, counts, grades, probabilities, strict=True):
             listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
             rows.append(
                 (
                     key,
                     int(n),
-                    grade,
+                    int(grade),
                     rule.names[grade],
                     json.dumps(listed.round(2).to_dict("records")),
                     json.dumps({name: round(float(p), 4) for name, p in zip(rule.names, grade_p, strict=True)}),
@@ -125,6 +130,19 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
                 )
             )
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+
+
+def photo_sides(photos: list[tuple[str, str | bytes]]) -> dict[str, float]:
+    """Each photo's side, ``sqrt(width * height)`` in pixels as displayed (the grade model reads
+    box sizes relative to it), from its header."""
+    from acne_detection.core.image_check import probe_bytes, probe_image
+
+    sides = {}
+    for key, source in photos:
+        probe = probe_bytes(source) if isinstance(source, bytes) else probe_image(source)
+        if probe["width"] and probe["height"]:
+            sides[key] = float(probe["width"] * probe["height"]) ** 0.5
+    return sides
 
 
 def _bad_request(message: str) -> Exception:

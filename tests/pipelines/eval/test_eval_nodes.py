@@ -214,14 +214,15 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
 
 def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     """Every test lesion found, plus 3 false alarms: counts are off by exactly those alarms."""
-    from acne_detection.core.grading import severity_grade
+    from acne_detection.core.grade_model import GradeModel
+    from acne_detection.core.grading import GradingRule, severity_grade
     from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
 
     dataset, ground_truth, preds = crafted
     test = dataset.manifest[dataset.manifest.split == "test"]
     split_images = test[["image_id"]].assign(grade=["1"] + [""] * (len(test) - 1))  # one photo with a true grade
     photos = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, parse("grading", {})
+        preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, {}, parse("grading", {})
     )
     assert len(photos) == len(test)
     truth = ground_truth[ground_truth.split == "test"].groupby("image").size()
@@ -230,7 +231,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     assert (photos.pred_count - photos.true_count).tolist() == photos.image.map(alarms).fillna(0).astype(int).tolist()
     assert photos.true_grade.notna().sum() == 1
     only_found = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, parse("grading", {})
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {}, parse("grading", {})
     )
     assert (only_found.pred_count == only_found.true_count).all()
     metrics, confusion = evaluate_grading(only_found, parse("grading", {}))
@@ -246,6 +247,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
             split_images,
             {"threshold": 0.5},
             {},
+            {},
             parse("grading", {"count_classes": ["scar"]}),
         )
     hayashi = grade_test_photos(
@@ -255,13 +257,18 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
         split_images,
         {"threshold": 0.5},
         {},
+        {},
         parse("grading", {"count_classes": ["papule", "pustule"]}),
     )
     inflammatory = ground_truth[(ground_truth.split == "test") & ground_truth["class"].isin(["papule", "pustule"])]
     assert hayashi.true_count.sum() == len(inflammatory)
-    # a count correction's thresholds grade the detector's count; the rule's grade stays beside it
+    # the grade model's count correction grades the detector's count (rule_grade); the grade shown is
+    # the most probable under the model's probabilities (pred_grade)
+    corrected = GradeModel.rule(GradingRule(thresholds=(0, 1, 2)))
     lowered = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {"thresholds": [0, 1, 2]}, parse("grading", {})
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, corrected.to_dict(), parse("grading", {})
     )
-    assert lowered.pred_grade.tolist() == severity_grade(lowered.pred_count, [0, 1, 2]).tolist()
-    assert lowered.rule_grade.tolist() == severity_grade(lowered.pred_count).tolist()
+    assert lowered.rule_grade.tolist() == severity_grade(lowered.pred_count, [0, 1, 2]).tolist()
+    shown = corrected.probabilities(preds, lowered.image).argmax(axis=1)
+    assert lowered.pred_grade.tolist() == shown.tolist()
+    assert (lowered.pred_grade != severity_grade(lowered.pred_count)).any()  # the correction changed some grade

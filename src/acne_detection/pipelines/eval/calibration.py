@@ -194,34 +194,40 @@ def estimate_grade_probabilities(
     calibrated_predictions: pd.DataFrame,
     test_grades: pd.DataFrame,
     calibration: dict[str, Any],
-    correction: dict[str, Any],
+    grade_model: dict[str, Any],
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
     grading: GradingParams,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Each test photo's probability of each grade, from its calibrated detections (the lesion
-    count as a sum of independent Bernoulli variables, ``grading.grade_probabilities``), and how
-    good those probabilities are against the true grades.
+    """Each test photo's probability of each grade, from the grade model chosen on validation
+    (``grade_model.GradeModel``: the count's Poisson-binomial distribution graded by the rule, or a
+    logistic model on the detector's evidence), and how good those probabilities are against
+    the true grades. The grade eval reports is their argmax: one answer.
 
     Args:
         calibrated_predictions: ``calibrate_predictions``'s test boxes.
-        test_grades: ``grade_test_photos``'s table (true and count-rule grades per photo).
+        test_grades: ``grade_test_photos``'s table (true, model and count-rule grades per photo).
         calibration: the calibration record (its ``min_conf`` selects the detections).
-        correction: the count correction (its ``thresholds`` grade the detector's count).
+        grade_model: ``fit_grade_model``'s model.
+        dataset: the YOLO dataset (the test photos).
+        split_images: the split manifest (photo sizes, skin tone bands).
         grading: the ``grading`` parameters.
 
     Returns:
         One row per test photo (``image``, ``expected_count``, ``p.<grade name>``,
         ``most_probable``, ``true_grade``, ``pred_grade``), and metrics: ``brier`` (multi-class
-        Brier score against the true grade), ``accuracy`` (most probable grade against the true
-        grade), ``agreement`` (most probable grade against the count-rule grade) and
-        ``top_dece`` (calibration of the most probable grade's probability), on photos with a
-        true grade; ``photos``.
+        Brier score against the true grade) overall and per skin tone band (``brier.<band>``),
+        ``accuracy`` (most probable grade against the true grade), ``agreement`` (most probable
+        grade against the count rule's grade) and ``top_dece`` (calibration of the most probable
+        grade's probability), on photos with a true grade; ``photos``.
     """
-    floor = Calibration.from_dict(calibration).min_conf
-    raw = calibrated_predictions.get("raw_confidence", calibrated_predictions.confidence)
-    candidates = calibrated_predictions[raw >= floor]
-    rule = GradingRule.from_params(grading, correction.get("thresholds"))  # the grade eval reports: one distribution
-    probabilities = rule.probabilities(candidates, test_grades.image)
-    expected = rule.counted(candidates).groupby("image").confidence.sum()  # the count's mean: its probabilities' sum
+    from acne_detection.core.grade_model import GradeModel
+    from acne_detection.pipelines.eval.grading import split_candidates
+
+    model = GradeModel.from_dict(grade_model) or GradeModel.rule(GradingRule.from_params(grading))
+    candidates, _, sides = split_candidates("test", calibrated_predictions, calibration, dataset, split_images)
+    probabilities = model.probabilities(candidates, test_grades.image, sides)
+    expected = model.grading_rule.counted(candidates).groupby("image").confidence.sum()  # the count's mean
     rows = [
         {
             "image": photo.image,
@@ -229,7 +235,7 @@ def estimate_grade_probabilities(
             **{f"p.{name}": float(v) for name, v in zip(grading.names, grades, strict=True)},
             "most_probable": int(np.argmax(grades)),
             "true_grade": photo.true_grade,
-            "pred_grade": int(photo.pred_grade),
+            "pred_grade": int(photo.rule_grade),
         }
         for photo, grades in zip(test_grades.itertuples(), probabilities, strict=True)
     ]
@@ -249,6 +255,11 @@ def estimate_grade_probabilities(
             top_dece=dece(top, correct, bins=10),
             photos_graded=float(len(graded)),
         )
+        bands = graded.image.map(image_tone_bands(dataset, split_images))
+        for band in sorted(b for b in bands.dropna().unique() if b != NOT_MEASURED):
+            inside = (bands == band).to_numpy()
+            metrics[f"brier.{band}"] = float(((probs[inside] - onehot[inside]) ** 2).sum(axis=1).mean())
+            metrics[f"photos.{band}"] = float(inside.sum())
         logger.info(
             "Grade probabilities on %d test photos: Brier %.3f, most probable grade right %.3f, "
             "agrees with the count rule %.3f",

@@ -114,6 +114,7 @@ def write_model_card(
         "calibration": {**record.get("calibration", {}), **calibration},
         "grade_probability": grade_probability,
         "correction": correction,
+        "grade_model": record.get("grade_model"),
         "caveats": caveats or ["None recorded beyond the intervals above."],
     }
     card = render_model_card(facts)

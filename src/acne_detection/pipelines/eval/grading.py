@@ -1,9 +1,11 @@
-"""Severity grading on the test split: lesions counted at the operating threshold, graded by
-``acne_detection.core.grading.severity_grade``, against each photo's true grade."""
+"""Severity grading on the test split: the grade model chosen on validation
+(``acne_detection.core.grade_model``: the count rule, or a logistic model on the detector's
+evidence) grades each test photo, against its true grade; the count rule's grade is kept beside."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,8 @@ import pandas as pd
 from kedro.io import DatasetError
 from matplotlib.figure import Figure
 
+from acne_detection.core.calibration import Calibration
+from acne_detection.core.grade_model import Evidence, GradeModel, choose_grade_model
 from acne_detection.core.grading import GradingRule, fit_count_correction, grade_photos, grading_metrics
 from acne_detection.core.params import GradingParams
 from acne_detection.datasets import YoloDataset
@@ -89,31 +93,130 @@ def fit_grading_correction(
     return record
 
 
+def split_candidates(
+    split: str,
+    predictions: pd.DataFrame,
+    calibration: dict[str, Any],
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """One split's photos (lesion-free ones too), their calibrated candidates (raw confidence at
+    or above the calibration's floor: what grade probabilities use) and each photo's side in pixels.
+
+    Returns:
+        The candidates, the photos (``image``) and their sides (``sqrt(width * height)``, by image).
+    """
+    fitted = Calibration.from_dict(calibration)
+    raw = predictions.get("raw_confidence", predictions.confidence).to_numpy(float)
+    calibrated = predictions if "raw_confidence" in predictions else predictions.assign(confidence=fitted.apply(raw))
+    candidates = calibrated[raw >= fitted.min_conf]
+    photos = dataset.manifest.loc[dataset.manifest.split == split, ["image", "image_id"]].reset_index(drop=True)
+    size = split_images.set_index("image_id").reindex(columns=["width", "height"])  # no sizes: no box-size evidence
+    area = pd.to_numeric(photos.image_id.map(size["width"]), errors="coerce") * pd.to_numeric(
+        photos.image_id.map(size["height"]), errors="coerce"
+    )
+    return candidates, photos.image, pd.Series(np.sqrt(area).to_numpy(), index=photos.image.to_numpy())
+
+
+def _evidence(
+    split: str,
+    predictions: pd.DataFrame,
+    calibration: dict[str, Any],
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    template: GradeModel,
+) -> tuple[Evidence, pd.Series, pd.DataFrame]:
+    candidates, images, sides = split_candidates(split, predictions, calibration, dataset, split_images)
+    features = template.features(candidates, images, sides)
+    ids = dataset.manifest.set_index("image")["image_id"]
+    meta = split_images.set_index("image_id")
+    image_ids = features.index.map(ids)
+    grades = pd.Series(pd.to_numeric(image_ids.map(meta["grade"]), errors="coerce"), index=features.index)
+    groups = pd.Series(image_ids.map(meta["group"]).astype(str), index=features.index)
+    return Evidence.of(features, grades, groups), images, candidates
+
+
+def fit_grade_model(
+    val_predictions: pd.DataFrame,
+    train_predictions: pd.DataFrame,
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    calibration: dict[str, Any],
+    correction: dict[str, Any],
+    grading: GradingParams,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Choose what grades this model's photos, on the validation split only
+    (``grade_model.choose_grade_model``): the count rule (with eval's count correction, if used),
+    or a logistic model on the detector's evidence fitted on the training split or cross-fitted
+    on the validation split. The test split is not read.
+
+    Args:
+        val_predictions: the model's raw boxes on the validation photos.
+        train_predictions: the same on the training photos (empty: not predicted).
+        dataset: the YOLO dataset (every photo of each split, lesion-free ones too).
+        split_images: the split manifest (true ``grade``, source ``group``, ``width``, ``height``).
+        calibration: the recalibration (evidence is on calibrated confidences).
+        correction: ``fit_grading_correction``'s record (the rule's thresholds on the detector's count).
+        grading: the ``grading`` parameters (``model: rule`` keeps the rule without fitting).
+
+    Returns:
+        The chosen ``GradeModel`` as a dict, and one row per candidate with its validation scores.
+    """
+    rule = GradingRule.from_params(grading, correction.get("thresholds"))
+    counted = tuple(grading.count_classes or dataset.names)
+    classes = counted if len(counted) > 1 else ()  # lesion types each get an expected count
+    template = replace(GradeModel.rule(rule), classes=classes)
+    val, val_images, val_candidates = _evidence("val", val_predictions, calibration, dataset, split_images, template)
+    if grading.model == "rule":
+        chosen = GradeModel.rule(rule, reason="grading.model is rule")
+        table = pd.DataFrame(columns=["candidate", "photos", "accuracy", "log_loss", "brier", "chosen"])
+        return chosen.to_dict(), table
+    graded_images = val.features.index
+    rule_p = template.probabilities(val_candidates, list(graded_images))
+    train = None
+    if len(train_predictions):
+        train = _evidence("train", train_predictions, calibration, dataset, split_images, template)[0]
+    chosen, table = choose_grade_model(rule, val, rule_p, train=train, classes=classes, seed=grading.seed)
+    logger.info("Grade model: %s (%s)", chosen.describe(), chosen.reason)
+    for row in table.itertuples():
+        logger.info(
+            "  %s: %.3f of %d validation photos graded right (log loss %.3f)",
+            row.candidate,
+            row.accuracy,
+            row.photos,
+            row.log_loss,
+        )
+    return chosen.to_dict(), table
+
+
 def grade_test_photos(
     predictions: pd.DataFrame,
     ground_truth: pd.DataFrame,
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     operating_point: dict[str, Any],
-    correction: dict[str, Any],
+    calibration: dict[str, Any],
+    grade_model: dict[str, Any],
     grading: GradingParams,
 ) -> pd.DataFrame:
     """Count and grade every test photo, from its true boxes and from the detector's.
 
     Args:
-        predictions: ``predict_test_split``'s table.
+        predictions: the test split's calibrated boxes (``calibrate_predictions``).
         ground_truth: the true boxes of every split.
         dataset: the YOLO dataset (its manifest lists every test photo, lesion-free ones too).
         split_images: the split manifest (each photo's true ``grade``, empty where unknown).
         operating_point: predictions below its threshold are not counted.
-        correction: ``fit_grading_correction``'s record (its ``thresholds`` grade the detector's count).
+        calibration: the recalibration (its floor selects the grade model's candidates).
+        grade_model: ``fit_grade_model``'s model: what grades a photo.
         grading: the ``grading`` parameters.
 
     Returns:
         One row per test photo: ``image``, ``image_id``, ``true_count``, ``pred_count``,
         ``true_grade`` (``<NA>`` where the export gives none), ``count_grade`` (the grade of the
-        true count), ``pred_grade`` (the detector's count graded by the correction's thresholds:
-        the rule's own unless the correction is used) and ``rule_grade`` (by the rule's).
+        true count), ``pred_grade`` (the grade model's: the most probable grade) and
+        ``rule_grade`` (the count rule on the detector's count at the operating point, with
+        eval's count correction where it is used).
 
     Raises:
         DatasetError: ``count_classes`` names a class the dataset does not have.
@@ -121,9 +224,11 @@ def grade_test_photos(
     unknown = sorted(set(grading.count_classes or ()) - set(dataset.names))
     if unknown:
         raise DatasetError(f"grading.count_classes {unknown} are not classes of the dataset {list(dataset.names)}")
+    model = GradeModel.from_dict(grade_model) or GradeModel.rule(GradingRule.from_params(grading))
     photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, grading)
-    photos["rule_grade"] = photos.pred_grade  # the rule on the detector's count, reported beside
-    photos["pred_grade"] = GradingRule.from_params(grading, correction.get("thresholds")).grade(photos.pred_count)
+    photos["rule_grade"] = model.grading_rule.grade(photos.pred_count)
+    candidates, _, sides = split_candidates("test", predictions, calibration, dataset, split_images)
+    photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides))
     return photos
 
 

@@ -18,7 +18,7 @@ from ultralytics import YOLO
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.calibration import Calibration
-from acne_detection.core.inference import evaluation_settings, model_imgsz, predict_boxes
+from acne_detection.core.inference import PREDICTION_COLUMNS, evaluation_settings, model_imgsz, predict_boxes
 from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
     average_precision,
@@ -47,6 +47,14 @@ def predict_val_split(weights: Path, dataset: YoloDataset, params: EvalParams) -
     return predict_split(weights, dataset, params, "val")
 
 
+def predict_train_split(weights: Path, dataset: YoloDataset, params: EvalParams) -> pd.DataFrame:
+    """The same on the training images: one of the places the grade model may be fitted
+    (``eval.grade_model_on_train: false`` skips it and returns no boxes)."""
+    if not params.grade_model_on_train:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return predict_split(weights, dataset, params, "train")
+
+
 def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split: str) -> pd.DataFrame:
     """Run the model over one split's images once, keeping every box above ``min_conf``.
 
@@ -55,7 +63,7 @@ def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split
             ``runs:/<run_id>`` or ``models:/<name>/<version>``).
         dataset: the YOLO-format dataset.
         params: the ``eval`` parameters.
-        split: ``test`` or ``val``.
+        split: ``test``, ``val`` or ``train``.
 
     Returns:
         One row per predicted box: ``image`` (path within the dataset), ``class_id``,
@@ -305,6 +313,7 @@ def record_model_threshold(
     operating_point: dict[str, Any],
     calibration: dict[str, Any],
     correction: dict[str, Any],
+    grade_model: dict[str, Any],
     weights: Path,
     params: EvalParams,
 ) -> dict[str, Any]:
@@ -317,12 +326,13 @@ def record_model_threshold(
         operating_point: ``choose_operating_point``'s result (a calibrated confidence).
         calibration: ``fit_calibration``'s record, kept with the threshold (it is on its scale).
         correction: ``fit_grading_correction``'s record: the thresholds this model's count is graded by.
+        grade_model: ``fit_grade_model``'s model: what grades this model's photos.
         weights: the checkpoint ``train`` saved (``eval.model`` may name another).
         params: the ``eval`` parameters.
 
     Returns:
         ``model_sha256``, ``model_source``, ``threshold``, ``rule``, ``calibration``,
-        ``grading_thresholds``.
+        ``grading_thresholds``, ``grade_model``.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -338,6 +348,7 @@ def record_model_threshold(
         "rule": operating_point["rule"],
         "calibration": Calibration.from_dict(calibration).to_dict(),
         "grading_thresholds": [float(t) for t in correction["thresholds"]],
+        "grade_model": grade_model,
     }
     client = MlflowClient()
     try:
@@ -348,6 +359,7 @@ def record_model_threshold(
             client.set_model_version_tag(
                 v.name, v.version, "grading_thresholds", json.dumps(record["grading_thresholds"])
             )
+            client.set_model_version_tag(v.name, v.version, "grade_model", json.dumps(grade_model))
     except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
         logger.warning("Could not tag the registered model with its threshold: %s", err)
     return record

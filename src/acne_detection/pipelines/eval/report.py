@@ -40,6 +40,13 @@ def _grading_lines(grading: dict[str, float]) -> str:
         f"(95 % Wilson interval {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
         f"ceiling {grading['grade_ceiling']:.3f} (the true lesion counts graded by the same rule: what a perfect "
         "counter would reach against these grades). Published anchor on ACNE04: 84.1 %.\n\n"
+        + (
+            f"The count rule alone on the detector's count: {grading['grade_accuracy_rule']:.3f}. "
+            if "grade_accuracy_rule" in grading
+            else ""
+        )
+        + (f"Graded within one grade: {grading['grade_within_one']:.3f}." if "grade_within_one" in grading else "")
+        + "\n\n"
         f"Recall per true grade: {recalls}.\n\n" + counting
     )
 

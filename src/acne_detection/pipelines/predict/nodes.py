@@ -12,10 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.calibration import Calibration
+from acne_detection.core.grade_model import GradeModel, GradeRuleMismatch
 from acne_detection.core.grading import GradingRule, describe_grade_probabilities
 from acne_detection.core.image_check import probe_image
 from acne_detection.core.inference import (
@@ -55,7 +57,8 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
         run, where known), ``threshold`` (a calibrated confidence when the model has a
         calibration), ``threshold_source``, ``calibration`` (eval's, for these weights, or the
         registered version's; the identity when neither), ``grading_thresholds`` (eval's count
-        correction for these weights; ``None``: the rule's) and ``warning`` (the registered
+        correction for these weights; ``None``: the rule's), ``grade_model`` (what eval chose to
+        grade these weights' photos; ``{}``: none) and ``warning`` (the registered
         version was trained on synthetic photos; "" otherwise).
     """
     checkpoint, source = resolve_model(params.model, Path(weights))
@@ -81,9 +84,11 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
     if model_threshold.get("model_sha256") == sha:  # calibration and grading eval fitted for these very weights
         calibration = Calibration.from_dict(model_threshold.get("calibration"))
         grading_thresholds = model_threshold.get("grading_thresholds")
+        grade_model = model_threshold.get("grade_model") or {}
     else:
         calibration = Calibration.from_dict(json.loads(version.get("calibration") or "{}"))
         grading_thresholds = json.loads(version.get("grading_thresholds") or "null")
+        grade_model = json.loads(version.get("grade_model") or "{}")
     logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
     if calibration.warning:
         logger.warning("%s: %s", source, calibration.warning)
@@ -99,6 +104,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
         "threshold_source": origin,
         "calibration": calibration.to_dict(),
         "grading_thresholds": grading_thresholds,  # None: the grading rule's own
+        "grade_model": grade_model,  # {}: none chosen for these weights (the count rule grades)
         "warning": warning,
     }
 
@@ -210,6 +216,28 @@ def _photo_row(root: Path, f: Path, reason: str, detail: str) -> dict[str, Any]:
     }
 
 
+def deployed_grade_model(model_info: dict[str, Any], grading: GradingParams) -> GradeModel:
+    """What grades this model's photos: the grade model eval chose for it, else the count rule
+    (with eval's count correction for it, if any). Never one made under another rule.
+
+    Raises:
+        GradeRuleMismatch: the model's grades were made under a rule other than ``grading``'s,
+            naming both.
+    """
+    asked = GradingRule.from_params(grading)
+    stored = GradeModel.from_dict(model_info.get("grade_model"))
+    if stored is None:
+        corrected = model_info.get("grading_thresholds")
+        if corrected and len(corrected) != len(asked.rule_thresholds):
+            raise GradeRuleMismatch(
+                f"this model's count correction {list(corrected)} was made under another grading rule than "
+                f"'{asked.legend()}'. Run `kedro run --pipeline eval` under this rule, or predict under the model's."
+            )
+        stored = GradeModel.rule(GradingRule.from_params(grading, corrected))
+    stored.check_rule(asked)
+    return stored
+
+
 def summarise_photos(
     lesions: pd.DataFrame, photo_table: pd.DataFrame, model_info: dict[str, Any], grading: GradingParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
@@ -223,9 +251,10 @@ def summarise_photos(
 
     Returns:
         The summary (one row per predicted photo: ``photo``, one count column per class,
-        ``lesions`` (the counted classes' total), ``grade``, ``grade_name`` (the count rule's),
-        ``p.<grade name>`` and ``grade_probabilities`` ("moderate 72 %, severe 26 %": from the
-        calibrated confidences of the photo's detections), ``width``,
+        ``lesions`` (the counted classes' total), ``grade`` and ``grade_name`` (the most probable
+        grade under the model's probabilities), ``p.<grade name>`` and ``grade_probabilities``
+        ("moderate 72 %, severe 26 %": the grade model's, from the photo's calibrated
+        detections; ``deployed_grade_model``), ``width``,
         ``height``, ``sliced``, ``model``, ``threshold``), the skipped files with their reason,
         and MLflow metrics (photos predicted and skipped, lesions, photos per grade).
     """
@@ -235,16 +264,20 @@ def summarise_photos(
     summary = predicted[["photo"]].copy()
     for cls in classes:
         summary[cls] = summary.photo.map(per_class[cls]).fillna(0).astype(int)
-    rule = GradingRule.from_params(grading, model_info.get("grading_thresholds"))  # eval's count correction, if any
+    model = deployed_grade_model(model_info, grading)
+    rule = model.grading_rule
     summary["lesions"] = rule.count(lesions, summary.photo)
-    summary["grade"] = rule.grade(summary.lesions)
-    summary["grade_name"] = summary.grade.map(dict(enumerate(rule.names)))
     empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
     candidates = [c if isinstance(c, pd.DataFrame) else empty for c in predicted.get("candidates", [])]
-    probabilities = rule.probabilities(pd.concat([empty, *candidates], ignore_index=True), summary.photo)
-    for k, name in enumerate(grading.names):
+    sides = pd.Series(
+        np.sqrt(predicted.width.astype(float) * predicted.height.astype(float)).to_numpy(), index=predicted.photo
+    )
+    probabilities = model.probabilities(pd.concat([empty, *candidates], ignore_index=True), summary.photo, sides)
+    summary["grade"] = model.grades(probabilities)  # the most probable grade: one answer with its probabilities
+    summary["grade_name"] = summary.grade.map(dict(enumerate(rule.names)))
+    for k, name in enumerate(rule.names):
         summary[f"p.{name}"] = probabilities[:, k].round(4)
-    summary["grade_probabilities"] = [describe_grade_probabilities(row, grading.names) for row in probabilities]
+    summary["grade_probabilities"] = [describe_grade_probabilities(row, rule.names) for row in probabilities]
     summary = summary.join(predicted[["width", "height", "sliced"]])
     summary["model"] = model_info["model_version"]
     summary["threshold"] = model_info["threshold"]

@@ -84,6 +84,8 @@ def describe_for_registry(
             "threshold_rule": rule,
             "predict": predict.model_dump(include=SERVED_PREDICT_SETTINGS),
             "calibration": model_threshold.get("calibration", {}) if own else {},
+            # what grades a photo (the count rule, or eval's logistic model on the detector's evidence)
+            "grade_model": model_threshold.get("grade_model", {}) if own else {},
             "model_sha256": sha,
             "run_id": run.info.run_id if run else "",
             "trained_on": kind,
@@ -96,6 +98,11 @@ def describe_for_registry(
             "trained_on": kind,
             **({"operating_threshold": threshold, "operating_rule": rule} if own else {}),
             **({"calibration": json.dumps(model_threshold.get("calibration", {}))} if own else {}),
+            **(
+                {"grade_model": json.dumps(model_threshold["grade_model"])}
+                if own and model_threshold.get("grade_model")
+                else {}
+            ),
             **(
                 {"grading_thresholds": json.dumps(model_threshold["grading_thresholds"])}
                 if own and model_threshold.get("grading_thresholds")

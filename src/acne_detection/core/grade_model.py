@@ -1,0 +1,496 @@
+"""A photo's severity grade and its probabilities from all of the detector's evidence, as one model.
+
+The count rule (``grading.GradingRule``) grades the detector's count at one confidence threshold
+and throws the rest of its output away: how many more lesions it half-sees below the threshold,
+how sure it is of those above, how large they are. On real ACNE04 photos a logistic regression on
+the counts at a ladder of confidences graded unseen photos better than the best single threshold
+(0.73 against 0.63 with a GPU detector; issue 34). This module is that model:
+
+- **evidence per photo** (``photo_features``): counts of candidates at a ladder of calibrated
+  confidences, the expected count (the sum of calibrated probabilities), the box-size
+  distribution relative to the photo, and the expected count per class where the classes that
+  count are several (lesion types);
+- **the model**: scikit-learn's multinomial logistic regression on standardised evidence, with
+  hard labels or label-distribution targets (neighbouring grades share mass, as Wu et al. 2019
+  do), its regularisation and targets chosen by grouped cross-validation (copies of one source
+  photo never straddle folds);
+- **the rule as a model**: the count's Poisson-binomial distribution graded by the rule
+  (``grading.grade_probabilities``), so that the rule, too, shows the grade its probabilities
+  make most probable;
+- **the choice** (``choose_grade_model``), on validation photos only: the learned model fitted on
+  the training split (scored on validation) or cross-fitted on the validation split (scored out of
+  fold), against the rule. The rule is kept unless a learned model grades validation strictly
+  better.
+
+Every answer is one: the shown grade is the argmax of the shown probabilities (``GradeModel.grades``).
+scikit-learn has no ordinal estimator; label-distribution targets are how the order enters.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from acne_detection.core.grading import GradingRule, counted_boxes
+
+# Calibrated confidences the candidates are counted at: ten, log-spaced from 0.05 to 0.5 (issue 34).
+DEFAULT_LADDER: tuple[float, ...] = tuple(float(round(t, 4)) for t in np.geomspace(0.05, 0.5, 10))
+NO_BOX_SIZE = -4.0  # log relative side given to a photo with no candidate (exp(-4): 1.8 % of the photo's side)
+MIN_GRADED_PHOTOS = 20  # fewer validation photos with a true grade cannot choose between two graders
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+LABEL_SPREADS = (0.0, 0.15)  # share of a photo's target mass on each neighbouring grade (0: hard labels)
+FEATURE_SETS = ("counts", "counts+sizes")
+PROBABILITY_FLOOR = 1e-3  # a grade never seen in the fitting photos keeps a little probability
+
+
+def photo_features(
+    candidates: pd.DataFrame,
+    images: Sequence[str] | pd.Series,
+    *,
+    ladder: Sequence[float] = DEFAULT_LADDER,
+    count_classes: tuple[str, ...] | None = None,
+    classes: Sequence[str] = (),
+    sides: pd.Series | dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """The detector's evidence on each photo, one row per photo.
+
+    Args:
+        candidates: candidate boxes with *calibrated* ``confidence`` (``image``, ``class``,
+            ``x_min``, ``y_min``, ``x_max``, ``y_max``), down to the calibration's floor.
+        images: every photo to describe, lesion-free ones too.
+        ladder: calibrated confidences to count at.
+        count_classes: the classes that count (``None``: all).
+        classes: classes with an expected count of their own (lesion types); empty: none.
+        sides: each photo's side, ``sqrt(width * height)`` in pixels (the box sizes are relative
+            to it); missing photos or ``None``: box-size columns are ``NO_BOX_SIZE``.
+
+    Returns:
+        Columns ``n@<t>`` (log1p of the count at each rung), ``expected`` (log1p of the sum of
+        probabilities), ``expected.<class>`` per class, ``size_mean`` and ``size_sd`` (the
+        probability-weighted mean and spread of log(box side / photo side)), indexed by photo.
+    """
+    images = pd.Index(list(images), name="image")
+    boxes = counted_boxes(candidates, count_classes)
+    conf = boxes.confidence.to_numpy(float)
+    columns: dict[str, pd.Series] = {}
+    for t in ladder:
+        kept = boxes[conf >= t].groupby("image").size()
+        columns[f"n@{t:g}"] = np.log1p(kept.reindex(images).fillna(0.0))
+    columns["expected"] = np.log1p(boxes.groupby("image").confidence.sum().reindex(images).fillna(0.0))
+    for name in classes:
+        mine = boxes[boxes["class"] == name].groupby("image").confidence.sum()
+        columns[f"expected.{name}"] = np.log1p(mine.reindex(images).fillna(0.0))
+    mean = pd.Series(NO_BOX_SIZE, index=images)
+    sd = pd.Series(0.0, index=images)
+    side = pd.Series(sides if sides is not None else {}, dtype=float)
+    if len(boxes) and len(side):
+        w = (boxes.x_max - boxes.x_min).clip(lower=1e-6).to_numpy(float)
+        h = (boxes.y_max - boxes.y_min).clip(lower=1e-6).to_numpy(float)
+        log_side = np.log(np.sqrt(w * h) / boxes.image.map(side).to_numpy(float))
+        sized = pd.DataFrame({"image": boxes.image.to_numpy(), "v": log_side, "p": conf}).dropna()
+        sized = sized[np.isfinite(sized.v) & (sized.p > 0)]
+        if len(sized):
+            total = sized.groupby("image").p.sum()
+            m = (sized.v * sized.p).groupby(sized.image).sum() / total
+            var = ((sized.v - sized.image.map(m)) ** 2 * sized.p).groupby(sized.image).sum() / total
+            mean.update(m)
+            sd.update(np.sqrt(var))
+    columns["size_mean"], columns["size_sd"] = mean, sd
+    return pd.DataFrame(columns, index=images).astype(float)
+
+
+def _feature_columns(features: pd.DataFrame, feature_set: str) -> list[str]:
+    return [c for c in features.columns if feature_set == "counts+sizes" or not c.startswith("size_")]
+
+
+def _targets(grades: np.ndarray, n_grades: int, spread: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, labels and weights that encode each photo's label distribution for a weighted fit:
+    ``1 - 2 * spread`` on its grade and ``spread`` on each neighbour (an edge grade keeps the mass
+    it cannot give away)."""
+    rows, labels, weights = [], [], []
+    for i, g in enumerate(grades):
+        mass = {g: 1.0}
+        if spread > 0:
+            for n in (g - 1, g + 1):
+                if 0 <= n < n_grades:
+                    mass[n] = spread
+                    mass[g] -= spread
+        for label, w in mass.items():
+            rows.append(i)
+            labels.append(label)
+            weights.append(w)
+    return np.array(rows, int), np.array(labels, int), np.array(weights, float)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The learned model's hyper-parameters, chosen by cross-validation."""
+
+    c: float = 1.0
+    spread: float = 0.0
+    feature_set: str = "counts+sizes"
+
+
+def _fit_logistic(x: np.ndarray, grades: np.ndarray, n_grades: int, recipe: Recipe) -> dict[str, Any]:
+    """Standardise, then a multinomial logistic regression with the recipe's targets."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    rows, labels, weights = _targets(grades, n_grades, recipe.spread)
+    seen = np.unique(labels)
+    coef = np.zeros((n_grades, x.shape[1]))
+    intercept = np.full(n_grades, -np.inf)
+    if seen.size == 1:  # one grade only: it gets all the mass (before the floor)
+        intercept[seen[0]] = 0.0
+    else:
+        fitted = LogisticRegression(C=recipe.c, max_iter=5000).fit(
+            (x[rows] - mean) / scale, labels, sample_weight=weights
+        )
+        if seen.size == 2:  # scikit-learn's binary case: one row for the second class
+            coef[seen[1]], intercept[seen[0]], intercept[seen[1]] = fitted.coef_[0], 0.0, fitted.intercept_[0]
+        else:
+            coef[seen], intercept[seen] = fitted.coef_, fitted.intercept_
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": coef.tolist(), "intercept": intercept.tolist()}
+
+
+def _logistic_probabilities(x: np.ndarray, fitted: dict[str, Any]) -> np.ndarray:
+    z = (x - np.asarray(fitted["mean"])) / np.asarray(fitted["scale"])
+    logits = z @ np.asarray(fitted["coef"]).T + np.asarray(fitted["intercept"])
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    p = p + PROBABILITY_FLOOR
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class GradeModel:
+    """What grades a photo: the count rule, or a logistic model on the detector's evidence.
+
+    Both give each photo one probability per grade; the grade is their argmax, so the grade
+    shown and the probabilities shown are one answer. Stored as JSON with the deployed model.
+
+    Attributes:
+        kind: ``rule`` (the Poisson-binomial count distribution graded by ``thresholds``) or ``logistic``.
+        names: the grades' names, mildest first.
+        rule_thresholds: the rule on true counts it was made under (a record made under one rule
+            is never applied under another: ``check_rule``).
+        thresholds: the thresholds the detector's count is graded by (the rule's, or eval's correction).
+        count_classes: the classes counted (``None``: all).
+        ladder, classes, columns: the evidence the logistic model reads (``photo_features``).
+        fitted: the logistic model's standardisation, coefficients and intercepts.
+        recipe: its hyper-parameters; ``fitted_on``: where it was fitted; ``reason``: why it was chosen.
+        validation: each candidate's accuracy on the validation photos (``photos``: how many).
+    """
+
+    kind: str = "rule"
+    names: tuple[str, ...] = ()
+    rule_thresholds: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = ()
+    count_classes: tuple[str, ...] | None = None
+    ladder: tuple[float, ...] = DEFAULT_LADDER
+    classes: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    fitted: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    fitted_on: str = ""
+    reason: str = ""
+    validation: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def rule(cls, rule: GradingRule, *, reason: str = "", validation: dict[str, float] | None = None) -> GradeModel:
+        return cls(
+            kind="rule",
+            names=tuple(rule.names),
+            rule_thresholds=tuple(float(t) for t in rule.rule_thresholds),
+            thresholds=tuple(float(t) for t in rule.applied),
+            count_classes=rule.count_classes,
+            reason=reason,
+            validation=dict(validation or {}),
+        )
+
+    @property
+    def grading_rule(self) -> GradingRule:
+        """The count rule this model carries (what counts, the count's thresholds)."""
+        return GradingRule(
+            rule_thresholds=self.rule_thresholds,
+            names=self.names,
+            count_classes=self.count_classes,
+            thresholds=self.thresholds,
+        )
+
+    def features(self, candidates: pd.DataFrame, images: Sequence[str], sides: Any = None) -> pd.DataFrame:
+        return photo_features(
+            candidates,
+            images,
+            ladder=self.ladder,
+            count_classes=self.count_classes,
+            classes=self.classes,
+            sides=sides,
+        )
+
+    def probabilities(self, candidates: pd.DataFrame, images: Sequence[str], sides: Any = None) -> np.ndarray:
+        """Each photo's probability of each grade.
+
+        Args:
+            candidates: the photos' candidate boxes, calibrated (``photo_features``).
+            images: the photos, in the order of the rows returned.
+            sides: each photo's side in pixels (``photo_features``).
+
+        Returns:
+            An (N, grades) array; rows sum to 1.
+        """
+        images = list(images)
+        if self.kind == "rule":
+            return self.grading_rule.probabilities(candidates, pd.Series(images, dtype=object))
+        x = self.features(candidates, images, sides)[list(self.columns)].to_numpy(float)
+        return _logistic_probabilities(x, self.fitted).reshape(len(images), len(self.names))
+
+    @staticmethod
+    def grades(probabilities: np.ndarray) -> np.ndarray:
+        """The grade shown: the most probable one."""
+        return np.asarray(probabilities).argmax(axis=1).astype(int)
+
+    def check_rule(self, rule: GradingRule) -> None:
+        """Refuse to grade under a rule other than the one this model was made under.
+
+        Raises:
+            GradeRuleMismatch: naming both rules.
+        """
+        mine = GradingRule(rule_thresholds=self.rule_thresholds, names=self.names, count_classes=self.count_classes)
+        if (
+            tuple(map(float, rule.rule_thresholds)) != tuple(map(float, self.rule_thresholds))
+            or tuple(rule.names) != tuple(self.names)
+            or (rule.count_classes or None) != (self.count_classes or None)
+        ):
+            raise GradeRuleMismatch(
+                f"this model's grades were made under the rule '{mine.legend()}', but the grading parameters "
+                f"say '{rule.legend()}'. Predict under the model's rule (set `grading` to it), or run "
+                "`kedro run --pipeline eval` under the new rule to make the model's grades for it."
+            )
+
+    def describe(self) -> str:
+        if self.kind == "rule":
+            return f"the count rule ({self.grading_rule.legend()})"
+        return f"a logistic grade model on the detector's evidence, fitted on the {self.fitted_on}"
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["fitted"] = {k: _finite(v) for k, v in self.fitted.items()}
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any] | None) -> GradeModel | None:
+        """A stored model; ``None`` or ``{}``: none was stored."""
+        if not record or "kind" not in record:
+            return None
+        known = {k: record[k] for k in cls.__dataclass_fields__ if k in record}
+        for key in ("names", "rule_thresholds", "thresholds", "ladder", "classes", "columns"):
+            if key in known and known[key] is not None:
+                known[key] = tuple(known[key])
+        if known.get("count_classes"):
+            known["count_classes"] = tuple(known["count_classes"])
+        if "fitted" in known:
+            known["fitted"] = {k: _unfinite(v) for k, v in known["fitted"].items()}
+        return cls(**known)
+
+
+class GradeRuleMismatch(ValueError):
+    """A grade model applied under a grading rule other than its own."""
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: a grade never seen in the fit has its intercept stored as ``null``."""
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and math.isinf(value) else value
+
+
+def _unfinite(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unfinite(v) for v in value]
+    return -math.inf if value is None else value
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Photos with their evidence, true grade and source-photo group (copies share one)."""
+
+    features: pd.DataFrame
+    grades: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def of(cls, features: pd.DataFrame, grades: pd.Series, groups: pd.Series) -> Evidence:
+        """Only photos with a true grade; ``grades`` and ``groups`` indexed like ``features``."""
+        known = grades.reindex(features.index).notna().to_numpy()
+        return cls(
+            features[known],
+            grades.reindex(features.index)[known].astype(int).to_numpy(),
+            groups.reindex(features.index)[known].astype(str).to_numpy(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.grades)
+
+
+def _folds(evidence: Evidence, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped, grade-stratified folds (scikit-learn's StratifiedGroupKFold), fewer when groups are few."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = min(n_folds, len(np.unique(evidence.groups)))
+    if k < 2:
+        return []
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a grade with fewer photos than folds is expected on small splits
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return list(splitter.split(evidence.features, evidence.grades, evidence.groups))
+
+
+def _log_loss(p: np.ndarray, grades: np.ndarray) -> float:
+    return float(-np.log(np.clip(p[np.arange(len(grades)), grades], 1e-12, 1)).mean())
+
+
+def _recipes() -> list[Recipe]:
+    return [Recipe(c, s, f) for f in FEATURE_SETS for s in LABEL_SPREADS for c in C_GRID]
+
+
+def _choose_recipe(evidence: Evidence, n_grades: int, *, seed: int) -> Recipe:
+    """The recipe of least grouped cross-validated log loss (the probabilities are what is shown)."""
+    folds = _folds(evidence, 5, seed)
+    if not folds:
+        return Recipe()
+    best, best_loss = Recipe(), np.inf
+    for recipe in _recipes():
+        cols = _feature_columns(evidence.features, recipe.feature_set)
+        x = evidence.features[cols].to_numpy(float)
+        p = np.zeros((len(evidence), n_grades))
+        for fit, held in folds:
+            p[held] = _logistic_probabilities(x[held], _fit_logistic(x[fit], evidence.grades[fit], n_grades, recipe))
+        loss = _log_loss(p, evidence.grades)
+        if loss < best_loss - 1e-9:
+            best, best_loss = recipe, loss
+    return best
+
+
+def _fit(evidence: Evidence, n_grades: int, recipe: Recipe) -> tuple[list[str], dict[str, Any]]:
+    cols = _feature_columns(evidence.features, recipe.feature_set)
+    return cols, _fit_logistic(evidence.features[cols].to_numpy(float), evidence.grades, n_grades, recipe)
+
+
+def _cross_fitted(evidence: Evidence, n_grades: int, *, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities on ``evidence``, the recipe chosen inside each fold (nested
+    cross-validation: no photo is scored by a model or a recipe that saw it)."""
+    p = np.zeros((len(evidence), n_grades))
+    for fit, held in _folds(evidence, 5, seed):
+        inner = Evidence(evidence.features.iloc[fit], evidence.grades[fit], evidence.groups[fit])
+        cols, fitted = _fit(inner, n_grades, _choose_recipe(inner, n_grades, seed=seed))
+        p[held] = _logistic_probabilities(evidence.features.iloc[held][cols].to_numpy(float), fitted)
+    return p
+
+
+def choose_grade_model(
+    rule: GradingRule,
+    val: Evidence,
+    val_rule_probabilities: np.ndarray,
+    *,
+    train: Evidence | None = None,
+    ladder: Sequence[float] = DEFAULT_LADDER,
+    classes: Sequence[str] = (),
+    seed: int = 0,
+) -> tuple[GradeModel, pd.DataFrame]:
+    """Choose, on validation photos only, what grades photos: the rule or a learned model.
+
+    Candidates: the rule (its probabilities' argmax); a logistic model fitted on the training
+    split's evidence (recipe by grouped cross-validation there), scored on validation; and one
+    cross-fitted on the validation split, scored out of fold (nested: the recipe is chosen inside
+    each fold). A learned model is kept only when its validation accuracy is strictly higher than
+    the rule's, on at least ``MIN_GRADED_PHOTOS`` photos; ties go to the rule (its log loss
+    breaks ties between the two learned ones).
+
+    Args:
+        rule: the grading rule (with eval's count correction, if any).
+        val: the validation photos' evidence (``photo_features``), true grades and groups.
+        val_rule_probabilities: the rule's probabilities on those photos, in their order.
+        train: the training photos' evidence, where it was predicted (``None``: not a candidate).
+        ladder, classes: what ``photo_features`` was given.
+        seed: the folds' seed.
+
+    Returns:
+        The chosen ``GradeModel`` and one row per candidate (``candidate``, ``photos``,
+        ``accuracy``, ``log_loss``, ``brier``, ``chosen``).
+    """
+    n = len(rule.names)
+    truth = val.grades
+    rows: list[dict[str, Any]] = []
+
+    def _score(name: str, p: np.ndarray, scored: int) -> None:
+        rows.append(
+            {
+                "candidate": name,
+                "photos": scored,
+                "accuracy": float((p.argmax(axis=1) == truth).mean()) if scored else np.nan,
+                "log_loss": _log_loss(p, truth) if scored else np.nan,
+                "brier": float(((p - np.eye(n)[truth]) ** 2).sum(axis=1).mean()) if scored else np.nan,
+            }
+        )
+
+    _score("rule", np.asarray(val_rule_probabilities).reshape(len(val), n), len(val))
+    learned: dict[str, tuple[list[str], dict[str, Any], Recipe]] = {}
+    if len(val) >= MIN_GRADED_PHOTOS:
+        if train is not None and len(train) >= MIN_GRADED_PHOTOS:
+            recipe = _choose_recipe(train, n, seed=seed)
+            cols, fitted = _fit(train, n, recipe)
+            learned["logistic, fitted on the training split"] = (cols, fitted, recipe)
+            p = _logistic_probabilities(val.features[cols].to_numpy(float), fitted)
+            _score("logistic, fitted on the training split", p, len(val))
+        if len(np.unique(val.groups)) >= 5:
+            name = "logistic, cross-fitted on the validation split"
+            _score(name, _cross_fitted(val, n, seed=seed), len(val))
+            recipe = _choose_recipe(val, n, seed=seed)
+            cols, fitted = _fit(val, n, recipe)
+            learned[name] = (cols, fitted, recipe)
+    table = pd.DataFrame(rows)
+    chosen_name = "rule"
+    rule_accuracy = float(table.accuracy.iloc[0]) if len(val) else np.nan
+    scores = {r["candidate"]: r["accuracy"] for r in rows}
+    best = table[table.candidate != "rule"].sort_values(["accuracy", "log_loss"], ascending=[False, True])
+    if len(val) < MIN_GRADED_PHOTOS:
+        reason = f"only {len(val)} validation photos with a true grade (fewer than {MIN_GRADED_PHOTOS}): the rule"
+        chosen = GradeModel.rule(rule, reason=reason, validation=scores)
+    elif not len(best) or not best.accuracy.iloc[0] > rule_accuracy:
+        top = f"{best.accuracy.iloc[0]:.3f}" if len(best) else "none fitted"
+        reason = (
+            f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f})"
+        )
+        chosen = GradeModel.rule(rule, reason=reason, validation=scores)
+    else:
+        name = chosen_name = str(best.candidate.iloc[0])
+        cols, fitted, recipe = learned[name]
+        chosen = GradeModel(
+            kind="logistic",
+            names=tuple(rule.names),
+            rule_thresholds=tuple(float(t) for t in rule.rule_thresholds),
+            thresholds=tuple(float(t) for t in rule.applied),
+            count_classes=rule.count_classes,
+            ladder=tuple(float(t) for t in ladder),
+            classes=tuple(classes),
+            columns=tuple(cols),
+            fitted=fitted,
+            recipe=asdict(recipe),
+            fitted_on=name.split("on the ", 1)[1],
+            reason=(
+                f"{name}: {best.accuracy.iloc[0]:.3f} of {len(val)} validation photos graded right, "
+                f"against the rule's {rule_accuracy:.3f}"
+            ),
+            validation=scores,
+        )
+    table["chosen"] = table.candidate == chosen_name
+    return chosen, table

@@ -1,0 +1,159 @@
+"""The grade model (acne_detection.core.grade_model): chosen on validation, refused when it does not
+beat the rule there, probabilities that sum to 1 and are calibrated where the answer is known, one
+answer per photo (the grade shown is the argmax of the probabilities shown), never applied under
+another grading rule."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from acne_detection.core.grade_model import (
+    DEFAULT_LADDER,
+    Evidence,
+    GradeModel,
+    GradeRuleMismatch,
+    _fit_logistic,
+    _logistic_probabilities,
+    choose_grade_model,
+    photo_features,
+)
+from acne_detection.core.grading import GradingRule, severity_grade
+
+
+def _photos(n: int, *, start: int, seed: int, found: float, noise: float) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Photos whose true lesion count sets the grade; the detector finds ``found`` of the lesions with
+    high confidence, and ``noise`` false alarms per photo at low confidence. Three copies per source."""
+    rng = np.random.default_rng(seed)
+    rows, grades, groups = [], {}, {}
+    for i in range(n):
+        image = f"p{start + i}"
+        true = int(rng.integers(0, 90))
+        grades[image], groups[image] = int(severity_grade(true)), f"s{(start + i) // 3}"
+        hits = rng.binomial(true, found)
+        alarms = rng.poisson(noise)
+        conf = np.concatenate([rng.uniform(0.3, 0.95, hits), rng.uniform(0.05, 0.2, alarms)])
+        for c in conf:
+            rows.append(
+                {"image": image, "class": "lesion", "confidence": c, "x_min": 0, "y_min": 0, "x_max": 12, "y_max": 12}
+            )
+    return pd.DataFrame(rows), pd.Series(grades), pd.Series(groups)
+
+
+def _evidence(candidates: pd.DataFrame, grades: pd.Series, groups: pd.Series) -> Evidence:
+    features = photo_features(candidates, grades.index, sides={image: 640.0 for image in grades.index})
+    return Evidence.of(features, grades, groups)
+
+
+def test_features_count_at_each_rung_and_sum_the_probabilities() -> None:
+    boxes = pd.DataFrame(
+        {
+            "image": ["a", "a", "a", "b"],
+            "class": ["papule", "pustule", "papule", "papule"],
+            "confidence": [0.9, 0.2, 0.06, 0.5],
+            "x_min": [0, 0, 0, 0],
+            "y_min": [0, 0, 0, 0],
+            "x_max": [64, 16, 16, 32],
+            "y_max": [64, 16, 16, 32],
+        }
+    )
+    features = photo_features(boxes, ["a", "b", "c"], classes=["papule", "pustule"], sides={"a": 640.0, "b": 640.0})
+    assert np.expm1(features.loc["a", "n@0.05"]) == pytest.approx(3)
+    assert np.expm1(features.loc["a", "n@0.5"]) == pytest.approx(1)
+    assert np.expm1(features.loc["a", "expected"]) == pytest.approx(1.16)
+    assert np.expm1(features.loc["a", "expected.pustule"]) == pytest.approx(0.2)
+    assert features.loc["c"].filter(like="n@").eq(0).all()  # a photo with no box: zero counts, not missing
+    # the probability-weighted mean of log(box side / photo side)
+    expected = (0.9 * np.log(0.1) + 0.26 * np.log(0.025)) / 1.16
+    assert features.loc["a", "size_mean"] == pytest.approx(expected)
+    assert features.loc["b", "size_mean"] == pytest.approx(np.log(0.05)) and features.loc["b", "size_sd"] == 0
+    hayashi = photo_features(boxes, ["a"], count_classes=("pustule",))
+    assert np.expm1(hayashi.loc["a", "n@0.05"]) == pytest.approx(1)
+    assert len(DEFAULT_LADDER) == 10 and DEFAULT_LADDER[0] == 0.05 and DEFAULT_LADDER[-1] == 0.5
+
+
+def test_a_learned_model_is_chosen_on_validation_where_it_beats_the_rule() -> None:
+    """The detector finds a third of the lesions: the rule undercounts and misgrades; the learned model does not."""
+    rule = GradingRule()
+    train = _evidence(*_photos(240, start=0, seed=1, found=0.33, noise=2))
+    candidates, grades, groups = _photos(120, start=1000, seed=2, found=0.33, noise=2)
+    val = _evidence(candidates, grades, groups)
+    rule_p = GradeModel.rule(rule).probabilities(candidates, list(val.features.index))
+    model, table = choose_grade_model(rule, val, rule_p, train=train)
+    assert model.kind == "logistic"
+    scores = table.set_index("candidate").accuracy
+    assert scores.drop("rule").max() > scores["rule"] + 0.1
+    assert table.chosen.sum() == 1 and table.loc[table.chosen, "accuracy"].iloc[0] == scores.max()
+    # scored on photos it never saw: a new draw of the same detector grades as well as validation said
+    new, new_grades, _ = _photos(300, start=5000, seed=3, found=0.33, noise=2)
+    p = model.probabilities(new, list(new_grades.index), {image: 640.0 for image in new_grades.index})
+    assert (model.grades(p) == new_grades.to_numpy()).mean() > scores["rule"] + 0.1
+
+
+def test_the_rule_is_kept_when_no_learned_model_beats_it_on_validation() -> None:
+    """A perfect detector: the rule grades every photo right, nothing learned can do strictly better."""
+    rule = GradingRule()
+    candidates, grades, groups = _photos(90, start=0, seed=4, found=1.0, noise=0)
+    candidates = candidates.assign(confidence=0.999)
+    val = _evidence(candidates, grades, groups)
+    rule_p = GradeModel.rule(rule).probabilities(candidates, list(val.features.index))
+    model, table = choose_grade_model(rule, val, rule_p, train=val)
+    assert table.set_index("candidate").accuracy["rule"] == 1.0
+    assert model.kind == "rule" and "no learned model beat the rule" in model.reason
+    assert table.loc[table.chosen, "candidate"].tolist() == ["rule"]
+    few = Evidence(val.features.head(10), val.grades[:10], val.groups[:10])
+    model, _ = choose_grade_model(rule, few, rule_p[:10], train=val)
+    assert model.kind == "rule" and "only 10 validation photos" in model.reason
+
+
+def test_probabilities_sum_to_one_and_are_calibrated_where_the_answer_is_known() -> None:
+    """Photos drawn from a known multinomial logistic model: the fitted probabilities match the
+    true ones, and among photos given p for their most probable grade, about p are right."""
+    rng = np.random.default_rng(5)
+    n, grades = 6000, 4
+    x = rng.normal(size=(n, 2))
+    true_coef = np.array([[-2.0, 0.0], [-0.5, 0.5], [0.5, 0.5], [2.0, 0.0]])
+    logits = x @ true_coef.T
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(grades, p=row) for row in truth])
+    from acne_detection.core.grade_model import Recipe
+
+    fitted = _fit_logistic(x[:4000], y[:4000], grades, Recipe(c=100.0))
+    p = _logistic_probabilities(x[4000:], fitted)
+    assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
+    assert np.abs(p - truth[4000:]).mean() < 0.03
+    top, right = p.max(axis=1), p.argmax(axis=1) == y[4000:]
+    for low, high in ((0.3, 0.5), (0.5, 0.7), (0.7, 1.0)):
+        inside = (top >= low) & (top < high)
+        assert inside.sum() > 100 and abs(right[inside].mean() - top[inside].mean()) < 0.06
+
+
+def test_a_stored_model_gives_the_same_answer_and_its_grade_is_its_argmax() -> None:
+    rule = GradingRule()
+    train = _evidence(*_photos(150, start=0, seed=6, found=0.4, noise=3))
+    candidates, grades, groups = _photos(60, start=1000, seed=7, found=0.4, noise=3)
+    val = _evidence(candidates, grades, groups)
+    model, _ = choose_grade_model(
+        rule, val, GradeModel.rule(rule).probabilities(candidates, list(grades.index)), train=train
+    )
+    stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    sides = {image: 640.0 for image in grades.index}
+    p, q = model.probabilities(candidates, grades.index, sides), stored.probabilities(candidates, grades.index, sides)
+    assert p == pytest.approx(q) and p.sum(axis=1) == pytest.approx(np.ones(len(p)))
+    assert (stored.grades(q) == q.argmax(axis=1)).all()
+    # the rule, too, shows the grade its probabilities make most probable
+    rule_model = GradeModel.rule(rule)
+    rp = rule_model.probabilities(candidates, grades.index)
+    assert (rule_model.grades(rp) == rp.argmax(axis=1)).all() and rp.sum(axis=1) == pytest.approx(np.ones(len(rp)))
+
+
+def test_a_model_made_under_one_rule_refuses_another_naming_both() -> None:
+    five = GradingRule(rule_thresholds=(2, 5, 20, 50), names=("clear", "mild", "moderate", "severe", "very severe"))
+    model = GradeModel.rule(five)
+    with pytest.raises(GradeRuleMismatch) as refused:
+        model.check_rule(GradingRule())
+    assert "0-2 clear" in str(refused.value) and "0-5 mild" in str(refused.value)
+    model.check_rule(five)  # its own rule: no complaint
