@@ -198,12 +198,21 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "eval/test_grade_probabilities.csv",
         "model/calibration.json",
         "model/grading_correction.json",
+        "model/grade_model.json",
+        "eval/grade_model_candidates.csv",
     } <= artifacts
     tone_metrics = {m for m in full.data.metrics if m.startswith("test.tone.")}
     assert any(m.endswith(".recall_low") for m in tone_metrics) and any(m.endswith(".photos") for m in tone_metrics)
     assert full.data.tags["skin_tone.check"].split()[0] in {"pass", "warning:"}
     assert full.data.tags["data.label_audit"] == "ok"  # the synthetic default's classes are lesion types
     assert full.data.metrics["test.grade_ceiling"] == 1.0  # synthetic grades are the true counts' grades
+    import pandas as pd
+
+    shown = pd.read_csv(project / "data" / "08_reporting" / "test_grade_probabilities.csv")
+    graded = pd.read_csv(project / "data" / "07_model_output" / "test_grades.csv").set_index("image")
+    assert graded.loc[shown.image, "pred_grade"].tolist() == shown.most_probable.tolist()
+    probs = shown[[c for c in shown.columns if c.startswith("p.")]].to_numpy()
+    assert shown.most_probable.tolist() == probs.argmax(axis=1).tolist()  # eval's grade is its probabilities' argmax
     assert full.data.tags["gate"] in {"pass", "fail"} and full.data.tags["gate.recall"].split()[0] in {"pass", "fail"}
     # The eval-only run evaluates the saved model again, without training.
     assert "test.mAP50" in evaluation.data.metrics
@@ -439,7 +448,6 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
 
     import pandas as pd
 
-    from acne_detection.core.grading import severity_grade
     from tests.conftest import tree_digest
 
     out = project / "data" / "07_model_output" / "predictions"
@@ -461,10 +469,10 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     lesions = pd.read_csv(out / "lesions.csv")
     counts = summary.photo.map(lesions.groupby("image").size()).fillna(0).astype(int)
     assert summary.lesions.tolist() == counts.tolist()
-    model = json.loads((out / "model.json").read_text())  # graded by the thresholds eval chose for this model
-    assert (
-        summary.grade.tolist() == severity_grade(summary.lesions, model["grading_thresholds"] or (5, 20, 50)).tolist()
-    )
+    # one answer per photo: the grade shown is the most probable under the probabilities shown
+    grades = ["mild", "moderate", "severe", "very severe"]
+    assert summary.grade.tolist() == summary[[f"p.{g}" for g in grades]].to_numpy().argmax(axis=1).tolist()
+    assert summary.grade_name.tolist() == [grades[g] for g in summary.grade]
     phone = summary.set_index("photo").loc["phone.jpg"]
     assert (phone.width, phone.height, bool(phone.sliced)) == (400, 300, True)  # > 2 x the 64 px training size
     size = summary.set_index("photo")[["width", "height"]]
@@ -486,10 +494,27 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     # each photo's grade probabilities, from the calibrated detections eval fitted for these weights
     record = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())
     assert model["calibration"] == record["calibration"]
-    grades = ["mild", "moderate", "severe", "very severe"]
+    assert model["grade_model"] == record["grade_model"] and record["grade_model"]["kind"] in {"rule", "logistic"}
     assert summary[[f"p.{g}" for g in grades]].sum(axis=1).round(3).eq(1).all()
     for row in summary.itertuples():
         assert f"Grade probabilities: {row.grade_probabilities}" in report
+
+    # the served model gives the same grade and probabilities as predict for the same photos
+    import mlflow.pyfunc
+
+    version = max(tracking.search_model_versions("name = 'acne-detector'"), key=lambda v: int(v.version))
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")
+    photos = sorted(p for p in predicted["good"] if not p.lower().endswith(".heic"))
+    answer = served.predict(pd.DataFrame({"image": [str(predicted["folder"] / p) for p in photos]})).set_index(
+        summary.set_index("photo").loc[photos].index
+    )
+    mine = summary.set_index("photo").loc[photos]
+    assert answer.grade.tolist() == mine.grade.tolist() and answer.lesions.tolist() == mine.lesions.tolist()
+    for photo in photos:
+        assert list(json.loads(answer.grade_probabilities[photo]).values()) == pytest.approx(
+            mine.loc[photo, [f"p.{g}" for g in grades]].tolist(), abs=2e-4
+        )
 
     experiment = tracking.get_experiment_by_name("acne_detection")
     latest = tracking.search_runs([experiment.experiment_id], filter_string="attributes.run_name LIKE 'predict · %'")[0]

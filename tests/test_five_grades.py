@@ -60,8 +60,8 @@ def test_predict_summary_and_report_show_five_grades(five: Path) -> None:
     assert [c for c in summary.columns if c.startswith("p.")] == [f"p.{n}" for n in NAMES]
     assert summary.grade_name.isin(NAMES).all() and len(summary) == 2
     assert (summary[[f"p.{n}" for n in NAMES]].sum(axis=1) - 1).abs().max() < 1e-3
-    expected = pd.cut(summary.lesions, [-1, 1, 3, 6, 12, 10**6], labels=False)
-    assert (summary.grade == expected).all()  # no count correction on a tiny model: the rule as written
+    shown = summary[[f"p.{n}" for n in NAMES]].to_numpy()
+    assert (summary.grade == shown.argmax(axis=1)).all()  # the grade shown is the most probable one
     report = (out / "report.html").read_text()
     assert "0-1 clear, 2-3 almost clear, 4-6 mild, 7-12 moderate, more than 12 severe" in report
     assert ".g4{border-left-color:#cc2222}" in report and ".g0{border-left-color:#33aa33}" in report
@@ -83,5 +83,22 @@ def test_the_registered_model_answers_with_five_grades(five: Path) -> None:
     row = answer.iloc[0]
     assert list(json.loads(row.grade_probabilities)) == NAMES
     assert row.grade_name == NAMES[row.grade]
-    expected = int(pd.cut([row.lesions], [-1, 1, 3, 6, 12, 10**6], labels=False)[0])
-    assert row.grade == expected
+    probabilities = list(json.loads(row.grade_probabilities).values())
+    assert row.grade == max(range(len(NAMES)), key=probabilities.__getitem__)
+
+
+@pytest.mark.e2e
+def test_predict_under_another_rule_refuses_naming_both_rules(five: Path) -> None:
+    """A model graded under the five-grade rule, predicted under the default rule: a refusal that
+    names both rules, before any photo is predicted, never a bare ValueError."""
+    grading = five / "conf" / "local" / "parameters_grading.yml"
+    kept = grading.read_text()
+    grading.unlink()
+    try:
+        done = kedro_run(five, "--pipeline", "predict")
+    finally:
+        grading.write_text(kept)
+    assert done.returncode != 0
+    assert "GradeRuleMismatch" in done.stderr
+    assert "0-1 clear, 2-3 almost clear" in done.stderr and "0-5 mild, 6-20 moderate" in done.stderr
+    assert "Predicting" not in done.stdout + done.stderr.split("GradeRuleMismatch")[0]

@@ -48,6 +48,14 @@ def _evidence(candidates: pd.DataFrame, grades: pd.Series, groups: pd.Series) ->
     return Evidence.of(features, grades, groups)
 
 
+THRESHOLD = 0.25
+
+
+def _rule_grades(candidates: pd.DataFrame, images: pd.Index) -> np.ndarray:
+    rule = GradingRule()
+    return rule.grade(rule.count(candidates[candidates.confidence >= THRESHOLD], pd.Series(images, dtype=object)))
+
+
 def test_features_count_at_each_rung_and_sum_the_probabilities() -> None:
     boxes = pd.DataFrame(
         {
@@ -81,8 +89,9 @@ def test_a_learned_model_is_chosen_on_validation_where_it_beats_the_rule() -> No
     train = _evidence(*_photos(240, start=0, seed=1, found=0.33, noise=2))
     candidates, grades, groups = _photos(120, start=1000, seed=2, found=0.33, noise=2)
     val = _evidence(candidates, grades, groups)
-    rule_p = GradeModel.rule(rule).probabilities(candidates, list(val.features.index))
-    model, table = choose_grade_model(rule, val, rule_p, train=train)
+    model, table = choose_grade_model(
+        rule, val, _rule_grades(candidates, val.features.index), threshold=THRESHOLD, train=train
+    )
     assert model.kind == "logistic"
     scores = table.set_index("candidate").accuracy
     assert scores.drop("rule").max() > scores["rule"] + 0.1
@@ -99,13 +108,16 @@ def test_the_rule_is_kept_when_no_learned_model_beats_it_on_validation() -> None
     candidates, grades, groups = _photos(90, start=0, seed=4, found=1.0, noise=0)
     candidates = candidates.assign(confidence=0.999)
     val = _evidence(candidates, grades, groups)
-    rule_p = GradeModel.rule(rule).probabilities(candidates, list(val.features.index))
-    model, table = choose_grade_model(rule, val, rule_p, train=val)
+    rule_grades = _rule_grades(candidates, val.features.index)
+    model, table = choose_grade_model(rule, val, rule_grades, threshold=THRESHOLD, train=val)
     assert table.set_index("candidate").accuracy["rule"] == 1.0
     assert model.kind == "rule" and "no learned model beat the rule" in model.reason
     assert table.loc[table.chosen, "candidate"].tolist() == ["rule"]
+    # the rule's grade is shown, and its probabilities are its grades' validation outcomes
+    p = model.probabilities(candidates, grades.index)
+    assert (model.grades(p) == rule_grades).all() and p.sum(axis=1) == pytest.approx(np.ones(len(p)))
     few = Evidence(val.features.head(10), val.grades[:10], val.groups[:10])
-    model, _ = choose_grade_model(rule, few, rule_p[:10], train=val)
+    model, _ = choose_grade_model(rule, few, rule_grades[:10], threshold=THRESHOLD, train=val)
     assert model.kind == "rule" and "only 10 validation photos" in model.reason
 
 
@@ -137,17 +149,30 @@ def test_a_stored_model_gives_the_same_answer_and_its_grade_is_its_argmax() -> N
     candidates, grades, groups = _photos(60, start=1000, seed=7, found=0.4, noise=3)
     val = _evidence(candidates, grades, groups)
     model, _ = choose_grade_model(
-        rule, val, GradeModel.rule(rule).probabilities(candidates, list(grades.index)), train=train
+        rule, val, _rule_grades(candidates, val.features.index), threshold=THRESHOLD, train=train
     )
     stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     sides = {image: 640.0 for image in grades.index}
     p, q = model.probabilities(candidates, grades.index, sides), stored.probabilities(candidates, grades.index, sides)
     assert p == pytest.approx(q) and p.sum(axis=1) == pytest.approx(np.ones(len(p)))
     assert (stored.grades(q) == q.argmax(axis=1)).all()
-    # the rule, too, shows the grade its probabilities make most probable
-    rule_model = GradeModel.rule(rule)
-    rp = rule_model.probabilities(candidates, grades.index)
-    assert (rule_model.grades(rp) == rp.argmax(axis=1)).all() and rp.sum(axis=1) == pytest.approx(np.ones(len(rp)))
+    # the rule, too, shows the grade its probabilities make most probable; a rule grade validation
+    # mostly gave another true grade shows that one (rule grade 3 was grade 2 on 8 of 10 photos)
+    confusion = np.diag([20, 20, 20, 2])
+    confusion[3, 2] = 8
+    rule_model = GradeModel.rule(rule, threshold=THRESHOLD, confusion=confusion)
+    rows = rule_model.rule_probabilities()
+    assert rows.sum(axis=1) == pytest.approx(np.ones(4)) and rows[3].argmax() == 2
+    assert rows[3, 2] == pytest.approx((8 + 0.1) / (10 + 1 + 0.3))  # the counts with their pseudo-counts
+    many = pd.DataFrame(
+        {"image": ["x"] * 60, "class": "lesion", "confidence": 0.9, "x_min": 0, "y_min": 0, "x_max": 9, "y_max": 9}
+    )
+    rp = GradeModel.from_dict(json.loads(json.dumps(rule_model.to_dict()))).probabilities(many, ["x", "none"])
+    assert rule_model.grades(rp).tolist() == [2, 0] and rp[0] == pytest.approx(rows[3])
+    # with no validation photo: the count's Poisson-binomial distribution, and its argmax
+    plain = GradeModel.rule(rule)
+    pb = plain.probabilities(candidates, grades.index)
+    assert pb == pytest.approx(rule.probabilities(candidates, pd.Series(grades.index)))
 
 
 def test_a_model_made_under_one_rule_refuses_another_naming_both() -> None:

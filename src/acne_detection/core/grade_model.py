@@ -14,9 +14,11 @@ the counts at a ladder of confidences graded unseen photos better than the best 
   hard labels or label-distribution targets (neighbouring grades share mass, as Wu et al. 2019
   do), its regularisation and targets chosen by grouped cross-validation (copies of one source
   photo never straddle folds);
-- **the rule as a model**: the count's Poisson-binomial distribution graded by the rule
-  (``grading.grade_probabilities``), so that the rule, too, shows the grade its probabilities
-  make most probable;
+- **the rule as a model**: the count at the operating point graded by the rule, with each rule
+  grade's probabilities the true grades of the validation photos that rule grade was given
+  (smoothed towards the rule grade), so that the rule, too, shows the grade its probabilities
+  make most probable; with no graded validation photo, the count's Poisson-binomial
+  distribution graded by the rule (``grading.grade_probabilities``);
 - **the choice** (``choose_grade_model``), on validation photos only: the learned model fitted on
   the training split (scored on validation) or cross-fitted on the validation split (scored out of
   fold), against the rule. The rule is kept unless a learned model grades validation strictly
@@ -47,6 +49,9 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)
 LABEL_SPREADS = (0.0, 0.15)  # share of a photo's target mass on each neighbouring grade (0: hard labels)
 FEATURE_SETS = ("counts", "counts+sizes")
 PROBABILITY_FLOOR = 1e-3  # a grade never seen in the fitting photos keeps a little probability
+# Dirichlet pseudo-counts of the rule's validation confusion: 1 on the rule's own grade, 0.1 on each
+# other, so a rule grade no validation photo was given answers itself with ~1 / (1 + 0.1 (K - 1))
+RULE_PRIOR_OWN, RULE_PRIOR_OTHER = 1.0, 0.1
 
 
 def photo_features(
@@ -178,12 +183,16 @@ class GradeModel:
     shown and the probabilities shown are one answer. Stored as JSON with the deployed model.
 
     Attributes:
-        kind: ``rule`` (the Poisson-binomial count distribution graded by ``thresholds``) or ``logistic``.
+        kind: ``rule`` (the count at ``threshold`` graded by ``thresholds``, each rule grade's
+            probabilities from the validation confusion; or, without one, the count's
+            Poisson-binomial distribution graded by ``thresholds``) or ``logistic``.
         names: the grades' names, mildest first.
         rule_thresholds: the rule on true counts it was made under (a record made under one rule
             is never applied under another: ``check_rule``).
         thresholds: the thresholds the detector's count is graded by (the rule's, or eval's correction).
         count_classes: the classes counted (``None``: all).
+        threshold: the operating point the rule counts at (a calibrated confidence).
+        confusion: the rule's validation confusion (rows: rule grade, columns: true grade, photos).
         ladder, classes, columns: the evidence the logistic model reads (``photo_features``).
         fitted: the logistic model's standardisation, coefficients and intercepts.
         recipe: its hyper-parameters; ``fitted_on``: where it was fitted; ``reason``: why it was chosen.
@@ -195,6 +204,8 @@ class GradeModel:
     rule_thresholds: tuple[float, ...] = ()
     thresholds: tuple[float, ...] = ()
     count_classes: tuple[str, ...] | None = None
+    threshold: float | None = None
+    confusion: tuple[tuple[int, ...], ...] = ()
     ladder: tuple[float, ...] = DEFAULT_LADDER
     classes: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
@@ -205,16 +216,40 @@ class GradeModel:
     validation: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def rule(cls, rule: GradingRule, *, reason: str = "", validation: dict[str, float] | None = None) -> GradeModel:
+    def rule(
+        cls,
+        rule: GradingRule,
+        *,
+        threshold: float | None = None,
+        confusion: np.ndarray | None = None,
+        reason: str = "",
+        validation: dict[str, float] | None = None,
+    ) -> GradeModel:
+        """The count rule as a grade model: at ``threshold`` with ``confusion`` (rule grade x true
+        grade on validation photos) when both are given, else the count's Poisson-binomial."""
         return cls(
             kind="rule",
             names=tuple(rule.names),
             rule_thresholds=tuple(float(t) for t in rule.rule_thresholds),
             thresholds=tuple(float(t) for t in rule.applied),
             count_classes=rule.count_classes,
+            threshold=None if threshold is None else float(threshold),
+            confusion=() if confusion is None else tuple(tuple(int(v) for v in row) for row in confusion),
             reason=reason,
             validation=dict(validation or {}),
         )
+
+    def rule_probabilities(self) -> np.ndarray:
+        """Each rule grade's row of true-grade probabilities: the validation confusion with its
+        Dirichlet pseudo-counts (``RULE_PRIOR_OWN`` on the rule grade, ``RULE_PRIOR_OTHER`` elsewhere).
+
+        Returns:
+            A (grades, grades) array; row ``k`` is P(true grade | rule grade ``k``).
+        """
+        n = len(self.names)
+        counts = np.asarray(self.confusion, float).reshape(n, n) if self.confusion else np.zeros((n, n))
+        counts = counts + RULE_PRIOR_OTHER + np.eye(n) * (RULE_PRIOR_OWN - RULE_PRIOR_OTHER)
+        return counts / counts.sum(axis=1, keepdims=True)
 
     @property
     def grading_rule(self) -> GradingRule:
@@ -248,8 +283,12 @@ class GradeModel:
             An (N, grades) array; rows sum to 1.
         """
         images = list(images)
-        if self.kind == "rule":
+        if self.kind == "rule" and (self.threshold is None or not self.confusion):
             return self.grading_rule.probabilities(candidates, pd.Series(images, dtype=object))
+        if self.kind == "rule":
+            counted = candidates[candidates.confidence >= self.threshold]
+            graded = self.grading_rule.grade(self.grading_rule.count(counted, pd.Series(images, dtype=object)))
+            return self.rule_probabilities()[np.asarray(graded, int)].reshape(len(images), len(self.names))
         x = self.features(candidates, images, sides)[list(self.columns)].to_numpy(float)
         return _logistic_probabilities(x, self.fitted).reshape(len(images), len(self.names))
 
@@ -295,6 +334,8 @@ class GradeModel:
         for key in ("names", "rule_thresholds", "thresholds", "ladder", "classes", "columns"):
             if key in known and known[key] is not None:
                 known[key] = tuple(known[key])
+        if known.get("confusion"):
+            known["confusion"] = tuple(tuple(row) for row in known["confusion"])
         if known.get("count_classes"):
             known["count_classes"] = tuple(known["count_classes"])
         if "fitted" in known:
@@ -399,16 +440,19 @@ def _cross_fitted(evidence: Evidence, n_grades: int, *, seed: int) -> np.ndarray
 def choose_grade_model(
     rule: GradingRule,
     val: Evidence,
-    val_rule_probabilities: np.ndarray,
+    val_rule_grades: np.ndarray,
     *,
+    threshold: float,
     train: Evidence | None = None,
     ladder: Sequence[float] = DEFAULT_LADDER,
     classes: Sequence[str] = (),
     seed: int = 0,
+    learn: bool = True,
 ) -> tuple[GradeModel, pd.DataFrame]:
     """Choose, on validation photos only, what grades photos: the rule or a learned model.
 
-    Candidates: the rule (its probabilities' argmax); a logistic model fitted on the training
+    Candidates: the rule (the count at the operating point graded by it; its probabilities are
+    the validation confusion of its grades, ``GradeModel.rule``); a logistic model fitted on the training
     split's evidence (recipe by grouped cross-validation there), scored on validation; and one
     cross-fitted on the validation split, scored out of fold (nested: the recipe is chosen inside
     each fold). A learned model is kept only when its validation accuracy is strictly higher than
@@ -418,10 +462,12 @@ def choose_grade_model(
     Args:
         rule: the grading rule (with eval's count correction, if any).
         val: the validation photos' evidence (``photo_features``), true grades and groups.
-        val_rule_probabilities: the rule's probabilities on those photos, in their order.
+        val_rule_grades: the rule's grade of each of those photos (its count at ``threshold``), in their order.
+        threshold: the operating point the rule counts at.
         train: the training photos' evidence, where it was predicted (``None``: not a candidate).
         ladder, classes: what ``photo_features`` was given.
         seed: the folds' seed.
+        learn: ``False``: the rule, without fitting a learned candidate (``grading.model: rule``).
 
     Returns:
         The chosen ``GradeModel`` and one row per candidate (``candidate``, ``photos``,
@@ -442,9 +488,19 @@ def choose_grade_model(
             }
         )
 
-    _score("rule", np.asarray(val_rule_probabilities).reshape(len(val), n), len(val))
+    rule_grades = np.asarray(val_rule_grades, int)
+    confusion = np.zeros((n, n), int)
+    np.add.at(confusion, (rule_grades, truth), 1)
+    # the rule's accuracy is its own grade's; its probabilities are scored leaving each photo out of its row
+    loo = GradeModel.rule(rule, confusion=confusion).rule_probabilities()[rule_grades] * 0
+    for i, (k, g) in enumerate(zip(rule_grades, truth, strict=True)):
+        without = confusion.copy()
+        without[k, g] -= 1
+        loo[i] = GradeModel.rule(rule, confusion=without).rule_probabilities()[k]
+    _score("rule", loo, len(val))
+    rows[-1]["accuracy"] = float((rule_grades == truth).mean()) if len(val) else np.nan
     learned: dict[str, tuple[list[str], dict[str, Any], Recipe]] = {}
-    if len(val) >= MIN_GRADED_PHOTOS:
+    if learn and len(val) >= MIN_GRADED_PHOTOS:
         if train is not None and len(train) >= MIN_GRADED_PHOTOS:
             recipe = _choose_recipe(train, n, seed=seed)
             cols, fitted = _fit(train, n, recipe)
@@ -462,15 +518,19 @@ def choose_grade_model(
     rule_accuracy = float(table.accuracy.iloc[0]) if len(val) else np.nan
     scores = {r["candidate"]: r["accuracy"] for r in rows}
     best = table[table.candidate != "rule"].sort_values(["accuracy", "log_loss"], ascending=[False, True])
-    if len(val) < MIN_GRADED_PHOTOS:
+    if not len(val):  # no graded validation photo: the count's Poisson-binomial distribution
+        chosen = GradeModel.rule(rule, reason="no validation photo has a true grade: the rule", validation=scores)
+    elif not learn:
+        chosen = GradeModel.rule(rule, threshold=threshold, confusion=confusion, reason="grading.model is rule")
+    elif len(val) < MIN_GRADED_PHOTOS:
         reason = f"only {len(val)} validation photos with a true grade (fewer than {MIN_GRADED_PHOTOS}): the rule"
-        chosen = GradeModel.rule(rule, reason=reason, validation=scores)
+        chosen = GradeModel.rule(rule, threshold=threshold, confusion=confusion, reason=reason, validation=scores)
     elif not len(best) or not best.accuracy.iloc[0] > rule_accuracy:
         top = f"{best.accuracy.iloc[0]:.3f}" if len(best) else "none fitted"
         reason = (
             f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f})"
         )
-        chosen = GradeModel.rule(rule, reason=reason, validation=scores)
+        chosen = GradeModel.rule(rule, threshold=threshold, confusion=confusion, reason=reason, validation=scores)
     else:
         name = chosen_name = str(best.candidate.iloc[0])
         cols, fitted, recipe = learned[name]
@@ -480,6 +540,7 @@ def choose_grade_model(
             rule_thresholds=tuple(float(t) for t in rule.rule_thresholds),
             thresholds=tuple(float(t) for t in rule.applied),
             count_classes=rule.count_classes,
+            threshold=float(threshold),
             ladder=tuple(float(t) for t in ladder),
             classes=tuple(classes),
             columns=tuple(cols),

@@ -95,6 +95,9 @@ class AugmentParams(_Strict):
 
 class TrainParams(_Strict):
     pretrained: bool = True
+    # yolov8n-p2: an extra stride-4 head for lesions of a few pixels; yolov8n.pt's weights are transferred
+    # where the shapes match (the backbone), so the neck and head start untrained (a sweep candidate)
+    architecture: Literal["yolov8n", "yolov8n-p2"] = "yolov8n"
     resume: Literal["auto", False] = "auto"
     device: str = "auto"
     epochs: int = Field(20, ge=1)

@@ -142,6 +142,7 @@ def fit_grade_model(
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     calibration: dict[str, Any],
+    operating_point: dict[str, Any],
     correction: dict[str, Any],
     grading: GradingParams,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -156,6 +157,7 @@ def fit_grade_model(
         dataset: the YOLO dataset (every photo of each split, lesion-free ones too).
         split_images: the split manifest (true ``grade``, source ``group``, ``width``, ``height``).
         calibration: the recalibration (evidence is on calibrated confidences).
+        operating_point: the threshold the rule counts at.
         correction: ``fit_grading_correction``'s record (the rule's thresholds on the detector's count).
         grading: the ``grading`` parameters (``model: rule`` keeps the rule without fitting).
 
@@ -167,16 +169,22 @@ def fit_grade_model(
     classes = counted if len(counted) > 1 else ()  # lesion types each get an expected count
     template = replace(GradeModel.rule(rule), classes=classes)
     val, val_images, val_candidates = _evidence("val", val_predictions, calibration, dataset, split_images, template)
-    if grading.model == "rule":
-        chosen = GradeModel.rule(rule, reason="grading.model is rule")
-        table = pd.DataFrame(columns=["candidate", "photos", "accuracy", "log_loss", "brier", "chosen"])
-        return chosen.to_dict(), table
-    graded_images = val.features.index
-    rule_p = template.probabilities(val_candidates, list(graded_images))
+    threshold = float(operating_point["threshold"])
+    counted = val_candidates[val_candidates.confidence >= threshold]
+    rule_grades = rule.grade(rule.count(counted, pd.Series(val.features.index, dtype=object)))
     train = None
-    if len(train_predictions):
+    if len(train_predictions) and grading.model == "auto":
         train = _evidence("train", train_predictions, calibration, dataset, split_images, template)[0]
-    chosen, table = choose_grade_model(rule, val, rule_p, train=train, classes=classes, seed=grading.seed)
+    chosen, table = choose_grade_model(
+        rule,
+        val,
+        rule_grades,
+        threshold=threshold,
+        train=train,
+        classes=classes,
+        seed=grading.seed,
+        learn=grading.model == "auto",
+    )
     logger.info("Grade model: %s (%s)", chosen.describe(), chosen.reason)
     for row in table.itertuples():
         logger.info(

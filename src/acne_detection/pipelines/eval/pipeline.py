@@ -69,6 +69,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "yolo_dataset",
                     "split_images",
                     "calibration",
+                    "operating_point",
                     "grading_correction",
                     "params:grading",
                 ],

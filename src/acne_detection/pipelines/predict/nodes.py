@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 PHOTO_COLUMNS = ["photo", "status", "reason", "detail", "width", "height", "sliced"]
 
 
-def choose_model(weights: Path, model_threshold: dict[str, Any], params: PredictParams) -> dict[str, Any]:
+def choose_model(
+    weights: Path, model_threshold: dict[str, Any], params: PredictParams, grading: GradingParams | None = None
+) -> dict[str, Any]:
     """The model to predict with, and the confidence threshold ``eval`` chose *for that model*.
 
     The threshold comes, in order, from ``predict.threshold`` when set; the operating point
@@ -51,6 +53,8 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
         weights: the checkpoint ``train`` saved.
         model_threshold: ``eval``'s record (``model_sha256``, ``threshold``), ``{}`` if none.
         params: the ``predict`` parameters.
+        grading: the ``grading`` parameters: a model whose grades were made under another rule is
+            refused here, before any photo is predicted (``deployed_grade_model``).
 
     Returns:
         ``checkpoint``, ``source``, ``model_sha256``, ``model_version`` (registry version or
@@ -95,7 +99,7 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
     warning = SYNTHETIC_WARNING if version.get("trained_on") == "synthetic" else ""
     if warning:
         logger.warning("%s: %s", version.get("model_version", source), warning)
-    return {
+    info = {
         "checkpoint": str(checkpoint),
         "source": source,
         "model_sha256": sha,
@@ -107,6 +111,9 @@ def choose_model(weights: Path, model_threshold: dict[str, Any], params: Predict
         "grade_model": grade_model,  # {}: none chosen for these weights (the count rule grades)
         "warning": warning,
     }
+    if grading is not None:
+        deployed_grade_model(info, grading)  # refuses another rule's model now, not after predicting every photo
+    return info
 
 
 def _load_for_runtime(checkpoint: Path, params: PredictParams) -> tuple[Any, int, str]:

@@ -86,7 +86,9 @@ def train_detector(
             else (Path(pretrained.name).with_suffix(".yaml"), "from scratch (random init)")
         )
         source = {"weights_source": origin}
-        model = YOLO(str(weights))
+        model = _build_model(Path(weights), params.architecture, pretrained=params.pretrained)
+        if params.architecture != "yolov8n":
+            source["weights_source"] = f"{origin}, transferred into {params.architecture}.yaml where shapes match"
     tags = {**environment_tags(device, device_name), "pretrained": str(params.pretrained), **source}
     logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
     for event, callback in LiveMetrics.for_active_run(tags).callbacks().items():
@@ -102,6 +104,16 @@ def train_detector(
             **training_overrides(params, data_yaml=dataset.data_yaml, device=device, workdir=workdir),
         )
     return _results(model.trainer, params, tags)
+
+
+def _build_model(weights: Path, architecture: str, *, pretrained: bool) -> YOLO:
+    """The model to fine-tune: the COCO checkpoint itself, or ``architecture``'s YAML with the
+    checkpoint's weights loaded where names and shapes match (Ultralytics' ``load``: for
+    ``yolov8n-p2`` the backbone; the neck and the extra stride-4 head start untrained)."""
+    if architecture == "yolov8n":
+        return YOLO(str(weights))
+    model = YOLO(f"{architecture}.yaml")
+    return model.load(str(weights)) if pretrained else model
 
 
 def parameter_counts(model: Any, freeze: int) -> tuple[int, int]:
