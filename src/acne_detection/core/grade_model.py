@@ -8,8 +8,9 @@ the counts at a ladder of confidences graded unseen photos better than the best 
 
 - **evidence per photo** (``photo_features``): counts of candidates at a ladder of calibrated
   confidences, the expected count (the sum of calibrated probabilities), the box-size
-  distribution relative to the photo, and the expected count per class where the classes that
-  count are several (lesion types);
+  distribution relative to the photo, the expected count per class where the classes that
+  count are several (lesion types), and a whole-photo grade classifier's probabilities where
+  one was trained (``core.grade_classifier``: a second signal);
 - **the model**: scikit-learn's multinomial logistic regression on standardised evidence, with
   hard labels or label-distribution targets (neighbouring grades share mass, as Wu et al. 2019
   do), its regularisation and targets chosen by grouped cross-validation (copies of one source
@@ -47,7 +48,8 @@ NO_BOX_SIZE = -4.0  # log relative side given to a photo with no candidate (exp(
 MIN_GRADED_PHOTOS = 20  # fewer validation photos with a true grade cannot choose between two graders
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 LABEL_SPREADS = (0.0, 0.15)  # share of a photo's target mass on each neighbouring grade (0: hard labels)
-FEATURE_SETS = ("counts", "counts+sizes")
+FEATURE_SETS = ("counts", "counts+sizes", "counts+sizes+classifier", "classifier")
+SCORE_FLOOR = 1e-3  # the classifier's probabilities enter as log(p + SCORE_FLOOR)
 PROBABILITY_FLOOR = 1e-3  # a grade never seen in the fitting photos keeps a little probability
 # Dirichlet pseudo-counts of the rule's validation confusion: 1 on the rule's own grade, 0.1 on each
 # other, so a rule grade no validation photo was given answers itself with ~1 / (1 + 0.1 (K - 1))
@@ -62,6 +64,7 @@ def photo_features(
     count_classes: tuple[str, ...] | None = None,
     classes: Sequence[str] = (),
     sides: pd.Series | dict[str, float] | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The detector's evidence on each photo, one row per photo.
 
@@ -74,11 +77,17 @@ def photo_features(
         classes: classes with an expected count of their own (lesion types); empty: none.
         sides: each photo's side, ``sqrt(width * height)`` in pixels (the box sizes are relative
             to it); missing photos or ``None``: box-size columns are ``NO_BOX_SIZE``.
+        scores: the grade classifier's probabilities (``cls.<k>`` columns, indexed by photo);
+            ``None``: no classifier columns.
 
     Returns:
         Columns ``n@<t>`` (log1p of the count at each rung), ``expected`` (log1p of the sum of
         probabilities), ``expected.<class>`` per class, ``size_mean`` and ``size_sd`` (the
-        probability-weighted mean and spread of log(box side / photo side)), indexed by photo.
+        probability-weighted mean and spread of log(box side / photo side)), ``cls.<k>``
+        (log of the classifier's probability of grade k, where ``scores`` are given), indexed by photo.
+
+    Raises:
+        ValueError: ``scores`` lack a photo.
     """
     images = pd.Index(list(images), name="image")
     boxes = counted_boxes(candidates, count_classes)
@@ -107,11 +116,29 @@ def photo_features(
             mean.update(m)
             sd.update(np.sqrt(var))
     columns["size_mean"], columns["size_sd"] = mean, sd
+    if scores is not None:
+        missing = images.difference(scores.index)
+        if len(missing):
+            raise ValueError(f"the grade classifier scored no {list(missing[:3])} ({len(missing)} photos)")
+        for column in scores.columns:
+            columns[column] = np.log(scores[column].reindex(images).astype(float) + SCORE_FLOOR)
     return pd.DataFrame(columns, index=images).astype(float)
 
 
 def _feature_columns(features: pd.DataFrame, feature_set: str) -> list[str]:
-    return [c for c in features.columns if feature_set == "counts+sizes" or not c.startswith("size_")]
+    """The columns a feature set reads: ``counts`` (the ladder, the expected counts), ``+sizes``
+    (box sizes), ``+classifier`` (the grade classifier's), or ``classifier`` alone."""
+    parts = set(feature_set.split("+"))
+
+    def kind(column: str) -> str:
+        return "sizes" if column.startswith("size_") else "classifier" if column.startswith("cls.") else "counts"
+
+    return [c for c in features.columns if kind(c) in parts]
+
+
+def _feature_sets(features: pd.DataFrame) -> tuple[str, ...]:
+    with_classifier = any(c.startswith("cls.") for c in features.columns)
+    return tuple(f for f in FEATURE_SETS if with_classifier or "classifier" not in f)
 
 
 def _targets(grades: np.ndarray, n_grades: int, spread: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -194,6 +221,8 @@ class GradeModel:
         threshold: the operating point the rule counts at (a calibrated confidence).
         confusion: the rule's validation confusion (rows: rule grade, columns: true grade, photos).
         ladder, classes, columns: the evidence the logistic model reads (``photo_features``).
+        classifier: the grade classifier whose probabilities it reads (``sha256``, ``imgsz``), when
+            its columns are among ``columns``; ``{}`` otherwise.
         fitted: the logistic model's standardisation, coefficients and intercepts.
         recipe: its hyper-parameters; ``fitted_on``: where it was fitted; ``reason``: why it was chosen.
         validation: each candidate's accuracy on the validation photos (``photos``: how many).
@@ -209,6 +238,7 @@ class GradeModel:
     ladder: tuple[float, ...] = DEFAULT_LADDER
     classes: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    classifier: dict[str, Any] = field(default_factory=dict)
     fitted: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     fitted_on: str = ""
@@ -261,7 +291,15 @@ class GradeModel:
             thresholds=self.thresholds,
         )
 
-    def features(self, candidates: pd.DataFrame, images: Sequence[str], sides: Any = None) -> pd.DataFrame:
+    @property
+    def uses_classifier(self) -> bool:
+        """Whether its grades read the grade classifier's probabilities (then pass ``scores``)."""
+        return any(c.startswith("cls.") for c in self.columns)
+
+    def features(
+        self, candidates: pd.DataFrame, images: Sequence[str], sides: Any = None, scores: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """``photo_features`` with this model's ladder and classes (``scores``: the classifier's, if given)."""
         return photo_features(
             candidates,
             images,
@@ -269,18 +307,29 @@ class GradeModel:
             count_classes=self.count_classes,
             classes=self.classes,
             sides=sides,
+            scores=scores,
         )
 
-    def probabilities(self, candidates: pd.DataFrame, images: Sequence[str], sides: Any = None) -> np.ndarray:
+    def probabilities(
+        self,
+        candidates: pd.DataFrame,
+        images: Sequence[str],
+        sides: Any = None,
+        scores: pd.DataFrame | None = None,
+    ) -> np.ndarray:
         """Each photo's probability of each grade.
 
         Args:
             candidates: the photos' candidate boxes, calibrated (``photo_features``).
             images: the photos, in the order of the rows returned.
             sides: each photo's side in pixels (``photo_features``).
+            scores: the grade classifier's probabilities of the photos (needed when ``uses_classifier``).
 
         Returns:
             An (N, grades) array; rows sum to 1.
+
+        Raises:
+            ValueError: the model reads the grade classifier and no ``scores`` were given.
         """
         images = list(images)
         if self.kind == "rule" and (self.threshold is None or not self.confusion):
@@ -289,7 +338,10 @@ class GradeModel:
             counted = candidates[candidates.confidence >= self.threshold]
             graded = self.grading_rule.grade(self.grading_rule.count(counted, pd.Series(images, dtype=object)))
             return self.rule_probabilities()[np.asarray(graded, int)].reshape(len(images), len(self.names))
-        x = self.features(candidates, images, sides)[list(self.columns)].to_numpy(float)
+        if self.uses_classifier and scores is None:
+            raise ValueError("this grade model reads the grade classifier's probabilities: pass the photos' scores")
+        x = self.features(candidates, images, sides, scores if self.uses_classifier else None)
+        x = x[list(self.columns)].to_numpy(float)
         return _logistic_probabilities(x, self.fitted).reshape(len(images), len(self.names))
 
     @staticmethod
@@ -318,7 +370,8 @@ class GradeModel:
     def describe(self) -> str:
         if self.kind == "rule":
             return f"the count rule ({self.grading_rule.legend()})"
-        return f"a logistic grade model on the detector's evidence, fitted on the {self.fitted_on}"
+        signal = " and the grade classifier's" if self.uses_classifier else ""
+        return f"a logistic grade model on the detector's evidence{signal}, fitted on the {self.fitted_on}"
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -399,8 +452,8 @@ def _log_loss(p: np.ndarray, grades: np.ndarray) -> float:
     return float(-np.log(np.clip(p[np.arange(len(grades)), grades], 1e-12, 1)).mean())
 
 
-def _recipes() -> list[Recipe]:
-    return [Recipe(c, s, f) for f in FEATURE_SETS for s in LABEL_SPREADS for c in C_GRID]
+def _recipes(features: pd.DataFrame) -> list[Recipe]:
+    return [Recipe(c, s, f) for f in _feature_sets(features) for s in LABEL_SPREADS for c in C_GRID]
 
 
 def _choose_recipe(evidence: Evidence, n_grades: int, *, seed: int) -> Recipe:
@@ -409,7 +462,7 @@ def _choose_recipe(evidence: Evidence, n_grades: int, *, seed: int) -> Recipe:
     if not folds:
         return Recipe()
     best, best_loss = Recipe(), np.inf
-    for recipe in _recipes():
+    for recipe in _recipes(evidence.features):
         cols = _feature_columns(evidence.features, recipe.feature_set)
         x = evidence.features[cols].to_numpy(float)
         p = np.zeros((len(evidence), n_grades))
@@ -446,6 +499,7 @@ def choose_grade_model(
     train: Evidence | None = None,
     ladder: Sequence[float] = DEFAULT_LADDER,
     classes: Sequence[str] = (),
+    classifier: dict[str, Any] | None = None,
     seed: int = 0,
     learn: bool = True,
 ) -> tuple[GradeModel, pd.DataFrame]:
@@ -466,6 +520,7 @@ def choose_grade_model(
         threshold: the operating point the rule counts at.
         train: the training photos' evidence, where it was predicted (``None``: not a candidate).
         ladder, classes: what ``photo_features`` was given.
+        classifier: the grade classifier whose scores are among the evidence (``sha256``, ``imgsz``).
         seed: the folds' seed.
         learn: ``False``: the rule, without fitting a learned candidate (``grading.model: rule``).
 
@@ -544,6 +599,7 @@ def choose_grade_model(
             ladder=tuple(float(t) for t in ladder),
             classes=tuple(classes),
             columns=tuple(cols),
+            classifier=dict(classifier or {}) if any(c.startswith("cls.") for c in cols) else {},
             fitted=fitted,
             recipe=asdict(recipe),
             fitted_on=name.split("on the ", 1)[1],

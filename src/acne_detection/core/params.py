@@ -237,6 +237,19 @@ class GradingParams(_Strict):
         return self
 
 
+class GradeClassifierParams(_Strict):
+    """The whole-photo grade classifier (``core.grade_classifier``): the grade model's second signal."""
+
+    enabled: bool = True
+    imgsz: int = Field(224, ge=32)
+    epochs: int = Field(15, ge=1)
+    batch: int = Field(16, ge=1)
+    min_photos: int = Field(30, ge=2)  # graded training photos (of at least two grades) needed to train it
+    seed: int = 0
+    device: str = "auto"
+    workers: int = Field(2, ge=0)
+
+
 class TrackingParams(_Strict):
     """What goes to the MLflow tracking store besides metrics and tables."""
 
@@ -288,6 +301,7 @@ PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "preview": PreviewParams,
     "eval": EvalParams,
     "grading": GradingParams,
+    "grade_classifier": GradeClassifierParams,
     "predict": PredictParams,
     "tracking": TrackingParams,
     "sweep": SweepParams,

@@ -79,6 +79,8 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
                 "weights": str(data["weights"]),
                 # the weights exported for predict.runtime (ONNX, OpenVINO), served as they were measured
                 **({"runtime_model": str(data["runtime_model"])} if data.get("runtime_model") else {}),
+                # the whole-photo grade classifier, where the grade model reads it
+                **({"grade_classifier": str(data["grade_classifier"])} if data.get("grade_classifier") else {}),
             },
             model_config=config or None,
             signature=signature,

@@ -68,6 +68,9 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         # the runtime predict was registered with (predict.runtime), exported at registration
         exported = context.artifacts.get("runtime_model")
         self.model = YOLO(exported, task="detect") if exported else weights
+        # the whole-photo grade classifier, where the registered grade model reads it
+        classifier = context.artifacts.get("grade_classifier")
+        self.classifier = YOLO(classifier, task="classify") if classifier else None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from pydantic import ValidationError
@@ -109,7 +112,18 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
         rule = model.grading_rule
         keys = pd.Series([key for key, _ in photos])
         counts = rule.count(boxes, keys)
-        probabilities = model.probabilities(candidates, keys, photo_sides(photos))
+        scores = None
+        if model.uses_classifier:
+            from acne_detection.core.grade_classifier import grade_scores
+
+            if self.classifier is None:
+                raise RuntimeError(
+                    "the registered grade model reads a grade classifier that was not registered with it"
+                )
+            scores = grade_scores(
+                self.classifier, photos, n_grades=len(rule.names), imgsz=int(model.classifier.get("imgsz", 224))
+            )
+        probabilities = model.probabilities(candidates, keys, photo_sides(photos), scores)
         grades = model.grades(probabilities)  # the most probable grade: one answer with its probabilities
         warning = "; ".join(w for w in (str(self.config.get("warning", "")), calibration.warning) if w)
         rows = []

@@ -222,7 +222,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     test = dataset.manifest[dataset.manifest.split == "test"]
     split_images = test[["image_id"]].assign(grade=["1"] + [""] * (len(test) - 1))  # one photo with a true grade
     photos = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, {}, parse("grading", {})
+        preds, ground_truth, dataset, split_images, {"threshold": 0.25}, {}, {}, pd.DataFrame(), parse("grading", {})
     )
     assert len(photos) == len(test)
     truth = ground_truth[ground_truth.split == "test"].groupby("image").size()
@@ -231,7 +231,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     assert (photos.pred_count - photos.true_count).tolist() == photos.image.map(alarms).fillna(0).astype(int).tolist()
     assert photos.true_grade.notna().sum() == 1
     only_found = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {}, parse("grading", {})
+        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, {}, pd.DataFrame(), parse("grading", {})
     )
     assert (only_found.pred_count == only_found.true_count).all()
     metrics, confusion = evaluate_grading(only_found, parse("grading", {}))
@@ -248,6 +248,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
             {"threshold": 0.5},
             {},
             {},
+            pd.DataFrame(),
             parse("grading", {"count_classes": ["scar"]}),
         )
     hayashi = grade_test_photos(
@@ -258,6 +259,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
         {"threshold": 0.5},
         {},
         {},
+        pd.DataFrame(),
         parse("grading", {"count_classes": ["papule", "pustule"]}),
     )
     inflammatory = ground_truth[(ground_truth.split == "test") & ground_truth["class"].isin(["papule", "pustule"])]
@@ -266,7 +268,15 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     # the most probable under the model's probabilities (pred_grade)
     corrected = GradeModel.rule(GradingRule(thresholds=(0, 1, 2)))
     lowered = grade_test_photos(
-        preds, ground_truth, dataset, split_images, {"threshold": 0.5}, {}, corrected.to_dict(), parse("grading", {})
+        preds,
+        ground_truth,
+        dataset,
+        split_images,
+        {"threshold": 0.5},
+        {},
+        corrected.to_dict(),
+        pd.DataFrame(),
+        parse("grading", {}),
     )
     assert lowered.rule_grade.tolist() == severity_grade(lowered.pred_count, [0, 1, 2]).tolist()
     shown = corrected.probabilities(preds, lowered.image).argmax(axis=1)

@@ -195,6 +195,7 @@ def estimate_grade_probabilities(
     test_grades: pd.DataFrame,
     calibration: dict[str, Any],
     grade_model: dict[str, Any],
+    scores: pd.DataFrame,
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     grading: GradingParams,
@@ -209,6 +210,7 @@ def estimate_grade_probabilities(
         test_grades: ``grade_test_photos``'s table (true, model and count-rule grades per photo).
         calibration: the calibration record (its ``min_conf`` selects the detections).
         grade_model: ``fit_grade_model``'s model.
+        scores: ``score_photos``'s table (the grade classifier's, empty when none).
         dataset: the YOLO dataset (the test photos).
         split_images: the split manifest (photo sizes, skin tone bands).
         grading: the ``grading`` parameters.
@@ -226,7 +228,7 @@ def estimate_grade_probabilities(
 
     model = GradeModel.from_dict(grade_model) or GradeModel.rule(GradingRule.from_params(grading))
     candidates, _, sides = split_candidates("test", calibrated_predictions, calibration, dataset, split_images)
-    probabilities = model.probabilities(candidates, test_grades.image, sides)
+    probabilities = model.probabilities(candidates, test_grades.image, sides, scores if len(scores) else None)
     expected = model.grading_rule.counted(candidates).groupby("image").confidence.sum()  # the count's mean
     rows = [
         {

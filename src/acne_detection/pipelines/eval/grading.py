@@ -118,6 +118,32 @@ def split_candidates(
     return candidates, photos.image, pd.Series(np.sqrt(area).to_numpy(), index=photos.image.to_numpy())
 
 
+def score_photos(grade_classifier: dict[str, Any], dataset: YoloDataset, grading: GradingParams) -> pd.DataFrame:
+    """Every photo of the dataset scored by the grade classifier (``grade_classifier.grade_scores``).
+
+    Args:
+        grade_classifier: ``train_grade_classifier``'s record (``weights``: ``""`` when none was trained).
+        dataset: the YOLO dataset (every split's photos).
+        grading: the ``grading`` parameters (how many grades).
+
+    Returns:
+        One row per photo (indexed by ``image``, its path in the dataset), a ``cls.<k>`` column per
+        grade; no rows when there is no classifier.
+    """
+    from acne_detection.core.grade_classifier import grade_scores, score_columns
+
+    weights = grade_classifier.get("weights") or ""
+    if not weights:
+        return pd.DataFrame(columns=score_columns(len(grading.names)), index=pd.Index([], name="image"))
+    from ultralytics import YOLO
+
+    photos = [(image, dataset.root / image) for image in dataset.manifest.image]
+    logger.info("Scoring %d photos with the grade classifier", len(photos))
+    return grade_scores(
+        YOLO(weights, task="classify"), photos, n_grades=len(grading.names), imgsz=int(grade_classifier["imgsz"])
+    )
+
+
 def _evidence(
     split: str,
     predictions: pd.DataFrame,
@@ -125,9 +151,10 @@ def _evidence(
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     template: GradeModel,
+    scores: pd.DataFrame,
 ) -> tuple[Evidence, pd.Series, pd.DataFrame]:
     candidates, images, sides = split_candidates(split, predictions, calibration, dataset, split_images)
-    features = template.features(candidates, images, sides)
+    features = template.features(candidates, images, sides, scores if len(scores) else None)
     ids = dataset.manifest.set_index("image")["image_id"]
     meta = split_images.set_index("image_id")
     image_ids = features.index.map(ids)
@@ -139,6 +166,8 @@ def _evidence(
 def fit_grade_model(
     val_predictions: pd.DataFrame,
     train_predictions: pd.DataFrame,
+    scores: pd.DataFrame,
+    grade_classifier: dict[str, Any],
     dataset: YoloDataset,
     split_images: pd.DataFrame,
     calibration: dict[str, Any],
@@ -154,6 +183,8 @@ def fit_grade_model(
     Args:
         val_predictions: the model's raw boxes on the validation photos.
         train_predictions: the same on the training photos (empty: not predicted).
+        scores: ``score_photos``'s table (empty: no grade classifier).
+        grade_classifier: ``train_grade_classifier``'s record.
         dataset: the YOLO dataset (every photo of each split, lesion-free ones too).
         split_images: the split manifest (true ``grade``, source ``group``, ``width``, ``height``).
         calibration: the recalibration (evidence is on calibrated confidences).
@@ -168,13 +199,15 @@ def fit_grade_model(
     counted = tuple(grading.count_classes or dataset.names)
     classes = counted if len(counted) > 1 else ()  # lesion types each get an expected count
     template = replace(GradeModel.rule(rule), classes=classes)
-    val, val_images, val_candidates = _evidence("val", val_predictions, calibration, dataset, split_images, template)
+    val, val_images, val_candidates = _evidence(
+        "val", val_predictions, calibration, dataset, split_images, template, scores
+    )
     threshold = float(operating_point["threshold"])
     counted = val_candidates[val_candidates.confidence >= threshold]
     rule_grades = rule.grade(rule.count(counted, pd.Series(val.features.index, dtype=object)))
     train = None
     if len(train_predictions) and grading.model == "auto":
-        train = _evidence("train", train_predictions, calibration, dataset, split_images, template)[0]
+        train = _evidence("train", train_predictions, calibration, dataset, split_images, template, scores)[0]
     chosen, table = choose_grade_model(
         rule,
         val,
@@ -182,6 +215,7 @@ def fit_grade_model(
         threshold=threshold,
         train=train,
         classes=classes,
+        classifier={k: grade_classifier.get(k) for k in ("sha256", "imgsz")} if len(scores) else None,
         seed=grading.seed,
         learn=grading.model == "auto",
     )
@@ -205,6 +239,7 @@ def grade_test_photos(
     operating_point: dict[str, Any],
     calibration: dict[str, Any],
     grade_model: dict[str, Any],
+    scores: pd.DataFrame,
     grading: GradingParams,
 ) -> pd.DataFrame:
     """Count and grade every test photo, from its true boxes and from the detector's.
@@ -217,6 +252,7 @@ def grade_test_photos(
         operating_point: predictions below its threshold are not counted.
         calibration: the recalibration (its floor selects the grade model's candidates).
         grade_model: ``fit_grade_model``'s model: what grades a photo.
+        scores: ``score_photos``'s table (what the grade model reads of the grade classifier, if anything).
         grading: the ``grading`` parameters.
 
     Returns:
@@ -236,8 +272,12 @@ def grade_test_photos(
     photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, grading)
     photos["rule_grade"] = model.grading_rule.grade(photos.pred_count)
     candidates, _, sides = split_candidates("test", predictions, calibration, dataset, split_images)
-    photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides))
+    photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides, _scores(scores)))
     return photos
+
+
+def _scores(scores: pd.DataFrame | None) -> pd.DataFrame | None:
+    return scores if scores is not None and len(scores) else None
 
 
 def evaluate_grading(photos: pd.DataFrame, grading: GradingParams) -> tuple[dict[str, float], pd.DataFrame]:

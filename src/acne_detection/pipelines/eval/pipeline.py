@@ -17,6 +17,7 @@ from acne_detection.pipelines.eval.grading import (
     fit_grading_correction,
     grade_test_photos,
     plot_grade_confusion,
+    score_photos,
 )
 from acne_detection.pipelines.eval.nodes import (
     check_quality_gate,
@@ -62,10 +63,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="predict_train_split",
             ),
             node(
+                score_photos,
+                ["grade_classifier", "yolo_dataset", "params:grading"],
+                "grade_classifier_scores",
+                name="score_photos",
+            ),
+            node(
                 fit_grade_model,
                 [
                     "val_predictions",
                     "train_predictions",
+                    "grade_classifier_scores",
+                    "grade_classifier",
                     "yolo_dataset",
                     "split_images",
                     "calibration",
@@ -110,6 +119,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "test_grades",
                     "calibration",
                     "grade_model",
+                    "grade_classifier_scores",
                     "yolo_dataset",
                     "split_images",
                     "params:grading",
@@ -184,6 +194,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "operating_point",
                     "calibration",
                     "grade_model",
+                    "grade_classifier_scores",
                     "params:grading",
                 ],
                 "test_grades",

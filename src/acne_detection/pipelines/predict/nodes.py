@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from kedro.io import DatasetError
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.calibration import Calibration
+from acne_detection.core.grade_classifier import SCORE_PREFIX
 from acne_detection.core.grade_model import GradeModel, GradeRuleMismatch
 from acne_detection.core.grading import GradingRule, describe_grade_probabilities
 from acne_detection.core.image_check import probe_image
@@ -39,7 +41,11 @@ PHOTO_COLUMNS = ["photo", "status", "reason", "detail", "width", "height", "slic
 
 
 def choose_model(
-    weights: Path, model_threshold: dict[str, Any], params: PredictParams, grading: GradingParams | None = None
+    weights: Path,
+    model_threshold: dict[str, Any],
+    params: PredictParams,
+    grading: GradingParams | None = None,
+    grade_classifier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model to predict with, and the confidence threshold ``eval`` chose *for that model*.
 
@@ -55,6 +61,7 @@ def choose_model(
         params: the ``predict`` parameters.
         grading: the ``grading`` parameters: a model whose grades were made under another rule is
             refused here, before any photo is predicted (``deployed_grade_model``).
+        grade_classifier: ``train_grade_classifier``'s record (where the last trained classifier is).
 
     Returns:
         ``checkpoint``, ``source``, ``model_sha256``, ``model_version`` (registry version or
@@ -62,7 +69,8 @@ def choose_model(
         calibration), ``threshold_source``, ``calibration`` (eval's, for these weights, or the
         registered version's; the identity when neither), ``grading_thresholds`` (eval's count
         correction for these weights; ``None``: the rule's), ``grade_model`` (what eval chose to
-        grade these weights' photos; ``{}``: none) and ``warning`` (the registered
+        grade these weights' photos; ``{}``: none), ``grade_classifier`` (the classifier's
+        checkpoint when the grade model reads it; ``""`` otherwise) and ``warning`` (the registered
         version was trained on synthetic photos; "" otherwise).
     """
     checkpoint, source = resolve_model(params.model, Path(weights))
@@ -113,7 +121,30 @@ def choose_model(
     }
     if grading is not None:
         deployed_grade_model(info, grading)  # refuses another rule's model now, not after predicting every photo
+    info["grade_classifier"] = _find_classifier(grade_model, checkpoint, grade_classifier or {})
     return info
+
+
+def _find_classifier(grade_model: dict[str, Any], checkpoint: Path, record: dict[str, Any]) -> str:
+    """The grade classifier's checkpoint the grade model reads (by its SHA-256): the last trained
+    one, or one registered beside the weights (``models:/``); ``""`` when it reads none.
+
+    Raises:
+        DatasetError: the grade model reads a classifier that is nowhere here.
+    """
+    wanted = (grade_model.get("classifier") or {}).get("sha256") if grade_model.get("kind") == "logistic" else None
+    if not wanted or not any(str(c).startswith("cls.") for c in grade_model.get("columns", [])):
+        return ""
+    places = [Path(record["weights"])] if record.get("weights") else []
+    places += sorted(checkpoint.parent.glob("*.pt"))
+    for place in places:
+        if place.is_file() and sha256_of(place) == wanted:
+            return str(place)
+    raise DatasetError(
+        f"this model's grade model reads the grade classifier {wanted[:12]}, which is not among "
+        f"{[str(p) for p in places] or 'the trained or registered files'}: predict with the registered version "
+        "(predict.model: models:/acne-detector/<version>), or run `kedro run` to train both again"
+    )
 
 
 def _load_for_runtime(checkpoint: Path, params: PredictParams) -> tuple[Any, int, str]:
@@ -207,6 +238,19 @@ def predict_new_photos(
             }
         )
     table = pd.DataFrame(rows, columns=[*PHOTO_COLUMNS, "candidates"]).sort_values("photo", ignore_index=True)
+    if model_info.get("grade_classifier") and keyed:  # the grade model's second signal, scored on the same photos
+        from ultralytics import YOLO
+
+        from acne_detection.core.grade_classifier import grade_scores
+
+        grade_model = model_info["grade_model"]
+        scores = grade_scores(
+            YOLO(model_info["grade_classifier"], task="classify"),
+            keyed,
+            n_grades=len(grade_model["names"]),
+            imgsz=int(grade_model["classifier"].get("imgsz", 224)),
+        )
+        table = table.join(scores, on="photo")
     found = pd.concat(lesions, ignore_index=True) if lesions else pd.DataFrame(columns=PREDICTION_COLUMNS)
     return found[PREDICTION_COLUMNS], table
 
@@ -279,7 +323,11 @@ def summarise_photos(
     sides = pd.Series(
         np.sqrt(predicted.width.astype(float) * predicted.height.astype(float)).to_numpy(), index=predicted.photo
     )
-    probabilities = model.probabilities(pd.concat([empty, *candidates], ignore_index=True), summary.photo, sides)
+    scored = [c for c in predicted.columns if str(c).startswith(SCORE_PREFIX)]
+    scores = predicted.set_index("photo")[scored] if scored else None
+    probabilities = model.probabilities(
+        pd.concat([empty, *candidates], ignore_index=True), summary.photo, sides, scores
+    )
     summary["grade"] = model.grades(probabilities)  # the most probable grade: one answer with its probabilities
     summary["grade_name"] = summary.grade.map(dict(enumerate(rule.names)))
     for k, name in enumerate(rule.names):

@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 choose_model,
-                ["trained_weights", "model_threshold", "params:predict", "params:grading"],
+                ["trained_weights", "model_threshold", "params:predict", "params:grading", "grade_classifier"],
                 "prediction_model",
                 name="choose_model",
             ),

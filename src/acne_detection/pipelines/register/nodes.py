@@ -19,6 +19,26 @@ from acne_detection.datasets import YoloDataset
 logger = logging.getLogger(__name__)
 
 
+def _classifier_of(grade_model: dict[str, Any] | None, record: dict[str, Any] | None) -> Path | None:
+    """The grade classifier's checkpoint when the grade model reads it (``None`` otherwise).
+
+    Raises:
+        FileNotFoundError: the grade model reads a classifier whose checkpoint is not here.
+    """
+    wanted = ((grade_model or {}).get("classifier") or {}).get("sha256")
+    if not wanted:
+        return None
+    from acne_detection.datasets.weights import sha256_of
+
+    path = Path((record or {}).get("weights") or "")
+    if not path.is_file() or sha256_of(path) != wanted:
+        raise FileNotFoundError(
+            f"the grade model reads the grade classifier {wanted[:12]}, whose checkpoint is not at '{path}': "
+            "run `kedro run` (train and eval) again to make both"
+        )
+    return path
+
+
 def describe_for_registry(
     weights: Path,
     health: dict[str, Any],
@@ -28,6 +48,7 @@ def describe_for_registry(
     model_threshold: dict[str, Any],
     card: str,
     manifest: pd.DataFrame,
+    grade_classifier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the registered model version carries: its weights, the operating point chosen for
     them, what it grades by, and the tags that trace it.
@@ -42,6 +63,8 @@ def describe_for_registry(
             when it is for these weights (``eval.model`` may have named another model).
         card: eval's model card, the version's description (only when eval saw these weights).
         manifest: the split manifest (is the training data synthetic?).
+        grade_classifier: ``train_grade_classifier``'s record: its checkpoint travels with the
+            version when the grade model eval chose for these weights reads it.
 
     Returns:
         ``{"weights", "runtime_model", "config", "tags"}``: ``runtime_model`` is the weights
@@ -75,6 +98,7 @@ def describe_for_registry(
     return {
         "weights": weights,
         "runtime_model": runtime_model,
+        "grade_classifier": _classifier_of(model_threshold.get("grade_model") if own else None, grade_classifier),
         "description": card if own else None,
         "config": {
             # the rule, and the thresholds this model's count is graded by (eval's count correction,

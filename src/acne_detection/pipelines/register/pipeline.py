@@ -25,6 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "model_threshold",
                     "model_card",
                     "split_images",
+                    "grade_classifier",
                 ],
                 "registered_model",
                 name="register_model",

@@ -1,0 +1,117 @@
+"""The ``train`` pipeline's grade classifier: a whole-photo classifier of the grade
+(``acne_detection.core.grade_classifier``), fine-tuned from the COCO backbone on the training
+split's graded photos and validated on the validation split's, beside the detector."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from acne_detection.core.accelerator import detect_device
+from acne_detection.core.grade_classifier import write_image_folders
+from acne_detection.core.params import GradeClassifierParams, GradingParams
+from acne_detection.datasets import YoloDataset
+from acne_detection.datasets.weights import PretrainedWeights, sha256_of
+
+logger = logging.getLogger(__name__)
+
+
+def _graded_photos(dataset: YoloDataset, split_images: pd.DataFrame) -> pd.DataFrame:
+    """The training and validation photos with a true grade: ``path``, ``split``, ``grade``."""
+    grades = pd.to_numeric(split_images.set_index("image_id")["grade"], errors="coerce")
+    manifest = dataset.manifest[dataset.manifest.split.isin(["train", "val"])]
+    photos = pd.DataFrame(
+        {
+            "path": [str(dataset.root / image) for image in manifest.image],
+            "split": manifest.split.to_numpy(),
+            "grade": manifest.image_id.map(grades).to_numpy(),
+        }
+    )
+    return photos.dropna(subset=["grade"]).astype({"grade": int})
+
+
+def train_grade_classifier(
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    pretrained: PretrainedWeights,
+    workdir: Path,
+    params: GradeClassifierParams,
+    grading: GradingParams,
+) -> dict[str, Any]:
+    """Fine-tune ``yolov8n-cls`` (the COCO checkpoint's backbone transferred) to tell the grade from
+    the whole photo, when there are enough graded training photos of at least two grades.
+
+    Args:
+        dataset: the YOLO dataset (its photos; copies of a source never straddle splits).
+        split_images: the split manifest (each photo's true ``grade``).
+        pretrained: the COCO checkpoint (its backbone seeds the classifier).
+        workdir: the folder Ultralytics writes into (the classifier gets ``grade_classifier/`` there).
+        params: the ``grade_classifier`` parameters.
+        grading: the ``grading`` parameters (how many grades).
+
+    Returns:
+        ``weights`` (the best checkpoint's path, ``""`` when none was trained), ``sha256``,
+        ``imgsz``, ``grades`` (the number of grades of the rule), ``photos`` per split,
+        ``val_top1`` (Ultralytics' validation accuracy) and ``reason``.
+    """
+    record: dict[str, Any] = {"weights": "", "sha256": "", "imgsz": params.imgsz, "grades": len(grading.names)}
+    photos = _graded_photos(dataset, split_images)
+    train = photos[photos.split == "train"]
+    if not params.enabled:
+        return {**record, "reason": "grade_classifier.enabled is false"}
+    if len(train) < params.min_photos or train.grade.nunique() < 2 or not (photos.split == "val").any():
+        reason = (
+            f"{len(train)} graded training photos of {train.grade.nunique()} grade(s) and "
+            f"{int((photos.split == 'val').sum())} graded validation photos: too few to train a grade classifier "
+            f"(grade_classifier.min_photos {params.min_photos}, two grades, one validation photo)"
+        )
+        logger.info("No grade classifier: %s", reason)
+        return {**record, "reason": reason}
+    from ultralytics import YOLO
+
+    root = workdir / "grade_classifier"
+    counts = write_image_folders(photos, root / "folders")
+    weights, origin = pretrained.resolve()
+    model = YOLO("yolov8n-cls.yaml").load(str(weights))  # the backbone's weights; the head starts untrained
+    device, device_name = detect_device(params.device)
+    logger.info(
+        "Training the grade classifier on %d photos (%d validation) at %d px on %s (%s), from %s",
+        counts.get("train", 0),
+        counts.get("val", 0),
+        params.imgsz,
+        device,
+        device_name,
+        origin,
+    )
+    shutil.rmtree(root / "train", ignore_errors=True)
+    model.train(
+        data=str(root / "folders"),
+        epochs=params.epochs,
+        imgsz=params.imgsz,
+        batch=params.batch,
+        device=device,
+        workers=params.workers,
+        seed=params.seed,
+        deterministic=True,
+        project=str(root),
+        name="train",
+        exist_ok=True,
+        plots=False,
+        verbose=False,
+    )
+    best = root / "grade_classifier.pt"  # a name of its own beside the detector's weights, where both travel
+    shutil.copyfile(model.trainer.best, best)
+    top1 = float(model.trainer.metrics.get("metrics/accuracy_top1", float("nan")))
+    logger.info("Grade classifier: validation top-1 accuracy %.3f (%s)", top1, best)
+    return {
+        **record,
+        "weights": str(best),
+        "sha256": sha256_of(best),
+        "photos": counts,
+        "val_top1": top1,
+        "reason": f"trained on {counts.get('train', 0)} graded photos",
+    }
