@@ -19,6 +19,8 @@ from acne_detection.core.grade_model import (
     _fit_logistic,
     _logistic_probabilities,
     choose_grade_model,
+    decay_rows,
+    fit_decay,
     photo_features,
 )
 from acne_detection.core.grading import GradingRule, severity_grade
@@ -156,19 +158,22 @@ def test_a_stored_model_gives_the_same_answer_and_its_grade_is_its_argmax() -> N
     p, q = model.probabilities(candidates, grades.index, sides), stored.probabilities(candidates, grades.index, sides)
     assert p == pytest.approx(q) and p.sum(axis=1) == pytest.approx(np.ones(len(p)))
     assert (stored.grades(q) == q.argmax(axis=1)).all()
-    # the rule, too, shows the grade its probabilities make most probable; a rule grade validation
-    # mostly gave another true grade shows that one (rule grade 3 was grade 2 on 8 of 10 photos)
-    confusion = np.diag([20, 20, 20, 2])
-    confusion[3, 2] = 8
-    rule_model = GradeModel.rule(rule, threshold=THRESHOLD, confusion=confusion)
+    # the rule, too, shows the grade its probabilities make most probable, falling off with the
+    # distance from it at the rate of maximum likelihood on validation (checked against a fine grid)
+    said, truth = np.array([0, 0, 1, 1, 2, 3, 3, 1]), np.array([0, 1, 1, 2, 2, 3, 2, 1])
+    decay = fit_decay(said, truth, 4)
+    grid = np.linspace(0, 12, 12001)
+    likelihood = [np.log(decay_rows(4, d)[said, truth]).sum() for d in grid]
+    assert decay == pytest.approx(grid[int(np.argmax(likelihood))], abs=2e-3)
+    rule_model = GradeModel.rule(rule, threshold=THRESHOLD, decay=decay)
     rows = rule_model.rule_probabilities()
-    assert rows.sum(axis=1) == pytest.approx(np.ones(4)) and rows[3].argmax() == 2
-    assert rows[3, 2] == pytest.approx((8 + 0.1) / (10 + 1 + 0.3))  # the counts with their pseudo-counts
+    assert rows.sum(axis=1) == pytest.approx(np.ones(4)) and (rows.argmax(axis=1) == np.arange(4)).all()
+    assert rows[1, 1] > rows[1, 2] > rows[1, 3]  # further from the rule's grade, less probable
     many = pd.DataFrame(
         {"image": ["x"] * 60, "class": "lesion", "confidence": 0.9, "x_min": 0, "y_min": 0, "x_max": 9, "y_max": 9}
     )
     rp = GradeModel.from_dict(json.loads(json.dumps(rule_model.to_dict()))).probabilities(many, ["x", "none"])
-    assert rule_model.grades(rp).tolist() == [2, 0] and rp[0] == pytest.approx(rows[3])
+    assert rule_model.grades(rp).tolist() == [3, 0] and rp[0] == pytest.approx(rows[3])
     # with no validation photo: the count's Poisson-binomial distribution, and its argmax
     plain = GradeModel.rule(rule)
     pb = plain.probabilities(candidates, grades.index)

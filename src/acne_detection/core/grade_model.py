@@ -15,11 +15,11 @@ the counts at a ladder of confidences graded unseen photos better than the best 
   hard labels or label-distribution targets (neighbouring grades share mass, as Wu et al. 2019
   do), its regularisation and targets chosen by grouped cross-validation (copies of one source
   photo never straddle folds);
-- **the rule as a model**: the count at the operating point graded by the rule, with each rule
-  grade's probabilities the true grades of the validation photos that rule grade was given
-  (smoothed towards the rule grade), so that the rule, too, shows the grade its probabilities
-  make most probable; with no graded validation photo, the count's Poisson-binomial
-  distribution graded by the rule (``grading.grade_probabilities``);
+- **the rule as a model**: the count at the operating point graded by the rule, its probabilities
+  falling off with the distance from the rule's grade at the rate validation photos show
+  (``exp(-decay * |g - k|)``, one parameter fitted by maximum likelihood), so that the rule, too,
+  shows the grade its probabilities make most probable; with no graded validation photo, the
+  count's Poisson-binomial distribution graded by the rule (``grading.grade_probabilities``);
 - **the choice** (``choose_grade_model``), on validation photos only: the learned model fitted on
   the training split (scored on validation) or cross-fitted on the validation split (scored out of
   fold), against the rule. The rule is kept unless a learned model grades validation strictly
@@ -51,9 +51,9 @@ LABEL_SPREADS = (0.0, 0.15)  # share of a photo's target mass on each neighbouri
 FEATURE_SETS = ("counts", "counts+sizes", "counts+sizes+classifier", "classifier")
 SCORE_FLOOR = 1e-3  # the classifier's probabilities enter as log(p + SCORE_FLOOR)
 PROBABILITY_FLOOR = 1e-3  # a grade never seen in the fitting photos keeps a little probability
-# Dirichlet pseudo-counts of the rule's validation confusion: 1 on the rule's own grade, 0.1 on each
-# other, so a rule grade no validation photo was given answers itself with ~1 / (1 + 0.1 (K - 1))
-RULE_PRIOR_OWN, RULE_PRIOR_OTHER = 1.0, 0.1
+# the rule's probabilities fall off with the distance from its grade, exp(-decay * |g - k|); with no
+# graded validation photo to fit the decay by, the count's Poisson-binomial distribution is used
+MAX_DECAY = 12.0
 
 
 def photo_features(
@@ -210,8 +210,8 @@ class GradeModel:
     shown and the probabilities shown are one answer. Stored as JSON with the deployed model.
 
     Attributes:
-        kind: ``rule`` (the count at ``threshold`` graded by ``thresholds``, each rule grade's
-            probabilities from the validation confusion; or, without one, the count's
+        kind: ``rule`` (the count at ``threshold`` graded by ``thresholds``, probabilities falling
+            off with the distance from that grade by ``decay``; without them, the count's
             Poisson-binomial distribution graded by ``thresholds``) or ``logistic``.
         names: the grades' names, mildest first.
         rule_thresholds: the rule on true counts it was made under (a record made under one rule
@@ -219,7 +219,7 @@ class GradeModel:
         thresholds: the thresholds the detector's count is graded by (the rule's, or eval's correction).
         count_classes: the classes counted (``None``: all).
         threshold: the operating point the rule counts at (a calibrated confidence).
-        confusion: the rule's validation confusion (rows: rule grade, columns: true grade, photos).
+        decay: how fast the rule's probabilities fall off with the distance from its grade.
         ladder, classes, columns: the evidence the logistic model reads (``photo_features``).
         classifier: the grade classifier whose probabilities it reads (``sha256``, ``imgsz``), when
             its columns are among ``columns``; ``{}`` otherwise.
@@ -234,7 +234,7 @@ class GradeModel:
     thresholds: tuple[float, ...] = ()
     count_classes: tuple[str, ...] | None = None
     threshold: float | None = None
-    confusion: tuple[tuple[int, ...], ...] = ()
+    decay: float | None = None
     ladder: tuple[float, ...] = DEFAULT_LADDER
     classes: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
@@ -251,12 +251,12 @@ class GradeModel:
         rule: GradingRule,
         *,
         threshold: float | None = None,
-        confusion: np.ndarray | None = None,
+        decay: float | None = None,
         reason: str = "",
         validation: dict[str, float] | None = None,
     ) -> GradeModel:
-        """The count rule as a grade model: at ``threshold`` with ``confusion`` (rule grade x true
-        grade on validation photos) when both are given, else the count's Poisson-binomial."""
+        """The count rule as a grade model: at ``threshold`` with ``decay`` when both are given,
+        else the count's Poisson-binomial distribution."""
         return cls(
             kind="rule",
             names=tuple(rule.names),
@@ -264,22 +264,18 @@ class GradeModel:
             thresholds=tuple(float(t) for t in rule.applied),
             count_classes=rule.count_classes,
             threshold=None if threshold is None else float(threshold),
-            confusion=() if confusion is None else tuple(tuple(int(v) for v in row) for row in confusion),
+            decay=None if decay is None else float(decay),
             reason=reason,
             validation=dict(validation or {}),
         )
 
     def rule_probabilities(self) -> np.ndarray:
-        """Each rule grade's row of true-grade probabilities: the validation confusion with its
-        Dirichlet pseudo-counts (``RULE_PRIOR_OWN`` on the rule grade, ``RULE_PRIOR_OTHER`` elsewhere).
+        """Each rule grade's row of true-grade probabilities: ``exp(-decay * |g - k|)``, normalised.
 
         Returns:
-            A (grades, grades) array; row ``k`` is P(true grade | rule grade ``k``).
+            A (grades, grades) array; row ``k`` is P(true grade | rule grade ``k``), largest at ``k``.
         """
-        n = len(self.names)
-        counts = np.asarray(self.confusion, float).reshape(n, n) if self.confusion else np.zeros((n, n))
-        counts = counts + RULE_PRIOR_OTHER + np.eye(n) * (RULE_PRIOR_OWN - RULE_PRIOR_OTHER)
-        return counts / counts.sum(axis=1, keepdims=True)
+        return decay_rows(len(self.names), self.decay or 0.0)
 
     @property
     def grading_rule(self) -> GradingRule:
@@ -332,7 +328,7 @@ class GradeModel:
             ValueError: the model reads the grade classifier and no ``scores`` were given.
         """
         images = list(images)
-        if self.kind == "rule" and (self.threshold is None or not self.confusion):
+        if self.kind == "rule" and (self.threshold is None or self.decay is None):
             return self.grading_rule.probabilities(candidates, pd.Series(images, dtype=object))
         if self.kind == "rule":
             counted = candidates[candidates.confidence >= self.threshold]
@@ -387,8 +383,6 @@ class GradeModel:
         for key in ("names", "rule_thresholds", "thresholds", "ladder", "classes", "columns"):
             if key in known and known[key] is not None:
                 known[key] = tuple(known[key])
-        if known.get("confusion"):
-            known["confusion"] = tuple(tuple(row) for row in known["confusion"])
         if known.get("count_classes"):
             known["count_classes"] = tuple(known["count_classes"])
         if "fitted" in known:
@@ -474,6 +468,52 @@ def _choose_recipe(evidence: Evidence, n_grades: int, *, seed: int) -> Recipe:
     return best
 
 
+def decay_rows(n_grades: int, decay: float) -> np.ndarray:
+    """``P(true grade g | rule grade k)`` proportional to ``exp(-decay * |g - k|)``: an (n, n) array."""
+    distance = np.abs(np.subtract.outer(np.arange(n_grades), np.arange(n_grades)))
+    rows = np.exp(-decay * distance)
+    return rows / rows.sum(axis=1, keepdims=True)
+
+
+def fit_decay(rule_grades: np.ndarray, truth: np.ndarray, n_grades: int) -> float:
+    """The decay of maximum likelihood for the true grades given the rule's (scipy's bounded
+    scalar minimiser over ``[0, MAX_DECAY]``; one parameter, so the rule's probabilities say how
+    often it is right, and how far off when wrong, as validation saw it)."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(decay: float) -> float:
+        return _log_loss(decay_rows(n_grades, decay)[rule_grades], truth)
+
+    return float(minimize_scalar(loss, bounds=(0.0, MAX_DECAY), method="bounded").x)
+
+
+def _fit_on_train(
+    train: Evidence, val: Evidence, n_grades: int
+) -> tuple[list[str], dict[str, Any], Recipe, np.ndarray]:
+    """The model fitted on the training split, its recipe the one of least log loss on validation.
+
+    The detector's evidence on its own training photos is optimistic (it found more of their
+    lesions than it will of new photos'), so cross-validation inside the training split picks
+    the wrong recipe; validation photos tell how the fit transfers. The grade classifier's
+    scores are left out here: on its own training photos it is nearly always right, and a model
+    fitted there would trust it far beyond what it earns on new photos.
+
+    Returns:
+        The columns read, the fitted model, its recipe and its probabilities on the validation photos.
+    """
+    best: tuple[float, list[str], dict[str, Any], Recipe, np.ndarray] | None = None
+    for recipe in _recipes(train.features):
+        if "classifier" in recipe.feature_set:
+            continue
+        cols, fitted = _fit(train, n_grades, recipe)
+        p = _logistic_probabilities(val.features[cols].to_numpy(float), fitted)
+        loss = _log_loss(p, val.grades)
+        if best is None or loss < best[0] - 1e-9:
+            best = (loss, cols, fitted, recipe, p)
+    assert best is not None
+    return best[1], best[2], best[3], best[4]
+
+
 def _fit(evidence: Evidence, n_grades: int, recipe: Recipe) -> tuple[list[str], dict[str, Any]]:
     cols = _feature_columns(evidence.features, recipe.feature_set)
     return cols, _fit_logistic(evidence.features[cols].to_numpy(float), evidence.grades, n_grades, recipe)
@@ -505,10 +545,11 @@ def choose_grade_model(
 ) -> tuple[GradeModel, pd.DataFrame]:
     """Choose, on validation photos only, what grades photos: the rule or a learned model.
 
-    Candidates: the rule (the count at the operating point graded by it; its probabilities are
-    the validation confusion of its grades, ``GradeModel.rule``); a logistic model fitted on the training
-    split's evidence (recipe by grouped cross-validation there), scored on validation; and one
-    cross-fitted on the validation split, scored out of fold (nested: the recipe is chosen inside
+    Candidates: the rule (the count at the operating point graded by it; its probabilities fall
+    off with the distance from its grade at the rate fitted here, ``fit_decay``); a logistic model
+    fitted on the training split's evidence (its recipe the one of least validation log loss,
+    ``_fit_on_train``), scored on validation; and one cross-fitted on the validation split, scored
+    out of fold (nested: the recipe is chosen inside
     each fold). A learned model is kept only when its validation accuracy is strictly higher than
     the rule's, on at least ``MIN_GRADED_PHOTOS`` photos; ties go to the rule (its log loss
     breaks ties between the two learned ones).
@@ -544,23 +585,14 @@ def choose_grade_model(
         )
 
     rule_grades = np.asarray(val_rule_grades, int)
-    confusion = np.zeros((n, n), int)
-    np.add.at(confusion, (rule_grades, truth), 1)
-    # the rule's accuracy is its own grade's; its probabilities are scored leaving each photo out of its row
-    loo = GradeModel.rule(rule, confusion=confusion).rule_probabilities()[rule_grades] * 0
-    for i, (k, g) in enumerate(zip(rule_grades, truth, strict=True)):
-        without = confusion.copy()
-        without[k, g] -= 1
-        loo[i] = GradeModel.rule(rule, confusion=without).rule_probabilities()[k]
-    _score("rule", loo, len(val))
+    decay = fit_decay(rule_grades, truth, n) if len(val) else None
+    _score("rule", decay_rows(n, decay or 0.0)[rule_grades], len(val))
     rows[-1]["accuracy"] = float((rule_grades == truth).mean()) if len(val) else np.nan
     learned: dict[str, tuple[list[str], dict[str, Any], Recipe]] = {}
     if learn and len(val) >= MIN_GRADED_PHOTOS:
         if train is not None and len(train) >= MIN_GRADED_PHOTOS:
-            recipe = _choose_recipe(train, n, seed=seed)
-            cols, fitted = _fit(train, n, recipe)
+            cols, fitted, recipe, p = _fit_on_train(train, val, n)
             learned["logistic, fitted on the training split"] = (cols, fitted, recipe)
-            p = _logistic_probabilities(val.features[cols].to_numpy(float), fitted)
             _score("logistic, fitted on the training split", p, len(val))
         if len(np.unique(val.groups)) >= 5:
             name = "logistic, cross-fitted on the validation split"
@@ -576,16 +608,16 @@ def choose_grade_model(
     if not len(val):  # no graded validation photo: the count's Poisson-binomial distribution
         chosen = GradeModel.rule(rule, reason="no validation photo has a true grade: the rule", validation=scores)
     elif not learn:
-        chosen = GradeModel.rule(rule, threshold=threshold, confusion=confusion, reason="grading.model is rule")
+        chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason="grading.model is rule")
     elif len(val) < MIN_GRADED_PHOTOS:
         reason = f"only {len(val)} validation photos with a true grade (fewer than {MIN_GRADED_PHOTOS}): the rule"
-        chosen = GradeModel.rule(rule, threshold=threshold, confusion=confusion, reason=reason, validation=scores)
+        chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
     elif not len(best) or not best.accuracy.iloc[0] > rule_accuracy:
         top = f"{best.accuracy.iloc[0]:.3f}" if len(best) else "none fitted"
         reason = (
             f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f})"
         )
-        chosen = GradeModel.rule(rule, threshold=threshold, confusion=confusion, reason=reason, validation=scores)
+        chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
     else:
         name = chosen_name = str(best.candidate.iloc[0])
         cols, fitted, recipe = learned[name]
