@@ -187,3 +187,17 @@ def test_a_model_made_under_one_rule_refuses_another_naming_both() -> None:
         model.check_rule(GradingRule())
     assert "0-2 clear" in str(refused.value) and "0-5 mild" in str(refused.value)
     model.check_rule(five)  # its own rule: no complaint
+
+
+def test_a_learned_model_must_beat_the_rule_beyond_chance() -> None:
+    """The one-sided exact McNemar test on the photos exactly one grader gets right."""
+    from acne_detection.core.grade_model import beats
+
+    rule_right = np.array([True] * 80 + [False] * 9 + [True] * 1 + [False] * 10)
+    model_right = np.array([True] * 80 + [True] * 8 + [False] * 1 + [False] * 1 + [False] * 10)
+    # 8 photos only the model grades right, 1 only the rule: P(X >= 8 | 9, 1/2) = 10 / 512
+    assert beats(model_right, rule_right) == pytest.approx(10 / 512)
+    assert beats(rule_right, rule_right) == 1.0
+    two_better = rule_right.copy()
+    two_better[[81, 82]] = True  # two photos more than the rule: chance, on 100
+    assert beats(two_better, rule_right) == pytest.approx(0.25)

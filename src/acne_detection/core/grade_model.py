@@ -46,6 +46,9 @@ from acne_detection.core.grading import GradingRule, counted_boxes
 DEFAULT_LADDER: tuple[float, ...] = tuple(float(round(t, 4)) for t in np.geomspace(0.05, 0.5, 10))
 NO_BOX_SIZE = -4.0  # log relative side given to a photo with no candidate (exp(-4): 1.8 % of the photo's side)
 MIN_GRADED_PHOTOS = 20  # fewer validation photos with a true grade cannot choose between two graders
+# a learned model replaces the rule only when validation says it grades better beyond chance: on ~100
+# validation photos a gain of two photos is noise (the dev slice's was, and it lost 8 points on test)
+SIGNIFICANCE = 0.1
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 LABEL_SPREADS = (0.0, 0.15)  # share of a photo's target mass on each neighbouring grade (0: hard labels)
 FEATURE_SETS = ("counts", "counts+sizes", "counts+sizes+classifier", "classifier")
@@ -468,6 +471,20 @@ def _choose_recipe(evidence: Evidence, n_grades: int, *, seed: int) -> Recipe:
     return best
 
 
+def beats(model_right: np.ndarray, rule_right: np.ndarray) -> float:
+    """How surely a model grades better than the rule on the same photos: the one-sided exact
+    McNemar test (scipy's binomial test on the photos exactly one of them grades right).
+
+    Returns:
+        The p-value of "the model is right on no more of them than the rule"; 1 when they never disagree.
+    """
+    from scipy.stats import binomtest
+
+    only_model = int((model_right & ~rule_right).sum())
+    disagree = only_model + int((rule_right & ~model_right).sum())
+    return float(binomtest(only_model, disagree, 0.5, alternative="greater").pvalue) if disagree else 1.0
+
+
 def decay_rows(n_grades: int, decay: float) -> np.ndarray:
     """``P(true grade g | rule grade k)`` proportional to ``exp(-decay * |g - k|)``: an (n, n) array."""
     distance = np.abs(np.subtract.outer(np.arange(n_grades), np.arange(n_grades)))
@@ -551,8 +568,9 @@ def choose_grade_model(
     ``_fit_on_train``), scored on validation; and one cross-fitted on the validation split, scored
     out of fold (nested: the recipe is chosen inside
     each fold). A learned model is kept only when its validation accuracy is strictly higher than
-    the rule's, on at least ``MIN_GRADED_PHOTOS`` photos; ties go to the rule (its log loss
-    breaks ties between the two learned ones).
+    the rule's, beyond chance (one-sided exact McNemar test, ``beats``, p < ``SIGNIFICANCE``), on
+    at least ``MIN_GRADED_PHOTOS`` photos; otherwise the rule (its log loss breaks ties between
+    the two learned ones).
 
     Args:
         rule: the grading rule (with eval's count correction, if any).
@@ -573,7 +591,10 @@ def choose_grade_model(
     truth = val.grades
     rows: list[dict[str, Any]] = []
 
+    right: dict[str, np.ndarray] = {}
+
     def _score(name: str, p: np.ndarray, scored: int) -> None:
+        right[name] = p.argmax(axis=1) == truth
         rows.append(
             {
                 "candidate": name,
@@ -612,10 +633,15 @@ def choose_grade_model(
     elif len(val) < MIN_GRADED_PHOTOS:
         reason = f"only {len(val)} validation photos with a true grade (fewer than {MIN_GRADED_PHOTOS}): the rule"
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
-    elif not len(best) or not best.accuracy.iloc[0] > rule_accuracy:
+    elif not len(best) or not (
+        best.accuracy.iloc[0] > rule_accuracy
+        and (evidence := beats(right[str(best.candidate.iloc[0])], rule_grades == truth)) < SIGNIFICANCE
+    ):
         top = f"{best.accuracy.iloc[0]:.3f}" if len(best) else "none fitted"
+        why = f", one-sided McNemar p {evidence:.2f}" if len(best) and best.accuracy.iloc[0] > rule_accuracy else ""
         reason = (
-            f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f})"
+            f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f}"
+            f"{why}; a learned model is kept at p < {SIGNIFICANCE})"
         )
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
     else:
@@ -637,7 +663,7 @@ def choose_grade_model(
             fitted_on=name.split("on the ", 1)[1],
             reason=(
                 f"{name}: {best.accuracy.iloc[0]:.3f} of {len(val)} validation photos graded right, "
-                f"against the rule's {rule_accuracy:.3f}"
+                f"against the rule's {rule_accuracy:.3f} (one-sided McNemar p {evidence:.3f})"
             ),
             validation=scores,
         )
