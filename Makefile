@@ -18,7 +18,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs
+.PHONY: figures run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ server-user: install
 
 server-stop: install
 	$(BIN)/python -m acne_detection.ops.team_server stop
+
+# The README's figure tables, rewritten from the measured release figures in docs/figures.json
+figures: install
+	$(BIN)/python -m acne_detection.ops.release_figures render
 
 predict: install
 	$(BIN)/kedro run --pipeline predict

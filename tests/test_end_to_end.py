@@ -20,7 +20,11 @@ from mlflow.tracking import MlflowClient
 from acne_detection.testing import copy_project, free_port
 from tests.conftest import PROJECT_ROOT
 
-TINY = {"train": {"epochs": 2, "imgsz": 64, "batch": 8}, "preview": {"samples": 4}}
+TINY = {
+    "train": {"epochs": 2, "imgsz": 64, "batch": 8},
+    "preview": {"samples": 4},
+    "grade_classifier": {"min_photos": 4, "epochs": 1, "imgsz": 32, "batch": 4, "workers": 0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +203,7 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "model/calibration.json",
         "model/grading_correction.json",
         "model/grade_model.json",
+        "model/grade_classifier.json",
         "eval/grade_model_candidates.csv",
     } <= artifacts
     tone_metrics = {m for m in full.data.metrics if m.startswith("test.tone.")}

@@ -94,15 +94,16 @@ def photo_features(
     """
     images = pd.Index(list(images), name="image")
     boxes = counted_boxes(candidates, count_classes)
+    boxes = boxes.assign(confidence=boxes.confidence.astype(float))  # an empty table's column is of objects
     conf = boxes.confidence.to_numpy(float)
     columns: dict[str, pd.Series] = {}
     for t in ladder:
         kept = boxes[conf >= t].groupby("image").size()
-        columns[f"n@{t:g}"] = np.log1p(kept.reindex(images).fillna(0.0))
-    columns["expected"] = np.log1p(boxes.groupby("image").confidence.sum().reindex(images).fillna(0.0))
+        columns[f"n@{t:g}"] = np.log1p(kept.reindex(images).fillna(0.0).astype(float))
+    columns["expected"] = np.log1p(boxes.groupby("image").confidence.sum().reindex(images).fillna(0.0).astype(float))
     for name in classes:
         mine = boxes[boxes["class"] == name].groupby("image").confidence.sum()
-        columns[f"expected.{name}"] = np.log1p(mine.reindex(images).fillna(0.0))
+        columns[f"expected.{name}"] = np.log1p(mine.reindex(images).fillna(0.0).astype(float))
     mean = pd.Series(NO_BOX_SIZE, index=images)
     sd = pd.Series(0.0, index=images)
     side = pd.Series(sides if sides is not None else {}, dtype=float)

@@ -10,14 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ultralytics.models.yolo.classify import ClassificationTrainer
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.grade_classifier import write_image_folders
 from acne_detection.core.params import GradeClassifierParams, GradingParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.datasets.weights import PretrainedWeights, sha256_of
+from acne_detection.pipelines.train.nodes import WithoutIntegrations
 
 logger = logging.getLogger(__name__)
+
+
+class ProjectClassificationTrainer(WithoutIntegrations, ClassificationTrainer):
+    """Ultralytics' classification trainer without its integrations (``train.nodes.WithoutIntegrations``)."""
 
 
 def _graded_photos(dataset: YoloDataset, split_images: pd.DataFrame) -> pd.DataFrame:
@@ -89,6 +95,7 @@ def train_grade_classifier(
     )
     shutil.rmtree(root / "train", ignore_errors=True)
     model.train(
+        trainer=ProjectClassificationTrainer,
         data=str(root / "folders"),
         epochs=params.epochs,
         imgsz=params.imgsz,
