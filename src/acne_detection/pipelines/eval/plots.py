@@ -152,7 +152,8 @@ def plot_best_and_worst(
                 continue
             _draw_boxes(ax, dataset, photo.image, truth, kept)
             ax.set_title(
-                f"{label}: {Path(photo.image).name[:22]}\n{photo.lesions} lesions, {photo.missed} missed, "
+                f"{label}: {Path(photo.image).name[:22]}\n{photo.lesions} lesion{'' if photo.lesions == 1 else 's'}, "
+                f"{photo.missed} missed, "
                 f"{photo.false_alarms} false alarms",
                 fontsize=7,
             )

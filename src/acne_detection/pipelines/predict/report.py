@@ -22,6 +22,11 @@ from acne_detection.datasets.photo_folder import Photos
 _COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
 
 
+def _lesions(n: int) -> str:
+    """``"1 lesion"``, ``"3 lesions"``."""
+    return f"{n} lesion{'' if n == 1 else 's'}"
+
+
 def draw_annotated_photos(
     photos: Photos, lesions: pd.DataFrame, summary: pd.DataFrame, params: PredictParams
 ) -> dict[str, bytes]:
@@ -53,7 +58,7 @@ def draw_annotated_photos(
         draw.rectangle([0, 0, img.width, int(size * 1.6)], fill="black")
         draw.text(
             (size // 2, size // 4),
-            f"{row.lesions} lesions - grade {row.grade} ({row.grade_name})",
+            f"{_lesions(row.lesions)} - grade {row.grade} ({row.grade_name})",
             fill="white",
             font=ImageFont.load_default(size=size),
         )
@@ -125,7 +130,7 @@ def render_report(
             f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
             f'alt="{html.escape(row.photo)}"></a>'
             f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
-            f"<p>{row.lesions} lesions{': ' + html.escape(per_class) if per_class else ''}</p>"
+            f"<p>{_lesions(row.lesions)}{': ' + html.escape(per_class) if per_class else ''}</p>"
             f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
             f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
         )
@@ -145,7 +150,7 @@ def render_report(
 .small{{color:#666;font-size:.8em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
 </head><body>
-<h1>Predictions: {len(summary)} photos, {int(summary.lesions.sum())} lesions</h1>
+<h1>Predictions: {len(summary)} photo{"" if len(summary) == 1 else "s"}, {_lesions(int(summary.lesions.sum()))}</h1>
 {warning}
 <p>Model: {html.escape(str(model_info["model_version"]))} ({html.escape(str(model_info["source"]))}); confidence
 &ge; {model_info["threshold"]:.2f} ({html.escape(model_info["threshold_source"])}). Grades by lesion count:
