@@ -34,7 +34,9 @@ def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def collect(project: Path, name: str, *, data: str, elapsed: str = "", peak: str = "") -> dict[str, Any]:
+def collect(
+    project: Path, name: str, *, data: str, elapsed: str = "", peak: str = "", commit: str = ""
+) -> dict[str, Any]:
     """One entry of measured figures from a finished run's reports.
 
     Args:
@@ -43,6 +45,7 @@ def collect(project: Path, name: str, *, data: str, elapsed: str = "", peak: str
         data: what the run ran on, in words.
         elapsed: wall-clock time of the run, as measured (``"21 min 40 s"``), if known.
         peak: its peak resident memory, as measured, if known.
+        commit: the commit the run ran (default: the project's HEAD now).
 
     Returns:
         The entry: ``commit``, ``machine``, ``date``, ``data``, ``elapsed``, ``peak`` and the figures.
@@ -50,9 +53,12 @@ def collect(project: Path, name: str, *, data: str, elapsed: str = "", peak: str
     reporting, models = project / "data" / "08_reporting", project / "data" / "06_models"
     detection, grading = _json(reporting / "test_metrics.json"), _json(reporting / "grading_metrics.json")
     probabilities, model = _json(reporting / "grade_probability_metrics.json"), _json(models / "grade_model.json")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True
-    ).stdout.strip()
+    commit = (
+        commit
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True
+        ).stdout.strip()
+    )
     return {
         "commit": commit or "unknown",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -124,11 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     got.add_argument("--data", required=True)
     got.add_argument("--elapsed", default="")
     got.add_argument("--peak", default="")
+    got.add_argument("--commit", default="", help="the commit the run ran (default: HEAD)")
     sub.add_parser("render", help="rewrite the README's tables from docs/figures.json")
     args = parser.parse_args(argv)
     if args.command == "collect":
         figures = _json(FIGURES)
-        figures[args.name] = collect(args.project, args.name, data=args.data, elapsed=args.elapsed, peak=args.peak)
+        figures[args.name] = collect(
+            args.project, args.name, data=args.data, elapsed=args.elapsed, peak=args.peak, commit=args.commit
+        )
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
         FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     README.write_text(render(README.read_text(), _json(FIGURES)))

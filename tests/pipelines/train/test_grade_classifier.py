@@ -53,7 +53,8 @@ def test_the_classifier_trains_on_the_graded_photos_and_scores_every_photo(train
     from acne_detection.pipelines.train.nodes import _third_party
 
     folders = Path(record["weights"]).parent / "folders"
-    trainer = ProjectClassificationTrainer(overrides={"data": str(folders), "model": "yolov8n-cls.yaml"})
+    overrides = {"data": str(folders), "model": "yolov8n-cls.yaml", "project": str(folders.parent), "name": "probe"}
+    trainer = ProjectClassificationTrainer(overrides=overrides)
     assert not [f for funcs in trainer.callbacks.values() for f in funcs if _third_party(f)]
     # the served model sends bytes, predict paths: the same pixels, the same scores
     model = YOLO(record["weights"], task="classify")

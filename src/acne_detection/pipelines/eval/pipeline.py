@@ -287,6 +287,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "grading_metrics",
                     "skin_tone_metrics",
                     "skin_tone_check",
+                    "grade_confusion_matrix",
                 ],
                 "results_summary",
                 name="report_headline",

@@ -58,6 +58,7 @@ def report_headline(
     grading: dict[str, float],
     tones: pd.DataFrame,
     tone_check: dict[str, str],
+    confusion: pd.DataFrame | None = None,
 ) -> str:
     """The run's headline as Markdown, also logged so the terminal shows it.
 
@@ -68,6 +69,8 @@ def report_headline(
         grading: ``evaluate_grading``'s metrics.
         tones: ``evaluate_by_skin_tone``'s table.
         tone_check: its verdict tags.
+        confusion: ``evaluate_grading``'s grade confusion matrix (a ``true`` column, then one per
+            predicted grade), shown under the grading.
 
     Returns:
         Markdown: the metrics per class and overall, the operating point, grading, the metrics
@@ -85,6 +88,7 @@ def report_headline(
         f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
         f"({operating_point['rule']}).\n\n"
         + _grading_lines(grading)
+        + _confusion_lines(confusion)
         + skin_tone_lines(tones, tone_check)
         + f"Quality gate: **{gate['gate'].upper()}**\n"
         + "\n".join(gate_lines)
@@ -94,6 +98,18 @@ def report_headline(
     )
     logger.info("\n%s", text)
     return text
+
+
+def _confusion_lines(confusion: pd.DataFrame | None) -> str:
+    """The grade confusion matrix as a table: where the grades go wrong, most often one grade off."""
+    if confusion is None or confusion.empty or not confusion.drop(columns="true").to_numpy().sum():
+        return ""
+    names = [c for c in confusion.columns if c != "true"]
+    lines = ["| true \\ graded | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [
+        f"| {row['true']} | " + " | ".join(str(int(row[n])) for n in names) + " |" for _, row in confusion.iterrows()
+    ]
+    return "Test photos by true grade (rows) and grade given (columns):\n\n" + "\n".join(lines) + "\n\n"
 
 
 def skin_tone_lines(table: pd.DataFrame, check: dict[str, str]) -> str:
