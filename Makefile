@@ -18,56 +18,69 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: figures run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs
+.PHONY: help docs figures run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 
+# make run installs the runtime only; each target that needs an extra installs it once (a stamp per extra).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[test,onnx,team,viz]"
+	$(BIN)/python -m pip install -e .
 	touch $@
 
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -e ".[test,onnx,team,viz,docs]"
+	touch $@
+
+$(VENV)/.installed-%: $(VENV)/.installed
+	$(BIN)/python -m pip install -e ".[$*]"
+	touch $@
+
+help:  ## this list
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the project (runtime only)
 install: $(VENV)/.installed
 
-run: install
+run: install  ## the whole pipeline (kedro run): data, preview, train, eval, register
 	$(BIN)/kedro run
 
-test: install
+test: $(VENV)/.installed-test  ## linters and the test suite (installs every extra the suite needs)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
 
 # Opens on the experiment's runs in MLflow's model-training view (workflowType=machine_learning).
-ui: install
+ui: install  ## the MLflow UI on 127.0.0.1:5000 (UI_PORT), opened on the runs
 	@mkdir -p data/mlflow
 	@echo "MLflow UI: $$($(BIN)/python -m acne_detection.ops.tracking_ui $(TRACKING_URI) http://127.0.0.1:$(UI_PORT))  (Ctrl-C to stop)"
 	$(BIN)/mlflow ui --backend-store-uri $(TRACKING_URI) --host 127.0.0.1 --port $(UI_PORT)
 
 # The pipelines' DAG in kedro-viz on http://127.0.0.1:$(VIZ_PORT)
-viz: install
+viz: $(VENV)/.installed-viz  ## the pipelines' DAG in kedro-viz on 127.0.0.1:4141 (VIZ_PORT)
 	@echo "kedro-viz: http://127.0.0.1:$(VIZ_PORT)  (Ctrl-C to stop)"
 	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
 
 # A team tracking server: PostgreSQL (a local cluster under data/team/, or MLFLOW_BACKEND_STORE_URI)
 # + proxied artifacts + logins, on 127.0.0.1:5050. Runs log to it with `kedro run --env team`. README, "Scaling out".
-server: install
+server: $(VENV)/.installed-team  ## the team tracking server (PostgreSQL, logins) on 127.0.0.1:5050
 	$(BIN)/python -m acne_detection.ops.team_server start
 
 # A login on the running team server: make server-user NAME=alice ROLE=trainer (viewer, trainer, admin).
 # The password is written to data/team/secrets/users/NAME.password (mode 600), never printed.
-server-user: install
+server-user: $(VENV)/.installed-team  ## a login on the team server: NAME=alice ROLE=trainer
 	@test -n "$(NAME)" || (echo "usage: make server-user NAME=alice ROLE=trainer   (ROLE: viewer, trainer, admin)"; exit 2)
 	$(BIN)/python -m acne_detection.ops.team_server user $(NAME) $(or $(ROLE),viewer)
 
-server-stop: install
+server-stop: $(VENV)/.installed-team  ## stop the team tracking server
 	$(BIN)/python -m acne_detection.ops.team_server stop
 
 # The README's figure tables, rewritten from the measured release figures in docs/figures.json
-figures: install
+figures: install  ## rewrite the figure tables of the README and docs from docs/figures.json
 	$(BIN)/python -m acne_detection.ops.release_figures render
 
-predict: install
+predict: install  ## grade the photos of new_photos (kedro run --pipeline predict)
 	$(BIN)/kedro run --pipeline predict
 
 # The review loop (README, "Review loop"): Label Studio on 127.0.0.1:$(LS_PORT), in its own venv
@@ -75,42 +88,47 @@ predict: install
 LS_PORT ?= 8080
 LS_PHOTOS ?= data/01_raw
 LS_DATABASE ?= sqlite
-labelstudio: install
+labelstudio: install  ## Label Studio on 127.0.0.1:8080 (LS_PORT) for the review loop
 	$(BIN)/python -m acne_detection.ops.label_studio start --port $(LS_PORT) --document-root $(LS_PHOTOS) --database $(LS_DATABASE)
 
-labelstudio-install: install
+labelstudio-install: install  ## install Label Studio in its own venv (.venv-labelstudio), once
 	$(BIN)/python -m acne_detection.ops.label_studio install
 
 # The model pre-annotates new_photos in Label Studio (and writes a CVAT file); then, once reviewed:
-review: install
+review: install  ## the model pre-annotates new_photos in Label Studio
 	$(BIN)/kedro run --pipeline review
 
 # What the reviewers changed (MLflow run + data/08_reporting/review_edits.csv), the export kept for training
-reviewed: install
+reviewed: install  ## what the reviewers changed, kept for training
 	$(BIN)/kedro run --pipeline reviewed
 
 # Serves the registered model over HTTP on 127.0.0.1 (the local environment: no download).
-serve: install
+serve: install  ## serve the registered model over HTTP on 127.0.0.1:5001 (SERVE_PORT)
 	@echo "Model server: POST http://127.0.0.1:$(SERVE_PORT)/invocations  (Ctrl-C to stop; see README, Serving)"
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m $(MODEL) --env-manager local \
 		--host 127.0.0.1 --port $(SERVE_PORT) --workers $(SERVE_WORKERS) --timeout $(SERVE_TIMEOUT)
 
-bench: install
+bench: $(VENV)/.installed-test  ## the benchmarks (benchmarks/RESULTS.md)
 	$(BIN)/python -m benchmarks.run
 
 # The GPU recipe (640 px, AMP, autobatch, cache in RAM) on the configured export, against plain
 # yolo train + yolo val: benchmarks/RESULTS-gpu.md. Stops at once without a CUDA GPU. GPU_ARGS="--env acne04 --device 0"
-bench-gpu: install
+bench-gpu: $(VENV)/.installed-test  ## the GPU recipe against plain yolo train (needs a CUDA GPU)
 	$(BIN)/python -m benchmarks.gpu $(GPU_ARGS)
 
-bench-quick: install
+bench-quick: $(VENV)/.installed-test  ## the benchmarks at smoke sizes
 	$(BIN)/python -m benchmarks.run --quick
 
 # make serve under load: 4 clients, 200 requests of 640 px photos (every 10th bad), 20 phone photos (benchmarks/RESULTS.md)
-bench-serve: install
+bench-serve: $(VENV)/.installed-test  ## the served model under load
 	$(BIN)/python -m benchmarks.serve_load
 
 # Removes everything runs wrote under data/ (keeps the folder layout, and the team server's store and
 # secrets under data/team/: stop it with make server-stop and remove that folder yourself to reset it).
-clean-outputs:
+clean-outputs:  ## remove what runs wrote under data/ (not the team server's store)
 	find data \( -path data/team -o -path data/labelstudio \) -prune -o -type f ! -name .gitkeep -exec rm -f {} +
+
+# The docs site (mkdocs.yml, docs/) on 127.0.0.1:8000; mkdocs build --strict runs in the test suite.
+docs: $(VENV)/.installed-docs  ## the docs site on 127.0.0.1:8000
+	$(BIN)/python -m acne_detection.ops.release_figures render
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000

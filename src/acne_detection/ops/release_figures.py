@@ -3,13 +3,13 @@
 A run's reports (``data/08_reporting/*.json``, ``data/06_models/grade_model.json``) are collected
 into one committed file of measured release figures (``docs/figures.json``), each entry naming the
 commit, the machine and the date it was measured on; ``render`` writes each table between its
-markers in the README (``<!-- figures:NAME -->`` ... ``<!-- /figures:NAME -->``), and the suite
-fails when a table there differs from its file (``tests/test_release_figures.py``).
+markers in the README and the docs (``<!-- figures:NAME -->`` ... ``<!-- /figures:NAME -->``), and
+the suite fails when a table there differs from its file (``tests/test_release_figures.py``).
 
 Usage::
 
     python -m acne_detection.ops.release_figures collect <project dir> NAME --data "what it ran on"
-    python -m acne_detection.ops.release_figures render          # README.md from docs/figures.json
+    python -m acne_detection.ops.release_figures render          # README.md and docs/ from docs/figures.json
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[3]
 FIGURES = ROOT / "docs" / "figures.json"
 README = ROOT / "README.md"
+
+
+def documents() -> list[Path]:
+    """The files whose tables are generated: the README and every docs page."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
 MARKER = re.compile(r"(<!-- figures:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.DOTALL)
 
 
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     got.add_argument("--elapsed", default="")
     got.add_argument("--peak", default="")
     got.add_argument("--commit", default="", help="the commit the run ran (default: HEAD)")
-    sub.add_parser("render", help="rewrite the README's tables from docs/figures.json")
+    sub.add_parser("render", help="rewrite the tables of the README and docs/ from docs/figures.json")
     args = parser.parse_args(argv)
     if args.command == "collect":
         figures = _json(FIGURES)
@@ -140,7 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         FIGURES.parent.mkdir(parents=True, exist_ok=True)
         FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    README.write_text(render(README.read_text(), _json(FIGURES)))
+    for document in documents():
+        text = document.read_text()
+        rendered = render(text, _json(FIGURES))
+        if rendered != text:
+            document.write_text(rendered)
 
 
 if __name__ == "__main__":
