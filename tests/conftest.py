@@ -13,6 +13,9 @@ from PIL import Image
 from acne_detection.core.params import SYNTHETIC_CLASSES, parse
 from acne_detection.testing import write_png_bomb  # noqa: F401 - the tests import it from here
 
+# nothing the suite starts outlives it: a leaked process fails the run, named (tests/leak_check.py)
+pytest_plugins = ["tests.leak_check"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
 PHONE_HEIC = PROJECT_ROOT / "tests" / "data" / "phone_photo.heic"  # see tests/data/README.md

@@ -74,7 +74,8 @@ def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
     with pytest.raises(
         ValueError,
         match=r"Unknown parameter group\(s\) \['dta'\].*"
-        r"\['data', 'eval', 'grading', 'predict', 'preview', 'review', 'sweep', 'tracking', 'train'\].*"
+        r"\['data', 'eval', 'grade_classifier', 'grading', 'predict', 'preview', 'review', 'sweep', 'tracking', "
+        r"'train'\].*"
         r"\['export_dir'\]",
     ):
         check_parameter_groups({**good, "dta": {"strict": True}}, tmp_path)

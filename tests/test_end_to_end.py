@@ -17,7 +17,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from acne_detection.testing import copy_project, free_port
+from acne_detection.testing import copy_project, free_port, stop_process_tree
 from tests.conftest import PROJECT_ROOT
 
 TINY = {
@@ -96,8 +96,7 @@ def tracking(project: Path, runs: dict) -> Iterator[MlflowClient]:
         _wait_until_up(f"{url}/health", server, seconds=90)
         yield MlflowClient(tracking_uri=url)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process_tree(server)
 
 
 @pytest.mark.e2e
@@ -627,8 +626,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
             assert "Traceback" not in text and "stack_trace" not in text and str(project) not in text, kind
         assert invoke(body)[0] == result  # the server keeps serving, with the same answer
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process_tree(server)
 
 
 @pytest.mark.e2e

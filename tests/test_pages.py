@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from acne_detection.testing import copy_project
+from acne_detection.testing import copy_project, stop_process_tree
 from tests.conftest import headless_dom
 
 
@@ -61,8 +61,7 @@ def test_kedro_viz_renders_the_four_pipelines(tmp_path: Path) -> None:
                 time.sleep(1)
         dom = headless_dom(url)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process_tree(server)
     # one node of each stage of the default DAG, as rendered (not merely served)
     for name in (
         "validate_export",

@@ -31,7 +31,7 @@ from acne_detection.ops.team_server import (
     start_tracking_server,
     wait_until_up,
 )
-from acne_detection.testing import copy_project, free_port
+from acne_detection.testing import copy_project, free_port, stop_process_tree
 
 TINY = "train.epochs=2,train.imgsz=64,train.batch=8,preview.samples=4"
 
@@ -75,8 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     finally:
         for name, value in saved.items():
             os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process_tree(proc)
         pg.stop()
         shutil.rmtree(pg.root, ignore_errors=True)
 

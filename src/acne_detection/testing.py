@@ -13,6 +13,7 @@ import contextlib
 import io
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process_tree(process: Any, *, timeout: float = 30) -> None:
+    """Stop a server a test started, and every process it started in turn (kedro-viz's worker,
+    gunicorn's workers): SIGTERM to all of them, then SIGKILL to whatever is left after
+    ``timeout``. Stopping only the parent orphans its children, which then outlive the suite.
+
+    Args:
+        process: a ``subprocess.Popen`` (or anything with ``pid``).
+        timeout: seconds to wait for a clean exit.
+    """
+    import psutil
+
+    try:
+        parent = psutil.Process(process.pid)
+        tree = [*parent.children(recursive=True), parent]
+    except psutil.NoSuchProcess:
+        tree = []
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    if hasattr(process, "wait"):
+        with contextlib.suppress(Exception):
+            process.wait(timeout=1)  # reap it, so no zombie is left either
 
 
 def copy_project(root: Path, *, n_images: int, size: int, catalog: dict | None = None) -> Path:
