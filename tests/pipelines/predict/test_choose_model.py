@@ -23,17 +23,20 @@ def test_eval_threshold_for_this_model_is_used(checkpoint: Path) -> None:
     from acne_detection.datasets.weights import sha256_of
 
     record = {"model_sha256": sha256_of(checkpoint), "threshold": 0.4, "rule": "max_f1"}
-    info = choose_model(checkpoint, record, parse("predict", {}))
+    info = choose_model(checkpoint, record, parse("predict", {}), parse("grading", {}))
     assert info["threshold"] == 0.4 and info["threshold_source"] == "eval's operating point (max_f1)"
 
 
 def test_another_models_threshold_is_never_used(checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
     record = {"model_sha256": "0" * 64, "threshold": 0.4, "rule": "max_f1"}
     with caplog.at_level(logging.WARNING):
-        info = choose_model(checkpoint, record, parse("predict", {"default_threshold": 0.3}))
+        info = choose_model(checkpoint, record, parse("predict", {"default_threshold": 0.3}), parse("grading", {}))
     assert info["threshold"] == 0.3 and info["threshold_source"] == "predict.default_threshold"
     assert "No operating point recorded" in caplog.text
-    assert choose_model(checkpoint, {}, parse("predict", {"threshold": 0.6}))["threshold_source"] == "predict.threshold"
+    assert (
+        choose_model(checkpoint, {}, parse("predict", {"threshold": 0.6}), parse("grading", {}))["threshold_source"]
+        == "predict.threshold"
+    )
 
 
 def test_a_model_graded_under_another_rule_is_refused_naming_both_rules(checkpoint: Path) -> None:

@@ -44,7 +44,7 @@ def choose_model(
     weights: Path,
     model_threshold: dict[str, Any],
     params: PredictParams,
-    grading: GradingParams | None = None,
+    grading: GradingParams,
     grade_classifier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model to predict with, and the confidence threshold ``eval`` chose *for that model*.
@@ -101,6 +101,8 @@ def choose_model(
         calibration = Calibration.from_dict(json.loads(version.get("calibration") or "{}"))
         grading_thresholds = json.loads(version.get("grading_thresholds") or "null")
         grade_model = json.loads(version.get("grade_model") or "{}")
+    # a model whose grades were made under another rule is refused now, before any photo is predicted
+    deployed_grade_model({"grade_model": grade_model, "grading_thresholds": grading_thresholds}, grading)
     logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
     if calibration.warning:
         logger.warning("%s: %s", source, calibration.warning)
@@ -119,8 +121,6 @@ def choose_model(
         "grade_model": grade_model,  # {}: none chosen for these weights (the count rule grades)
         "warning": warning,
     }
-    if grading is not None:
-        deployed_grade_model(info, grading)  # refuses another rule's model now, not after predicting every photo
     info["grade_classifier"] = _find_classifier(grade_model, checkpoint, grade_classifier or {})
     return info
 
