@@ -58,6 +58,17 @@ def _rule_grades(candidates: pd.DataFrame, images: pd.Index) -> np.ndarray:
     return rule.grade(rule.count(candidates[candidates.confidence >= THRESHOLD], pd.Series(images, dtype=object)))
 
 
+def _chosen(n_train: int, n_val: int, *, seed: int, found: float, noise: float):
+    """A grade model chosen on drawn validation photos, with a training split of the same detector."""
+    train = _evidence(*_photos(n_train, start=0, seed=seed, found=found, noise=noise))
+    candidates, grades, groups = _photos(n_val, start=1000, seed=seed + 1, found=found, noise=noise)
+    val = _evidence(candidates, grades, groups)
+    model, table = choose_grade_model(
+        GradingRule(), val, _rule_grades(candidates, val.features.index), threshold=THRESHOLD, train=train
+    )
+    return model, table, candidates, grades
+
+
 def test_features_count_at_each_rung_and_sum_the_probabilities() -> None:
     boxes = pd.DataFrame(
         {
@@ -87,13 +98,7 @@ def test_features_count_at_each_rung_and_sum_the_probabilities() -> None:
 
 def test_a_learned_model_is_chosen_on_validation_where_it_beats_the_rule() -> None:
     """The detector finds a third of the lesions: the rule undercounts and misgrades; the learned model does not."""
-    rule = GradingRule()
-    train = _evidence(*_photos(240, start=0, seed=1, found=0.33, noise=2))
-    candidates, grades, groups = _photos(120, start=1000, seed=2, found=0.33, noise=2)
-    val = _evidence(candidates, grades, groups)
-    model, table = choose_grade_model(
-        rule, val, _rule_grades(candidates, val.features.index), threshold=THRESHOLD, train=train
-    )
+    model, table, _, _ = _chosen(240, 120, seed=1, found=0.33, noise=2)
     assert model.kind == "logistic"
     scores = table.set_index("candidate").accuracy
     assert scores.drop("rule").max() > scores["rule"] + 0.1
@@ -147,12 +152,7 @@ def test_probabilities_sum_to_one_and_are_calibrated_where_the_answer_is_known()
 
 def test_a_stored_model_gives_the_same_answer_and_its_grade_is_its_argmax() -> None:
     rule = GradingRule()
-    train = _evidence(*_photos(150, start=0, seed=6, found=0.4, noise=3))
-    candidates, grades, groups = _photos(60, start=1000, seed=7, found=0.4, noise=3)
-    val = _evidence(candidates, grades, groups)
-    model, _ = choose_grade_model(
-        rule, val, _rule_grades(candidates, val.features.index), threshold=THRESHOLD, train=train
-    )
+    model, _, candidates, grades = _chosen(150, 60, seed=6, found=0.4, noise=3)
     stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     sides = {image: 640.0 for image in grades.index}
     p, q = model.probabilities(candidates, grades.index, sides), stored.probabilities(candidates, grades.index, sides)
