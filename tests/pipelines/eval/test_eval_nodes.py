@@ -282,3 +282,50 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     shown = corrected.probabilities(preds, lowered.image).argmax(axis=1)
     assert lowered.pred_grade.tolist() == shown.tolist()
     assert (lowered.pred_grade != severity_grade(lowered.pred_count)).any()  # the correction changed some grade
+
+
+def test_the_summary_opens_in_words_and_says_when_the_rule_and_the_grades_disagree(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A clinician's sentence first; ACNE04's anchor only for ACNE04's photos; a ceiling under 0.5
+    names the rule and says it disagrees with the data's grades, in the summary and the log."""
+    import logging
+
+    from acne_detection.pipelines.eval.tones import COLUMNS
+
+    per_class = pd.DataFrame(
+        [{"class": "all", "instances": 9, "ap50": 0.5, "ap50_95": 0.2, "precision": 0.8, "recall": 0.6, "f1": 0.69}]
+    )
+    grading = {
+        "photos_graded": 40.0,
+        "grade_accuracy": 0.3,
+        "grade_accuracy_low": 0.18,
+        "grade_accuracy_high": 0.45,
+        "grade_ceiling": 0.4,
+        "grade_within_one": 0.7,
+    }
+    acne04 = pd.DataFrame({"image_id": ["test/levle1_3_jpg.rf.ab.jpg"], "file": ["/nowhere/levle1_3.jpg"]})
+    point, tones = {"threshold": 0.2, "rule": "max_f1"}, pd.DataFrame(columns=COLUMNS)
+    with caplog.at_level(logging.WARNING):
+        text = report_headline(
+            per_class, point, {"gate": "fail"}, grading, tones, {"skin_tone.check": "n/a"}, None, acne04
+        )
+    opening = text.split("## Test-split results")[0]
+    assert (
+        "On 40 real test photos it never trained on, this model gave 30 % of them their true severity grade" in opening
+    )
+    assert "(95 % interval 18 %-45 %)" in opening and "It found 60 % of the lesions" in opening
+    assert "The grading rule and the data's grades disagree" in opening and "0-5 mild, 6-20 moderate" in opening
+    assert "disagree" in caplog.text and "Published anchor on ACNE04" in text
+    other = pd.DataFrame({"image_id": ["a/photo_1.jpg"], "file": ["/nowhere/photo_1.jpg"]})
+    plain = report_headline(
+        per_class,
+        point,
+        {"gate": "fail"},
+        {**grading, "grade_ceiling": 0.9},
+        tones,
+        {"skin_tone.check": "n/a"},
+        None,
+        other,
+    )
+    assert "ACNE04" not in plain and "disagree" not in plain

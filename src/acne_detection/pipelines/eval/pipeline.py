@@ -288,6 +288,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "skin_tone_metrics",
                     "skin_tone_check",
                     "grade_confusion_matrix",
+                    "split_images",
+                    "params:grading",
                 ],
                 "results_summary",
                 name="report_headline",

@@ -8,6 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from acne_detection.core.grading import GradingRule
+from acne_detection.core.params import GradingParams
+
 logger = logging.getLogger(__name__)
 
 AP_NOTE = (
@@ -17,7 +20,49 @@ AP_NOTE = (
 )
 
 
-def _grading_lines(grading: dict[str, float]) -> str:
+def _acne04_style(manifest: pd.DataFrame | None) -> bool:
+    """Whether the photos are ACNE04's (their grade in the ``levleN`` file names), where its anchor means something."""
+    return manifest is not None and "image_id" in manifest and manifest.image_id.astype(str).str.contains("levle").any()
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.0f} %"
+
+
+def _plain_lines(per_class: pd.DataFrame, grading: dict[str, float], manifest: pd.DataFrame | None, legend: str) -> str:
+    """The summary's opening, for a clinician: what was measured, on what photos, how good against the ceiling."""
+    from acne_detection.core.model_card import trained_on
+
+    kind = trained_on(manifest) if manifest is not None else "unknown"
+    photos = f"{kind} test photos" if kind != "unknown" else "test photos"
+    overall = per_class[per_class["class"] == "all"] if "class" in per_class else per_class.iloc[0:0]
+    found = (
+        f" It found {_pct(overall.recall.iloc[0])} of the lesions, and {_pct(overall.precision.iloc[0])} of what it "
+        "marked were lesions."
+        if len(overall) and pd.notna(overall.recall.iloc[0])
+        else ""
+    )
+    if "grade_accuracy" not in grading:
+        return f"This model was tested on {photos} with no true grade, so its grading is not measured.{found}\n\n"
+    text = (
+        f"On {grading['photos_graded']:.0f} {photos} it never trained on, this model gave "
+        f"{_pct(grading['grade_accuracy'])} of them their true severity grade (95 % interval "
+        f"{_pct(grading['grade_accuracy_low'])}-{_pct(grading['grade_accuracy_high'])}) and "
+        f"{_pct(grading.get('grade_within_one', float('nan')))} a grade at most one off. Counting every lesion "
+        f"perfectly would have graded {_pct(grading['grade_ceiling'])} of them right against these grades.{found}"
+    )
+    if kind == "synthetic":
+        text += " These are synthetic photos: the figures say the pipeline works, not how it does on real skin."
+    if grading["grade_ceiling"] < 0.5:
+        text += (
+            f"\n\n**The grading rule and the data's grades disagree**: graded by the rule ({legend}), the true "
+            f"lesion counts give the true grade on only {_pct(grading['grade_ceiling'])} of the test photos. "
+            "Check `grading.thresholds` and `names` against how the data was graded."
+        )
+    return text + "\n\n"
+
+
+def _grading_lines(grading: dict[str, float], *, anchor: bool = True) -> str:
     """The grading section of the summary: accuracy with its interval and the ceiling beside it."""
     counting = (
         (
@@ -39,7 +84,9 @@ def _grading_lines(grading: dict[str, float]) -> str:
         f"Grade accuracy on {grading['photos_graded']:.0f} test photos: **{grading['grade_accuracy']:.3f}** "
         f"(95 % Wilson interval {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
         f"ceiling {grading['grade_ceiling']:.3f} (the true lesion counts graded by the same rule: what a perfect "
-        "counter would reach against these grades). Published anchor on ACNE04: 84.1 %.\n\n"
+        "counter would reach against these grades)."
+        + (" Published anchor on ACNE04: 84.1 %." if anchor else "")
+        + "\n\n"
         + (
             f"The count rule alone on the detector's count: {grading['grade_accuracy_rule']:.3f}. "
             if "grade_accuracy_rule" in grading
@@ -59,6 +106,8 @@ def report_headline(
     tones: pd.DataFrame,
     tone_check: dict[str, str],
     confusion: pd.DataFrame | None = None,
+    manifest: pd.DataFrame | None = None,
+    grading_params: GradingParams = GradingParams(),  # frozen: one default, shared safely
 ) -> str:
     """The run's headline as Markdown, also logged so the terminal shows it.
 
@@ -71,6 +120,9 @@ def report_headline(
         tone_check: its verdict tags.
         confusion: ``evaluate_grading``'s grade confusion matrix (a ``true`` column, then one per
             predicted grade), shown under the grading.
+        manifest: the split manifest (synthetic or real photos; ACNE04's file names).
+        grading_params: the ``grading`` parameters (the rule's legend, when the ceiling says the
+            rule and the data's grades disagree).
 
     Returns:
         Markdown: the metrics per class and overall, the operating point, grading, the metrics
@@ -83,11 +135,23 @@ def report_headline(
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(r) + " |" for r in cells.to_numpy()]
     gate_lines = [f"- {k.removeprefix('gate.')}: {v}" for k, v in gate.items() if k != "gate"]
+    legend = GradingRule.from_params(grading_params).legend()
+    if grading.get("grade_ceiling", 1.0) < 0.5:
+        logger.warning(
+            "The grading rule (%s) and the data's grades disagree: the true lesion counts give the true grade on "
+            "%.0f%% of the test photos. Check grading.thresholds and names.",
+            legend,
+            100 * grading["grade_ceiling"],
+        )
     text = (
-        "## Test-split results\n\n" + "\n".join(lines) + "\n\n"
+        "## In short\n\n"
+        + _plain_lines(per_class, grading, manifest, legend)
+        + "## Test-split results\n\n"
+        + "\n".join(lines)
+        + "\n\n"
         f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
         f"({operating_point['rule']}).\n\n"
-        + _grading_lines(grading)
+        + _grading_lines(grading, anchor=manifest is None or _acne04_style(manifest))
         + _confusion_lines(confusion)
         + skin_tone_lines(tones, tone_check)
         + f"Quality gate: **{gate['gate'].upper()}**\n"
