@@ -33,7 +33,7 @@ def build_review_tasks(
     review: ReviewParams,
 ) -> dict[str, Any]:
     """One Label Studio task per predicted photo, pre-annotated with the model's boxes (and
-    their calibrated confidences) and the grade its count gives.
+    their calibrated confidences) and the grade predict gave it (its grade model's most probable).
 
     Args:
         summary: predict's photo summary (size and grade of each predicted photo).
