@@ -18,7 +18,7 @@ from acne_detection.core.review import region_boxes
 from acne_detection.datasets import AnnotatedExport
 from acne_detection.datasets.label_studio import LabelStudioClient
 from acne_detection.ops.label_studio import ADMIN_EMAIL, LabelStudioHome, wait_until_up
-from acne_detection.testing import PROJECT_ROOT, copy_project, free_port
+from acne_detection.testing import PROJECT_ROOT, copy_project, free_port, stop_process_tree
 from tests.conftest import chromium, kedro_run
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +47,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory):
         yield SimpleNamespace(url=url, home=home, document_root=photos)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        stop_process_tree(server, timeout=60)  # and anything it started outside its process group
 
 
 @pytest.fixture(scope="module")
