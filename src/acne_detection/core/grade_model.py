@@ -81,7 +81,7 @@ def photo_features(
         sides: each photo's side, ``sqrt(width * height)`` in pixels (the box sizes are relative
             to it); missing photos or ``None``: box-size columns are ``NO_BOX_SIZE``.
         scores: the grade classifier's probabilities (``cls.<k>`` columns, indexed by photo);
-            ``None``: no classifier columns.
+            ``None`` or an empty table (no classifier was trained): no classifier columns.
 
     Returns:
         Columns ``n@<t>`` (log1p of the count at each rung), ``expected`` (log1p of the sum of
@@ -120,7 +120,7 @@ def photo_features(
             mean.update(m)
             sd.update(np.sqrt(var))
     columns["size_mean"], columns["size_sd"] = mean, sd
-    if scores is not None:
+    if scores is not None and len(scores):
         missing = images.difference(scores.index)
         if len(missing):
             raise ValueError(f"the grade classifier scored no {list(missing[:3])} ({len(missing)} photos)")
@@ -323,7 +323,8 @@ class GradeModel:
             candidates: the photos' candidate boxes, calibrated (``photo_features``).
             images: the photos, in the order of the rows returned.
             sides: each photo's side in pixels (``photo_features``).
-            scores: the grade classifier's probabilities of the photos (needed when ``uses_classifier``).
+            scores: the grade classifier's probabilities of the photos (needed when ``uses_classifier``;
+                ``None`` or empty: none).
 
         Returns:
             An (N, grades) array; rows sum to 1.
@@ -338,7 +339,7 @@ class GradeModel:
             counted = candidates[candidates.confidence >= self.threshold]
             graded = self.grading_rule.grade(self.grading_rule.count(counted, pd.Series(images, dtype=object)))
             return self.rule_probabilities()[np.asarray(graded, int)].reshape(len(images), len(self.names))
-        if self.uses_classifier and scores is None:
+        if self.uses_classifier and (scores is None or not len(scores)):
             raise ValueError("this grade model reads the grade classifier's probabilities: pass the photos' scores")
         x = self.features(candidates, images, sides, scores if self.uses_classifier else None)
         x = x[list(self.columns)].to_numpy(float)
@@ -591,34 +592,33 @@ def choose_grade_model(
     n = len(rule.names)
     truth = val.grades
     rows: list[dict[str, Any]] = []
+    right: dict[str, np.ndarray] = {}  # each candidate: which validation photos it grades right
 
-    right: dict[str, np.ndarray] = {}
-
-    def _score(name: str, p: np.ndarray, scored: int) -> None:
-        right[name] = p.argmax(axis=1) == truth
+    def _score(name: str, p: np.ndarray, graded: np.ndarray) -> None:
+        right[name] = graded == truth
         rows.append(
             {
                 "candidate": name,
-                "photos": scored,
-                "accuracy": float((p.argmax(axis=1) == truth).mean()) if scored else np.nan,
-                "log_loss": _log_loss(p, truth) if scored else np.nan,
-                "brier": float(((p - np.eye(n)[truth]) ** 2).sum(axis=1).mean()) if scored else np.nan,
+                "photos": len(val),
+                "accuracy": float(right[name].mean()) if len(val) else np.nan,
+                "log_loss": _log_loss(p, truth) if len(val) else np.nan,
+                "brier": float(((p - np.eye(n)[truth]) ** 2).sum(axis=1).mean()) if len(val) else np.nan,
             }
         )
 
     rule_grades = np.asarray(val_rule_grades, int)
     decay = fit_decay(rule_grades, truth, n) if len(val) else None
-    _score("rule", decay_rows(n, decay or 0.0)[rule_grades], len(val))
-    rows[-1]["accuracy"] = float((rule_grades == truth).mean()) if len(val) else np.nan
+    _score("rule", decay_rows(n, decay or 0.0)[rule_grades], rule_grades)  # the rule's own grade, always
     learned: dict[str, tuple[list[str], dict[str, Any], Recipe]] = {}
     if learn and len(val) >= MIN_GRADED_PHOTOS:
         if train is not None and len(train) >= MIN_GRADED_PHOTOS:
             cols, fitted, recipe, p = _fit_on_train(train, val, n)
             learned["logistic, fitted on the training split"] = (cols, fitted, recipe)
-            _score("logistic, fitted on the training split", p, len(val))
+            _score("logistic, fitted on the training split", p, p.argmax(axis=1))
         if len(np.unique(val.groups)) >= 5:
             name = "logistic, cross-fitted on the validation split"
-            _score(name, _cross_fitted(val, n, seed=seed), len(val))
+            p = _cross_fitted(val, n, seed=seed)
+            _score(name, p, p.argmax(axis=1))
             recipe = _choose_recipe(val, n, seed=seed)
             cols, fitted = _fit(val, n, recipe)
             learned[name] = (cols, fitted, recipe)
@@ -627,6 +627,9 @@ def choose_grade_model(
     rule_accuracy = float(table.accuracy.iloc[0]) if len(val) else np.nan
     scores = {r["candidate"]: r["accuracy"] for r in rows}
     best = table[table.candidate != "rule"].sort_values(["accuracy", "log_loss"], ascending=[False, True])
+    best_name = str(best.candidate.iloc[0]) if len(best) else ""
+    better = bool(best_name) and best.accuracy.iloc[0] > rule_accuracy
+    evidence = beats(right[best_name], right["rule"]) if better else 1.0
     if not len(val):  # no graded validation photo: the count's Poisson-binomial distribution
         chosen = GradeModel.rule(rule, reason="no validation photo has a true grade: the rule", validation=scores)
     elif not learn:
@@ -634,19 +637,16 @@ def choose_grade_model(
     elif len(val) < MIN_GRADED_PHOTOS:
         reason = f"only {len(val)} validation photos with a true grade (fewer than {MIN_GRADED_PHOTOS}): the rule"
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
-    elif not len(best) or not (
-        best.accuracy.iloc[0] > rule_accuracy
-        and (evidence := beats(right[str(best.candidate.iloc[0])], rule_grades == truth)) < SIGNIFICANCE
-    ):
-        top = f"{best.accuracy.iloc[0]:.3f}" if len(best) else "none fitted"
-        why = f", one-sided McNemar p {evidence:.2f}" if len(best) and best.accuracy.iloc[0] > rule_accuracy else ""
+    elif not (better and evidence < SIGNIFICANCE):
+        top = f"{best.accuracy.iloc[0]:.3f}" if best_name else "none fitted"
+        why = f", one-sided McNemar p {evidence:.2f}" if better else ""
         reason = (
             f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f}"
             f"{why}; a learned model is kept at p < {SIGNIFICANCE})"
         )
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
     else:
-        name = chosen_name = str(best.candidate.iloc[0])
+        name = chosen_name = best_name
         cols, fitted, recipe = learned[name]
         chosen = GradeModel(
             kind="logistic",

@@ -263,14 +263,14 @@ def load_photo(source: str | Path | bytes, *, max_side: int | None = None) -> tu
             header, before any pixel is decoded).
     """
     with open_photo(source) as img:
-        full = _displayed_size(img)
+        full = displayed_size(img)
         if max_side and img.format in ("JPEG", "MPO") and max(img.size) > 2 * max_side:
             img.draft("RGB", (max_side, max_side))
         pixels = to_8bit(ImageOps.exif_transpose(img)).convert("RGB")
     return np.asarray(pixels), full[0] / pixels.width
 
 
-def _displayed_size(img: Image.Image) -> tuple[int, int]:
+def displayed_size(img: Image.Image) -> tuple[int, int]:
     """Width and height as displayed, from the header alone (EXIF 5-8 rotate by 90 degrees)."""
     return (img.height, img.width) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else img.size
 
@@ -296,7 +296,7 @@ def _prepare(
     if isinstance(source, np.ndarray):
         return source, 1.0, needs_slicing(source.shape[1], source.shape[0], settings)
     with open_photo(source) as img:  # every photo's header is checked, even one handed on as a path
-        sliced = needs_slicing(*_displayed_size(img), settings)
+        sliced = needs_slicing(*displayed_size(img), settings)
         plain = (
             isinstance(source, (str, Path))
             and img.format in _CV2_READS

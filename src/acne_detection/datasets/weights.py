@@ -27,6 +27,34 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def grade_classifier_checkpoint(grade_model: dict[str, Any] | None, places: list[Path]) -> Path | None:
+    """The grade classifier's checkpoint a grade model reads, found among ``places`` by its SHA-256
+    (the grade model records it): what registration logs beside the weights, and what predict loads.
+
+    Args:
+        grade_model: a stored ``GradeModel`` (``None`` or ``{}``: none).
+        places: checkpoints to try, in order.
+
+    Returns:
+        The checkpoint; ``None`` when the grade model reads no classifier.
+
+    Raises:
+        FileNotFoundError: it reads one that is none of ``places``, naming its SHA-256 and the places tried.
+    """
+    from acne_detection.core.grade_model import GradeModel
+
+    model = GradeModel.from_dict(grade_model)
+    if model is None or not model.uses_classifier:
+        return None
+    wanted = str(model.classifier.get("sha256", ""))
+    for place in places:
+        if place.is_file() and sha256_of(place) == wanted:
+            return place
+    raise FileNotFoundError(
+        f"the grade model reads the grade classifier {wanted[:12]}, which is none of {[str(p) for p in places]}"
+    )
+
+
 @dataclass(frozen=True)
 class PretrainedWeights:
     """A lazily resolved pretrained checkpoint: nothing is fetched until ``resolve`` is called,

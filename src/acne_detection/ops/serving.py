@@ -148,14 +148,15 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
 
 def photo_sides(photos: list[tuple[str, str | bytes]]) -> dict[str, float]:
     """Each photo's side, ``sqrt(width * height)`` in pixels as displayed (the grade model reads
-    box sizes relative to it), from its header."""
-    from acne_detection.core.image_check import probe_bytes, probe_image
+    box sizes relative to it), from its header alone: ``photos_of`` already checked the photos."""
+    from acne_detection.core.image_check import open_photo
+    from acne_detection.core.inference import displayed_size
 
     sides = {}
     for key, source in photos:
-        probe = probe_bytes(source) if isinstance(source, bytes) else probe_image(source)
-        if probe["width"] and probe["height"]:
-            sides[key] = float(probe["width"] * probe["height"]) ** 0.5
+        with open_photo(source) as img:
+            width, height = displayed_size(img)
+        sides[key] = float(width * height) ** 0.5
     return sides
 
 

@@ -80,18 +80,19 @@ def test_too_few_graded_photos_train_no_classifier_and_say_why(tiny_yolo, tmp_pa
 
 
 def test_the_classifier_the_grade_model_reads_is_found_by_its_sha256_or_refused(trained, tmp_path: Path) -> None:
+    from acne_detection.datasets.weights import grade_classifier_checkpoint
     from acne_detection.pipelines.predict.nodes import _find_classifier
-    from acne_detection.pipelines.register.nodes import _classifier_of
 
     _, _, record = trained
     model = {"kind": "logistic", "columns": ["n@0.05", "cls.0"], "classifier": {"sha256": record["sha256"]}}
-    assert _classifier_of(model, record) == Path(record["weights"])
-    assert _classifier_of({"kind": "rule"}, record) is None
+    registered = [Path(record["weights"])]  # what registration tries: the classifier train made
+    assert grade_classifier_checkpoint(model, registered) == Path(record["weights"])
+    assert grade_classifier_checkpoint({"kind": "rule"}, registered) is None
     assert _find_classifier(model, tmp_path / "detector.pt", record) == record["weights"]
     assert _find_classifier({**model, "columns": ["n@0.05"]}, tmp_path / "detector.pt", record) == ""
     other = {**model, "classifier": {"sha256": "0" * 64}}
     with pytest.raises(FileNotFoundError, match="grade classifier 000000000000"):
-        _classifier_of(other, record)
+        grade_classifier_checkpoint(other, registered)
     with pytest.raises(DatasetError, match="grade classifier 000000000000"):
         _find_classifier(other, tmp_path / "detector.pt", record)
 

@@ -228,7 +228,7 @@ def estimate_grade_probabilities(
 
     model = GradeModel.from_dict(grade_model) or GradeModel.rule(GradingRule.from_params(grading))
     candidates, _, sides = split_candidates("test", calibrated_predictions, calibration, dataset, split_images)
-    probabilities = model.probabilities(candidates, test_grades.image, sides, scores if len(scores) else None)
+    probabilities = model.probabilities(candidates, test_grades.image, sides, scores)
     expected = model.grading_rule.counted(candidates).groupby("image").confidence.sum()  # the count's mean
     rows = [
         {

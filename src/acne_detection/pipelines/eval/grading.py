@@ -152,15 +152,16 @@ def _evidence(
     split_images: pd.DataFrame,
     template: GradeModel,
     scores: pd.DataFrame,
-) -> tuple[Evidence, pd.Series, pd.DataFrame]:
+) -> tuple[Evidence, pd.DataFrame]:
+    """One split's graded photos as ``Evidence`` (features, true grades, source groups), and its candidates."""
     candidates, images, sides = split_candidates(split, predictions, calibration, dataset, split_images)
-    features = template.features(candidates, images, sides, scores if len(scores) else None)
+    features = template.features(candidates, images, sides, scores)
     ids = dataset.manifest.set_index("image")["image_id"]
     meta = split_images.set_index("image_id")
     image_ids = features.index.map(ids)
     grades = pd.Series(pd.to_numeric(image_ids.map(meta["grade"]), errors="coerce"), index=features.index)
     groups = pd.Series(image_ids.map(meta["group"]).astype(str), index=features.index)
-    return Evidence.of(features, grades, groups), images, candidates
+    return Evidence.of(features, grades, groups), candidates
 
 
 def fit_grade_model(
@@ -196,15 +197,13 @@ def fit_grade_model(
         The chosen ``GradeModel`` as a dict, and one row per candidate with its validation scores.
     """
     rule = GradingRule.from_params(grading, correction.get("thresholds"))
-    counted = tuple(grading.count_classes or dataset.names)
-    classes = counted if len(counted) > 1 else ()  # lesion types each get an expected count
+    counted_classes = tuple(grading.count_classes or dataset.names)
+    classes = counted_classes if len(counted_classes) > 1 else ()  # lesion types each get an expected count
     template = replace(GradeModel.rule(rule), classes=classes)
-    val, val_images, val_candidates = _evidence(
-        "val", val_predictions, calibration, dataset, split_images, template, scores
-    )
+    val, val_candidates = _evidence("val", val_predictions, calibration, dataset, split_images, template, scores)
     threshold = float(operating_point["threshold"])
-    counted = val_candidates[val_candidates.confidence >= threshold]
-    rule_grades = rule.grade(rule.count(counted, pd.Series(val.features.index, dtype=object)))
+    at_threshold = val_candidates[val_candidates.confidence >= threshold]
+    rule_grades = rule.grade(rule.count(at_threshold, pd.Series(val.features.index, dtype=object)))
     train = None
     if len(train_predictions) and grading.model == "auto":
         train = _evidence("train", train_predictions, calibration, dataset, split_images, template, scores)[0]
@@ -272,12 +271,8 @@ def grade_test_photos(
     photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, grading)
     photos["rule_grade"] = model.grading_rule.grade(photos.pred_count)
     candidates, _, sides = split_candidates("test", predictions, calibration, dataset, split_images)
-    photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides, _scores(scores)))
+    photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides, scores))
     return photos
-
-
-def _scores(scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    return scores if scores is not None and len(scores) else None
 
 
 def evaluate_grading(photos: pd.DataFrame, grading: GradingParams) -> tuple[dict[str, float], pd.DataFrame]:

@@ -33,7 +33,7 @@ from acne_detection.core.model_card import SYNTHETIC_WARNING
 from acne_detection.core.params import GradingParams, PredictParams
 from acne_detection.datasets.export import progress_bar
 from acne_detection.datasets.photo_folder import Photos
-from acne_detection.datasets.weights import sha256_of
+from acne_detection.datasets.weights import grade_classifier_checkpoint, sha256_of
 from acne_detection.framework.tracking import model_version_tag, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -132,19 +132,15 @@ def _find_classifier(grade_model: dict[str, Any], checkpoint: Path, record: dict
     Raises:
         DatasetError: the grade model reads a classifier that is nowhere here.
     """
-    wanted = (grade_model.get("classifier") or {}).get("sha256") if grade_model.get("kind") == "logistic" else None
-    if not wanted or not any(str(c).startswith("cls.") for c in grade_model.get("columns", [])):
-        return ""
     places = [Path(record["weights"])] if record.get("weights") else []
-    places += sorted(checkpoint.parent.glob("*.pt"))
-    for place in places:
-        if place.is_file() and sha256_of(place) == wanted:
-            return str(place)
-    raise DatasetError(
-        f"this model's grade model reads the grade classifier {wanted[:12]}, which is not among "
-        f"{[str(p) for p in places] or 'the trained or registered files'}: predict with the registered version "
-        "(predict.model: models:/acne-detector/<version>), or run `kedro run` to train both again"
-    )
+    try:
+        found = grade_classifier_checkpoint(grade_model, [*places, *sorted(checkpoint.parent.glob("*.pt"))])
+    except FileNotFoundError as err:
+        raise DatasetError(
+            f"{err}: predict with the registered version (predict.model: "
+            "models:/acne-detector/<version>), or run `kedro run` to train both again"
+        ) from None
+    return str(found) if found else ""
 
 
 def _load_for_runtime(checkpoint: Path, params: PredictParams) -> tuple[Any, int, str]:

@@ -15,28 +15,9 @@ from acne_detection.core.inference import DEFAULT_THRESHOLD, export_runtime, mod
 from acne_detection.core.model_card import SYNTHETIC_WARNING, trained_on
 from acne_detection.core.params import SERVED_PREDICT_SETTINGS, GradingParams, PredictParams
 from acne_detection.datasets import YoloDataset
+from acne_detection.datasets.weights import grade_classifier_checkpoint
 
 logger = logging.getLogger(__name__)
-
-
-def _classifier_of(grade_model: dict[str, Any] | None, record: dict[str, Any] | None) -> Path | None:
-    """The grade classifier's checkpoint when the grade model reads it (``None`` otherwise).
-
-    Raises:
-        FileNotFoundError: the grade model reads a classifier whose checkpoint is not here.
-    """
-    wanted = ((grade_model or {}).get("classifier") or {}).get("sha256")
-    if not wanted:
-        return None
-    from acne_detection.datasets.weights import sha256_of
-
-    path = Path((record or {}).get("weights") or "")
-    if not path.is_file() or sha256_of(path) != wanted:
-        raise FileNotFoundError(
-            f"the grade model reads the grade classifier {wanted[:12]}, whose checkpoint is not at '{path}': "
-            "run `kedro run` (train and eval) again to make both"
-        )
-    return path
 
 
 def describe_for_registry(
@@ -98,7 +79,11 @@ def describe_for_registry(
     return {
         "weights": weights,
         "runtime_model": runtime_model,
-        "grade_classifier": _classifier_of(model_threshold.get("grade_model") if own else None, grade_classifier),
+        # the grade classifier the grade model reads, the one train made (else: run `kedro run` again)
+        "grade_classifier": grade_classifier_checkpoint(
+            model_threshold.get("grade_model") if own else None,
+            [Path(grade_classifier["weights"])] if (grade_classifier or {}).get("weights") else [],
+        ),
         "description": card if own else None,
         "config": {
             # the rule, and the thresholds this model's count is graded by (eval's count correction,
