@@ -340,7 +340,7 @@ def main() -> None:
     if not args.model.is_file():
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
     from acne_detection.core.calibration import Calibration
-    from acne_detection.datasets.weights import sha256_of
+    from acne_detection.core.files import sha256_of
     from benchmarks.run import merge_results
 
     saved = json.loads(args.threshold.read_text()) if args.threshold.is_file() else {}

@@ -635,9 +635,9 @@ def test_every_runtime_predicts_the_same_lesions_from_one_cached_export(
     frame too, and refuses, naming the reason, when it has no photos to calibrate on."""
     import shutil
 
+    from acne_detection.core.files import sha256_of
     from acne_detection.core.inference import InferenceSettings, load_detector, predict_boxes
     from acne_detection.core.metrics import box_iou
-    from acne_detection.datasets.weights import sha256_of
 
     checkpoint = tmp_path / "model.pt"
     shutil.copy(project / "data" / "06_models" / "acne_yolov8n.pt", checkpoint)

@@ -183,7 +183,7 @@ def export_runtime(
     """
     import shutil
 
-    from acne_detection.datasets.weights import sha256_of
+    from acne_detection.core.files import sha256_of
 
     if runtime not in _RUNTIME_PACKAGES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")

@@ -18,8 +18,8 @@ from typing import Any, Self
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from acne_detection.core.files import progress_bar
 from acne_detection.core.image_check import CHECKS, PROBE_COLUMNS, probe_image
 from acne_detection.datasets.readers import EXPECTED_LAYOUTS, PROVENANCE_COLUMNS, READERS, detect_format
 
@@ -76,18 +76,6 @@ def _process_context() -> multiprocessing.context.BaseContext:
 
 def _apply(fn: Callable[[str], Any], chunk: list[str]) -> list[Any]:
     return [fn(item) for item in chunk]
-
-
-def progress_bar() -> Progress:
-    """The project's progress bar over many files: count done, time spent and left."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, transient=False)
 
 
 class _FileMapper:

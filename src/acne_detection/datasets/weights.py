@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -15,16 +14,9 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from acne_detection.core.files import sha256_of
+
 logger = logging.getLogger(__name__)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def grade_classifier_checkpoint(grade_model: dict[str, Any] | None, places: list[Path]) -> Path | None:

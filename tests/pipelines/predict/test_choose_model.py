@@ -20,7 +20,7 @@ def checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_eval_threshold_for_this_model_is_used(checkpoint: Path) -> None:
-    from acne_detection.datasets.weights import sha256_of
+    from acne_detection.core.files import sha256_of
 
     record = {"model_sha256": sha256_of(checkpoint), "threshold": 0.4, "rule": "max_f1"}
     info = choose_model(checkpoint, record, parse("predict", {}), parse("grading", {}))
@@ -41,9 +41,9 @@ def test_another_models_threshold_is_never_used(checkpoint: Path, caplog: pytest
 
 def test_a_model_graded_under_another_rule_is_refused_naming_both_rules(checkpoint: Path) -> None:
     """eval under a five-grade rule, then predict under the default: a refusal naming both rules."""
+    from acne_detection.core.files import sha256_of
     from acne_detection.core.grade_model import GradeModel, GradeRuleMismatch
     from acne_detection.core.grading import GradingRule
-    from acne_detection.datasets.weights import sha256_of
 
     five = GradingRule(rule_thresholds=(2, 5, 20, 50), names=("clear", "mild", "moderate", "severe", "very severe"))
     record = {"model_sha256": sha256_of(checkpoint), "threshold": 0.4, "rule": "max_f1"}

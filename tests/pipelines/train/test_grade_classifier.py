@@ -36,8 +36,8 @@ def trained(tiny_yolo, tmp_path_factory: pytest.TempPathFactory):
 def test_the_classifier_trains_on_the_graded_photos_and_scores_every_photo(trained) -> None:
     from ultralytics import YOLO
 
+    from acne_detection.core.files import sha256_of
     from acne_detection.core.grade_classifier import grade_scores
-    from acne_detection.datasets.weights import sha256_of
     from acne_detection.pipelines.eval.grading import score_photos
 
     dataset, split_images, record = trained

@@ -10,6 +10,7 @@ import pandas as pd
 from acne_detection.core.model_card import code_commit, export_root, render_model_card, trained_on
 from acne_detection.core.params import GradingParams, TrainParams
 from acne_detection.datasets import YoloDataset
+from acne_detection.framework.registry import describe_registered_versions
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def write_model_card(
         "caveats": caveats or ["None recorded beyond the intervals above."],
     }
     card = render_model_card(facts)
-    _describe_registered_versions(record.get("model_sha256", ""), card)
+    describe_registered_versions(record.get("model_sha256", ""), card)
     return card
 
 
@@ -128,18 +129,3 @@ def _annotation_format(manifest: pd.DataFrame) -> str:
     suffixes = manifest.get("annotation_file", pd.Series(dtype=str)).dropna().astype(str).str.extract(r"(\.\w+)$")[0]
     found = sorted({kinds.get(s.lower(), s) for s in suffixes.dropna()})
     return ", ".join(found) or "no annotation files"
-
-
-def _describe_registered_versions(sha256: str, card: str) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from acne_detection.framework.tracking import versions_with_weights
-
-    if not sha256:
-        return
-    try:
-        for v in versions_with_weights(sha256):
-            MlflowClient().update_model_version(v.name, v.version, description=card)
-    except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
-        logger.warning("Could not put the model card on the registered model: %s", err)

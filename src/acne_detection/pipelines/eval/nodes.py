@@ -337,7 +337,7 @@ def record_model_threshold(
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from acne_detection.datasets.weights import sha256_of
+    from acne_detection.core.files import sha256_of
 
     spec = params.model
     checkpoint, source = resolve_model(spec, Path(weights))

@@ -18,6 +18,7 @@ from kedro.io import DatasetError
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.calibration import Calibration
+from acne_detection.core.files import progress_bar, sha256_of
 from acne_detection.core.grade_classifier import SCORE_PREFIX
 from acne_detection.core.grade_model import GradeModel, GradeRuleMismatch
 from acne_detection.core.grading import GradingRule, describe_grade_probabilities
@@ -31,9 +32,8 @@ from acne_detection.core.inference import (
 )
 from acne_detection.core.model_card import SYNTHETIC_WARNING
 from acne_detection.core.params import GradingParams, PredictParams
-from acne_detection.datasets.export import progress_bar
 from acne_detection.datasets.photo_folder import Photos
-from acne_detection.datasets.weights import grade_classifier_checkpoint, sha256_of
+from acne_detection.datasets.weights import grade_classifier_checkpoint
 from acne_detection.framework.tracking import model_version_tag, resolve_model
 
 logger = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ def describe_for_registry(
         ``tags`` hold the manifest's and weights' SHA-256, the training health and the
         operating point (``predict`` finds the version, and its threshold, from the file).
     """
-    from acne_detection.datasets.weights import sha256_of
+    from acne_detection.core.files import sha256_of
 
     sha = sha256_of(Path(weights))
     own = (model_threshold or {}).get("model_sha256") == sha

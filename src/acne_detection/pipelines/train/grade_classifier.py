@@ -13,10 +13,11 @@ import pandas as pd
 from ultralytics.models.yolo.classify import ClassificationTrainer
 
 from acne_detection.core.accelerator import detect_device
+from acne_detection.core.files import sha256_of
 from acne_detection.core.grade_classifier import write_image_folders
 from acne_detection.core.params import GradeClassifierParams, GradingParams
 from acne_detection.datasets import YoloDataset
-from acne_detection.datasets.weights import PretrainedWeights, sha256_of
+from acne_detection.datasets.weights import PretrainedWeights
 from acne_detection.pipelines.train.nodes import WithoutIntegrations
 
 logger = logging.getLogger(__name__)
