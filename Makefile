@@ -18,7 +18,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export YOLO_OFFLINE := 1
 
-.PHONY: help docs figures run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs
+.PHONY: help docs figures run test ui viz serve server server-stop server-user predict review reviewed labelstudio labelstudio-install bench bench-quick bench-gpu bench-serve install clean-outputs ray-head ray-worker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -e ".[test,onnx,team,viz,docs]"
+	$(BIN)/python -m pip install -e ".[test,onnx,team,viz,docs,ray]"
 	touch $@
 
 $(VENV)/.installed-%: $(VENV)/.installed
@@ -82,6 +82,18 @@ figures: install  ## rewrite the figure tables of the README and docs from docs/
 
 predict: install  ## grade the photos of new_photos (kedro run --pipeline predict)
 	$(BIN)/kedro run --pipeline predict
+
+# A Ray cluster for predict and the sweep (docs/scaling-out.md): nodes listen on 127.0.0.1 unless
+# RAY_HOST names this machine's address on a network you trust. Ray's token (~/.ray/auth_token) is
+# made by the head; copy it to each worker machine. Runs join with RAY_ADDRESS=<head>:$(RAY_PORT).
+RAY_HOST ?= 127.0.0.1
+RAY_PORT ?= 6379
+ray-head: $(VENV)/.installed-ray  ## a Ray head node on 127.0.0.1:6379 (RAY_HOST, RAY_PORT); Ctrl-C stops it
+	$(BIN)/python -m acne_detection.framework.distributed head --host $(RAY_HOST) --port $(RAY_PORT) $(RAY_ARGS)
+
+ray-worker: $(VENV)/.installed-ray  ## this machine joins a Ray cluster: ADDRESS=<head host>:6379 (RAY_HOST)
+	@test -n "$(ADDRESS)" || (echo "usage: make ray-worker ADDRESS=<head host>:$(RAY_PORT) [RAY_HOST=<this machine's address>]"; exit 2)
+	$(BIN)/python -m acne_detection.framework.distributed worker --address $(ADDRESS) --host $(RAY_HOST) $(RAY_ARGS)
 
 # The review loop (README, "Review loop"): Label Studio on 127.0.0.1:$(LS_PORT), in its own venv
 # (.venv-labelstudio, installed once); photos served read-only from under LS_PHOTOS. Ctrl-C stops it.

@@ -109,6 +109,17 @@ def _row(benchmark: str, baseline: str, base_s: float, ours: str, ours_s: float,
     }
 
 
+def measured_runtimes(calibration: Path | None) -> list[str]:
+    """Every runtime of the table (``core.runtimes.RUNTIMES``), but the calibrated ones when there is
+    no training split to calibrate on."""
+    from acne_detection.core.runtimes import RUNTIMES
+
+    skipped = [name for name, entry in RUNTIMES.items() if entry.calibrated and calibration is None]
+    for name in skipped:
+        print(f"{name} skipped: no training data.yaml to calibrate on (--data)", file=sys.stderr)
+    return [name for name in RUNTIMES if name not in skipped]
+
+
 def bench_slicing(
     model_path: Path,
     work: Path,
@@ -123,8 +134,9 @@ def bench_slicing(
     Boxes as ``predict`` counts them: ``operating`` is the model's calibration and threshold."""
     import shutil
 
-    from acne_detection.core.inference import RUNTIMES, InferenceSettings, load_detector, model_imgsz
+    from acne_detection.core.inference import InferenceSettings, model_imgsz
     from acne_detection.core.params import PredictParams
+    from acne_detection.core.runtimes import load_detector
 
     weights = work / "model.pt"  # exports land in work/exports, not beside the user's model
     shutil.copy(model_path, weights)
@@ -133,10 +145,7 @@ def bench_slicing(
         "(b) half background": _phone_set(work, "phone_bg", n_photos, size, background=True),
     }
     rows, measured = [], {}
-    for runtime in RUNTIMES:
-        if runtime == "openvino-int8" and calibration is None:
-            print("openvino-int8 skipped: no training data.yaml to calibrate on (--data)", file=sys.stderr)
-            continue
+    for runtime in measured_runtimes(calibration):
         model, imgsz = load_detector(weights, runtime=runtime, calibration_data=calibration)
         imgsz = model_imgsz(model) if runtime == "torch" else imgsz
         for set_name, (folder, truth, small) in sets.items():
@@ -193,45 +202,48 @@ def bench_slicing(
 
 
 def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) -> list[dict]:
-    from ultralytics import YOLO
+    """The predictor's throughput (what ``predict`` and the served model run) against Ultralytics'
+    own ``predict``, on PyTorch; then the predictor on ONNX Runtime against it on PyTorch."""
+    import shutil
 
-    from acne_detection.core.inference import InferenceSettings, model_imgsz, predict_boxes
+    from acne_detection.core.files import sha256_of
+    from acne_detection.core.grading import GradingRule
     from acne_detection.core.params import PredictParams
     from acne_detection.core.synthetic import write_voc_export
+    from acne_detection.model.predictor import Predictor
+    from acne_detection.model.record import ModelRecord
 
     folder = write_voc_export(work / "plain", n_images=n_photos, size=640, seed=3)
     paths = sorted(folder.glob("*.jpg"))
-    model = YOLO(str(model_path))
-    imgsz = model_imgsz(model)
-    settings = InferenceSettings.from_params(PredictParams(), imgsz=imgsz, conf=0.25)  # predict's defaults
+    copy = work / "model.pt"
+    shutil.copy(model_path, copy)
+    record = ModelRecord.default(sha256_of(copy), GradingRule())  # raw confidences at 0.25, predict's defaults
+    predictor = Predictor.load(record, copy, PredictParams(runtime="torch"))
+    imgsz = predictor.settings.imgsz
 
     def ours() -> None:
-        predict_boxes(model, [(p.name, p) for p in paths], settings)
+        for _ in predictor.boxes([(p.name, p) for p in paths]):
+            pass
 
     def theirs() -> None:  # what `yolo predict source=DIR imgsz=... conf=...` runs
-        for _ in model.predict(
+        for _ in predictor.detector.predict(
             [str(p) for p in paths], imgsz=imgsz, conf=0.25, device="cpu", verbose=False, stream=True, batch=8
         ):
             pass
 
     ours()  # warm-up (model fuse, first allocations)
     base, mine = _timed(theirs, repeats), _timed(ours, repeats)
-    import shutil
-
-    from acne_detection.core.inference import load_detector
-
-    copy = work / "model.pt"
-    shutil.copy(model_path, copy)
-    onnx_model, _ = load_detector(copy, runtime="onnx", imgsz=imgsz)
+    onnx_predictor = Predictor.load(record, copy, PredictParams(runtime="onnx", imgsz=imgsz))
 
     def onnx() -> None:
-        predict_boxes(onnx_model, [(p.name, p) for p in paths], settings)
+        for _ in onnx_predictor.boxes([(p.name, p) for p in paths]):
+            pass
 
     onnx()
     fast = _timed(onnx, repeats)
     onnx_row = {
         "benchmark": f"prediction on ONNX Runtime, {n_photos} photos 640 px",
-        "baseline": "inference.predict_boxes on PyTorch",
+        "baseline": "the predictor on PyTorch",
         "baseline_s": mine,
         "ours": "the same, predict.runtime: onnx",
         "ours_s": fast,
@@ -245,7 +257,7 @@ def bench_throughput(model_path: Path, work: Path, n_photos: int, repeats: int) 
             "benchmark": f"prediction throughput, {n_photos} photos 640 px",
             "baseline": "Ultralytics predict (stream, batch 8)",
             "baseline_s": base,
-            "ours": "inference.predict_boxes (predict pipeline)",
+            "ours": "model.predictor.Predictor (predict pipeline, served model)",
             "ours_s": mine,
             "ratio": mine["median_s"] / base["median_s"],
             "note": f"{n_photos / mine['median_s']:.1f} photos/s (baseline {n_photos / base['median_s']:.1f}), "
@@ -259,7 +271,8 @@ def _peak_child(
 ) -> float:
     code = (
         "import sys; from pathlib import Path;"
-        "from acne_detection.core.inference import InferenceSettings, load_detector, iter_predictions;"
+        "from acne_detection.core.inference import InferenceSettings, iter_predictions;"
+        "from acne_detection.core.runtimes import load_detector;"
         "from acne_detection.core.params import PredictParams;"
         f"m, size = load_detector(Path({str(model_path)!r}), runtime={runtime!r}, "
         f"calibration_data={str(calibration) if calibration else None!r});"
@@ -290,7 +303,7 @@ def bench_memory(
     export is made before, in the cache the process loads it from)."""
     import shutil
 
-    from acne_detection.core.inference import load_detector
+    from acne_detection.core.runtimes import load_detector
     from acne_detection.core.synthetic import write_voc_export
 
     folder = write_voc_export(work / "many", n_images=max(counts), size=640, seed=5)
@@ -298,9 +311,7 @@ def bench_memory(
     if not weights.exists():
         shutil.copy(model_path, weights)
     rows = []
-    for runtime in ("torch", "onnx", "openvino", "openvino-int8"):
-        if runtime == "openvino-int8" and calibration is None:
-            continue
+    for runtime in measured_runtimes(calibration):
         load_detector(weights, runtime=runtime, calibration_data=calibration)  # the export, made once
         peaks = {n: _peak_child(weights, folder, n, runtime, calibration) for n in counts}
         rows.append(
@@ -319,10 +330,10 @@ def main() -> None:
     parser.add_argument("--phone-photos", type=int, default=6)
     parser.add_argument("--photos", type=int, default=100)
     parser.add_argument(
-        "--threshold",
+        "--record",
         type=Path,
-        default=ROOT / "data" / "06_models" / "model_threshold.json",
-        help="eval's record for this model: its operating point and calibration (else: raw, at 0.25)",
+        default=ROOT / "data" / "06_models" / "model_record.json",
+        help="eval's model record for this model: its operating point and calibration (else: raw, at 0.25)",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -341,11 +352,12 @@ def main() -> None:
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
     from acne_detection.core.calibration import Calibration
     from acne_detection.core.files import sha256_of
+    from acne_detection.model.record import ModelRecord
     from benchmarks.run import merge_results
 
-    saved = json.loads(args.threshold.read_text()) if args.threshold.is_file() else {}
-    own = saved.get("model_sha256") == sha256_of(args.model)
-    operating = (Calibration.from_dict(saved.get("calibration") if own else None), saved["threshold"] if own else 0.25)
+    saved = ModelRecord.from_json(args.record.read_text()) if args.record.is_file() else None
+    own = saved is not None and saved.model_sha256 == sha256_of(args.model)
+    operating = (saved.calibrated(), saved.threshold) if own else (Calibration.from_dict(None), 0.25)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

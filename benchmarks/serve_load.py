@@ -16,8 +16,10 @@ a bad one not answered 400, or a time-out) and the resident memory of the server
 tree before the load, at its peak, and after each of ``--rounds`` repetitions of the whole
 load (memory that settles after the first round is the allocator keeping what it used; memory
 that grows round after round would be a leak). The row goes into ``benchmarks/RESULTS.md``
-through ``benchmarks.run.merge_results``; ``--requests 12 --phone 1`` is the suite's smoke run
-(no row written).
+through ``benchmarks.run.merge_results``; ``--requests 12 --phone 1 --soak 0`` is the suite's smoke run
+(no row written). Then a soak: ``--soak`` more requests of the same mix (default 2,000), the
+server's peak memory measured over each 500 (each quarter, when fewer); its row compares the last 500's peak with the
+first 500's (flat: within 5 %).
 """
 
 from __future__ import annotations
@@ -136,8 +138,30 @@ def _phase(url: str, rows: list[tuple[dict, int]], clients: int, timeout: float)
     }
 
 
-def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int, timeout: int, rounds: int) -> dict:
-    """Train, serve, load ``rounds`` times; the results row (the figures of the last round)."""
+def _soak(url: str, rows: list[tuple[dict, int]], server_pid: int, clients: int, timeout: float, window: int) -> dict:
+    """``rows`` sent ``window`` at a time, the server's peak memory measured over each window."""
+    windows = []
+    for start in range(0, len(rows), window):
+        with _Memory(server_pid) as memory:
+            phase = _phase(url, rows[start : start + window], clients, timeout)
+        windows.append({**phase, "peak_mb": memory.peak})
+    return {
+        "requests": len(rows),
+        "window": window,
+        "errors": sum(w["errors"] for w in windows),
+        "peaks_mb": [w["peak_mb"] for w in windows],
+        "growth": windows[-1]["peak_mb"] / windows[0]["peak_mb"],
+        "p50": float(np.median([w["p50"] for w in windows])),
+        "p99": max(w["p99"] for w in windows),
+        "rps": len(rows) / sum(w["wall"] for w in windows),
+    }
+
+
+def measure(
+    work: Path, *, clients: int, requests: int, phone: int, workers: int, timeout: int, rounds: int, soak: int = 0
+) -> dict:
+    """Train, serve, load ``rounds`` times, then soak; the results row (the figures of the last
+    round) and, with ``soak``, the soak's row (``soak`` requests, memory per 500)."""
     from acne_detection.core.synthetic import render_phone_photo
 
     project = copy_project(work / "project", n_images=24, size=640)
@@ -189,6 +213,10 @@ def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int
                 large = _phase(url, [(phone_row, 200)] * phone, clients, timeout + 5)
                 after.append(memory.now())
                 errors += small["errors"] + large["errors"]
+        soaked = None
+        if soak:  # the same mix of good and bad 640 px requests, many more of them
+            many = [(bad[(i // 10) % len(bad)], 400) if i % 10 == 9 else (good, 200) for i in range(soak)]
+            soaked = _soak(url, many, server.pid, clients, timeout + 5, window=min(500, max(1, soak // 4)))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -213,6 +241,27 @@ def measure(work: Path, *, clients: int, requests: int, phone: int, workers: int
         "memory_peak_mb": memory.peak,
         "memory_after_mb": after,
         "errors": errors,
+        "soak": soaked,
+    }
+
+
+def soak_row(soaked: dict, clients: int) -> dict:
+    """The soak's results row: the peak over the last window of requests against the first's."""
+    peaks = soaked["peaks_mb"]
+    return {
+        "benchmark": f"served model soak, {soaked['requests']} requests, {clients} clients on loopback",
+        "baseline": f"server memory peak over the first {soaked['window']} requests",
+        "baseline_s": None,
+        "ours": f"server memory peak over the last {soaked['window']} requests",
+        "ours_s": None,
+        "ratio": soaked["growth"],
+        "note": (
+            f"peaks per {soaked['window']} requests {', '.join(f'{p:.0f}' for p in peaks)} MB: "
+            f"last/first {soaked['growth']:.3f} "
+            f"({'flat, within 5 %' if soaked['growth'] <= 1.05 else 'GROWS more than 5 %'}); "
+            f"{soaked['rps']:.1f} req/s, p50 {soaked['p50']:.2f} s, p99 {soaked['p99']:.2f} s, "
+            f"{soaked['errors']} errors (every 10th request bad, each answered 400)"
+        ),
     }
 
 
@@ -224,19 +273,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (make serve: 1)")
     parser.add_argument("--timeout", type=int, default=60, help="the server's request time-out, seconds")
     parser.add_argument("--rounds", type=int, default=2, help="the whole load, this many times (memory growth)")
+    parser.add_argument("--soak", type=int, default=2000, help="then this many 640 px requests, memory per 500")
     parser.add_argument("--work", type=Path, help="keep the project here (default: a temp folder)")
     args = parser.parse_args()
-    settings = {k: getattr(args, k) for k in ("clients", "requests", "phone", "workers", "timeout", "rounds")}
+    keys = ("clients", "requests", "phone", "workers", "timeout", "rounds", "soak")
+    settings = {k: getattr(args, k) for k in keys}
     if args.work:
         row = measure(args.work, **settings)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             row = measure(Path(tmp), **settings)
     print(json.dumps({k: row[k] for k in ("benchmark", "ours", "note")}, indent=1))
+    if row["soak"]:
+        print(json.dumps({k: v for k, v in soak_row(row["soak"], args.clients).items() if k in ("benchmark", "note")}))
     if args.requests >= 100:  # a smoke run measures nothing worth keeping
         from benchmarks.run import merge_results
 
-        merge_results([{k: v for k, v in row.items() if k != "phases"}])
+        rows = [{k: v for k, v in row.items() if k not in ("phases", "soak")}]
+        if row["soak"] and row["soak"]["requests"] >= 1000:
+            rows.append(soak_row(row["soak"], args.clients))
+        merge_results(rows)
 
 
 if __name__ == "__main__":

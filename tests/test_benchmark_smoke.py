@@ -46,12 +46,18 @@ def test_serve_load_benchmark_answers_good_and_bad_requests(tmp_path: Path) -> N
     """`make bench-serve` at its smallest: 12 requests (one of them bad) and one phone photo."""
     done = _module(
         "benchmarks.serve_load",
-        *("--clients", "2", "--requests", "12", "--phone", "1", "--rounds", "1", "--work", str(tmp_path)),
+        *("--clients", "2", "--requests", "12", "--phone", "1", "--rounds", "1"),
+        *("--soak", "40", "--work", str(tmp_path)),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "12 requests of a 640 px photo (1 of them bad)" in done.stdout
     assert re.search(r"p50/p95/p99 [\d.]+/[\d.]+/[\d.]+ s, 0 errors; 1 phone photos", done.stdout), done.stdout
     assert re.search(r"server memory \d+ MB before, \d+ MB peak, \d+ MB after each of 1 rounds \(0 errors", done.stdout)
+    soak = re.search(r"peaks per 10 requests ((?:\d+, ){3}\d+) MB: last/first ([\d.]+)", done.stdout)
+    assert soak, done.stdout  # the soak: 40 requests, the server's peak over each quarter
+    first, *_, last = (int(mb) for mb in soak.group(1).split(", "))
+    assert abs(float(soak.group(2)) - last / first) < 0.01
+    assert re.search(r"s, 0 errors \(every 10th request bad", done.stdout)
 
 
 @pytest.mark.e2e

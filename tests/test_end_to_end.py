@@ -259,18 +259,21 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     test = manifest[manifest.split == "test"]
     assert f"| test | {len(test)} | {test.group.nunique()} |" in card
     assert f"Weights SHA-256 `{version.tags['model_sha256']}`" in card and "Label audit: **ok**" in card
-    assert "mild 0-5, moderate 6-20, severe 21-50, very severe > 50" in card
+    assert "0-5 mild, 6-20 moderate, 21-50 severe, more than 50 very severe" in card
     run = tracking.get_run(version.run_id)
     assert f"{run.data.metrics['calibration.dece_before']:.3f} raw" in card
     assert f"Brier score {run.data.metrics['grade_prob.brier']:.3f}" in card
     assert "model/model_card.md" in {a.path for a in tracking.list_artifacts(version.run_id, "model")}
     # registered after eval, with the threshold eval chose for these weights, in its tags and its signature
-    record = __import__("json").loads((project / "data" / "06_models" / "model_threshold.json").read_text())
+    record = __import__("json").loads((project / "data" / "06_models" / "model_record.json").read_text())
     assert version.tags["operating_threshold"] == str(record["threshold"])
-    assert __import__("json").loads(version.tags["calibration"]) == record["calibration"]
+    registered = __import__("json").loads(version.tags["model_record"])  # the one record, completed by register
+    assert registered["calibration"] == record["calibration"] and registered["grade_model"] == record["grade_model"]
+    assert registered["predict"]["runtime"] and registered["run_id"] == version.run_id
+    assert registered["dataset_manifest_sha256"] == version.tags["dataset_manifest_sha256"]
     correction = __import__("json").loads((project / "data" / "06_models" / "grading_correction.json").read_text())
-    assert record["grading_thresholds"] == pytest.approx(correction["thresholds"])  # the grade's thresholds travel too
-    assert __import__("json").loads(version.tags["grading_thresholds"]) == record["grading_thresholds"]
+    if record["grade_model"]["kind"] == "rule":  # the grade's thresholds travel too
+        assert record["grade_model"]["thresholds"] == pytest.approx(correction["thresholds"])
     assert model.metadata.get_params_schema().to_dict()[0] == {
         "name": "conf",
         "type": "double",
@@ -492,13 +495,14 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
     )
     report = (out / "report.html").read_text()
     assert all(name in report for name in predicted["good"]) and "Skipped files (7)" in report
-    assert model["warning"].startswith("Trained on synthetic photos")
-    assert __import__("html").escape(model["warning"]) in report
+    assert model["record"]["warning"].startswith("Trained on synthetic photos")
+    assert __import__("html").escape(model["record"]["warning"]) in report
     assert report.count("data:image/jpeg;base64,") == 4
     # each photo's grade probabilities, from the calibrated detections eval fitted for these weights
-    record = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())
-    assert model["calibration"] == record["calibration"]
-    assert model["grade_model"] == record["grade_model"] and record["grade_model"]["kind"] in {"rule", "logistic"}
+    record = json.loads((project / "data" / "06_models" / "model_record.json").read_text())
+    assert model["record"]["calibration"] == record["calibration"]
+    assert model["record"]["grade_model"] == record["grade_model"]
+    assert record["grade_model"]["kind"] in {"rule", "logistic"}
     assert summary[[f"p.{g}" for g in grades]].sum(axis=1).round(3).eq(1).all()
     for row in summary.itertuples():
         assert f"Grade probabilities: {row.grade_probabilities}" in report
@@ -589,7 +593,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
         assert result["grade"] == shown.index(max(shown))  # the grade is the most probable under its probabilities
         assert set(boxes[0]) == {"class", "confidence", "x_min", "y_min", "x_max", "y_max"}
         # every answer names what produced it; without `conf`, the threshold eval chose for these weights
-        record = json.loads((project / "data" / "06_models" / "model_threshold.json").read_text())
+        record = json.loads((project / "data" / "06_models" / "model_record.json").read_text())
         weights = project / "data" / "06_models" / "acne_yolov8n.pt"
         version = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version("acne-detector", "1")
         assert result["threshold"] == 0.01 and result["model_sha256"] == record["model_sha256"]
@@ -636,8 +640,9 @@ def test_every_runtime_predicts_the_same_lesions_from_one_cached_export(
     import shutil
 
     from acne_detection.core.files import sha256_of
-    from acne_detection.core.inference import InferenceSettings, load_detector, predict_boxes
+    from acne_detection.core.inference import InferenceSettings, predict_boxes
     from acne_detection.core.metrics import box_iou
+    from acne_detection.core.runtimes import load_detector
 
     checkpoint = tmp_path / "model.pt"
     shutil.copy(project / "data" / "06_models" / "acne_yolov8n.pt", checkpoint)

@@ -22,7 +22,7 @@ def test_default_excludes_predict_and_predict_is_registered() -> None:
     assert not default & {n.name for n in pipelines["sweep"].nodes}  # the sweep runs only when asked for
     assert "yolo_dataset" in pipelines["sweep"].inputs()  # on the data pipeline's split
     # the version is registered with the threshold eval chose for it: after eval, never before
-    assert "model_threshold" in pipelines["register"].inputs() and "registered_model" in pipelines["register"].outputs()
+    assert "model_record" in pipelines["register"].inputs() and "registered_model" in pipelines["register"].outputs()
     assert {"choose_model", "predict_new_photos", "render_report"} <= {n.name for n in pipelines["predict"].nodes}
     assert "new_photos" in pipelines["predict"].inputs() and "new_photos" not in pipelines["__default__"].inputs()
     # review pre-annotates with predict's own nodes, and the review loop never runs in a plain `kedro run`

@@ -44,11 +44,11 @@ def _probe(imports: str) -> dict:
 @pytest.mark.parametrize(
     "imports",
     [
-        "import acne_detection.ops.serving",  # what `mlflow models serve` loads
+        "import acne_detection.model.served",  # what `mlflow models serve` loads
         # what `kedro viz` loads: the project's settings and every pipeline
         "from kedro.framework.startup import bootstrap_project\nbootstrap_project('.')\n"
         "from kedro.framework.project import pipelines\nassert pipelines['__default__'].nodes",
-        "from acne_detection.core.inference import load_detector",  # what the notebook calls
+        "from acne_detection.core.runtimes import load_detector",  # what the notebook calls
         "import ultralytics\nimport acne_detection",  # Ultralytics first: its events are switched off after the fact
     ],
 )
@@ -71,7 +71,7 @@ def test_a_user_who_opts_in_keeps_their_setting(monkeypatch) -> None:
 
 
 def test_no_ultralytics_callback_survives_on_the_trainer(tiny_yolo, tmp_path) -> None:
-    from acne_detection.pipelines.train.nodes import ProjectTrainer
+    from acne_detection.training.trainers import ProjectTrainer
 
     dataset, _ = tiny_yolo
     trainer = ProjectTrainer(

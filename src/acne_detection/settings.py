@@ -10,10 +10,19 @@ from acne_detection.framework.hooks import (
     PhotoArtifacts,
     PseudonymisedArtifacts,
     RunChecks,
+    RunFailure,
     RunReport,
 )
 
-HOOKS = (CheckoutLock(), PhotoArtifacts(), PseudonymisedArtifacts(), MlflowTracking(), RunChecks(), RunReport())
+HOOKS = (
+    CheckoutLock(),
+    PhotoArtifacts(),
+    PseudonymisedArtifacts(),
+    MlflowTracking(),
+    RunChecks(),
+    RunReport(),
+    RunFailure(),
+)
 # kedro-viz's run hooks would write dataset statistics and run events to .viz/ beside the project
 # on every `kedro run`: everything a run writes stays under data/. `kedro viz` itself is unaffected.
 # kedro-mlflow's hook is registered above, as MlflowTracking (its parameters logged field by field), not

@@ -13,7 +13,7 @@ Two depths of checking (``check``):
 * ``"decode"``: every image is decoded (JPEG at 1/8 scale, which still reads every byte).
   About 4x slower on 640 px photographs (0.85 vs 0.2 ms each); catches corrupt Huffman tables too.
 
-``tests/test_image_check.py`` holds the structural walk to Pillow's full decode (the
+``tests/core/test_image_check.py`` holds the structural walk to Pillow's full decode (the
 reference) on randomly truncated and corrupted JPEGs.
 
 Every photo the project decodes is opened through ``open_photo``: it reads phones' HEIC/HEIF

@@ -15,12 +15,11 @@ SAHI's own pieces are called directly (its tile grid, ``get_slice_bboxes``, and 
 pure background (a wall, hair, clothes) can be left out before any forward pass, by the skin
 mask of ``skin_tone.tiles_on_skin``. With nothing left out the result equals
 ``get_sliced_prediction``'s (tested). The model may run on PyTorch, ONNX Runtime or OpenVINO
-(fp32 or INT8), exported once per weights (``load_detector``).
+(fp32 or INT8), exported once per weights (``runtimes.load_detector``, one table of runtimes).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -117,126 +116,6 @@ def evaluation_settings(evaluation: Any, *, imgsz: int, device: str) -> Inferenc
         device=device,
         batch=1,
     )
-
-
-Runtime = Literal["torch", "onnx", "openvino", "openvino-int8"]
-RUNTIMES: tuple[str, ...] = ("torch", "onnx", "openvino", "openvino-int8")
-# the Python packages each runtime's export needs (Ultralytics' own run-time install of them fails offline)
-_RUNTIME_PACKAGES = {
-    "onnx": ("onnx", "onnxruntime", "onnxslim"),
-    "openvino": ("openvino",),
-    "openvino-int8": ("openvino", "nncf"),
-}
-
-
-def load_detector(
-    checkpoint: Path,
-    *,
-    runtime: Runtime = "torch",
-    imgsz: int | None = None,
-    calibration_data: Path | None = None,
-    cache: Path | None = None,
-) -> tuple[Any, int]:
-    """An Ultralytics model ready to predict, on PyTorch or exported to a faster CPU runtime.
-
-    ``onnx`` is ONNX Runtime; ``openvino`` is OpenVINO fp32, the CPU runtime Ultralytics
-    recommends for Intel and AMD CPUs; ``openvino-int8`` is OpenVINO with 8-bit weights and
-    activations, calibrated by NNCF on the model's own training photos (``calibration_data``:
-    the ``data.yaml`` of the YOLO folder it was trained on; its ``train`` split). Their speed
-    and recall on phone photos are measured in ``benchmarks/RESULTS.md``.
-
-    An export is made once per weights and kept in ``cache`` (default: ``exports/`` beside the
-    checkpoint), in a folder named by the weights' SHA-256, the runtime and the size: new
-    weights get a new export, the same weights anywhere reuse it. Exporting needs no network.
-
-    Args:
-        checkpoint: the ``.pt`` file.
-        runtime: ``torch``, ``onnx``, ``openvino`` or ``openvino-int8``.
-        imgsz: the input size (default: the training size).
-        calibration_data: the training ``data.yaml`` (``openvino-int8`` only).
-        cache: where exports are kept.
-
-    Returns:
-        The model and the image size it predicts at.
-
-    Raises:
-        ImportError: the runtime's packages are not installed (the message says how to install them).
-        ValueError: ``openvino-int8`` without calibration photos.
-    """
-    from ultralytics import YOLO
-
-    model = YOLO(str(checkpoint))
-    size = imgsz or model_imgsz(model)
-    if runtime == "torch":
-        return model, size
-    exported = export_runtime(Path(checkpoint), runtime, size, calibration_data=calibration_data, cache=cache)
-    return YOLO(str(exported), task="detect"), size
-
-
-def export_runtime(
-    checkpoint: Path, runtime: Runtime, imgsz: int, *, calibration_data: Path | None = None, cache: Path | None = None
-) -> Path:
-    """The weights exported for ``runtime`` at ``imgsz`` (see ``load_detector``), made once.
-
-    Returns:
-        The exported model's path (an ``.onnx`` file or an OpenVINO folder).
-    """
-    import shutil
-
-    from acne_detection.core.files import sha256_of
-
-    if runtime not in _RUNTIME_PACKAGES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    for needed in _RUNTIME_PACKAGES[runtime]:
-        if importlib.util.find_spec(needed) is None:
-            how = 'pip install -e ".[onnx]"' if runtime == "onnx" else "pip install -e . (a dependency of the project)"
-            raise ImportError(f"predict.runtime {runtime} needs the '{needed}' package: {how}")
-    folder = (cache or Path(checkpoint).parent / "exports") / f"{sha256_of(checkpoint)[:16]}-{runtime}-{imgsz}"
-    target = folder / ("model.onnx" if runtime == "onnx" else "model_openvino_model")  # names Ultralytics knows
-    if target.exists():  # made before, for these very weights: no calibration photos needed again
-        return target
-    int8 = runtime == "openvino-int8"
-    if int8 and (calibration_data is None or not Path(calibration_data).is_file()):
-        raise ValueError(
-            f"predict.runtime openvino-int8: no INT8 export of {Path(checkpoint).name} yet, and none can be made "
-            f"here: it is calibrated on the model's training photos, whose data.yaml ({calibration_data or 'none'}) "
-            "is not given. `kedro run` makes it (its register step, where the training split is)"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.pt"  # Ultralytics writes its export beside the weights it exports
-    shutil.copyfile(checkpoint, weights)
-    if runtime.startswith("openvino"):
-        decline_openvino_telemetry()
-    from ultralytics import YOLO
-
-    kwargs: dict[str, Any] = {"imgsz": imgsz, "dynamic": True, "verbose": False}
-    if runtime == "onnx":
-        kwargs.update(format="onnx", simplify=True)
-    else:
-        kwargs.update(format="openvino")
-    if int8:  # NNCF's post-training quantization, on the training split's photos
-        kwargs.update(quantize=8, data=str(calibration_data), split="train")
-    made = Path(YOLO(str(weights)).export(**kwargs))
-    made.rename(target)
-    weights.unlink()
-    logger.info("Exported %s for %s at %d px: %s", checkpoint.name, runtime, imgsz, target)
-    return target
-
-
-def decline_openvino_telemetry() -> None:
-    """OpenVINO's converter and NNCF send usage events unless told not to (their consent file,
-    ``~/intel/openvino_telemetry``, absent means yes for them). Nothing leaves this machine: when a
-    user has not answered, the answer is no, written as OpenVINO's own ``opt_in_out --opt_out``
-    writes it. A user who opted in keeps their answer."""
-    try:
-        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
-    except ImportError:
-        return
-    checker = OptInChecker()
-    if checker.consent_file_base_dir() and not Path(checker.consent_file()).exists():
-        checker.create_or_check_consent_dir()
-        checker.update_result(ConsentCheckResult.DECLINED)
-        logger.info("OpenVINO telemetry declined (%s)", checker.consent_file())
 
 
 def model_imgsz(model: Any, default: int = 640) -> int:

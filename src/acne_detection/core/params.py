@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from acne_detection.core.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS
+from acne_detection.core.runtimes import runtime_entry
 
 # the synthetic default's lesion classes, the one list in code (acne_detection.core.synthetic draws them)
 SYNTHETIC_CLASSES: tuple[str, ...] = ("comedone", "papule", "pustule", "nodule")
@@ -172,9 +173,9 @@ class PredictParams(_Strict):
     threshold: float | None = Field(None, gt=0, lt=1)  # null: the operating point eval chose for this model
     default_threshold: float = Field(0.25, gt=0, lt=1)  # used, with a warning, when eval chose none for it
     device: str = "auto"
-    # onnx: ONNX Runtime; openvino: OpenVINO fp32; openvino-int8: OpenVINO INT8, calibrated on the
-    # training photos (inference.load_detector; exported once per weights)
-    runtime: Literal["torch", "onnx", "openvino", "openvino-int8"] = "openvino-int8"
+    # a key of core.runtimes.RUNTIMES: torch; onnx (ONNX Runtime); openvino (OpenVINO fp32);
+    # openvino-int8 (OpenVINO INT8, calibrated on the training photos; exported once per weights)
+    runtime: str = "openvino-int8"
     imgsz: int | None = Field(None, ge=32)  # null: the model's training size
     slicing: Literal["auto", "always", "never"] = "auto"
     slice_above: float = Field(2.0, gt=0)  # auto slices photos whose long side exceeds this many times imgsz
@@ -190,6 +191,12 @@ class PredictParams(_Strict):
     max_det: int = Field(1000, ge=1)
     annotated_max_side: int = Field(1600, ge=64)
     report_thumb_side: int = Field(360, ge=64)
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        runtime_entry(value)  # one table of runtimes: a new one is an entry there, not a new literal here
+        return value
 
 
 # What the registered model carries of ``predict`` (``register``'s config): the served model
@@ -268,15 +275,25 @@ class SweepConfigParams(_Strict):
     train_fraction: float = Field(1.0, gt=0, le=1)  # share of training source photos (learning curve)
 
 
+class SweepResourcesParams(_Strict):
+    """What one sweep recipe (a Ray Tune trial) holds while it trains: Ray starts as many at once
+    as the cluster (or this machine's local instance) has room for."""
+
+    cpus: float = Field(1, gt=0)  # Ray also sets the trial's torch threads (OMP_NUM_THREADS) to this
+    gpus: float | None = Field(None, ge=0)  # null: 1 when the cluster has a GPU, else 0; 0.5: two trials share one
+
+
 class SweepParams(_Strict):
     """``kedro run --pipeline sweep``: recipes trained on one split, chosen on validation only."""
 
-    budget_minutes: float = Field(90, gt=0)  # total training time; a recipe that would not fit is skipped
+    budget_minutes: float = Field(90, gt=0)  # estimated training minutes of all recipes; one over it is skipped
     select: Literal["val_mAP50", "val_grade_accuracy"] = "val_mAP50"
     checkpoint_every: int = Field(5, ge=0)  # epochs between checkpoints graded on validation; 0: best only
     seconds_per_photo: float = Field(0.15, gt=0)  # first guess of one photo-epoch at 416 px, until one is measured
     full_export_train_photos: int = Field(1870, ge=1)  # where the learning curve is extrapolated to
     workdir: str = "data/06_models/sweep"
+    use_ray: bool = True  # false: recipes one after another in the run's process, even with the `ray` extra
+    resources: SweepResourcesParams = SweepResourcesParams()  # per recipe, when Ray runs them
     configs: tuple[SweepConfigParams, ...] = ()
 
     @model_validator(mode="after")
@@ -295,6 +312,26 @@ class ReviewParams(_Strict):
     document_root: str = "data/01_raw"
 
 
+class BatchPredictParams(_Strict):
+    """How ``predict`` spreads a folder over Ray's actors (``model.batch``), or keeps it in one process."""
+
+    engine: Literal["auto", "ray", "local"] = "auto"  # auto: Ray from min_photos photos on; ray, local: always
+    min_photos: int = Field(400, ge=1)  # auto: below this many photos to predict, one process (measured)
+    actors: int | None = Field(None, ge=1)  # null: as many as the cluster's CPUs hold, cpus_per_actor each
+    cpus_per_actor: float = Field(1, gt=0)
+    gpus_per_actor: float = Field(0, ge=0)
+    batch_photos: int = Field(16, ge=1)  # photos per batch: what a lost worker costs, and one part file
+    attempts: int = Field(3, ge=1)  # a lost worker stops an attempt; the next predicts what is not finished
+    parts: str | None = "data/07_model_output/predictions/parts"  # finished batches, to resume; null: none kept
+
+
+class DistributedParams(_Strict):
+    """Where Ray runs (``framework.distributed``): a cluster, or a local instance on 127.0.0.1."""
+
+    address: str | None = None  # a cluster's host:port; null: RAY_ADDRESS, else a local instance
+    predict: BatchPredictParams = BatchPredictParams()
+
+
 PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "data": DataParams,
     "train": TrainParams,
@@ -306,6 +343,7 @@ PARAMETER_GROUPS: dict[str, type[_Strict]] = {
     "tracking": TrackingParams,
     "sweep": SweepParams,
     "review": ReviewParams,
+    "distributed": DistributedParams,
 }
 
 

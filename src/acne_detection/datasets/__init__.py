@@ -4,6 +4,7 @@ from acne_detection.datasets.export import AnnotatedExport, RawExport
 from acne_detection.datasets.label_studio import LabelStudioProject
 from acne_detection.datasets.mlflow_inputs import MlflowInputs
 from acne_detection.datasets.mlflow_tags import MlflowTags
+from acne_detection.datasets.model_record import ModelRecordDataset, ModelRecords
 from acne_detection.datasets.photo_folder import FileFolder, OptionalJSONDataset, PhotoFolder, Photos
 from acne_detection.datasets.registered_model import RegisteredDetector
 from acne_detection.datasets.typed_table import TypedTable
@@ -16,6 +17,8 @@ __all__ = [
     "LabelStudioProject",
     "MlflowInputs",
     "MlflowTags",
+    "ModelRecordDataset",
+    "ModelRecords",
     "OptionalJSONDataset",
     "PhotoFolder",
     "Photos",

@@ -1,4 +1,4 @@
-"""``RegisteredDetector``: the trained weights, logged as a pyfunc model and registered."""
+"""``RegisteredDetector``: the trained weights and their model record, logged as a pyfunc model and registered."""
 
 from __future__ import annotations
 
@@ -10,15 +10,22 @@ from typing import Any
 import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
+from acne_detection.core.runtimes import runtime_entry
+from acne_detection.model.record import ModelRecord
+
 logger = logging.getLogger(__name__)
 
 
 class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
-    """Saving logs ``{"weights": path, "runtime_model": path or None, "tags": {...}}`` into the
-    active MLflow run as a pyfunc
-    model (``acne_detection/ops/serving.py``, logged as code) and registers
-    it under ``name``, the tags on the new version. Loading returns the latest version as an
-    ``mlflow.pyfunc`` model.
+    """Saving logs ``{"weights": path, "record": ModelRecord, "runtime_model": path or None,
+    "grade_classifier": path or None, "description": markdown or None}`` into the active MLflow
+    run as a pyfunc model (``acne_detection/model/served.py``, logged as code), the record as
+    its configuration, and registers it under ``name``, the record as the new version's tags
+    (``ModelRecord.to_tags``, set as the version is created) and the description (the model card)
+    on its page. Weights already registered with the same record are not registered again (a
+    card missing there, from a registration stopped early, is added); with another record (eval
+    ran again), they are registered as a new version: a version is never changed. Loading
+    returns the latest version as an ``mlflow.pyfunc`` model.
 
     Example catalog entry::
 
@@ -40,63 +47,58 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
     def save(self, data: dict[str, Any]) -> None:
         if mlflow.active_run() is None:
             raise DatasetError(f"registering '{self._name}' needs an active MLflow run (kedro-mlflow opens one)")
-        from mlflow.models import ModelSignature
-        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-        from acne_detection.core.inference import DEFAULT_THRESHOLD
         from acne_detection.framework.tracking import versions_with_weights
-        from acne_detection.ops import serving
+        from acne_detection.model import served
 
-        config = data.get("config") or {}
-        sha = data.get("tags", {}).get("model_sha256")
-        known = [v for v in versions_with_weights(sha) if v.name == self._name] if sha else []
-        if known:  # `kedro run --pipeline register` again, or eval re-run: the weights are registered already
+        record: ModelRecord = data["record"]
+        known = [v for v in versions_with_weights(record.model_sha256) if v.name == self._name]
+        newest = max(known, key=lambda v: int(v.version)) if known else None
+        if newest is not None and record.same_model(ModelRecord.from_tags(newest.tags)):
+            # `kedro run --pipeline register` again: these weights are registered with this very record
+            if data.get("description") and not newest.description:  # a registration stopped before its card
+                mlflow.MlflowClient().update_model_version(self._name, newest.version, description=data["description"])
+                logger.warning(
+                    "%s version %s had no model card (its registration was stopped): added", self._name, newest.version
+                )
             logger.info(
-                "%s version %s already holds these weights (SHA-256 %s): not registered again",
+                "%s version %s already holds these weights and this record: not registered again",
                 self._name,
-                max(int(v.version) for v in known),
-                sha[:12],
+                newest.version,
             )
             return
-        signature = ModelSignature(
-            inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "image_b64", required=False)]),
-            outputs=Schema([ColSpec(kind, name) for name, kind in serving.OUTPUT_TYPES.items()]),
-            params=ParamSchema(
-                [
-                    # the operating point eval chose for these weights: what a request gets unless it says otherwise
-                    ParamSpec("conf", "double", float(config.get("threshold", DEFAULT_THRESHOLD))),
-                    ParamSpec("imgsz", "long", 0),
-                    ParamSpec("slicing", "string", str((config.get("predict") or {}).get("slicing", "auto"))),
-                ]
-            ),
-        )
-        package = Path(serving.__file__).parents[1]  # acne_detection/
+        if newest is not None:  # a version is never changed: the record changed (eval ran again), so a new version
+            logger.info(
+                "%s version %s holds these weights with another record: registering a new version",
+                self._name,
+                newest.version,
+            )
+        package = Path(served.__file__).parents[1]  # acne_detection/
         info = mlflow.pyfunc.log_model(
             name="detector",
-            python_model=str(Path(serving.__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
+            python_model=str(Path(served.__file__).with_name("pyfunc_model.py")),  # models from code: no pickle
             code_paths=[str(package)],  # the package itself, so loading needs no install of this project
             artifacts={
                 "weights": str(data["weights"]),
-                # the weights exported for predict.runtime (ONNX, OpenVINO), served as they were measured
+                # the weights exported for the record's runtime (ONNX, OpenVINO), served as they were measured
                 **({"runtime_model": str(data["runtime_model"])} if data.get("runtime_model") else {}),
                 # the whole-photo grade classifier, where the grade model reads it
                 **({"grade_classifier": str(data["grade_classifier"])} if data.get("grade_classifier") else {}),
             },
-            model_config=config or None,
-            signature=signature,
-            pip_requirements=[f"{p}=={version(p)}" for p in _served_packages(config)],
-            registered_model_name=self._name,
+            model_config=record.to_config(),
+            signature=_signature(record),
+            pip_requirements=[f"{p}=={version(p)}" for p in _served_packages(record)],
         )
-        client = mlflow.MlflowClient()
+        # the version is created with its record's tags in one call: a registration stopped at any
+        # point leaves no version without its threshold (at worst a version without its card, which
+        # the next registration adds)
+        registered = mlflow.register_model(info.model_uri, self._name, tags=record.to_tags())
         if data.get("description"):  # the model card: what the MLflow UI shows on the version's page
-            client.update_model_version(self._name, str(info.registered_model_version), description=data["description"])
-        for key, value in data.get("tags", {}).items():
-            client.set_model_version_tag(self._name, str(info.registered_model_version), key, str(value))
+            mlflow.MlflowClient().update_model_version(self._name, registered.version, description=data["description"])
         logger.info(
             "Registered model %s version %s (serves at confidence %s by default)",
             self._name,
-            info.registered_model_version,
-            config.get("threshold", DEFAULT_THRESHOLD),
+            registered.version,
+            record.threshold,
         )
 
     def _exists(self) -> bool:
@@ -106,8 +108,28 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         return {"name": self._name}
 
 
-def _served_packages(config: dict[str, Any]) -> list[str]:
-    """What the served model imports: the project's own dependencies, and its runtime's."""
-    runtime = str((config.get("predict") or {}).get("runtime", "torch"))
-    extra = {"onnx": ["onnxruntime"], "openvino": ["openvino"], "openvino-int8": ["openvino"]}.get(runtime, [])
-    return ["ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow", "pi-heif", *extra]
+def _signature(record: ModelRecord) -> Any:
+    """What a request sends and gets back; its ``conf`` defaults to the record's operating point."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from acne_detection.model import served
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "image_b64", required=False)]),
+        outputs=Schema([ColSpec(kind, name) for name, kind in served.OUTPUT_TYPES.items()]),
+        params=ParamSchema(
+            [
+                ParamSpec("conf", "double", float(record.threshold)),
+                ParamSpec("imgsz", "long", 0),
+                ParamSpec("slicing", "string", str(record.predict.get("slicing", "auto"))),
+            ]
+        ),
+    )
+
+
+def _served_packages(record: ModelRecord) -> list[str]:
+    """What the served model imports: the project's own dependencies, and its runtime's (the table's entry)."""
+    runtime = runtime_entry(str(record.predict.get("runtime", "torch")))
+    base = ["ultralytics", "torch", "torchvision", "pandas", "mlflow", "sahi", "pillow", "pi-heif", "pydantic"]
+    return [*base, *runtime.served]

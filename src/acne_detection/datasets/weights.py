@@ -223,8 +223,10 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
 
 
 class WeightsFile(AbstractDataset[Path, Path]):
-    """A model checkpoint on disk. Saving copies the given file here; loading returns its path
-    (Ultralytics loads checkpoints from paths), which the user checks exists.
+    """A model checkpoint on disk. Saving copies the given file here, whole or not at all (beside
+    it first, then renamed over it: a copy cut short by a full disk leaves the previous
+    checkpoint as it was); loading returns its path (Ultralytics loads checkpoints from paths),
+    which the user checks exists.
 
     Example catalog entry::
 
@@ -247,7 +249,13 @@ class WeightsFile(AbstractDataset[Path, Path]):
     def save(self, data: Path) -> None:
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         if Path(data).resolve() != self._filepath.resolve():
-            shutil.copyfile(data, self._filepath)
+            part = self._filepath.with_name(self._filepath.name + ".part")
+            try:
+                shutil.copyfile(data, part)
+            except OSError:
+                part.unlink(missing_ok=True)
+                raise
+            part.replace(self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

@@ -11,6 +11,7 @@ PRIVACY_DEFAULTS = {
     "KEDRO_DISABLE_TELEMETRY": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "YOLO_OFFLINE": "1",  # Ultralytics: no online checks, no usage events
+    "RAY_USAGE_STATS_ENABLED": "0",  # Ray: no usage statistics from a local instance or a node started here
 }
 
 

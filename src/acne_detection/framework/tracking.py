@@ -1,10 +1,15 @@
-"""Glue between nodes and MLflow: metric shaping, and fetching a model to evaluate."""
+"""Glue between nodes and MLflow: metric shaping, fetching a model to evaluate, and the runs
+training writes into (the active run, a sweep's child runs, a worker process's run)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kedro.io import DatasetError
 
 from acne_detection.core.params import TrainParams
@@ -117,6 +122,144 @@ def mark_run_killed(run_id: str | None) -> None:
     active = mlflow.active_run()
     if run.info.status == "RUNNING" and (active is None or active.info.run_id != run_id):
         client.set_terminated(run_id, status="KILLED")
+
+
+def current_run_id() -> str | None:
+    """The id of the MLflow run active in this process (kedro-mlflow's, during a node), if any:
+    the run training logs into and records with the model."""
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+def tracking_uri() -> str:
+    """This process's MLflow tracking URI, for another process to log into the same store."""
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def portable_tracking_uri() -> str:
+    """``tracking_uri`` as a process elsewhere (a Ray worker, started in another folder) reaches
+    the same store: a relative SQLite store made absolute; a server's address as it is.
+
+    Returns:
+        The tracking URI (``sqlite:////abs/path/mlflow.db``, ``http://host:5000``).
+    """
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    return uri
+
+
+# MLflow's own limits on one ``log_batch`` call (100 params, 1000 metrics) and one param value (500
+# characters), with a margin for the batch sizes.
+PARAMS_PER_BATCH = 90
+METRICS_PER_BATCH = 900
+PARAM_CHARS = 500
+
+
+def open_child_run(parent: str | None, *, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str | None:
+    """Open a run nested under ``parent`` (in its experiment) and log its parameters.
+
+    Args:
+        parent: the parent run's id (``None``: tracking is off, nothing is opened).
+        run_name: the child's name in the MLflow UI.
+        params: flat name to value; values are logged as text, cut to MLflow's 500 characters.
+        tags: set on the child beside ``mlflow.parentRunId``.
+
+    Returns:
+        The child run's id, or ``None`` when ``parent`` is ``None``.
+    """
+    if not parent:
+        return None
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_run(parent).info.experiment_id
+    child = client.create_run(experiment, run_name=run_name, tags={"mlflow.parentRunId": parent, **tags})
+    items = list(params.items())
+    for start in range(0, len(items), PARAMS_PER_BATCH):
+        batch = items[start : start + PARAMS_PER_BATCH]
+        client.log_batch(child.info.run_id, params=[Param(k, str(v)[:PARAM_CHARS]) for k, v in batch])
+    return child.info.run_id
+
+
+def close_child_run(
+    run_id: str | None,
+    *,
+    metrics: dict[str, Any],
+    status: str,
+    series: dict[str, Iterable[tuple[int, float]]] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Log a child run's results and end it (``open_child_run``'s counterpart).
+
+    Args:
+        run_id: the child run (``None``: tracking is off, nothing is logged).
+        metrics: name to value, logged at step 0; values that are not numbers are left out.
+        status: how the run ended (``FINISHED``, ``FAILED``).
+        series: name to ``(step, value)`` points, logged per step (a learning curve).
+        tags: set on the run (known only once it ran: where it ran).
+
+    Non-finite values (NaN, inf) are left out: MLflow's stores reject some of them.
+    """
+    if not run_id:
+        return
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    stamp = int(time.time() * 1000)
+    batch = [Metric(k, float(v), stamp, 0) for k, v in metrics.items() if isinstance(v, int | float)]
+    for name, points in (series or {}).items():
+        batch += [Metric(name, float(value), stamp, int(step)) for step, value in points]
+    batch = [m for m in batch if np.isfinite(m.value)]
+    for start in range(0, len(batch), METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=batch[start : start + METRICS_PER_BATCH])
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status)
+
+
+@contextmanager
+def logging_into(run_id: str | None, uri: str | None) -> Iterator[None]:
+    """Make ``run_id`` (opened elsewhere: another process, or ``open_child_run``) this process's
+    active run for the block, so training logs into it; the run ends ``FINISHED``, or ``FAILED``
+    if the block raises. Inside a run already active (a sweep recipe trained in the node's own
+    process), it stacks on that run, which is active again after the block.
+
+    Args:
+        run_id: the run to log into (``None``: tracking is off, nothing is active).
+        uri: the tracking URI the run lives at (``None``: this process's own).
+
+    Yields:
+        Nothing; the run is active inside the block.
+    """
+    import mlflow
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    if not run_id:
+        yield
+        return
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        yield
+
+
+def log_step_metrics(metrics: dict[str, float], *, step: int) -> None:
+    """Log metrics at ``step`` into the active run; nothing when no run is active.
+
+    Args:
+        metrics: name to value.
+        step: the step (an epoch).
+    """
+    import mlflow
+
+    if mlflow.active_run():
+        mlflow.log_metrics(metrics, step=step)
 
 
 def versions_with_weights(sha256: str) -> list[Any]:

@@ -4,7 +4,7 @@ A run's reports (``data/08_reporting/*.json``, ``data/06_models/grade_model.json
 into one committed file of measured release figures (``docs/figures.json``), each entry naming the
 commit, the machine and the date it was measured on; ``render`` writes each table between its
 markers in the README and the docs (``<!-- figures:NAME -->`` ... ``<!-- /figures:NAME -->``), and
-the suite fails when a table there differs from its file (``tests/test_release_figures.py``).
+the suite fails when a table there differs from its file (``tests/ops/test_release_figures.py``).
 
 Usage::
 

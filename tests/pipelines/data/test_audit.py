@@ -63,6 +63,7 @@ def test_the_synthetic_default_is_not_flagged(tmp_path: Path, data_params: dict,
     write_voc_export(tmp_path, n_images=40, size=128, seed=0)
     audit, _, _ = _audit(tmp_path, data_params)
     assert audit["status"] == "ok" and audit["single_class_share"] < 0.5 and not audit["token_families"]
+    assert audit["export_format"] == "voc"  # detected (format auto), for the model card
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 

@@ -14,7 +14,12 @@ from acne_detection.pipelines.eval.nodes import (
     fingerprint_inputs,
     sweep_thresholds,
 )
-from acne_detection.pipelines.eval.plots import plot_error_gallery, plot_threshold_curves
+from acne_detection.pipelines.eval.plots import (
+    plot_confusion_matrix,
+    plot_error_gallery,
+    plot_grade_confusion,
+    plot_threshold_curves,
+)
 from acne_detection.pipelines.eval.report import report_headline
 
 
@@ -46,6 +51,10 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, parse("eval", params))
     assert headline["mAP50"] == pytest.approx(1.0) and headline["recall"] == 1.0 and headline["precision"] == 1.0
     assert confusion.set_index("true").loc["background"].sum() == 0  # no false alarm above the threshold
+    overall = per_class.set_index("class").loc["all"]
+    test_lesions = int((ground_truth.split == "test").sum())
+    assert overall.instances == overall.tp == test_lesions and overall.fp == overall.fn == 0
+    assert headline[f"recall.{dataset.names[0]}"] == 1.0 and headline["operating_threshold"] == point["threshold"]
     gate = check_quality_gate(headline, {}, {}, parse("eval", params))
     assert gate["gate"] == "pass" and "gate.grade_accuracy" not in gate  # not gated unless asked
     grading = {
@@ -73,6 +82,26 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     assert "MAE 4.29, RMSE 6.41" in text and "mild 0.50" in text
     assert len(plot_threshold_curves(sweep, point).axes) == 4
     assert plot_error_gallery(preds, ground_truth, dataset, point, parse("eval", {"gallery_size": 2})).axes
+
+
+def test_both_confusion_figures_write_the_counts_and_the_recall_per_true_label() -> None:
+    boxes = pd.DataFrame({"true": ["papule", "background"], "papule": [3, 1], "background": [1, 0]})
+    counts, recall = plot_confusion_matrix(boxes).axes
+    assert [t.get_text() for t in counts.texts] == ["3", "1", "1", "0"]
+    assert [t.get_text() for t in recall.texts] == ["0.75", "0.25", "1.00", "0.00"]
+    assert (recall.get_xlabel(), recall.get_ylabel()) == ("predicted class", "true class")
+    photos = pd.DataFrame({"true": ["mild", "severe"], "mild": [2, 0], "severe": [2, 1]})
+    metrics = {
+        "photos_graded": 5.0,
+        "grade_accuracy": 0.6,
+        "grade_accuracy_low": 0.2,
+        "grade_accuracy_high": 0.9,
+        "grade_ceiling": 0.8,
+    }
+    figure = plot_grade_confusion(photos, metrics)
+    assert [t.get_text() for t in figure.axes[1].texts] == ["0.50", "0.50", "0.00", "1.00"]
+    assert figure.axes[0].get_xlabel() == "predicted grade" and "accuracy 0.600" in figure.get_suptitle()
+    assert plot_grade_confusion(photos, {}).get_suptitle() == ""  # no true grade: no accuracy to state
 
 
 def test_gate_fails_loudly_only_when_strict() -> None:
@@ -216,7 +245,7 @@ def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
     """Every test lesion found, plus 3 false alarms: counts are off by exactly those alarms."""
     from acne_detection.core.grade_model import GradeModel
     from acne_detection.core.grading import GradingRule, severity_grade
-    from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos, plot_grade_confusion
+    from acne_detection.pipelines.eval.grading import evaluate_grading, grade_test_photos
 
     dataset, ground_truth, preds = crafted
     test = dataset.manifest[dataset.manifest.split == "test"]

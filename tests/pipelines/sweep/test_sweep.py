@@ -1,5 +1,6 @@
-"""The sweep for real, tiny: recipes trained each in its own process as child MLflow runs of one
-sweep run, measured on validation, a recipe over budget skipped, a rerun that reuses what finished."""
+"""The sweep for real, tiny: recipes trained as Ray Tune trials (a local instance) and as child
+MLflow runs of one sweep run, measured on validation, a recipe over budget skipped, a rerun that
+reuses what finished; without Ray, the same recipes one after another in the node's process."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, TrainParams
-from acne_detection.pipelines.sweep.nodes import recipe_key, recipe_settings, training_subset
+from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, SweepParams, TrainParams
+from acne_detection.framework.tracking import portable_tracking_uri
+from acne_detection.pipelines.sweep import runners
+from acne_detection.pipelines.sweep.nodes import recipe_key, recipe_settings, run_sweep, training_subset
 from acne_detection.testing import copy_project
 from tests.conftest import kedro_run
 
@@ -85,9 +88,14 @@ def test_each_recipe_is_a_child_run_measured_on_validation_and_the_rerun_reuses_
             "sweep/sweep_curves.csv",
         }
     first_children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert all(len(c.data.tags["sweep.node_id"]) == 56 for c in first_children)  # trained on Ray: a node id each
     trained = next(c for c in first_children if c.data.tags["sweep.recipe"] == "tiny")
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "metrics/mAP50B")] == [1, 2]  # live
     assert [m.step for m in client.get_metric_history(trained.info.run_id, "checkpoint/val_mAP50")] == [1, 2]
+    second_children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
+    reused = next(c for c in second_children if c.data.tags["sweep.recipe"] == "tiny")
+    assert reused.data.tags["sweep.status"] == "reused"  # its curve logged again, one point per epoch
+    assert [m.step for m in client.get_metric_history(reused.info.run_id, "metrics/mAP50B")] == [1, 2]
     curves = pd.read_csv(swept / "data" / "08_reporting" / "sweep_curves.csv")
     assert curves[curves.recipe == "tiny"].epoch.tolist() == [1, 2]
     recipe = yaml.safe_load((swept / "data" / "08_reporting" / "sweep_recipe.yml").read_text())
@@ -148,3 +156,116 @@ def test_shares_of_the_training_photos_are_whole_sources_and_nested(tiny_yolo, t
     listed = Path(spec["train"]).read_text().split()
     assert len(listed) == len(kept["h"]) and all(Path(p).is_file() for p in listed)
     assert json.dumps(spec["names"])
+
+
+FAILING = SweepParams(  # no pretrained weights are given: each trained recipe fails at its start
+    budget_minutes=60,
+    configs=[
+        {"name": "a"},
+        {"name": "huge", "train": {"imgsz": 4096, "epochs": 300}},
+        {"name": "b", "train": {"lr0": 0.02}},
+    ],
+)
+FAILED = "failed: AttributeError: 'NoneType' object has no attribute 'name' (its log is above)"
+
+
+def _failing_sweep(tiny_yolo, workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    dataset, ground_truth = tiny_yolo
+    split = dataset.manifest.assign(group=dataset.manifest.image_id, grade=0)[["image_id", "group", "grade"]]
+    sweep = FAILING.model_copy(update={"workdir": str(workdir)})
+    train = TrainParams(epochs=2, imgsz=64)
+    return run_sweep(dataset, None, ground_truth, split, sweep, train, EvalParams(), GradingParams())
+
+
+def test_without_ray_recipes_train_here_one_by_one_and_a_failed_one_is_reported(
+    tiny_yolo, tmp_path: Path, monkeypatch
+) -> None:
+    """Outside a tracked run: no child run; a recipe that fails leaves a row that says why, the
+    next one still trains, and each is handed its own settings and the validation split."""
+    _, ground_truth = tiny_yolo
+    monkeypatch.setattr(runners, "ray_installed", lambda: False)
+    started, real = [], runners.train_recipe
+
+    def spy(job):
+        started.append(job)
+        return real(job)
+
+    monkeypatch.setattr(runners, "train_recipe", spy)
+    results, curves = _failing_sweep(tiny_yolo, tmp_path / "sweep")
+    assert results.recipe.tolist() == ["a", "huge", "b"]
+    assert results.status.tolist()[::2] == [FAILED, FAILED] and results.status[1].startswith("skipped: needs ~")
+    assert results.node_id.isna().all() and curves.empty
+    assert [job.name for job in started] == ["a", "b"]
+    job = started[1]
+    assert job.settings.lr0 == 0.02 and job.settings.epochs == 2 and job.run_id is None
+    assert job.folder == Path(results.folder[2]) and job.folder.is_absolute()
+    assert len(job.val_truth) == (ground_truth.split == "val").sum() and job.checkpoint_every == 5
+
+
+def test_in_this_process_a_recipe_logs_into_its_child_run_and_the_sweeps_run_stays_active(
+    tiny_yolo, coco_weights, tmp_path: Path
+) -> None:
+    """Without Ray a recipe trains inside the node, whose run (kedro-mlflow's) is active: the
+    recipe's curves go to its child run, and the sweep's run is the active one again after."""
+    import mlflow
+
+    dataset, ground_truth = tiny_yolo
+    split = dataset.manifest.assign(group=dataset.manifest.image_id, grade=0)[["image_id", "group", "grade"]]
+    sweep = SweepParams(workdir=str(tmp_path / "sweep"), use_ray=False, checkpoint_every=1, configs=[{"name": "one"}])
+    train = TrainParams(epochs=1, imgsz=64, batch=8, augment={"close_mosaic": 0})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("in-process", artifact_location=str(tmp_path / "artifacts"))
+    with mlflow.start_run(experiment_id=experiment) as parent:
+        results, curves = run_sweep(
+            dataset, coco_weights, ground_truth, split, sweep, train, EvalParams(), GradingParams()
+        )
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    assert results.status.tolist() == ["trained"] and pd.isna(results.node_id[0]) and curves.epoch.tolist() == [1]
+    client = MlflowClient()
+    child = client.get_run(results.child_run_id[0])
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+    assert "sweep.node_id" not in child.data.tags
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "metrics/mAP50B")] == [1]
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "checkpoint/val_mAP50")] == [1]
+    assert not client.get_metric_history(parent.info.run_id, "metrics/mAP50B")  # nothing leaked into the parent
+
+
+def test_on_ray_a_failed_trial_is_reported_with_its_node_and_the_others_go_on(tiny_yolo, tmp_path: Path) -> None:
+    """The same sweep as Ray Tune trials on a local instance: failed and skipped rows alike."""
+    results, curves = _failing_sweep(tiny_yolo, tmp_path / "sweep")
+    assert results.recipe.tolist() == ["a", "huge", "b"]
+    assert results.status.tolist()[::2] == [FAILED, FAILED] and results.status[1].startswith("skipped: needs ~")
+    assert results.node_id[::2].str.len().tolist() == [56, 56] and pd.isna(results.node_id[1]) and curves.empty
+
+
+def test_trials_reach_a_local_store_by_its_absolute_path_and_a_server_by_its_address(monkeypatch, tmp_path) -> None:
+    """A Ray trial starts in its own folder: a relative SQLite URI would open another store there."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri("sqlite:///data/mlflow/mlflow.db")
+    assert portable_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/data/mlflow/mlflow.db"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    assert portable_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri("http://127.0.0.1:5000")
+    assert portable_tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_the_budget_is_planned_at_the_rate_an_earlier_sweep_run_measured(tiny_yolo, tmp_path: Path) -> None:
+    """Trials may all start at once, so the plan is made first: a recipe an earlier run finished
+    in 100 minutes times the others, and one estimated at as long no longer fits in 60."""
+    dataset, ground_truth = tiny_yolo
+    split = dataset.manifest.assign(group=dataset.manifest.image_id, grade=0)[["image_id", "group", "grade"]]
+    sweep = SweepParams(
+        workdir=str(tmp_path / "sweep"), budget_minutes=60, use_ray=False, configs=[{"name": "a"}, {"name": "b"}]
+    )
+    train = TrainParams(epochs=2, imgsz=416)  # REFERENCE_PX: a photo-epoch at the rate itself
+    first, _ = run_sweep(dataset, None, ground_truth, split, sweep, train, EvalParams(), GradingParams())
+    assert first.status.str.startswith("failed: ").all()  # both fitted at the first guess, 0.15 s a photo-epoch
+    finished = {"train_minutes": 100.0, "epochs_run": 2, "best_epoch": 2, "val_mAP50": 0.5, "weights": "w.pt"}
+    (Path(first.folder[0]) / "result.json").write_text(json.dumps(finished))
+    again, _ = run_sweep(dataset, None, ground_truth, split, sweep, train, EvalParams(), GradingParams())
+    assert again.status.tolist() == [
+        "reused (trained by an earlier sweep run)",
+        "skipped: needs ~100 min, 60 min of the budget left",
+    ]

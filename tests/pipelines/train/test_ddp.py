@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from acne_detection.pipelines.train.live_metrics import LiveMetrics
-from acne_detection.pipelines.train.nodes import ProjectTrainer, parameter_counts
+from acne_detection.framework.live_metrics import LiveMetrics
 from acne_detection.testing import free_port
+from acne_detection.training.detector import parameter_counts
+from acne_detection.training.trainers import ProjectTrainer
 
 REPORT = """
 import json, sys
@@ -128,7 +129,7 @@ def test_rank0_trains_and_logs_into_the_intended_run_and_rank1_stays_silent(ddp_
     # rebuilt in the worker: Ultralytics' no-op defaults and the project's callbacks, no integration or usage event
     assert set(rank0["callbacks"]) == {
         "ultralytics.utils.callbacks.base",
-        "acne_detection.pipelines.train.live_metrics",
+        "acne_detection.framework.live_metrics",
     }
     for metric in ("train/box_loss", "val/cls_loss", "metrics/mAP50B", "lr/pg0"):
         assert [m.step for m in client.get_metric_history(run_id, metric)] == [1], metric

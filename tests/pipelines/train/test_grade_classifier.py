@@ -50,7 +50,7 @@ def test_the_classifier_trains_on_the_graded_photos_and_scores_every_photo(train
     assert (scores[["cls.2", "cls.3"]] == 0).all().all()  # grades it never saw get nothing
     # Ultralytics' integrations (its MLflow callback would end kedro-mlflow's run) are off
     from acne_detection.pipelines.train.grade_classifier import ProjectClassificationTrainer
-    from acne_detection.pipelines.train.nodes import _third_party
+    from acne_detection.training.trainers import _third_party
 
     folders = Path(record["weights"]).parent / "folders"
     overrides = {"data": str(folders), "model": "yolov8n-cls.yaml", "project": str(folders.parent), "name": "probe"}

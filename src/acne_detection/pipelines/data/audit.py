@@ -64,8 +64,9 @@ def audit_labels(raw: RawExport, params: DataParams) -> tuple[dict[str, Any], pd
     Returns:
         The audit (``status``: ``ok``, ``warning``, ``handled`` when ``class_map`` already
         collapses the names into one class, or ``not applicable`` with fewer than two names;
-        ``message``; the figures and evidence), the co-occurrence table (photos holding each
-        pair of names; the diagonal: photos holding the name), and MLflow tags.
+        ``message``; ``export_format``: the format the export was read in, ``RawExport.format``;
+        the figures and evidence), the co-occurrence table (photos holding each pair of names;
+        the diagonal: photos holding the name), and MLflow tags.
 
     Raises:
         DatasetError: on ``warning`` with ``label_audit.strict`` or ``data.strict``.
@@ -94,26 +95,8 @@ def audit_labels(raw: RawExport, params: DataParams) -> tuple[dict[str, Any], pd
         (len(multi) >= a.min_photos and single_share >= a.single_class_share)
         or (coverage >= a.token_coverage and len(set(determining.values())) >= 2)
     )
-    mapped = boxes.groupby("class_name")["class"].first()
-    collapsed = mapped.notna().all() and mapped.nunique() <= 1
     evidence = _evidence(single_share, len(multi), pairs, names, families, determining, coverage)
-    if len(names) < 2:
-        status, message = "not applicable", f"one class name only ({names}): nothing to audit"
-    elif not image_level:
-        status, message = "ok", f"class names look like lesion types: {evidence}"
-    elif collapsed:
-        status = "handled"
-        message = (
-            f"class names are image-level labels, not lesion types ({evidence}); handled: class_map maps "
-            f"them all to '{mapped.iloc[0]}'"
-        )
-    else:
-        status = "warning"
-        message = (
-            f"class names look like IMAGE-LEVEL labels, not lesion types: {evidence}. A detector trained on "
-            "them learns to guess the whole photo's label, and its per-class AP says nothing about lesion "
-            "types. Map them all to one class (conf/acne04 does) and take the grade from the file name."
-        )
+    status, message = _verdict(names, image_level=image_level, collapsed_to=_collapsed_to(boxes), evidence=evidence)
     log = logger.warning if status == "warning" else logger.info
     log("Label audit: %s", message)
     if status == "warning" and (a.strict or params.strict):
@@ -121,6 +104,7 @@ def audit_labels(raw: RawExport, params: DataParams) -> tuple[dict[str, Any], pd
     audit = {
         "status": status,
         "message": message,
+        "export_format": raw.format,
         "class_names": names,
         "photos_with_2plus_boxes": int(len(multi)),
         "single_class_share": single_share,
@@ -131,6 +115,32 @@ def audit_labels(raw: RawExport, params: DataParams) -> tuple[dict[str, Any], pd
     }
     tags = {"label_audit": status, "label_audit.evidence": evidence[:500]}
     return audit, cooccurrence.reset_index(), tags
+
+
+def _collapsed_to(boxes: pd.DataFrame) -> str | None:
+    """The one class ``class_map`` maps every source name to, or ``None`` when it keeps two or more
+    apart or leaves a name unmapped."""
+    mapped = boxes.groupby("class_name")["class"].first()
+    return str(mapped.iloc[0]) if len(mapped) and mapped.notna().all() and mapped.nunique() == 1 else None
+
+
+def _verdict(names: list[str], *, image_level: bool, collapsed_to: str | None, evidence: str) -> tuple[str, str]:
+    """The audit's ``status`` and ``message``: ``not applicable`` with fewer than two names, ``ok``
+    for lesion types, ``handled`` for image-level names ``class_map`` collapses, else ``warning``."""
+    if len(names) < 2:
+        return "not applicable", f"one class name only ({names}): nothing to audit"
+    if not image_level:
+        return "ok", f"class names look like lesion types: {evidence}"
+    if collapsed_to is not None:
+        return "handled", (
+            f"class names are image-level labels, not lesion types ({evidence}); handled: class_map maps "
+            f"them all to '{collapsed_to}'"
+        )
+    return "warning", (
+        f"class names look like IMAGE-LEVEL labels, not lesion types: {evidence}. A detector trained on "
+        "them learns to guess the whole photo's label, and its per-class AP says nothing about lesion "
+        "types. Map them all to one class (conf/acne04 does) and take the grade from the file name."
+    )
 
 
 def _families(determining: dict[str, str]) -> dict[str, dict[str, str]]:

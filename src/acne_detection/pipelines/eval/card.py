@@ -7,12 +7,16 @@ from typing import Any
 
 import pandas as pd
 
+from acne_detection.core.grading import GradingRule
 from acne_detection.core.model_card import code_commit, export_root, render_model_card, trained_on
 from acne_detection.core.params import GradingParams, TrainParams
-from acne_detection.datasets import YoloDataset
+from acne_detection.datasets import ModelRecords, YoloDataset
 from acne_detection.framework.registry import describe_registered_versions
 
 logger = logging.getLogger(__name__)
+
+# How the card names each reader's format (the keys of ``datasets.readers.READERS``).
+_FORMAT_NAMES = {"voc": "Pascal VOC", "yolo": "YOLO", "coco": "COCO", "label_studio": "Label Studio"}
 
 
 def write_model_card(
@@ -26,7 +30,7 @@ def write_model_card(
     tones: pd.DataFrame,
     gate: dict[str, Any],
     tone_check: dict[str, Any],
-    record: dict[str, Any],
+    records: ModelRecords,
     training: dict[str, Any],
     health: dict[str, Any],
     train_params: TrainParams,
@@ -44,13 +48,13 @@ def write_model_card(
         truth: the ground-truth boxes (``split``).
         dataset: the YOLO dataset (its manifest digest).
         counts: the ingestion counts.
-        audit: the label audit.
+        audit: the label audit (also the format the export was read in).
         detection: the test metrics.
         grading: the grading metrics.
         tones: the per-tone-band metrics.
         gate: the quality gate's tags.
         tone_check: the skin tone check's tags.
-        record: eval's threshold record (``model_sha256``, ``model_source``, ``threshold``, ``rule``).
+        records: the ``model_record`` dataset: the record eval just made (weights, threshold, grade model).
         training: the training summary of the last training in this checkout.
         health: its health verdict.
         train_params: the ``train`` parameters.
@@ -62,10 +66,54 @@ def write_model_card(
     Returns:
         The card, in Markdown.
     """
-    source = record.get("model_source", "")
+    record = records.local
+    if record is None:
+        raise ValueError("the model card needs the model record eval makes (record_model) first")
+    source = record.model_source
     own_training = source == "trained_weights"  # eval.model names another model: its training is not ours
     root = export_root(manifest)
     kind = trained_on(manifest)
+    caveats = _caveats(manifest, kind=kind, source=source, health=health, gate=gate, tone_check=tone_check, audit=audit)
+    facts = {
+        "model": {"name": "acne-detector", "sha256": record.model_sha256, "commit": code_commit()},
+        "trained_on": kind,
+        "export": {"name": root.name if root else "?", "format": _export_format(audit), **counts},
+        "training": training if own_training else {},
+        "train_settings": _train_settings(train_params) if own_training else "n/a",
+        "health": health if own_training else {},
+        "label_audit": audit,
+        "manifest": manifest,
+        "truth": truth,
+        "manifest_sha256": dataset.manifest_sha256(),
+        "grade_names": list(grading_params.names),
+        "grading_rule": GradingRule.from_params(grading_params).legend(),
+        "detection": {**detection, "gate": gate.get("gate", "n/a")},
+        "grading": grading,
+        "tones": tones.to_dict("records"),
+        "threshold": {"threshold": record.threshold, "rule": record.threshold_rule},
+        "calibration": {**record.calibration, **calibration},
+        "grade_probability": grade_probability,
+        "correction": correction,
+        "grade_model": record.grade_model,
+        "caveats": caveats or ["None recorded beyond the intervals above."],
+    }
+    card = render_model_card(facts)
+    describe_registered_versions(record.model_sha256, card)
+    return card
+
+
+def _caveats(
+    manifest: pd.DataFrame,
+    *,
+    kind: str,
+    source: str,
+    health: dict[str, Any],
+    gate: dict[str, Any],
+    tone_check: dict[str, Any],
+    audit: dict[str, Any],
+) -> list[str]:
+    """What a reader must know before trusting the card's figures, one sentence each."""
+    own_training = source == "trained_weights"
     caveats = []
     if kind == "synthetic":
         caveats.append("Every figure here is measured on synthetic photos, and says nothing about real skin.")
@@ -82,50 +130,18 @@ def write_model_card(
         caveats.append(f"Only {test_photos} test photos: every interval is wide, and figures can move a lot.")
     if not own_training:
         caveats.append(f"Evaluated model {source}: its training details are in its own run, not repeated here.")
-    facts = {
-        "model": {"name": "acne-detector", "sha256": record.get("model_sha256", "?"), "commit": code_commit()},
-        "trained_on": kind,
-        "export": {"name": root.name if root else "?", "format": _annotation_format(manifest), **counts},
-        "training": training if own_training else {},
-        "train_settings": (
-            f"batch {train_params.batch}, optimizer {train_params.optimizer}, lr0 {train_params.lr0}, "
-            f"freeze {train_params.freeze}, seed {train_params.seed}"
-            if own_training
-            else "n/a"
-        ),
-        "health": health if own_training else {},
-        "label_audit": audit,
-        "manifest": manifest,
-        "truth": truth,
-        "manifest_sha256": dataset.manifest_sha256(),
-        "grade_names": list(grading_params.names),
-        "grading_rule": ", ".join(
-            f"{name} {lo}-{hi}" if hi is not None else f"{name} > {lo - 1}"
-            for name, lo, hi in zip(
-                grading_params.names,
-                [0, *(x + 1 for x in grading_params.thresholds)],
-                [*grading_params.thresholds, None],
-                strict=True,
-            )
-        ),
-        "detection": {**detection, "gate": gate.get("gate", "n/a")},
-        "grading": grading,
-        "tones": tones.to_dict("records"),
-        "threshold": record,
-        "calibration": {**record.get("calibration", {}), **calibration},
-        "grade_probability": grade_probability,
-        "correction": correction,
-        "grade_model": record.get("grade_model"),
-        "caveats": caveats or ["None recorded beyond the intervals above."],
-    }
-    card = render_model_card(facts)
-    describe_registered_versions(record.get("model_sha256", ""), card)
-    return card
+    return caveats
 
 
-def _annotation_format(manifest: pd.DataFrame) -> str:
-    """The export's annotation format, from its annotation files' extensions."""
-    kinds = {".xml": "Pascal VOC", ".txt": "YOLO", ".json": "COCO"}
-    suffixes = manifest.get("annotation_file", pd.Series(dtype=str)).dropna().astype(str).str.extract(r"(\.\w+)$")[0]
-    found = sorted({kinds.get(s.lower(), s) for s in suffixes.dropna()})
-    return ", ".join(found) or "no annotation files"
+def _train_settings(params: TrainParams) -> str:
+    return (
+        f"batch {params.batch}, optimizer {params.optimizer}, lr0 {params.lr0}, "
+        f"freeze {params.freeze}, seed {params.seed}"
+    )
+
+
+def _export_format(audit: dict[str, Any]) -> str:
+    """The format the export was read in, as the label audit recorded it (``RawExport.format``: the
+    catalog's ``format``, or what ``datasets.readers.detect_format`` found)."""
+    fmt = audit.get("export_format")
+    return _FORMAT_NAMES.get(fmt, fmt) if fmt else "format not recorded: rerun the data pipeline"

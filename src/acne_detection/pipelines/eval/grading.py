@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kedro.io import DatasetError
-from matplotlib.figure import Figure
 
 from acne_detection.core.calibration import Calibration
 from acne_detection.core.grade_model import Evidence, GradeModel, choose_grade_model
@@ -311,38 +310,3 @@ def evaluate_grading(photos: pd.DataFrame, grading: GradingParams) -> tuple[dict
             metrics.get("count_rmse", np.nan),
         )
     return metrics, confusion.reset_index()
-
-
-def plot_grade_confusion(confusion: pd.DataFrame, metrics: dict[str, float]) -> Figure:
-    """The grade confusion matrix, counts and row-normalised (recall per true grade).
-
-    Args:
-        confusion: ``evaluate_grading``'s matrix (a ``true`` column, then one per grade).
-        metrics: ``evaluate_grading``'s metrics (accuracy and ceiling in the title).
-
-    Returns:
-        The figure.
-    """
-    counts = confusion.set_index("true")
-    rows = counts.to_numpy(float)
-    normalised = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(12, 5))
-    axes = fig.subplots(1, 2)
-    for ax, values, title, fmt in (
-        (axes[0], rows, "photos", "{:.0f}"),
-        (axes[1], normalised, "recall per true grade", "{:.2f}"),
-    ):
-        ax.imshow(values, cmap="Purples", vmin=0)
-        ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=20, ha="right")
-        ax.set_yticks(range(len(counts.index)), counts.index)
-        ax.set(xlabel="predicted grade", ylabel="true grade", title=title)
-        for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, fmt.format(v), ha="center", va="center", color="white" if v > values.max() / 2 else "black")
-    if "grade_accuracy" in metrics:
-        fig.suptitle(
-            f"Severity grading on {metrics['photos_graded']:.0f} test photos: accuracy {metrics['grade_accuracy']:.3f} "
-            f"(95% CI {metrics['grade_accuracy_low']:.2f}-{metrics['grade_accuracy_high']:.2f}); "
-            f"ceiling (true counts graded) {metrics['grade_ceiling']:.3f}"
-        )
-    fig.tight_layout()
-    return fig

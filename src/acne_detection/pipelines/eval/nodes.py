@@ -6,7 +6,6 @@ point, metrics, confusion matrix, gate and galleries are all computed from that 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ultralytics import YOLO
 
 from acne_detection.core.accelerator import detect_device
 from acne_detection.core.calibration import Calibration
+from acne_detection.core.files import sha256_of
 from acne_detection.core.inference import PREDICTION_COLUMNS, evaluation_settings, model_imgsz, predict_boxes
 from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
@@ -29,9 +29,11 @@ from acne_detection.core.metrics import (
     precision_recall_f1,
     threshold_sweep,
 )
+from acne_detection.core.model_card import SYNTHETIC_WARNING, trained_on
 from acne_detection.core.params import EvalParams
 from acne_detection.datasets import YoloDataset
-from acne_detection.framework.tracking import model_run_id, resolve_model, versions_with_weights
+from acne_detection.framework.tracking import model_run_id, resolve_model
+from acne_detection.model.record import ModelRecord
 
 logger = logging.getLogger(__name__)
 
@@ -195,28 +197,39 @@ def evaluate_detections(
     per_class = ap.merge(prf, on="class_id")
     per_class.insert(1, "class", names)
     per_class.insert(2, "instances", per_class.class_id.map(gt.groupby("class_id").size()).fillna(0).astype(int))
+    per_class = pd.concat([per_class, pd.DataFrame([_overall_row(per_class, instances=len(gt))])], ignore_index=True)
+    cm = confusion_counts(
+        match_detections(kept, gt, iou_threshold=params.iou_threshold, class_aware=False), n_classes=len(names)
+    )
+    labels = [*names, "background"]
+    confusion = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
+    return per_class, confusion.reset_index(), _headline_metrics(per_class, threshold=operating_point["threshold"])
+
+
+def _overall_row(per_class: pd.DataFrame, *, instances: int) -> dict[str, Any]:
+    """The ``all`` row of ``evaluate_detections``' table: counts pooled over the classes, precision,
+    recall, F1 and mean IoU from the pooled counts, and each AP the mean over the classes."""
     tp, fp, fn = (int(per_class[c].sum()) for c in ("tp", "fp", "fn"))
     precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    mean_iou = float(np.average(per_class.mean_iou.fillna(0), weights=per_class.tp)) if tp else np.nan
-    overall = {
+    return {
         "class_id": -1,
         "class": "all",
-        "instances": int(len(gt)),
+        "instances": int(instances),
         "tp": tp,
         "fp": fp,
         "fn": fn,
         "precision": precision,
         "recall": recall,
         "f1": f1_score(precision, recall),
-        "mean_iou": mean_iou,
+        "mean_iou": float(np.average(per_class.mean_iou.fillna(0), weights=per_class.tp)) if tp else np.nan,
         **per_class[["ap50", "ap75", "ap50_95", "ap_small", "ap_medium", "ap_large"]].mean().to_dict(),
     }
-    per_class = pd.concat([per_class, pd.DataFrame([overall])], ignore_index=True)
-    cm = confusion_counts(
-        match_detections(kept, gt, iou_threshold=params.iou_threshold, class_aware=False), n_classes=len(names)
-    )
-    labels = [*names, "background"]
-    confusion = pd.DataFrame(cm, index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="predicted"))
+
+
+def _headline_metrics(per_class: pd.DataFrame, *, threshold: float) -> dict[str, float]:
+    """The MLflow metrics of ``evaluate_detections``' table (its last row: ``all``), and mAP,
+    precision and recall per class; missing values are left out."""
+    overall = per_class.iloc[-1]
     headline = {
         "mAP50": overall["ap50"],
         "mAP50-95": overall["ap50_95"],
@@ -224,11 +237,11 @@ def evaluate_detections(
         "mAP_small": overall["ap_small"],
         "mAP_medium": overall["ap_medium"],
         "mAP_large": overall["ap_large"],
-        "precision": precision,
-        "recall": recall,
+        "precision": overall["precision"],
+        "recall": overall["recall"],
         "f1": overall["f1"],
-        "mean_iou": mean_iou,
-        "operating_threshold": operating_point["threshold"],
+        "mean_iou": overall["mean_iou"],
+        "operating_threshold": threshold,
     }
     for _, row in per_class.iloc[:-1].iterrows():
         name = row["class"]
@@ -240,8 +253,7 @@ def evaluate_detections(
                 f"recall.{name}": row.recall,
             }
         )
-    headline = {k: float(v) for k, v in headline.items() if pd.notna(v)}
-    return per_class, confusion.reset_index(), headline
+    return {k: float(v) for k, v in headline.items() if pd.notna(v)}
 
 
 def check_quality_gate(
@@ -309,57 +321,44 @@ def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], p
     }
 
 
-def record_model_threshold(
+def record_model(
     operating_point: dict[str, Any],
     calibration: dict[str, Any],
-    correction: dict[str, Any],
     grade_model: dict[str, Any],
     weights: Path,
+    manifest: pd.DataFrame,
     params: EvalParams,
-) -> dict[str, Any]:
-    """Remember the operating point *for the model evaluated*, so ``predict`` uses that model's
-    own threshold and never another's: by the checkpoint's SHA-256 in
-    ``data/06_models/model_threshold.json``, and as ``operating_threshold`` tags on every
-    registered version with those weights.
+) -> ModelRecord:
+    """The model record *of the model evaluated*: its operating point, the calibration the
+    point is on, and the grade model (with the grading rule and count correction it was made
+    under), keyed by the checkpoint's SHA-256 so ``predict`` uses that model's own and never
+    another's. The ``model_record`` dataset keeps it in ``data/06_models/model_record.json`` and
+    on every registered version with those weights.
 
     Args:
         operating_point: ``choose_operating_point``'s result (a calibrated confidence).
         calibration: ``fit_calibration``'s record, kept with the threshold (it is on its scale).
-        correction: ``fit_grading_correction``'s record: the thresholds this model's count is graded by.
         grade_model: ``fit_grade_model``'s model: what grades this model's photos.
         weights: the checkpoint ``train`` saved (``eval.model`` may name another).
+        manifest: the split manifest: what the model was trained on (a model trained on synthetic
+            photos carries the warning every answer of ``predict`` and the served model repeats).
         params: the ``eval`` parameters.
 
     Returns:
-        ``model_sha256``, ``model_source``, ``threshold``, ``rule``, ``calibration``,
-        ``grading_thresholds``, ``grade_model``.
+        The record; ``register`` completes it with how the model is served and where it came from.
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from acne_detection.core.files import sha256_of
-
-    spec = params.model
-    checkpoint, source = resolve_model(spec, Path(weights))
-    record = {
-        "model_sha256": sha256_of(checkpoint),
-        "model_source": source,
-        "threshold": operating_point["threshold"],
-        "rule": operating_point["rule"],
-        "calibration": Calibration.from_dict(calibration).to_dict(),
-        "grading_thresholds": [float(t) for t in correction["thresholds"]],
-        "grade_model": grade_model,
-    }
-    client = MlflowClient()
-    try:
-        for v in versions_with_weights(record["model_sha256"]):
-            client.set_model_version_tag(v.name, v.version, "operating_threshold", str(record["threshold"]))
-            client.set_model_version_tag(v.name, v.version, "operating_rule", record["rule"])
-            client.set_model_version_tag(v.name, v.version, "calibration", json.dumps(record["calibration"]))
-            client.set_model_version_tag(
-                v.name, v.version, "grading_thresholds", json.dumps(record["grading_thresholds"])
-            )
-            client.set_model_version_tag(v.name, v.version, "grade_model", json.dumps(grade_model))
-    except MlflowException as err:  # a registry that cannot be reached must not fail the evaluation
-        logger.warning("Could not tag the registered model with its threshold: %s", err)
-    return record
+    checkpoint, source = resolve_model(params.model, Path(weights))
+    detector = YOLO(str(checkpoint))
+    kind = trained_on(manifest)
+    return ModelRecord(
+        model_sha256=sha256_of(checkpoint),
+        model_source=source,
+        classes=tuple(str(detector.names[k]) for k in sorted(detector.names)),
+        imgsz=model_imgsz(detector),
+        threshold=float(operating_point["threshold"]),
+        threshold_rule=str(operating_point["rule"]),
+        calibration=Calibration.from_dict(calibration).to_dict(),
+        grade_model=grade_model,
+        trained_on=kind,
+        warning=SYNTHETIC_WARNING if kind == "synthetic" else "",
+    )

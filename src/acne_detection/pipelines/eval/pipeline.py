@@ -16,7 +16,6 @@ from acne_detection.pipelines.eval.grading import (
     fit_grade_model,
     fit_grading_correction,
     grade_test_photos,
-    plot_grade_confusion,
     score_photos,
 )
 from acne_detection.pipelines.eval.nodes import (
@@ -27,12 +26,13 @@ from acne_detection.pipelines.eval.nodes import (
     predict_test_split,
     predict_train_split,
     predict_val_split,
-    record_model_threshold,
+    record_model,
     sweep_thresholds,
 )
 from acne_detection.pipelines.eval.plots import (
     plot_confusion_matrix,
     plot_error_gallery,
+    plot_grade_confusion,
     plot_skin_tone_metrics,
     plot_threshold_curves,
 )
@@ -152,17 +152,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="choose_operating_point",
             ),
             node(
-                record_model_threshold,
-                [
-                    "operating_point",
-                    "calibration",
-                    "grading_correction",
-                    "grade_model",
-                    "trained_weights",
-                    "params:eval",
-                ],
-                "model_threshold",
-                name="record_model_threshold",
+                record_model,
+                ["operating_point", "calibration", "grade_model", "trained_weights", "split_images", "params:eval"],
+                "model_record",
+                name="record_model",
             ),
             node(
                 evaluate_detections,
@@ -252,7 +245,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "skin_tone_metrics",
                     "quality_gate",
                     "skin_tone_check",
-                    "model_threshold",
+                    "model_record",
                     "training_summary",
                     "training_health",
                     "params:train",

@@ -1,5 +1,5 @@
-"""Figures of the ``eval`` pipeline: confusion matrix, threshold curves, and galleries of test
-photos with their true (green) and predicted (red) boxes."""
+"""Figures of the ``eval`` pipeline: the detection and grade confusion matrices, threshold curves,
+and galleries of test photos with their true (green) and predicted (red) boxes."""
 
 from __future__ import annotations
 
@@ -20,10 +20,48 @@ from acne_detection.pipelines.eval.nodes import test_split_truth
 
 
 def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
-    """Draw the confusion matrix, counts and row-normalised side by side.
+    """Draw the detection confusion matrix, counts and row-normalised side by side.
 
     Args:
-        confusion: ``evaluate_detections``'s matrix (a ``true`` column, then one per class).
+        confusion: ``evaluate_detections``'s matrix (a ``true`` column, then one per class and
+            ``background``).
+
+    Returns:
+        The figure.
+    """
+    return _confusion_figure(confusion, what="class", counted="boxes", cmap="Blues")
+
+
+def plot_grade_confusion(confusion: pd.DataFrame, metrics: dict[str, float]) -> Figure:
+    """The grade confusion matrix, counts and row-normalised (recall per true grade).
+
+    Args:
+        confusion: ``evaluate_grading``'s matrix (a ``true`` column, then one per grade).
+        metrics: ``evaluate_grading``'s metrics (accuracy and ceiling in the title).
+
+    Returns:
+        The figure.
+    """
+    title = ""
+    if "grade_accuracy" in metrics:
+        title = (
+            f"Severity grading on {metrics['photos_graded']:.0f} test photos: accuracy {metrics['grade_accuracy']:.3f} "
+            f"(95% CI {metrics['grade_accuracy_low']:.2f}-{metrics['grade_accuracy_high']:.2f}); "
+            f"ceiling (true counts graded) {metrics['grade_ceiling']:.3f}"
+        )
+    return _confusion_figure(confusion, what="grade", counted="photos", cmap="Purples", title=title)
+
+
+def _confusion_figure(confusion: pd.DataFrame, *, what: str, counted: str, cmap: str, title: str = "") -> Figure:
+    """A confusion matrix drawn twice side by side: its counts, and each row normalised to sum to
+    one (the recall of each true label), every cell written out.
+
+    Args:
+        confusion: a ``true`` column (the row labels), then one column per predicted label.
+        what: what the labels are (``class``, ``grade``), for the axes and titles.
+        counted: what the counts count (``boxes``, ``photos``).
+        cmap: the Matplotlib colour map.
+        title: the figure's title over both panels; none when empty.
 
     Returns:
         The figure.
@@ -32,17 +70,18 @@ def plot_confusion_matrix(confusion: pd.DataFrame) -> Figure:
     rows = counts.to_numpy(float)
     normalised = rows / np.maximum(rows.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(13, 5.5))
-    axes = fig.subplots(1, 2)
-    for ax, values, title, fmt in (
-        (axes[0], rows, "counts", "{:.0f}"),
-        (axes[1], normalised, "row-normalised (recall per true class)", "{:.2f}"),
+    for ax, values, panel, fmt in (
+        (fig.add_subplot(1, 2, 1), rows, counted, "{:.0f}"),
+        (fig.add_subplot(1, 2, 2), normalised, f"row-normalised (recall per true {what})", "{:.2f}"),
     ):
-        ax.imshow(values, cmap="Blues")
-        ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=35, ha="right")
+        ax.imshow(values, cmap=cmap, vmin=0)
+        ax.set_xticks(range(len(counts.columns)), counts.columns, rotation=30, ha="right")
         ax.set_yticks(range(len(counts.index)), counts.index)
-        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix, {title}")
+        ax.set(xlabel=f"predicted {what}", ylabel=f"true {what}", title=f"Confusion matrix, {panel}")
         for (i, j), v in np.ndenumerate(values):
             ax.text(j, i, fmt.format(v), ha="center", va="center", color="white" if v > values.max() / 2 else "black")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -1,14 +1,15 @@
 """Nodes of the ``predict`` pipeline: new photos → lesions → counts and grade per photo →
 annotated copies and an HTML report a clinician can scroll.
 
-Prediction goes through ``acne_detection.core.inference.predict_boxes``, the same function
-``eval`` and the served model use.
+Prediction goes through the deployed model's ``acne_detection.model.predictor.Predictor``, the
+one the served model uses, on the model record eval (or the registry) keeps for these weights.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,74 +18,75 @@ import pandas as pd
 from kedro.io import DatasetError
 
 from acne_detection.core.accelerator import detect_device
-from acne_detection.core.calibration import Calibration
 from acne_detection.core.files import progress_bar, sha256_of
 from acne_detection.core.grade_classifier import SCORE_PREFIX
-from acne_detection.core.grade_model import GradeModel, GradeRuleMismatch
-from acne_detection.core.grading import GradingRule, describe_grade_probabilities
+from acne_detection.core.grading import GradingRule
 from acne_detection.core.image_check import probe_image
-from acne_detection.core.inference import (
-    PREDICTION_COLUMNS,
-    InferenceSettings,
-    iter_predictions,
-    load_detector,
-    needs_slicing,
-)
-from acne_detection.core.model_card import SYNTHETIC_WARNING
-from acne_detection.core.params import GradingParams, PredictParams
+from acne_detection.core.inference import PREDICTION_COLUMNS, needs_slicing
+from acne_detection.core.params import BatchPredictParams, DistributedParams, GradingParams, PredictParams
+from acne_detection.datasets import ModelRecords
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import grade_classifier_checkpoint
-from acne_detection.framework.tracking import model_version_tag, resolve_model
+from acne_detection.framework.distributed import ray_installed, ray_session
+from acne_detection.framework.tracking import resolve_model
+from acne_detection.model.batch import (
+    ModelFiles,
+    PartsFolder,
+    PhotoJob,
+    boxes_of,
+    predict_in_process,
+    predict_on_ray,
+)
+from acne_detection.model.predictor import ModelChoice, Predictor, grade_photos
+from acne_detection.model.record import ModelRecord
 
 logger = logging.getLogger(__name__)
 PHOTO_COLUMNS = ["photo", "status", "reason", "detail", "width", "height", "sliced"]
+_ONE_PROCESS = DistributedParams(predict=BatchPredictParams(engine="local", parts=None))  # nothing kept
 
 
 def choose_model(
     weights: Path,
-    model_threshold: dict[str, Any],
+    records: ModelRecords,
     params: PredictParams,
     grading: GradingParams,
     grade_classifier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model to predict with, and the confidence threshold ``eval`` chose *for that model*.
+    """The model to predict with, its record, and the confidence threshold chosen *for that model*.
 
-    The threshold comes, in order, from ``predict.threshold`` when set; the operating point
-    the last ``eval`` recorded, if it evaluated this very checkpoint (same SHA-256); the
-    ``operating_threshold`` tag of the registered version (``models:/``) or of the versions
-    registered from the run (``runs:/``, the trained model); else ``default_threshold``,
-    with a warning. Never another model's threshold.
+    The record is eval's, if it evaluated this very checkpoint (same SHA-256), else the
+    registered version's (``models:/``, or the versions registered with these weights), else a
+    default one. The threshold comes, in order, from ``predict.threshold`` when set; the
+    record's operating point; else ``default_threshold``, with a warning. Never another
+    model's threshold. A record made under another grading rule than ``grading``'s is refused
+    here, naming both rules, before any photo is predicted.
 
     Args:
         weights: the checkpoint ``train`` saved.
-        model_threshold: ``eval``'s record (``model_sha256``, ``threshold``), ``{}`` if none.
+        records: the ``model_record`` dataset (eval's record and the registry's).
         params: the ``predict`` parameters.
-        grading: the ``grading`` parameters: a model whose grades were made under another rule is
-            refused here, before any photo is predicted (``deployed_grade_model``).
+        grading: the ``grading`` parameters.
         grade_classifier: ``train_grade_classifier``'s record (where the last trained classifier is).
 
     Returns:
-        ``checkpoint``, ``source``, ``model_sha256``, ``model_version`` (registry version or
-        run, where known), ``threshold`` (a calibrated confidence when the model has a
-        calibration), ``threshold_source``, ``calibration`` (eval's, for these weights, or the
-        registered version's; the identity when neither), ``grading_thresholds`` (eval's count
-        correction for these weights; ``None``: the rule's), ``grade_model`` (what eval chose to
-        grade these weights' photos; ``{}``: none), ``grade_classifier`` (the classifier's
-        checkpoint when the grade model reads it; ``""`` otherwise) and ``warning`` (the registered
-        version was trained on synthetic photos; "" otherwise).
+        A ``ModelChoice`` as JSON (what ``prediction_model`` saves).
+
+    Raises:
+        GradeRuleMismatch: the record was made under another grading rule.
     """
     checkpoint, source = resolve_model(params.model, Path(weights))
     sha = sha256_of(checkpoint)
-    version = model_version_tag(params.model, sha)
+    asked = GradingRule.from_params(grading)
+    record, version = records.for_model(params.model, sha, asked)
+    record = record or ModelRecord.default(sha, asked, model_source=source)
+    grade_model = record.grader(asked)  # refused now, before any photo is predicted
     if params.threshold is not None:
         threshold, origin = params.threshold, "predict.threshold"
-    elif model_threshold.get("model_sha256") == sha:
-        threshold, origin = (
-            float(model_threshold["threshold"]),
-            f"eval's operating point ({model_threshold.get('rule')})",
+    elif record.has_operating_point:
+        threshold = record.threshold
+        origin = (
+            f"eval's operating point ({record.threshold_rule})" if record == records.local else f"registered {version}"
         )
-    elif version.get("operating_threshold"):
-        threshold, origin = float(version["operating_threshold"]), f"registered {version['model_version']}"
     else:
         threshold, origin = params.default_threshold, "predict.default_threshold"
         logger.warning(
@@ -93,36 +95,21 @@ def choose_model(
             source,
             threshold,
         )
-    if model_threshold.get("model_sha256") == sha:  # calibration and grading eval fitted for these very weights
-        calibration = Calibration.from_dict(model_threshold.get("calibration"))
-        grading_thresholds = model_threshold.get("grading_thresholds")
-        grade_model = model_threshold.get("grade_model") or {}
-    else:
-        calibration = Calibration.from_dict(json.loads(version.get("calibration") or "{}"))
-        grading_thresholds = json.loads(version.get("grading_thresholds") or "null")
-        grade_model = json.loads(version.get("grade_model") or "{}")
-    # a model whose grades were made under another rule is refused now, before any photo is predicted
-    deployed_grade_model({"grade_model": grade_model, "grading_thresholds": grading_thresholds}, grading)
-    logger.info("Predicting with %s at confidence >= %.2f (%s)", source, threshold, origin)
-    if calibration.warning:
-        logger.warning("%s: %s", source, calibration.warning)
-    warning = SYNTHETIC_WARNING if version.get("trained_on") == "synthetic" else ""
-    if warning:
-        logger.warning("%s: %s", version.get("model_version", source), warning)
-    info = {
-        "checkpoint": str(checkpoint),
-        "source": source,
-        "model_sha256": sha,
-        "model_version": version.get("model_version", source),
-        "threshold": threshold,
-        "threshold_source": origin,
-        "calibration": calibration.to_dict(),
-        "grading_thresholds": grading_thresholds,  # None: the grading rule's own
-        "grade_model": grade_model,  # {}: none chosen for these weights (the count rule grades)
-        "warning": warning,
-    }
-    info["grade_classifier"] = _find_classifier(grade_model, checkpoint, grade_classifier or {})
-    return info
+    choice = ModelChoice(
+        checkpoint=str(checkpoint),
+        source=source,
+        model_version=version or source,
+        threshold=threshold,
+        threshold_source=origin,
+        grade_classifier=_find_classifier(record.grade_model, checkpoint, grade_classifier or {}),
+        record=record,
+    )
+    logger.info(
+        "Predicting with %s at confidence >= %.2f (%s), graded by %s", source, threshold, origin, grade_model.describe()
+    )
+    for warning in record.warnings():
+        logger.warning("%s: %s", choice.model_version, warning)
+    return choice.model_dump(mode="json")
 
 
 def _find_classifier(grade_model: dict[str, Any], checkpoint: Path, record: dict[str, Any]) -> str:
@@ -143,45 +130,188 @@ def _find_classifier(grade_model: dict[str, Any], checkpoint: Path, record: dict
     return str(found) if found else ""
 
 
-def _load_for_runtime(checkpoint: Path, params: PredictParams) -> tuple[Any, int, str]:
-    """The model on ``predict.runtime``. An INT8 export is calibrated on the model's training
-    photos, so it is made where they are (``register`` makes it, in ``kedro run``); when it was
-    never made and cannot be here, prediction runs on OpenVINO fp32 and says so."""
-    try:
-        model, imgsz = load_detector(checkpoint, runtime=params.runtime, imgsz=params.imgsz)
-        return model, imgsz, params.runtime
-    except ValueError as err:
-        if params.runtime != "openvino-int8":
-            raise
-        logger.warning("%s. Predicting on OpenVINO fp32 instead.", err)
-        model, imgsz = load_detector(checkpoint, runtime="openvino", imgsz=params.imgsz)
-        return model, imgsz, "openvino"
-
-
 def predict_new_photos(
-    photos: Photos, model_info: dict[str, Any], params: PredictParams
+    photos: Photos,
+    model_info: dict[str, Any],
+    params: PredictParams,
+    distributed: DistributedParams = _ONE_PROCESS,  # frozen: one shared default is safe
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Check every file, predict every good photo (streamed, in batches, sliced when large).
+    """Check every file, predict every good photo (in batches, sliced when large) with the
+    deployed model's ``Predictor``: in this process, or on Ray's actors (``model.batch``).
+
+    Finished batches are kept (``distributed.predict.parts``): a run stopped midway predicts only
+    the photos no kept batch holds. Ray is used from ``distributed.predict.min_photos`` photos
+    on (``engine: auto``), on the cluster ``distributed.address`` or ``RAY_ADDRESS`` names, else
+    on a local instance; ``engine`` forces one process (``local``) or Ray (``ray``).
 
     Args:
         photos: the folder's files (``PhotoFolder``).
         model_info: ``choose_model``'s result.
         params: the ``predict`` parameters.
+        distributed: the ``distributed`` parameters (default: one process, nothing kept).
 
     Returns:
         The lesions counted (``inference.PREDICTION_COLUMNS``, ``image`` the photo's path in the
         folder, boxes in its own pixels as displayed, calibrated ``confidence`` at or above the
         threshold), and one row per file that is or looks like a photo: ``status``
-        ``predicted`` or ``skipped`` with ``reason`` and ``detail``, size, ``sliced`` and, for a
-        predicted photo, ``candidates`` (its detections down to the calibration's floor: what
-        its grade probabilities come from). Annotation files beside the photos are not listed (the log counts them).
+        ``predicted`` or ``skipped`` with ``reason`` and ``detail``, size, ``sliced``, ``node``
+        (the Ray node that predicted it; empty in one process) and, for a predicted photo,
+        ``candidates`` (its detections down to the calibration's floor: what its grade
+        probabilities come from) and the grade classifier's scores where the grade model reads
+        them. A photo that fails is ``skipped`` with reason ``prediction failed``. Annotation
+        files beside the photos are not listed (the log counts them).
     """
-    model, imgsz, runtime = _load_for_runtime(Path(model_info["checkpoint"]), params)
+    choice = ModelChoice.model_validate(model_info)
     device, device_name = detect_device(params.device)
-    calibration = Calibration.from_dict(model_info.get("calibration"))
-    settings = InferenceSettings.from_params(
-        params, imgsz=imgsz, conf=calibration.detector_floor(model_info["threshold"]), device=device
+    predictor = Predictor.load(
+        choice.record,
+        Path(choice.checkpoint),
+        params,
+        threshold=choice.threshold,
+        device=device,
+        classifier=choice.grade_classifier or None,
     )
+    rows, good = _check_files(photos)
+    logger.info(
+        "Predicting %d photos on %s (%s, %s) at %d px, slicing %s; %d files skipped",
+        len(good),
+        device,
+        device_name,
+        predictor.runtime,
+        predictor.settings.imgsz,
+        predictor.settings.slicing,
+        len(rows),
+    )
+    jobs = [PhotoJob.of(f.relative_to(photos.root).as_posix(), f) for f, _ in good]
+    done = _predict_photos(predictor, choice, jobs, params, distributed)
+    lesions, scores = [], {}
+    for (f, probe), job in zip(good, jobs, strict=True):
+        row, (w, h) = done[job.key], (int(probe["width"]), int(probe["height"]))
+        if row["error"]:
+            rows.append(_photo_row(photos.root, f, "prediction failed", row["error"]))
+            continue
+        lesions.append(boxes_of(row, "counted"))
+        scores[job.key] = json.loads(row["scores"])
+        rows.append(
+            {
+                **_photo_row(photos.root, f, "", ""),
+                "status": "predicted",
+                "width": w,
+                "height": h,
+                "sliced": needs_slicing(w, h, predictor.settings),
+                "node": row["node"],
+                "candidates": boxes_of(row, "candidates"),
+            }
+        )
+    table = pd.DataFrame(rows, columns=[*PHOTO_COLUMNS, "node", "candidates"]).sort_values("photo", ignore_index=True)
+    table["node"] = table["node"].fillna("")
+    if any(s is not None for s in scores.values()):  # the grade model's second signal, scored on the same photos
+        table = table.join(pd.DataFrame.from_dict(scores, orient="index").rename_axis("image"), on="photo")
+    found = pd.concat(lesions, ignore_index=True) if lesions else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return found[PREDICTION_COLUMNS], table
+
+
+def _predict_photos(
+    predictor: Predictor,
+    choice: ModelChoice,
+    jobs: list[PhotoJob],
+    params: PredictParams,
+    distributed: DistributedParams,
+) -> dict[str, dict[str, Any]]:
+    """Every photo's row (``model.batch.predict_batch``), by key: from the kept batches, then
+    from this process or Ray, each new batch kept as it finishes."""
+    settings = distributed.predict
+    parts = None
+    if settings.parts:
+        fingerprint = {
+            "record": choice.record.to_json(),
+            "threshold": choice.threshold,
+            "predict": params.model_dump(mode="json", exclude={"annotated_max_side", "report_thumb_side", "device"}),
+            "runtime": predictor.runtime,
+            "imgsz": predictor.settings.imgsz,
+        }
+        parts = PartsFolder(settings.parts, fingerprint)
+    done = parts.finished(jobs) if parts else {}
+    if done:
+        logger.info("Resuming: %d of %d photos were predicted by an earlier run (%s)", len(done), len(jobs), parts.path)
+    todo = [job for job in jobs if job.key not in done]
+    engine = _engine(settings, len(todo))
+    with progress_bar() as bar:
+        task = bar.add_task(f"Predicting {len(todo)} photos" + (" on Ray" if engine == "ray" else ""), total=len(todo))
+
+        def keep(batch: list[dict[str, Any]]) -> None:
+            fresh = [row for row in batch if row["photo"] not in done]
+            if parts and fresh:
+                parts.add(fresh)
+            done.update({row["photo"]: row for row in fresh})
+            bar.advance(task, len(fresh))
+
+        if engine == "ray":
+            _predict_on_ray(predictor, choice, params, distributed, todo, done=done, keep=keep)
+        else:
+            predict_in_process(predictor, todo, batch_photos=settings.batch_photos, on_batch=keep)
+    return done
+
+
+def _engine(settings: BatchPredictParams, photos: int) -> str:
+    """``ray`` or ``local``, as ``distributed.predict.engine`` says (``auto``: by the folder's size).
+
+    Raises:
+        ImportError: ``engine: ray`` without Ray installed.
+    """
+    if settings.engine == "ray" and not ray_installed():
+        raise ImportError(
+            'distributed.predict.engine is "ray" and Ray is not installed: pip install -e ".[ray]", '
+            "or set engine: auto (conf/<env>/parameters_distributed.yml)"
+        )
+    if settings.engine != "auto" or photos == 0:
+        return settings.engine if photos else "local"
+    if photos < settings.min_photos:
+        return "local"
+    if not ray_installed():
+        logger.info('%d photos in one process: Ray would spread them (pip install -e ".[ray]")', photos)
+        return "local"
+    return "ray"
+
+
+def _predict_on_ray(
+    predictor: Predictor,
+    choice: ModelChoice,
+    params: PredictParams,
+    distributed: DistributedParams,
+    todo: list[PhotoJob],
+    *,
+    done: dict[str, dict[str, Any]],
+    keep: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    settings = distributed.predict
+    model = ModelFiles.of(predictor, Path(choice.checkpoint), params, choice.grade_classifier or None)
+    with ray_session(distributed.address) as session:
+        logger.info(
+            "Ray at %s: %d nodes, %g CPUs; actors of %g CPU, %g GPU; batches of %d photos",
+            session.address,
+            len(session.nodes()),
+            session.cpus(),
+            settings.cpus_per_actor,
+            settings.gpus_per_actor,
+            settings.batch_photos,
+        )
+        predict_on_ray(
+            model,
+            todo,
+            actors=settings.actors,
+            batch_photos=settings.batch_photos,
+            cpus_per_actor=settings.cpus_per_actor,
+            gpus_per_actor=settings.gpus_per_actor,
+            attempts=settings.attempts,
+            finished=lambda: set(done),
+            on_batch=keep,
+        )
+
+
+def _check_files(photos: Photos) -> tuple[list[dict[str, Any]], list[tuple[Path, dict[str, Any]]]]:
+    """The folder's files that cannot be predicted (a row each, with the reason), and the photos
+    that can, with their header's probe."""
     rows, good = [], []
     for f in photos.unsupported:
         rows.append(
@@ -200,55 +330,7 @@ def predict_new_photos(
             rows.append(_photo_row(photos.root, f, probe["image_problem"], probe["image_detail"]))
         else:
             good.append((f, probe))
-    logger.info(
-        "Predicting %d photos on %s (%s, %s) at %d px, slicing %s; %d files skipped",
-        len(good),
-        device,
-        device_name,
-        runtime,
-        settings.imgsz,
-        settings.slicing,
-        len(rows),
-    )
-    lesions, candidates = [], {}
-    keyed = [(f.relative_to(photos.root).as_posix(), f) for f, _ in good]
-    with progress_bar() as bar:
-        task = bar.add_task(f"Predicting {len(good)} photos", total=len(good))
-        for key, found in iter_predictions(model, keyed, settings):
-            counted, candidate = calibration.split(
-                pd.DataFrame(found, columns=PREDICTION_COLUMNS), model_info["threshold"]
-            )
-            lesions.append(counted)
-            candidates[key] = candidate
-            bar.advance(task)
-    for f, probe in good:
-        w, h = int(probe["width"]), int(probe["height"])
-        rows.append(
-            {
-                **_photo_row(photos.root, f, "", ""),
-                "status": "predicted",
-                "width": w,
-                "height": h,
-                "sliced": needs_slicing(w, h, settings),
-                "candidates": candidates[f.relative_to(photos.root).as_posix()],
-            }
-        )
-    table = pd.DataFrame(rows, columns=[*PHOTO_COLUMNS, "candidates"]).sort_values("photo", ignore_index=True)
-    if model_info.get("grade_classifier") and keyed:  # the grade model's second signal, scored on the same photos
-        from ultralytics import YOLO
-
-        from acne_detection.core.grade_classifier import grade_scores
-
-        grade_model = model_info["grade_model"]
-        scores = grade_scores(
-            YOLO(model_info["grade_classifier"], task="classify"),
-            keyed,
-            n_grades=len(grade_model["names"]),
-            imgsz=int(grade_model["classifier"].get("imgsz", 224)),
-        )
-        table = table.join(scores, on="photo")
-    found = pd.concat(lesions, ignore_index=True) if lesions else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return found[PREDICTION_COLUMNS], table
+    return rows, good
 
 
 def _photo_row(root: Path, f: Path, reason: str, detail: str) -> dict[str, Any]:
@@ -261,28 +343,6 @@ def _photo_row(root: Path, f: Path, reason: str, detail: str) -> dict[str, Any]:
         "height": 0,
         "sliced": False,
     }
-
-
-def deployed_grade_model(model_info: dict[str, Any], grading: GradingParams) -> GradeModel:
-    """What grades this model's photos: the grade model eval chose for it, else the count rule
-    (with eval's count correction for it, if any). Never one made under another rule.
-
-    Raises:
-        GradeRuleMismatch: the model's grades were made under a rule other than ``grading``'s,
-            naming both.
-    """
-    asked = GradingRule.from_params(grading)
-    stored = GradeModel.from_dict(model_info.get("grade_model"))
-    if stored is None:
-        corrected = model_info.get("grading_thresholds")
-        if corrected and len(corrected) != len(asked.rule_thresholds):
-            raise GradeRuleMismatch(
-                f"this model's count correction {list(corrected)} was made under another grading rule than "
-                f"'{asked.legend()}'. Run `kedro run --pipeline eval` under this rule, or predict under the model's."
-            )
-        stored = GradeModel.rule(GradingRule.from_params(grading, corrected))
-    stored.check_rule(asked)
-    return stored
 
 
 def summarise_photos(
@@ -301,7 +361,7 @@ def summarise_photos(
         ``lesions`` (the counted classes' total), ``grade`` and ``grade_name`` (the most probable
         grade under the model's probabilities), ``p.<grade name>`` and ``grade_probabilities``
         ("moderate 72 %, severe 26 %": the grade model's, from the photo's calibrated
-        detections; ``deployed_grade_model``), ``width``,
+        detections; the model records grade model, ``model.predictor.grade_photos``), ``width``,
         ``height``, ``sliced``, ``model``, ``threshold``), the skipped files with their reason,
         and MLflow metrics (photos predicted and skipped, lesions, photos per grade).
     """
@@ -311,33 +371,31 @@ def summarise_photos(
     summary = predicted[["photo"]].copy()
     for cls in classes:
         summary[cls] = summary.photo.map(per_class[cls]).fillna(0).astype(int)
-    model = deployed_grade_model(model_info, grading)
-    rule = model.grading_rule
-    summary["lesions"] = rule.count(lesions, summary.photo)
+    choice = ModelChoice.model_validate(model_info)
     empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
     candidates = [c if isinstance(c, pd.DataFrame) else empty for c in predicted.get("candidates", [])]
     sides = pd.Series(
         np.sqrt(predicted.width.astype(float) * predicted.height.astype(float)).to_numpy(), index=predicted.photo
     )
     scored = [c for c in predicted.columns if str(c).startswith(SCORE_PREFIX)]
-    scores = predicted.set_index("photo")[scored] if scored else None
-    probabilities = model.probabilities(
-        pd.concat([empty, *candidates], ignore_index=True), summary.photo, sides, scores
+    graded = grade_photos(
+        choice.record.grader(GradingRule.from_params(grading)),
+        lesions,
+        pd.concat([empty, *candidates], ignore_index=True),
+        list(summary.photo),
+        sides,
+        predicted.set_index("photo")[scored] if scored else None,
     )
-    summary["grade"] = model.grades(probabilities)  # the most probable grade: one answer with its probabilities
-    summary["grade_name"] = summary.grade.map(dict(enumerate(rule.names)))
-    for k, name in enumerate(rule.names):
-        summary[f"p.{name}"] = probabilities[:, k].round(4)
-    summary["grade_probabilities"] = [describe_grade_probabilities(row, rule.names) for row in probabilities]
+    summary = summary.join(graded.drop(columns="photo"))  # one answer: the most probable grade, with its probabilities
     summary = summary.join(predicted[["width", "height", "sliced"]])
-    summary["model"] = model_info["model_version"]
-    summary["threshold"] = model_info["threshold"]
+    summary["model"] = choice.model_version
+    summary["threshold"] = choice.threshold
     skipped = photo_table[photo_table.status == "skipped"][["photo", "reason", "detail"]].reset_index(drop=True)
     metrics = {
         "photos_predicted": len(summary),
         "photos_skipped": len(skipped),
         "lesions": int(summary.lesions.sum()),
-        "threshold": float(model_info["threshold"]),
+        "threshold": float(choice.threshold),
         **{f"photos_graded.{name}": int((summary.grade == k).sum()) for k, name in enumerate(grading.names)},
     }
     for row in skipped.itertuples():

@@ -13,13 +13,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 choose_model,
-                ["trained_weights", "model_threshold", "params:predict", "params:grading", "grade_classifier"],
+                ["trained_weights", "model_record", "params:predict", "params:grading", "grade_classifier"],
                 "prediction_model",
                 name="choose_model",
             ),
             node(
                 predict_new_photos,
-                ["new_photos", "prediction_model", "params:predict"],
+                ["new_photos", "prediction_model", "params:predict", "params:distributed"],
                 ["predicted_lesions", "predicted_files"],
                 name="predict_new_photos",
             ),

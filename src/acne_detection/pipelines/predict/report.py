@@ -13,11 +13,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from acne_detection.core.calibration import Calibration
 from acne_detection.core.grading import GradingRule
 from acne_detection.core.inference import load_photo
 from acne_detection.core.params import GradingParams, PredictParams
 from acne_detection.datasets.photo_folder import Photos
+from acne_detection.model.predictor import ModelChoice
 
 _COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
 
@@ -72,6 +72,23 @@ def _output_name(photo: str) -> str:
     return photo.replace("/", "__").rsplit(".", 1)[0] + ".jpg"
 
 
+# ``summarise_photos``' columns that are not a per-class lesion count (nor ``p.<grade>``, a probability)
+_NOT_COUNTS = frozenset(
+    {
+        "photo",
+        "lesions",
+        "grade",
+        "grade_name",
+        "grade_probabilities",
+        "width",
+        "height",
+        "sliced",
+        "model",
+        "threshold",
+    }
+)
+
+
 def render_report(
     summary: pd.DataFrame,
     skipped: pd.DataFrame,
@@ -98,47 +115,16 @@ def render_report(
     rule = GradingRule.from_params(grading)
     grade_css = "".join(f".g{k}{{border-left-color:{c}}}" for k, c in enumerate(rule.colours()))
     files = {path.name: path for path in annotated}
-    counts = [
-        c
-        for c in summary.columns
-        if c
-        not in {
-            "photo",
-            "lesions",
-            "grade",
-            "grade_name",
-            "grade_probabilities",
-            "width",
-            "height",
-            "sliced",
-            "model",
-            "threshold",
-        }
-        and not c.startswith("p.")
+    counts = [c for c in summary.columns if c not in _NOT_COUNTS and not c.startswith("p.")]
+    cards = [
+        _photo_card(record, files[_output_name(record["photo"])], counts=counts, thumb_side=params.report_thumb_side)
+        for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records")
     ]
-    cards = []
-    for record in summary.sort_values(["grade", "lesions"], ascending=False).to_dict("records"):
-        row = pd.Series(record)
-        name = _output_name(row.photo)
-        thumb = Image.open(files[name])
-        thumb.thumbnail((params.report_thumb_side, params.report_thumb_side))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=80)
-        per_class = ", ".join(f"{c} {record[c]}" for c in counts)
-        cards.append(
-            f'<div class="card g{row.grade}"><a href="annotated/{html.escape(name)}">'
-            f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
-            f'alt="{html.escape(row.photo)}"></a>'
-            f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
-            f"<p>{_lesions(row.lesions)}{': ' + html.escape(per_class) if per_class else ''}</p>"
-            f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
-            f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
-        )
     skipped_rows = "".join(
         f"<tr><td>{html.escape(r.photo)}</td><td>{html.escape(r.reason)}</td><td>{html.escape(str(r.detail))}</td></tr>"
         for r in skipped.itertuples()
     )
-    warnings = [model_info.get("warning", ""), Calibration.from_dict(model_info.get("calibration")).warning]
+    warnings = ModelChoice.model_validate(model_info).record.warnings()
     warning = "".join(f"<p><b>{html.escape(w)}</b></p>" for w in warnings if w)
     thumb = params.report_thumb_side
     return f"""<!doctype html>
@@ -160,3 +146,23 @@ td,th{{border:1px solid #ccc;padding:.3em .6em}}</style>
 <table><tr><th>file</th><th>reason</th><th>detail</th></tr>{skipped_rows}</table>
 </body></html>
 """
+
+
+def _photo_card(record: dict[str, Any], annotated: Path, *, counts: list[str], thumb_side: int) -> str:
+    """One photo's card: its annotated copy's thumbnail (embedded, linking to the full copy), its
+    grade, lesion counts (per class: the ``counts`` columns) and grade probabilities, and its size."""
+    row = pd.Series(record)
+    thumb = Image.open(annotated)
+    thumb.thumbnail((thumb_side, thumb_side))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="JPEG", quality=80)
+    per_class = ", ".join(f"{c} {record[c]}" for c in counts)
+    return (
+        f'<div class="card g{row.grade}"><a href="annotated/{html.escape(annotated.name)}">'
+        f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
+        f'alt="{html.escape(row.photo)}"></a>'
+        f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
+        f"<p>{_lesions(row.lesions)}{': ' + html.escape(per_class) if per_class else ''}</p>"
+        f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
+        f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
+    )

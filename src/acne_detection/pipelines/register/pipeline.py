@@ -22,7 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "yolo_dataset",
                     "params:grading",
                     "params:predict",
-                    "model_threshold",
+                    "model_record",
                     "model_card",
                     "split_images",
                     "grade_classifier",

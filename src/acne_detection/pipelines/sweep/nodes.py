@@ -1,12 +1,13 @@
 """Nodes of the ``sweep`` pipeline: several training recipes on one split, chosen on validation.
 
-Each recipe trains in its own process (``worker.py``) as a child MLflow run of the sweep's
-run, opened and closed inside ``run_sweep`` (kedro-mlflow reopens the parent before every
-node, so a child must not outlive the node). A recipe's folder is named by a digest of
-everything that shapes its result (settings, share of photos, dataset, rules): a finished
-recipe is not trained again when the sweep is rerun, and an interrupted one resumes from its
-last epoch. ``budget_minutes`` bounds the training time of one sweep run: a recipe whose
-estimated time does not fit in what is left is skipped and says so.
+Each recipe is a child MLflow run of the sweep's run, opened and closed inside ``run_sweep``
+(kedro-mlflow reopens the parent before every node, so a child must not outlive the node), and
+trains as a Ray Tune trial, as many at once as the cluster holds, or, without Ray, one after
+another in this process (``runners.py``). A recipe's folder is named by a digest of everything
+that shapes its result (settings, share of photos, dataset, rules): a finished recipe is not
+trained again when the sweep is rerun, and an interrupted one resumes from its last epoch.
+``budget_minutes`` bounds the estimated training time of one sweep run: a recipe whose estimate
+does not fit in what is left is skipped and says so.
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import pickle
-import subprocess
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
 
-from acne_detection.core.params import EvalParams, GradingParams, SweepConfigParams, SweepParams, TrainParams
+from acne_detection.core.params import (
+    DistributedParams,
+    EvalParams,
+    GradingParams,
+    SweepConfigParams,
+    SweepParams,
+    TrainParams,
+)
 from acne_detection.datasets import PretrainedWeights, YoloDataset
+from acne_detection.framework.tracking import close_child_run, current_run_id, open_child_run
+from acne_detection.pipelines.sweep.runners import TrialOutcome, run_recipes
+from acne_detection.pipelines.sweep.trial import RecipeJob
 
 logger = logging.getLogger(__name__)
 
@@ -122,37 +128,152 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
-def _open_child(parent: str | None, name: str, params: dict[str, Any], tags: dict[str, str]) -> str | None:
-    """A child run of the sweep's run (``None`` when the sweep is not tracked)."""
-    if not parent:
-        return None
-    client = mlflow.tracking.MlflowClient()
-    experiment = client.get_run(parent).info.experiment_id
-    child = client.create_run(
-        experiment, run_name=f"sweep:{name}", tags={"mlflow.parentRunId": parent, "sweep.recipe": name, **tags}
+@dataclass(frozen=True)
+class _Recipe:
+    """One recipe made ready to run: its settings, folder and share of the photos, and what it
+    reports (its row of the results table, the params of its child run)."""
+
+    name: str
+    overrides: dict[str, Any]  # the recipe's own ``train`` settings, as written in ``sweep.configs``
+    settings: TrainParams
+    folder: Path
+    subset: YoloDataset
+    n_train: int
+    area: float  # (imgsz / REFERENCE_PX)², the scale of its time per photo-epoch
+    row: dict[str, Any]
+    params: dict[str, Any]
+
+    def minutes(self, seconds_per_photo: float) -> float:
+        """Its estimated training time at ``seconds_per_photo`` per photo-epoch at ``REFERENCE_PX``."""
+        return self.settings.epochs * self.n_train * self.area * seconds_per_photo / 60
+
+    def seconds_per_photo(self, result: dict[str, Any]) -> float:
+        """The time per photo-epoch at ``REFERENCE_PX`` its finished training (``result.json``) took."""
+        return result["train_minutes"] * 60 / max(result["epochs_run"] * self.n_train * self.area, 1)
+
+
+def _prepare_recipe(
+    config: SweepConfigParams,
+    dataset: YoloDataset,
+    split_images: pd.DataFrame,
+    *,
+    workdir: Path,
+    train: TrainParams,
+    checkpoint_every: int,
+    eval_params: EvalParams,
+    grading: GradingParams,
+) -> _Recipe:
+    """A recipe's settings, its folder (named by ``recipe_key``) and its training subset."""
+    settings = recipe_settings(train, config)
+    key = recipe_key(settings, config.train_fraction, dataset.manifest_sha256(), checkpoint_every, eval_params, grading)
+    folder = workdir / f"{config.name}-{key}"
+    subset = training_subset(dataset, split_images, config.train_fraction, settings.seed, folder / "subset")
+    n_train = int((subset.manifest.split == "train").sum())
+    row: dict[str, Any] = {
+        "recipe": config.name,
+        "train_fraction": config.train_fraction,
+        "train_photos": n_train,
+        "imgsz": settings.imgsz,
+        "epochs": settings.epochs,
+        "freeze": settings.freeze,
+        "optimizer": settings.optimizer,
+        "lr0": settings.lr0,
+        "mosaic": settings.augment.mosaic,
+        "close_mosaic": settings.augment.close_mosaic,
+        "overrides": json.dumps(config.train, sort_keys=True),
+        "folder": str(folder),
+    }
+    params = {
+        **_flat("train", settings.model_dump(mode="json")),
+        "train_fraction": config.train_fraction,
+        "train_photos": n_train,
+    }
+    area = (settings.imgsz / REFERENCE_PX) ** 2
+    return _Recipe(config.name, config.train, settings, folder, subset, n_train, area, row, params)
+
+
+def _open_recipe_run(parent: str | None, recipe: _Recipe, status: str) -> str | None:
+    """The recipe's child run of the sweep's run (``None`` when the sweep is not tracked)."""
+    tags = {"sweep.recipe": recipe.name, "sweep.status": status}
+    return open_child_run(parent, run_name=f"sweep:{recipe.name}", params=recipe.params, tags=tags)
+
+
+def _reuse_recipe(recipe: _Recipe, parent: str | None) -> dict[str, Any]:
+    """The row of a recipe an earlier sweep run finished, logged again as a child run with its curve."""
+    result = json.loads((recipe.folder / "result.json").read_text())
+    child = _open_recipe_run(parent, recipe, "reused")
+    history_file = recipe.folder / "history.csv"
+    history = pd.read_csv(history_file) if history_file.exists() else None
+    series = (  # its curve again, per epoch
+        {"metrics/mAP50B": list(zip(history.epoch, history["metrics/mAP50(B)"], strict=True))}
+        if history is not None and "metrics/mAP50(B)" in history
+        else {}
     )
-    items = list(params.items())
-    for start in range(0, len(items), 90):  # MLflow takes 100 params a batch at most
-        client.log_batch(
-            child.info.run_id,
-            params=[mlflow.entities.Param(k, str(v)[:500]) for k, v in items[start : start + 90]],
-        )
-    return child.info.run_id
+    close_child_run(child, metrics=result, status="FINISHED", series=series)
+    return {**recipe.row, "status": "reused (trained by an earlier sweep run)", **result, "child_run_id": child}
 
 
-def _close_child(run_id: str | None, metrics: dict[str, float], history: pd.DataFrame | None, status: str) -> None:
-    if not run_id:
-        return
-    client = mlflow.tracking.MlflowClient()
-    stamp = int(time.time() * 1000)
-    batch = [mlflow.entities.Metric(k, float(v), stamp, 0) for k, v in metrics.items() if isinstance(v, int | float)]
-    if history is not None and "metrics/mAP50(B)" in history:  # a reused result: its curve again, per epoch
-        for epoch, value in zip(history.epoch, history["metrics/mAP50(B)"], strict=True):
-            batch.append(mlflow.entities.Metric("metrics/mAP50B", float(value), stamp, int(epoch)))
-    batch = [m for m in batch if np.isfinite(m.value)]
-    for start in range(0, len(batch), 900):
-        client.log_batch(run_id, metrics=batch[start : start + 900])
-    client.set_terminated(run_id, status)
+def _recipe_job(recipe: _Recipe, run_id: str | None, shared: dict[str, Any]) -> RecipeJob:
+    """What a trial needs to train and measure ``recipe``, logging into ``run_id``."""
+    return RecipeJob(
+        name=recipe.name,
+        folder=recipe.folder,
+        dataset=recipe.subset,
+        settings=recipe.settings,
+        run_id=run_id,
+        **shared,
+    )
+
+
+def _trained_row(recipe: _Recipe, child: str | None, outcome: TrialOutcome) -> dict[str, Any]:
+    """A trained recipe's row, its child run closed with its metrics and the node it ran on."""
+    tags = {"sweep.node_id": outcome.node_id} if outcome.node_id else {}
+    where = {"child_run_id": child, "node_id": outcome.node_id}
+    if outcome.result is None:
+        reason = f"failed: {outcome.error} (its log is above)"
+        logger.error("Sweep recipe '%s' %s", recipe.name, reason)
+        close_child_run(child, metrics={}, status="FAILED", tags=tags)
+        return {**recipe.row, "status": reason, **where}
+    close_child_run(child, metrics=outcome.result, status="FINISHED", tags=tags)
+    return {**recipe.row, "status": "trained", **outcome.result, **where}
+
+
+def _measured_rate(recipes: list[_Recipe], first_guess: float) -> float:
+    """Seconds per photo-epoch at ``REFERENCE_PX``: the median of what recipes an earlier sweep
+    run finished took, else ``first_guess`` (``sweep.seconds_per_photo``)."""
+    rates = [
+        recipe.seconds_per_photo(json.loads((recipe.folder / "result.json").read_text()))
+        for recipe in recipes
+        if (recipe.folder / "result.json").exists()
+    ]
+    return float(np.median(rates)) if rates else first_guess
+
+
+def _plan(recipes: list[_Recipe], sweep: SweepParams) -> tuple[list[_Recipe], list[_Recipe], dict[str, dict[str, Any]]]:
+    """Which recipes are reused, which trained, which skipped (their rows), in ``sweep.configs``
+    order: a recipe is trained while the estimated minutes of those before it leave room for
+    its own. The plan is made before any trial starts, as trials may all run at once."""
+    rate = _measured_rate(recipes, sweep.seconds_per_photo)
+    reused, trained, skipped, planned = [], [], {}, 0.0
+    for recipe in recipes:
+        estimate = recipe.minutes(rate)
+        if (recipe.folder / "result.json").exists():
+            reused.append(recipe)
+        elif planned + estimate > sweep.budget_minutes:
+            reason = f"skipped: needs ~{estimate:.0f} min, {sweep.budget_minutes - planned:.0f} min of the budget left"
+            logger.warning("Sweep recipe '%s' %s", recipe.name, reason)
+            skipped[recipe.name] = {**recipe.row, "status": reason, "estimated_minutes": estimate}
+        else:
+            planned += estimate
+            trained.append(recipe)
+            logger.info(
+                "Sweep recipe '%s' (%d training photos, ~%.0f min): %s",
+                recipe.name,
+                recipe.n_train,
+                estimate,
+                recipe.overrides,
+            )
+    return reused, trained, skipped
 
 
 def run_sweep(
@@ -164,9 +285,10 @@ def run_sweep(
     train: TrainParams,
     eval_params: EvalParams,
     grading: GradingParams,
+    distributed: DistributedParams = DistributedParams(),  # frozen: one shared default is safe
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train each recipe of ``sweep.configs`` in order, while the budget lasts, and measure each
-    on the validation split.
+    """Train the recipes of ``sweep.configs`` that the budget holds, as Ray Tune trials (or one
+    after another in this process, without Ray), and measure each on the validation split.
 
     Args:
         dataset: the YOLO dataset (one split for every recipe).
@@ -177,99 +299,49 @@ def run_sweep(
         train: the ``train`` parameters each recipe overrides.
         eval_params: the operating point's rule, IoU and confidence floor (as eval measures).
         grading: the grading rule.
+        distributed: where Ray runs (``address``: a cluster; ``None``: ``RAY_ADDRESS``, else a
+            local instance).
 
     Returns:
-        One row per recipe (``status``: trained, reused, skipped or failed, with the reason;
-        its settings and validation metrics; ``child_run_id``), and the learning curves: per
-        recipe and epoch, Ultralytics' validation mAP@50 and, at the kept checkpoints, the
-        project's validation mAP@50 and grading accuracy.
+        One row per recipe, in ``sweep.configs`` order (``status``: trained, reused, skipped or
+        failed, with the reason; its settings and validation metrics; ``child_run_id``; the Ray
+        ``node_id`` it trained on), and the learning curves: per recipe and epoch, Ultralytics'
+        validation mAP@50 and, at the kept checkpoints, the project's validation mAP@50 and
+        grading accuracy.
     """
-    parent = mlflow.active_run().info.run_id if mlflow.active_run() else None
+    parent = current_run_id()
     workdir = Path(sweep.workdir).resolve()  # Ultralytics puts a relative project under its own runs/
-    val_truth = ground_truth[ground_truth.split == "val"]
-    true_grades = split_images.set_index("image_id")["grade"]
-    seconds_per_photo, spent, rows, curves = sweep.seconds_per_photo, 0.0, [], []
-    for config in sweep.configs:
-        settings = recipe_settings(train, config)
-        key = recipe_key(
-            settings, config.train_fraction, dataset.manifest_sha256(), sweep.checkpoint_every, eval_params, grading
+    recipes = [
+        _prepare_recipe(
+            config,
+            dataset,
+            split_images,
+            workdir=workdir,
+            train=train,
+            checkpoint_every=sweep.checkpoint_every,
+            eval_params=eval_params,
+            grading=grading,
         )
-        folder = workdir / f"{config.name}-{key}"
-        subset = training_subset(dataset, split_images, config.train_fraction, settings.seed, folder / "subset")
-        n_train = int((subset.manifest.split == "train").sum())
-        area = (settings.imgsz / REFERENCE_PX) ** 2
-        estimate = settings.epochs * n_train * area * seconds_per_photo / 60
-        row: dict[str, Any] = {
-            "recipe": config.name,
-            "train_fraction": config.train_fraction,
-            "train_photos": n_train,
-            "imgsz": settings.imgsz,
-            "epochs": settings.epochs,
-            "freeze": settings.freeze,
-            "optimizer": settings.optimizer,
-            "lr0": settings.lr0,
-            "mosaic": settings.augment.mosaic,
-            "close_mosaic": settings.augment.close_mosaic,
-            "overrides": json.dumps(config.train, sort_keys=True),
-            "folder": str(folder),
-        }
-        params = {
-            **_flat("train", settings.model_dump(mode="json")),
-            "train_fraction": config.train_fraction,
-            "train_photos": n_train,
-        }
-        result_file = folder / "result.json"
-        if result_file.exists():
-            result = json.loads(result_file.read_text())
-            child = _open_child(parent, config.name, params, {"sweep.status": "reused"})
-            history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
-            _close_child(child, result, history, "FINISHED")
-            rows.append({**row, "status": "reused (trained by an earlier sweep run)", **result, "child_run_id": child})
-        elif spent + estimate > sweep.budget_minutes:
-            reason = f"skipped: needs ~{estimate:.0f} min, {sweep.budget_minutes - spent:.0f} min of the budget left"
-            logger.warning("Sweep recipe '%s' %s", config.name, reason)
-            rows.append({**row, "status": reason, "estimated_minutes": estimate})
-            continue
-        else:
-            logger.info(
-                "Sweep recipe '%s' (%d training photos, ~%.0f min): %s", config.name, n_train, estimate, config.train
-            )
-            child = _open_child(parent, config.name, params, {"sweep.status": "trained"})
-            job = {
-                "folder": str(folder),
-                "dataset": subset,
-                "pretrained": pretrained,
-                "train": settings,
-                "eval": eval_params,
-                "grading": grading,
-                "val_truth": val_truth,
-                "true_grades": true_grades,
-                "checkpoint_every": sweep.checkpoint_every,
-                "run_id": child,
-                "tracking_uri": mlflow.get_tracking_uri() if child else None,
-            }
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "job.pkl").write_bytes(pickle.dumps(job))
-            started = time.monotonic()
-            done = subprocess.run(
-                [sys.executable, "-m", "acne_detection.pipelines.sweep.worker", str(folder / "job.pkl")],
-                env={**os.environ, "PYTHONPATH": os.pathsep.join([p for p in sys.path if p])},
-                check=False,
-            )
-            spent += (time.monotonic() - started) / 60
-            if done.returncode != 0 or not result_file.exists():
-                reason = f"failed: the worker exited with {done.returncode} (its log is above)"
-                logger.error("Sweep recipe '%s' %s", config.name, reason)
-                _close_child(child, {}, None, "FAILED")
-                rows.append({**row, "status": reason})
-                continue
-            result = json.loads(result_file.read_text())
-            _close_child(child, result, None, "FINISHED")
-            rows.append({**row, "status": "trained", **result, "child_run_id": child})
-            seconds_per_photo = result["train_minutes"] * 60 / max(result["epochs_run"] * n_train * area, 1)
-        curves.append(_curves(config.name, folder))
-    results = pd.DataFrame(rows)
-    return results, (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+        for config in sweep.configs
+    ]
+    reused, trained, rows = _plan(recipes, sweep)
+    rows |= {recipe.name: _reuse_recipe(recipe, parent) for recipe in reused}
+    shared = {
+        "pretrained": pretrained,
+        "eval_params": eval_params,
+        "grading": grading,
+        "val_truth": ground_truth[ground_truth.split == "val"],
+        "true_grades": split_images.set_index("image_id")["grade"],
+        "checkpoint_every": sweep.checkpoint_every,
+    }
+    children = {recipe.name: _open_recipe_run(parent, recipe, "trained") for recipe in trained}
+    jobs = [_recipe_job(recipe, children[recipe.name], shared) for recipe in trained]
+    outcomes = run_recipes(jobs, sweep.resources, use_ray=sweep.use_ray, address=distributed.address)
+    rows |= {recipe.name: _trained_row(recipe, children[recipe.name], outcomes[recipe.name]) for recipe in trained}
+    ok = {recipe.name for recipe in reused} | {name for name, outcome in outcomes.items() if outcome.result is not None}
+    curves = [_curves(recipe.name, recipe.folder) for recipe in recipes if recipe.name in ok]
+    table = pd.DataFrame([rows[recipe.name] for recipe in recipes])
+    return table, (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
 
 
 def _curves(name: str, folder: Path) -> pd.DataFrame:

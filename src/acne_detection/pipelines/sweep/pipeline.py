@@ -21,6 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:train",
                     "params:eval",
                     "params:grading",
+                    "params:distributed",
                 ],
                 ["sweep_results", "sweep_curves"],
                 name="run_sweep",

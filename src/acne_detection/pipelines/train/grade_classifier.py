@@ -18,13 +18,13 @@ from acne_detection.core.grade_classifier import write_image_folders
 from acne_detection.core.params import GradeClassifierParams, GradingParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.datasets.weights import PretrainedWeights
-from acne_detection.pipelines.train.nodes import WithoutIntegrations
+from acne_detection.training.trainers import WithoutIntegrations
 
 logger = logging.getLogger(__name__)
 
 
 class ProjectClassificationTrainer(WithoutIntegrations, ClassificationTrainer):
-    """Ultralytics' classification trainer without its integrations (``train.nodes.WithoutIntegrations``)."""
+    """Ultralytics' classification trainer without its integrations (``training.trainers.WithoutIntegrations``)."""
 
 
 def _graded_photos(dataset: YoloDataset, split_images: pd.DataFrame) -> pd.DataFrame:
@@ -67,21 +67,54 @@ def train_grade_classifier(
     """
     record: dict[str, Any] = {"weights": "", "sha256": "", "imgsz": params.imgsz, "grades": len(grading.names)}
     photos = _graded_photos(dataset, split_images)
-    train = photos[photos.split == "train"]
     if not params.enabled:
         return {**record, "reason": "grade_classifier.enabled is false"}
-    if len(train) < params.min_photos or train.grade.nunique() < 2 or not (photos.split == "val").any():
-        reason = (
-            f"{len(train)} graded training photos of {train.grade.nunique()} grade(s) and "
-            f"{int((photos.split == 'val').sum())} graded validation photos: too few to train a grade classifier "
-            f"(grade_classifier.min_photos {params.min_photos}, two grades, one validation photo)"
-        )
-        logger.info("No grade classifier: %s", reason)
-        return {**record, "reason": reason}
-    from ultralytics import YOLO
-
+    too_few = _too_few_photos(photos, params)
+    if too_few:
+        logger.info("No grade classifier: %s", too_few)
+        return {**record, "reason": too_few}
     root = workdir / "grade_classifier"
     counts = write_image_folders(photos, root / "folders")
+    trainer = _fit_classifier(root, pretrained=pretrained, counts=counts, params=params)
+    best = root / "grade_classifier.pt"  # a name of its own beside the detector's weights, where both travel
+    shutil.copyfile(trainer.best, best)
+    top1 = float(trainer.metrics.get("metrics/accuracy_top1", float("nan")))
+    logger.info("Grade classifier: validation top-1 accuracy %.3f (%s)", top1, best)
+    return {
+        **record,
+        "weights": str(best),
+        "sha256": sha256_of(best),
+        "photos": counts,
+        "val_top1": top1,
+        "reason": f"trained on {counts.get('train', 0)} graded photos",
+    }
+
+
+def _too_few_photos(photos: pd.DataFrame, params: GradeClassifierParams) -> str:
+    """Why ``photos`` (``_graded_photos``' table) are too few to train on, or ``""`` when they are enough:
+    ``min_photos`` training photos of at least two grades, and one validation photo."""
+    train = photos[photos.split == "train"]
+    n_val = int((photos.split == "val").sum())
+    if len(train) >= params.min_photos and train.grade.nunique() >= 2 and n_val:
+        return ""
+    return (
+        f"{len(train)} graded training photos of {train.grade.nunique()} grade(s) and "
+        f"{n_val} graded validation photos: too few to train a grade classifier "
+        f"(grade_classifier.min_photos {params.min_photos}, two grades, one validation photo)"
+    )
+
+
+def _fit_classifier(
+    root: Path, *, pretrained: PretrainedWeights, counts: dict[str, int], params: GradeClassifierParams
+) -> ClassificationTrainer:
+    """Fine-tune the classifier on the image folders under ``root / "folders"``, writing into
+    ``root / "train"`` (emptied first).
+
+    Returns:
+        The finished trainer (its ``best`` checkpoint and validation ``metrics``).
+    """
+    from ultralytics import YOLO
+
     weights, origin = pretrained.resolve()
     model = YOLO("yolov8n-cls.yaml").load(str(weights))  # the backbone's weights; the head starts untrained
     device, device_name = detect_device(params.device)
@@ -111,15 +144,4 @@ def train_grade_classifier(
         plots=False,
         verbose=False,
     )
-    best = root / "grade_classifier.pt"  # a name of its own beside the detector's weights, where both travel
-    shutil.copyfile(model.trainer.best, best)
-    top1 = float(model.trainer.metrics.get("metrics/accuracy_top1", float("nan")))
-    logger.info("Grade classifier: validation top-1 accuracy %.3f (%s)", top1, best)
-    return {
-        **record,
-        "weights": str(best),
-        "sha256": sha256_of(best),
-        "photos": counts,
-        "val_top1": top1,
-        "reason": f"trained on {counts.get('train', 0)} graded photos",
-    }
+    return model.trainer

@@ -5,11 +5,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 from acne_detection.framework.tracking import to_mlflow_metrics
 from acne_detection.pipelines.train.grade_classifier import train_grade_classifier
 from acne_detection.pipelines.train.health import assess_training_health
-from acne_detection.pipelines.train.nodes import (
-    plot_training_curves,
-    report_training_health,
-    train_detector,
-)
+from acne_detection.pipelines.train.nodes import plot_training_curves, report_training_health
+from acne_detection.training.detector import train_detector
 
 
 def create_pipeline(**kwargs) -> Pipeline:

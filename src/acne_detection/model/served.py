@@ -5,8 +5,8 @@ get back each photo's lesions, count and severity grade.
 MLflow logs ``pyfunc_model.py`` (the "models from code" file, which only names this class) and
 the ``acne_detection`` package beside it (``code_paths``), so loading needs no pickled object
 and no install of this project, only its dependencies (Ultralytics, torch, pandas, Pillow, SAHI
-for sliced inference). The boxes come from ``acne_detection.core.inference.predict_boxes``, the
-function ``eval`` and ``predict`` use.
+for sliced inference). Its answers come from ``acne_detection.model.predictor.Predictor``, the
+predictor the ``predict`` pipeline uses.
 """
 
 from __future__ import annotations
@@ -36,110 +36,80 @@ OUTPUT_COLUMNS = list(OUTPUT_TYPES)
 
 
 class YoloDetector(mlflow.pyfunc.PythonModel):
-    """Wraps an Ultralytics checkpoint (the ``weights`` artifact).
+    """Wraps an Ultralytics checkpoint (the ``weights`` artifact) and its model record (the
+    model's configuration, ``ModelRecord.to_config``) in the project's ``Predictor``, the one
+    the predict pipeline uses.
 
     ``predict`` takes a DataFrame with an ``image`` column (file paths on the server) and/or an
     ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
     ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
     ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels),
-    ``grade_probabilities`` (JSON: each grade's probability under the grade model registered
-    with the weights, from the photo's calibrated detections; ``grade`` is the most probable),
-    ``threshold`` (the calibrated
-    confidence applied), ``model_sha256`` and ``run_id`` (the weights and
-    the run that produced them) and ``warning`` (a model trained on synthetic photos says so).
+    ``grade_probabilities`` (JSON: each grade's probability under the record's grade model, from
+    the photo's calibrated detections; ``grade`` is the most probable), ``threshold`` (the
+    calibrated confidence applied), ``model_sha256`` and ``run_id`` (the weights and the run that
+    registered them) and ``warning`` (a model trained on synthetic photos says so).
     A request that holds no usable photo is answered 400 with the reason in words (``photos_of``).
-    ``params``: ``conf`` (default: the operating point eval chose for these weights, carried in
-    the model's configuration and its signature), ``imgsz`` (0: the training size) and
-    ``slicing`` (``auto``, ``always``, ``never``). Tiles, overlap, merging and batch are the
-    ``predict`` settings registered with the model (``config["predict"]``), through the same
-    ``InferenceSettings.from_params`` the predict pipeline uses; the runtime too (the
-    ``runtime_model`` artifact: the weights exported for ``predict.runtime`` at registration).
+    ``params``: ``conf`` (default: the record's operating point, also the signature's default),
+    ``imgsz`` (0: the training size) and ``slicing`` (``auto``, ``always``, ``never``). Tiles,
+    overlap, merging, batch and the runtime are the record's ``predict`` settings (the
+    ``runtime_model`` artifact: the weights exported for that runtime at registration).
     """
 
     def load_context(self, context: Any) -> None:
-        from ultralytics import YOLO
-
         import acne_detection  # noqa: F401 - its import sets the privacy defaults, before Ultralytics reads them
-        from acne_detection.core.inference import model_imgsz
+        from acne_detection.core.params import PredictParams
+        from acne_detection.model.predictor import Predictor
+        from acne_detection.model.record import ModelRecord
 
-        self.config = dict(context.model_config or {})
-        weights = YOLO(context.artifacts["weights"])
-        self.imgsz = model_imgsz(weights)  # the training size, which an export does not carry
-        # the runtime predict was registered with (predict.runtime), exported at registration
+        self.record = ModelRecord.from_config(dict(context.model_config or {}))
         exported = context.artifacts.get("runtime_model")
-        self.model = YOLO(exported, task="detect") if exported else weights
-        # the whole-photo grade classifier, where the registered grade model reads it
-        classifier = context.artifacts.get("grade_classifier")
-        self.classifier = YOLO(classifier, task="classify") if classifier else None
+        self.predictor = Predictor.load(
+            self.record,
+            context.artifacts["weights"],
+            PredictParams.model_validate(
+                self.record.predict if exported else {**self.record.predict, "runtime": "torch"}
+            ),
+            exported=exported,
+            classifier=context.artifacts.get("grade_classifier"),
+        )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from pydantic import ValidationError
 
-        from acne_detection.core.calibration import Calibration
-        from acne_detection.core.grade_model import GradeModel
-        from acne_detection.core.grading import GradingRule
-        from acne_detection.core.inference import DEFAULT_THRESHOLD, InferenceSettings, predict_boxes
         from acne_detection.core.params import PredictParams
 
         params = params or {}
-        conf = params.get("conf")
-        threshold = float(conf if conf is not None else self.config.get("threshold", DEFAULT_THRESHOLD))
-        calibration = Calibration.from_dict(self.config.get("calibration"))
-        # how predict slices and merges, as registered with the model (a version registered before
-        # the model carried it: predict's defaults); a request may choose the slicing
-        registered = dict(self.config.get("predict") or {})
-        if params.get("slicing"):
-            registered["slicing"] = str(params["slicing"])
+        # how predict slices and merges, as the record says; a request may choose the slicing
+        asked = {**self.record.predict, **({"slicing": str(params["slicing"])} if params.get("slicing") else {})}
         try:
-            predict = PredictParams.model_validate(registered)
+            predict = PredictParams.model_validate(asked)
         except ValidationError as err:
             first = err.errors()[0]
             raise _bad_request(f"params: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-        settings = InferenceSettings.from_params(
-            predict,
-            imgsz=int(params.get("imgsz") or self.imgsz),
-            conf=calibration.detector_floor(threshold),
-            device="cpu",
+        conf = params.get("conf")
+        predictor = self.predictor.adjusted(
+            predict, threshold=None if conf is None else float(conf), imgsz=int(params.get("imgsz") or 0) or None
         )
         photos = photos_of(model_input)
         try:
-            boxes, candidates = calibration.split(predict_boxes(self.model, photos, settings), threshold)
+            boxes, graded = predictor.predict(photos, photo_sides(photos))
         except (ValueError, OSError) as err:  # a photo that passed its check and still failed to decode
             raise _bad_request(f"a photo cannot be decoded: {err}") from None
-        # what grades a photo, registered with the model: eval's grade model, else the rule and its correction
-        model = GradeModel.from_dict(self.config.get("grade_model"))
-        model = model or GradeModel.rule(GradingRule.from_config(self.config))
-        rule = model.grading_rule
-        keys = pd.Series([key for key, _ in photos])
-        counts = rule.count(boxes, keys)
-        scores = None
-        if model.uses_classifier:
-            from acne_detection.core.grade_classifier import grade_scores
-
-            if self.classifier is None:
-                raise RuntimeError(
-                    "the registered grade model reads a grade classifier that was not registered with it"
-                )
-            scores = grade_scores(
-                self.classifier, photos, n_grades=len(rule.names), imgsz=int(model.classifier.get("imgsz", 224))
-            )
-        probabilities = model.probabilities(candidates, keys, photo_sides(photos), scores)
-        grades = model.grades(probabilities)  # the most probable grade: one answer with its probabilities
-        warning = "; ".join(w for w in (str(self.config.get("warning", "")), calibration.warning) if w)
+        warning = "; ".join(self.record.warnings())
         rows = []
-        for key, n, grade, grade_p in zip(keys, counts, grades, probabilities, strict=True):
-            listed = boxes.loc[boxes.image == key, ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
+        for row in graded.to_dict("records"):
+            listed = boxes.loc[boxes.image == row["photo"], ["class", "confidence", "x_min", "y_min", "x_max", "y_max"]]
             rows.append(
                 (
-                    key,
-                    int(n),
-                    int(grade),
-                    rule.names[grade],
+                    row["photo"],
+                    int(row["lesions"]),
+                    int(row["grade"]),
+                    row["grade_name"],
                     json.dumps(listed.round(2).to_dict("records")),
-                    json.dumps({name: round(float(p), 4) for name, p in zip(rule.names, grade_p, strict=True)}),
-                    threshold,
-                    str(self.config.get("model_sha256", "")),
-                    str(self.config.get("run_id", "")),
+                    json.dumps({name: float(row[f"p.{name}"]) for name in predictor.rule.names}),
+                    predictor.threshold,
+                    self.record.model_sha256,
+                    self.record.run_id,
                     warning,
                 )
             )

@@ -16,8 +16,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from acne_detection.datasets import PretrainedWeightsSource
-from acne_detection.pipelines.train.resume import plan_resume, prepare_training, record_run
 from acne_detection.testing import copy_project
+from acne_detection.training.resume import plan_resume, prepare_training, record_run
 from tests.conftest import PROJECT_ROOT
 
 SETTINGS = {"data": "abc", "model": "yolov8n.pt", "imgsz": 64, "epochs": 4}
@@ -43,6 +43,19 @@ def test_resumes_only_an_unfinished_run_with_the_same_settings(tmp_path: Path) -
     assert plan_resume(run, SETTINGS, "auto").reason == "starting fresh (the previous run finished)"
     (run / "weights" / "last.pt").write_bytes(b"cut short")
     assert "unreadable" in plan_resume(run, SETTINGS, "auto").reason
+
+
+def test_a_run_stopped_after_its_last_epoch_starts_fresh(tmp_path: Path) -> None:
+    """Its last epoch checkpointed, the run stopped before Ultralytics' final steps (the disk
+    filled writing ``best.pt``): Ultralytics refuses to resume it ("nothing to resume"), so
+    the next run starts over rather than failing (``tests/faults/test_disk_full.py``)."""
+    run = tmp_path / "train"
+    record_run(tmp_path, SETTINGS, "run-1")
+    _checkpoint(run, SETTINGS["epochs"] - 1)
+    plan = plan_resume(run, SETTINGS, "auto")
+    assert not plan.resume and "trained its last epoch, 4 of 4" in plan.reason
+    _checkpoint(run, SETTINGS["epochs"] - 2)  # one epoch left: resumed
+    assert plan_resume(run, SETTINGS, "auto").resume
 
 
 def test_the_record_survives_a_ddp_launch_deleting_the_run_folder(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_device_settings_follow_the_device_unless_fixed() -> None:
 
 
 def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
-    from acne_detection.framework.hooks import check_parameter_groups
+    from acne_detection.framework.checks import check_parameter_groups
 
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "catalog.yml").write_text("raw_export:\n  path: ${runtime_params:export_dir, data/x}\n")
@@ -74,8 +74,8 @@ def test_a_misspelt_parameter_group_is_refused_naming_it(tmp_path) -> None:
     with pytest.raises(
         ValueError,
         match=r"Unknown parameter group\(s\) \['dta'\].*"
-        r"\['data', 'eval', 'grade_classifier', 'grading', 'predict', 'preview', 'review', 'sweep', 'tracking', "
-        r"'train'\].*"
+        r"\['data', 'distributed', 'eval', 'grade_classifier', 'grading', 'predict', 'preview', 'review', 'sweep', "
+        r"'tracking', 'train'\].*"
         r"\['export_dir'\]",
     ):
         check_parameter_groups({**good, "dta": {"strict": True}}, tmp_path)

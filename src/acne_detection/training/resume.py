@@ -98,6 +98,12 @@ def plan_resume(save_dir: Path, settings: dict[str, Any], mode: bool | str) -> R
     changed = sorted(k for k in set(settings) | set(before) if before.get(k) != settings.get(k))
     if changed:
         return ResumePlan(False, f"starting fresh (changed since the interrupted run: {', '.join(changed)})")
+    if epoch + 1 >= int(settings.get("epochs", epoch + 2)):  # Ultralytics refuses: "nothing to resume"
+        return ResumePlan(
+            False,
+            f"starting fresh (the interrupted run trained its last epoch, {epoch + 1} of {settings['epochs']}, "
+            "and stopped before its final steps: Ultralytics resumes only an unfinished epoch count)",
+        )
     return ResumePlan(
         True,
         f"resuming the interrupted run after epoch {epoch + 1} of {settings.get('epochs')}",

@@ -220,7 +220,7 @@ def test_the_experiment_race_between_two_starting_runs_is_tolerated(server: dict
     kill the second run (it did, in CI: RESOURCE_ALREADY_EXISTS from PostgreSQL's unique key)."""
     from mlflow.tracking import MlflowClient as Client
 
-    from acne_detection.framework.hooks import ensure_experiment
+    from acne_detection.framework.checks import ensure_experiment
 
     conf = {"server": {"mlflow_tracking_uri": server["url"]}, "tracking": {"experiment": {"name": "race"}}}
     ensure_experiment(conf, tmp_path)  # the first run creates it

@@ -1,4 +1,5 @@
-"""Ultralytics callbacks that stream training into the Kedro run's MLflow run, per epoch.
+"""Ultralytics callbacks that stream training into the Kedro run's MLflow run, per epoch
+(``acne_detection.training`` registers them; the one live stream kedro-mlflow's catalog cannot declare).
 
 Ultralytics' own MLflow integration is removed from the trainer (it would start runs,
 switch experiments and turn autologging on). These callbacks log into one named run, by id,
@@ -22,6 +23,8 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
+
+from acne_detection.framework.tracking import current_run_id
 
 
 def _clean(name: str) -> str:
@@ -106,12 +109,6 @@ class LiveMetrics:
         else:
             values, step = epoch_metrics(trainer), trainer.epoch + 1
         client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
-
-
-def current_run_id() -> str | None:
-    """The id of the MLflow run training logs into, if any (recorded with the model)."""
-    run = mlflow.active_run()
-    return run.info.run_id if run else None
 
 
 def replay_history(history: pd.DataFrame) -> None:

@@ -20,26 +20,12 @@ ASSETS = Path(__import__("ultralytics").__file__).parent / "assets"
 
 
 @pytest.fixture(scope="module")
-def coco_model(tmp_path_factory: pytest.TempPathFactory):
-    from ultralytics import YOLO
-
-    from acne_detection.datasets import PretrainedWeightsSource
-
-    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
-    cache = tmp_path_factory.mktemp("weights") / "yolov8n.pt"
-    source = PretrainedWeightsSource(
-        **{**{k: v for k, v in base.items() if k != "type"}, "cache": str(cache), "try_download": False}
-    )
-    return YOLO(str(source.load().resolve()[0]))
-
-
-@pytest.fixture(scope="module")
 def runtime_models(coco_model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The COCO model on every runtime ``predict.runtime`` offers, exported as ``load_detector``
     exports them (INT8 calibrated on a two-photo training split of Ultralytics' own photos)."""
     import shutil
 
-    from acne_detection.core.inference import RUNTIMES, load_detector
+    from acne_detection.core.runtimes import RUNTIMES, load_detector
 
     root = tmp_path_factory.mktemp("runtimes")
     (root / "images" / "train").mkdir(parents=True)
@@ -54,6 +40,22 @@ def runtime_models(coco_model, tmp_path_factory: pytest.TempPathFactory) -> dict
         runtime: load_detector(weights, runtime=runtime, imgsz=320, calibration_data=root / "data.yaml")[0]
         for runtime in RUNTIMES
     }
+
+
+def _served_config(coco_model, predict: dict, threshold: float) -> dict:
+    """A registered model's configuration: its record (``ModelRecord.to_config``), as register logs it."""
+    from acne_detection.core.files import sha256_of
+    from acne_detection.core.grading import GradingRule
+    from acne_detection.model.record import ModelRecord
+
+    record = ModelRecord.default(
+        sha256_of(Path(coco_model.ckpt_path)),
+        GradingRule(),
+        threshold=threshold,
+        threshold_rule="max_f1",
+        predict=predict,
+    )
+    return record.to_config()
 
 
 def _bus_canvas(offset: int, background=(120, 120, 120)) -> tuple[Image.Image, Image.Image]:
@@ -299,10 +301,10 @@ def test_the_served_model_slices_and_merges_by_the_predict_settings_registered_w
     from mlflow.exceptions import MlflowException
 
     from acne_detection.core.params import SERVED_PREDICT_SETTINGS, PredictParams
-    from acne_detection.ops.serving import YoloDetector
+    from acne_detection.model.served import YoloDetector
 
     predict = PredictParams(**yaml.safe_load(SLICING_CONF)["predict"])
-    config = {"predict": predict.model_dump(include=SERVED_PREDICT_SETTINGS), "threshold": 0.3}
+    config = _served_config(coco_model, predict.model_dump(include=SERVED_PREDICT_SETTINGS), 0.3)
     served = YoloDetector()
     served.load_context(mlflow.pyfunc.PythonModelContext({"weights": coco_model.ckpt_path}, config))
     photo = tmp_path / "bus.jpg"
@@ -327,23 +329,24 @@ def test_the_served_model_runs_on_the_registered_runtime_and_skips_background_ti
 
     import mlflow.pyfunc
 
-    from acne_detection.core.inference import export_runtime
     from acne_detection.core.params import SERVED_PREDICT_SETTINGS, PredictParams
-    from acne_detection.ops.serving import YoloDetector
+    from acne_detection.core.runtimes import export_runtime
+    from acne_detection.model.served import YoloDetector
 
     predict = PredictParams(runtime="openvino", slicing="always", skip_background=True)
-    config = {"predict": predict.model_dump(include=SERVED_PREDICT_SETTINGS), "threshold": 0.4}
+    config = _served_config(coco_model, predict.model_dump(include=SERVED_PREDICT_SETTINGS), 0.4)
     exported = export_runtime(Path(coco_model.ckpt_path), "openvino", 320, cache=tmp_path)  # as register makes it
     served = YoloDetector()
     artifacts = {"weights": coco_model.ckpt_path, "runtime_model": str(exported)}
     served.load_context(mlflow.pyfunc.PythonModelContext(artifacts, config))
-    assert str(served.model.ckpt_path or served.model.model_name).endswith("_openvino_model")
+    detector = served.predictor.detector
+    assert str(detector.ckpt_path or detector.model_name).endswith("_openvino_model")
     pixels = _skin_canvas((1600, 1200))
     pixels[:, 800:] = (236, 234, 230)  # a white wall
     pixels[400:760, 700:970] = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((270, 360)))
     photo = tmp_path / "half.png"
     Image.fromarray(pixels).save(photo)
-    passes = _count_passes(served.model, monkeypatch)
+    passes = _count_passes(detector, monkeypatch)
     request = pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]})
     answer = served.predict(None, request, {"imgsz": 320})  # the size it was exported at (the COCO model's is 640)
     from acne_detection.core.calibration import Calibration

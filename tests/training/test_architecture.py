@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from acne_detection.datasets import PretrainedWeightsSource
-from acne_detection.pipelines.train.nodes import _build_model
+from acne_detection.training.detector import _build_model
 from tests.conftest import PROJECT_ROOT
 
 
