@@ -316,7 +316,7 @@ class BatchPredictParams(_Strict):
     """How ``predict`` spreads a folder over Ray's actors (``model.batch``), or keeps it in one process."""
 
     engine: Literal["auto", "ray", "local"] = "auto"  # auto: Ray from min_photos photos on; ray, local: always
-    min_photos: int = Field(400, ge=1)  # auto: below this many photos to predict, one process (measured)
+    min_photos: int = Field(3200, ge=1)  # auto: below this many photos to predict, one process (measured)
     actors: int | None = Field(None, ge=1)  # null: as many as the cluster's CPUs hold, cpus_per_actor each
     cpus_per_actor: float = Field(1, gt=0)
     gpus_per_actor: float = Field(0, ge=0)

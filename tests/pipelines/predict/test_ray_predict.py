@@ -205,3 +205,27 @@ def test_a_node_lost_midway_loses_no_photo_and_doubles_none(
     finally:
         watcher.join(timeout=60)
         ray_cluster.start_second()  # the next test finds two nodes again
+
+
+def test_auto_uses_ray_only_where_more_than_this_machine_is_there_and_the_folder_is_large(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On one machine without GPUs one process is as fast as Ray's actors and skips Ray's start
+    (benchmarks/RESULTS.md): ``auto`` goes to Ray for a named cluster or several GPUs, from
+    ``min_photos`` photos on."""
+    from acne_detection.core.params import BatchPredictParams
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(nodes, "_gpus_here", lambda: 0)
+    auto = BatchPredictParams()
+    many, few, cluster = auto.min_photos, auto.min_photos - 1, "10.0.0.5:6379"
+    assert nodes._engine(auto, many) == "local"  # this machine alone
+    assert nodes._engine(auto, few, cluster) == "local"  # too few photos to pay Ray's start back
+    assert nodes._engine(auto, many, cluster) == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", cluster)
+    assert nodes._engine(auto, many) == "ray"
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(nodes, "_gpus_here", lambda: 2)
+    assert nodes._engine(auto, many) == "ray"  # an actor per GPU
+    assert nodes._engine(BatchPredictParams(engine="local"), 10**6, cluster) == "local"
+    assert nodes._engine(BatchPredictParams(engine="ray"), 1) == "ray"

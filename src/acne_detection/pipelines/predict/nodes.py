@@ -27,7 +27,7 @@ from acne_detection.core.params import BatchPredictParams, DistributedParams, Gr
 from acne_detection.datasets import ModelRecords
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.datasets.weights import grade_classifier_checkpoint
-from acne_detection.framework.distributed import ray_installed, ray_session
+from acne_detection.framework.distributed import cluster_address, ray_installed, ray_session
 from acne_detection.framework.tracking import resolve_model
 from acne_detection.model.batch import (
     ModelFiles,
@@ -235,7 +235,7 @@ def _predict_photos(
     if done:
         logger.info("Resuming: %d of %d photos were predicted by an earlier run (%s)", len(done), len(jobs), parts.path)
     todo = [job for job in jobs if job.key not in done]
-    engine = _engine(settings, len(todo))
+    engine = _engine(settings, len(todo), distributed.address)
     with progress_bar() as bar:
         task = bar.add_task(f"Predicting {len(todo)} photos" + (" on Ray" if engine == "ray" else ""), total=len(todo))
 
@@ -253,8 +253,14 @@ def _predict_photos(
     return done
 
 
-def _engine(settings: BatchPredictParams, photos: int) -> str:
-    """``ray`` or ``local``, as ``distributed.predict.engine`` says (``auto``: by the folder's size).
+def _engine(settings: BatchPredictParams, photos: int, address: str | None = None) -> str:
+    """``ray`` or ``local``, as ``distributed.predict.engine`` says.
+
+    ``auto`` uses Ray only where it can be faster than this one process: a cluster is named
+    (``distributed.address`` or ``RAY_ADDRESS``), or this machine has more than one GPU for the
+    actors to share out, and at least ``min_photos`` photos are left to predict. On one machine
+    without GPUs, one process already uses every core (OpenVINO, torch): Ray with an actor per
+    core measured no faster there, and pays its start (benchmarks/RESULTS.md, ray_predict rows).
 
     Raises:
         ImportError: ``engine: ray`` without Ray installed.
@@ -268,10 +274,19 @@ def _engine(settings: BatchPredictParams, photos: int) -> str:
         return settings.engine if photos else "local"
     if photos < settings.min_photos:
         return "local"
+    more_than_here = cluster_address(address) is not None or _gpus_here() > 1
+    if not more_than_here:
+        return "local"
     if not ray_installed():
         logger.info('%d photos in one process: Ray would spread them (pip install -e ".[ray]")', photos)
         return "local"
     return "ray"
+
+
+def _gpus_here() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _predict_on_ray(
