@@ -25,13 +25,10 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from acne_detection.core.files import sha256_of
-from acne_detection.core.grading import GradingRule
-from acne_detection.core.params import SERVED_PREDICT_SETTINGS, DistributedParams, PredictParams
+from acne_detection.core.params import DistributedParams, PredictParams
 from acne_detection.datasets import PretrainedWeightsSource
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.model.predictor import ModelChoice
-from acne_detection.model.record import ModelRecord
 from acne_detection.pipelines.predict.nodes import predict_new_photos
 from benchmarks.run import ROOT, merge_results
 
@@ -71,21 +68,7 @@ def _model(folder: Path) -> dict:
     )
     weights = folder / "yolov8n.pt"
     shutil.copy(source.load().resolve()[0], weights)
-    record = ModelRecord.default(
-        sha256_of(weights),
-        GradingRule(),
-        threshold=0.25,
-        threshold_rule="benchmark",
-        predict=PREDICT.model_dump(include=SERVED_PREDICT_SETTINGS),
-    )
-    choice = ModelChoice(
-        checkpoint=str(weights),
-        source="benchmark",
-        model_version="COCO yolov8n",
-        threshold=0.25,
-        threshold_source="benchmark",
-        record=record,
-    )
+    choice = ModelChoice.of_checkpoint(weights, PREDICT, threshold=0.25, source="benchmark")
     return choice.model_dump(mode="json")
 
 

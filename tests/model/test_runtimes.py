@@ -13,13 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from acne_detection.core.files import sha256_of
-from acne_detection.core.grading import GradingRule
-from acne_detection.core.params import SERVED_PREDICT_SETTINGS, PredictParams
+from acne_detection.core.params import PredictParams
 from acne_detection.core.runtimes import RUNTIMES, Runtime, export_runtime
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.model.predictor import ModelChoice
-from acne_detection.model.record import ModelRecord
 from acne_detection.model.served import YoloDetector
 from acne_detection.pipelines.predict.nodes import predict_new_photos
 
@@ -46,21 +43,7 @@ def test_a_runtime_added_as_one_table_entry_is_used_by_predict_and_the_served_mo
     predict = PredictParams(runtime=stand_in, imgsz=320, slicing="never")  # the settings know it from the table
     with pytest.raises(ValueError, match="runtime must be one of torch, onnx, openvino, openvino-int8, torchscript"):
         PredictParams(runtime="tensorrt")
-    record = ModelRecord.default(
-        sha256_of(weights),
-        GradingRule(),
-        threshold=0.3,
-        threshold_rule="test",
-        predict=predict.model_dump(include=SERVED_PREDICT_SETTINGS),
-    )
-    choice = ModelChoice(
-        checkpoint=str(weights),
-        source="test",
-        model_version="test",
-        threshold=0.3,
-        threshold_source="test",
-        record=record,
-    )
+    choice = ModelChoice.of_checkpoint(weights, predict, threshold=0.3, source="test")
     folder = Photos(root=photos, photos=sorted(photos.glob("*.jpg")), unsupported=[], not_photos=[], other=[])
     lesions, table = predict_new_photos(folder, choice.model_dump(mode="json"), predict)
     made = sorted((weights.parent / "exports").glob("*-torchscript-320/model.torchscript"))
@@ -72,7 +55,7 @@ def test_a_runtime_added_as_one_table_entry_is_used_by_predict_and_the_served_mo
     exported = export_runtime(weights, stand_in, 320, cache=tmp_path / "registered")
     served = YoloDetector()
     artifacts = {"weights": str(weights), "runtime_model": str(exported)}
-    served.load_context(mlflow.pyfunc.PythonModelContext(artifacts, record.to_config()))
+    served.load_context(mlflow.pyfunc.PythonModelContext(artifacts, choice.record.to_config()))
     assert served.predictor.runtime == stand_in and Path(str(served.predictor.detector.model_name)) == exported
     request = pd.DataFrame({"image_b64": [base64.b64encode((photos / n).read_bytes()).decode() for n in counts.index]})
     answer = served.predict(None, request)

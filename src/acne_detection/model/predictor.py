@@ -20,10 +20,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from acne_detection.core.calibration import Calibration
+from acne_detection.core.files import sha256_of
 from acne_detection.core.grade_model import GradeModel
 from acne_detection.core.grading import GradingRule, describe_grade_probabilities
 from acne_detection.core.inference import PREDICTION_COLUMNS, InferenceSettings, iter_predictions, model_imgsz
-from acne_detection.core.params import PredictParams
+from acne_detection.core.params import SERVED_PREDICT_SETTINGS, PredictParams
 from acne_detection.core.runtimes import load_detector, runtime_entry
 from acne_detection.model.record import ModelRecord
 
@@ -53,6 +54,27 @@ class ModelChoice(BaseModel):
     threshold_source: str
     grade_classifier: str = ""
     record: ModelRecord
+
+    @classmethod
+    def of_checkpoint(cls, weights: Path, predict: PredictParams, *, threshold: float, source: str) -> ModelChoice:
+        """A checkpoint with a default record (the default grading rule, no calibration) at
+        ``threshold``, under ``predict``'s served settings: a model that was never evaluated,
+        as benchmarks and tests use one (``source`` names it everywhere)."""
+        record = ModelRecord.default(
+            sha256_of(weights),
+            GradingRule(),
+            threshold=threshold,
+            threshold_rule=source,
+            predict=predict.model_dump(include=SERVED_PREDICT_SETTINGS),
+        )
+        return cls(
+            checkpoint=str(weights),
+            source=source,
+            model_version=source,
+            threshold=threshold,
+            threshold_source=source,
+            record=record,
+        )
 
 
 @dataclass

@@ -16,13 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from acne_detection.core.files import sha256_of
-from acne_detection.core.grading import GradingRule
-from acne_detection.core.params import SERVED_PREDICT_SETTINGS, DistributedParams, PredictParams
+from acne_detection.core.params import DistributedParams, PredictParams
 from acne_detection.datasets.photo_folder import Photos
 from acne_detection.model import batch
 from acne_detection.model.predictor import ModelChoice
-from acne_detection.model.record import ModelRecord
 from acne_detection.pipelines.predict import nodes
 from acne_detection.pipelines.predict.nodes import predict_new_photos
 from tests.ray_cluster import RayCluster, ray_cluster  # noqa: F401 - the fixture
@@ -37,21 +34,7 @@ PREDICT = PredictParams(runtime="torch", imgsz=320, slicing="never", batch=2)
 def model_info(coco_model, tmp_path_factory: pytest.TempPathFactory) -> dict:
     weights = tmp_path_factory.mktemp("model") / "yolov8n.pt"
     shutil.copy(coco_model.ckpt_path, weights)
-    record = ModelRecord.default(
-        sha256_of(weights),
-        GradingRule(),
-        threshold=0.25,
-        threshold_rule="test",
-        predict=PREDICT.model_dump(include=SERVED_PREDICT_SETTINGS),
-    )
-    choice = ModelChoice(
-        checkpoint=str(weights),
-        source="test",
-        model_version="test",
-        threshold=0.25,
-        threshold_source="test",
-        record=record,
-    )
+    choice = ModelChoice.of_checkpoint(weights, PREDICT, threshold=0.25, source="test")
     return choice.model_dump(mode="json")
 
 
