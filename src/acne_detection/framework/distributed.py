@@ -149,6 +149,10 @@ def ray_session(
             logger.info("Joined the Ray cluster at %s", target)
         else:
             ray.init(
+                # "local": a new instance, always. With no address Ray would join the newest
+                # cluster `ray start` left running on this machine (/tmp/ray/ray_current_cluster),
+                # whoever started it: nothing set must mean this run's own instance
+                address="local",
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 _node_ip_address=LOOPBACK,

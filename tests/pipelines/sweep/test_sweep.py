@@ -48,6 +48,8 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "conf" / "local" / "parameters_train.yml").write_text(yaml.safe_dump(TINY))
     _run(project, "data")
     _run(project, "sweep")
+    results = project / "data" / "08_reporting" / "sweep_results.csv"
+    results.replace(results.with_name("first_sweep_results.csv"))  # what the first run said, for a failure's message
     _run(project, "sweep")  # again: every finished recipe is reused, none trained twice
     return project
 
@@ -57,7 +59,10 @@ def test_each_recipe_is_a_child_run_measured_on_validation_and_the_rerun_reuses_
     results = pd.read_csv(swept / "data" / "08_reporting" / "sweep_results.csv")
     status = dict(zip(results.recipe, results.status, strict=True))
     assert status["huge"].startswith("skipped: needs ~") and "of the budget left" in status["huge"]
-    assert {status[r] for r in ("tiny", "tiny_half", "tiny_adamw")} == {"reused (trained by an earlier sweep run)"}
+    first = pd.read_csv(swept / "data" / "08_reporting" / "first_sweep_results.csv")
+    assert {status[r] for r in ("tiny", "tiny_half", "tiny_adamw")} == {"reused (trained by an earlier sweep run)"}, (
+        first[["recipe", "status"]].to_string()
+    )
     done = results.set_index("recipe").loc[["tiny", "tiny_half", "tiny_adamw"]]
     manifest = pd.read_csv(swept / "data" / "03_primary" / "split_manifest.csv")
     train_sources = manifest[manifest.split == "train"].group.nunique()
