@@ -304,10 +304,11 @@ def _markdown(results: list[dict], meta: dict) -> str:
         if "baseline_images_per_s" in r:
             notes += f" (baseline {r['baseline_images_per_s']:.1f})"
         base = "-" if b is None else f"{b['median_s']:.2f} ({b['min_s']:.2f}-{b['max_s']:.2f})"
+        ours = "-" if o is None else f"{o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f})"  # not a time
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"  # a cost at scale, with no baseline to run
         lines.append(
             f"| {r['benchmark']} | {r['baseline']} | {base} | "
-            f"{r['ours']} | {o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f}) | {ratio} | "
+            f"{r['ours']} | {ours} | {ratio} | "
             f"{notes} | {commit} |"
         )
     return "\n".join(lines) + "\n"

@@ -60,6 +60,20 @@ def test_serve_load_benchmark_answers_good_and_bad_requests(tmp_path: Path) -> N
     assert re.search(r"s, 0 errors \(every 10th request bad", done.stdout)
 
 
+def test_the_soak_row_renders_in_results_md_without_a_time() -> None:
+    """The soak's row is a memory ratio with no time of its own (the full run's table failed on it)."""
+    from benchmarks.run import _markdown
+    from benchmarks.serve_load import soak_row
+
+    soaked = {"requests": 2000, "window": 500, "peaks_mb": [1817.0, 1776.0, 1776.0, 1790.0], "growth": 0.985}
+    soaked |= {"rps": 39.8, "p50": 0.11, "p99": 0.15, "errors": 0}
+    table = _markdown(
+        [soak_row(soaked, 4) | {"commit": "abc1234"}], {"mode": "full", "machine": "m", "date": "d", "commit": "-"}
+    )
+    row = table.splitlines()[-1].split(" | ")
+    assert row[4:6] == ["-", "0.98"] and "last/first 0.985 (flat, within 5 %)" in row[6], row
+
+
 @pytest.mark.e2e
 def test_predict_benchmark_measures_every_runtime_with_and_without_skipping(tmp_path: Path) -> None:
     """`python -m benchmarks.predict --quick` with the COCO weights (no training data: INT8 is

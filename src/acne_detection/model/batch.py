@@ -20,12 +20,13 @@ import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,11 +263,11 @@ class BatchPredictor:
     def __init__(self, model: ModelFiles, roll: Any = None) -> None:
         import ray
 
-        if roll is not None:
-            roll.join.remote(ray.get_runtime_context().current_actor)
-        self._folder = Path(tempfile.mkdtemp(prefix="acne-batch-"))
-        self.predictor = model.load(self._folder)
         self.node = ray.get_runtime_context().get_node_id()
+        self._folder = Path(tempfile.mkdtemp(prefix="acne-batch-"))
+        if roll is not None:
+            roll.join.remote(ray.get_runtime_context().current_actor, self.node, str(self._folder))
+        self.predictor = model.load(self._folder)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """``photo``, ``stamp`` and ``data`` (the file's bytes) in; ``ROW_KEYS`` out. Each photo
@@ -284,15 +285,17 @@ class BatchPredictor:
 class _Roll:
     """The actors of one attempt, as a Ray actor on the driver's node: Ray Data lets go of a
     failed dataset's actors by reference counting, not ``ray.kill``, and one still holding its
-    CPUs would keep the next attempt's pool from starting; the driver stops them all through it."""
+    CPUs would keep the next attempt's pool from starting; the driver stops them all through it.
+    Each actor also names its node and the folder of its model's copy, which the driver removes
+    afterwards (``ray.kill`` runs no finaliser)."""
 
     def __init__(self) -> None:
-        self.actors: list[Any] = []
+        self.actors: list[tuple[Any, str, str]] = []
 
-    def join(self, actor: Any) -> None:
-        self.actors.append(actor)
+    def join(self, actor: Any, node: str, folder: str) -> None:
+        self.actors.append((actor, node, folder))
 
-    def members(self) -> list[Any]:
+    def members(self) -> list[tuple[Any, str, str]]:
         return self.actors
 
 
@@ -310,9 +313,18 @@ def _attempt_roll(here: str) -> Iterator[Any]:
     try:
         yield roll
     finally:
-        for actor in ray.get(roll.members.remote(), timeout=60):
+        members = ray.get(roll.members.remote(), timeout=60)
+        for actor, _, _ in members:
             ray.kill(actor)  # an actor already gone is no error
         ray.kill(roll)
+        remove = ray.remote(num_cpus=0)(shutil.rmtree)
+        removing = [
+            remove.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(folder, True)
+            for _, node, folder in members
+        ]
+        for done in ray.wait(removing, num_returns=len(removing), timeout=30)[0] if removing else []:
+            with suppress(Exception):  # a node lost midway: its folders went with it, or wait for its return
+                ray.get(done)
 
 
 def _read_photos(batch: pd.DataFrame) -> pd.DataFrame:

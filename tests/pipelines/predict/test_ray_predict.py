@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -141,7 +142,10 @@ def test_prediction_on_a_two_node_cluster_reconciles_with_one_process(
 ) -> None:
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
     settings = _settings(tmp_path, engine="ray", actors=2)
+    copies = lambda: set(Path(tempfile.gettempdir()).glob("acne-batch-*"))  # noqa: E731 - the actors' model copies
+    before = copies()
     lesions, table = predict_new_photos(folder, model_info, PREDICT, settings)
+    assert copies() <= before  # each actor removed its copy of the model before it was stopped
     assert set(table.node) == {ray_cluster.head_id, ray_cluster.second_id}  # both nodes predicted
     assert table.photo.is_unique and len(table) == N_PHOTOS and set(table.status) == {"predicted"}
     assert _counts(lesions, table).tolist() == _counts(*one_process).tolist()
