@@ -307,9 +307,7 @@ def _markdown(results: list[dict], meta: dict) -> str:
         ours = "-" if o is None else f"{o['median_s']:.2f} ({o['min_s']:.2f}-{o['max_s']:.2f})"  # not a time
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"  # a cost at scale, with no baseline to run
         lines.append(
-            f"| {r['benchmark']} | {r['baseline']} | {base} | "
-            f"{r['ours']} | {ours} | {ratio} | "
-            f"{notes} | {commit} |"
+            f"| {r['benchmark']} | {r['baseline']} | {base} | {r['ours']} | {ours} | {ratio} | {notes} | {commit} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -13,8 +13,9 @@ from PIL import Image
 from acne_detection.core.params import SYNTHETIC_CLASSES, parse
 from acne_detection.testing import write_png_bomb  # noqa: F401 - the tests import it from here
 
-# nothing the suite starts outlives it: a leaked process fails the run, named (tests/leak_check.py)
-pytest_plugins = ["tests.leak_check"]
+# nothing the suite starts outlives it: a leaked process fails the run, named (tests/leak_check.py);
+# the checkout is left as it was found: its data/ and its top level (tests/checkout_guard.py)
+pytest_plugins = ["tests.leak_check", "tests.checkout_guard"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACNE04_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "acne04-sample"
@@ -29,6 +30,15 @@ CLASS_MAP = {
 }
 
 _STARTING_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), a test file runs on one worker, so its module
+    fixtures (a whole ``kedro run``, a trained model) are built once; files that share a session
+    fixture name their group (``pytest.mark.xdist_group("ray")``: one Ray cluster, not one a worker)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(autouse=True)

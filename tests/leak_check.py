@@ -42,6 +42,7 @@ def leaked_processes(mark: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.hookimpl(trylast=True)  # under pytest-xdist, after the controller has stopped its workers
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     mark = os.environ.get(MARK, "")
     _, alive = psutil.wait_procs(leaked_processes(mark), timeout=GRACE_SECONDS)

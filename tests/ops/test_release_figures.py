@@ -1,24 +1,55 @@
-"""The README's figure tables are generated from docs/figures.json (measured release figures, each
-naming its commit and machine); a figure typed by hand into the README fails here."""
+"""The figure tables of the README and the docs are generated from files: docs/figures.json (measured
+run figures, each naming its commit and machine) and benchmarks/results.json (the benchmarks' rows,
+each naming its commit, the file its machine); a figure typed by hand into a table fails here."""
 
 from __future__ import annotations
 
 import json
 
-from acne_detection.ops.release_figures import FIGURES, MARKER, README, documents, render, render_table
+import pytest
+
+from acne_detection.ops.release_figures import (
+    BENCH,
+    BENCH_GROUPS,
+    FIGURES,
+    MARKER,
+    README,
+    RESULTS,
+    bench_rows,
+    documents,
+    render,
+    render_bench,
+    render_table,
+)
 
 
 def test_every_generated_table_equals_its_file() -> None:
-    figures = json.loads(FIGURES.read_text())
+    figures, results = json.loads(FIGURES.read_text()), json.loads(RESULTS.read_text())
     assert README in documents() and len(documents()) > 10  # the README and every docs page
     marked_anywhere = set()
     for document in documents():
         text = document.read_text()
         marked = {m["name"] for m in MARKER.finditer(text)}
-        assert marked <= set(figures), f"{document.name}: tables without figures: {marked - set(figures)}"
-        assert render(text, figures) == text, f"{document.name}: a table differs from docs/figures.json: make figures"
+        runs = {name for name in marked if not name.startswith(BENCH)}
+        assert runs <= set(figures), f"{document.name}: tables without figures: {runs - set(figures)}"
+        benches = {name.removeprefix(BENCH) for name in marked - runs}
+        assert benches <= set(BENCH_GROUPS), f"{document.name}: unknown benchmark groups: {benches - set(BENCH_GROUPS)}"
+        assert render(text, figures, results) == text, (
+            f"{document.name}: a table differs from docs/figures.json or benchmarks/results.json: make figures"
+        )
         marked_anywhere |= marked
     assert {"synthetic", "acne04-dev"} <= marked_anywhere
+    assert {BENCH + group for group in BENCH_GROUPS} <= marked_anywhere  # every group is shown somewhere
+
+
+def test_every_benchmark_group_selects_rows() -> None:
+    results = json.loads(RESULTS.read_text())
+    for group in BENCH_GROUPS:
+        assert bench_rows(results, group), group
+    with pytest.raises(KeyError, match="no benchmark group"):
+        bench_rows(results, "no-such-group")
+    with pytest.raises(ValueError, match="selects no row"):
+        bench_rows({"meta": {}, "results": []}, "metrics")
 
 
 def test_a_figure_edited_by_hand_is_caught() -> None:
@@ -29,3 +60,18 @@ def test_a_figure_edited_by_hand_is_caught() -> None:
     edited = README.read_text().replace(table, table.replace(f"**{accuracy}**", "**0.999**"))
     assert edited != README.read_text() and render(edited, figures) != edited
     assert f"commit `{figures[name]['commit']}`" in table and figures[name]["machine"] in table
+
+
+def test_a_benchmark_figure_edited_by_hand_is_caught() -> None:
+    figures, results = json.loads(FIGURES.read_text()), json.loads(RESULTS.read_text())
+    document = next(d for d in documents() if "<!-- figures:bench:" in d.read_text())
+    text = document.read_text()
+    group = next(m["name"] for m in MARKER.finditer(text) if m["name"].startswith(BENCH)).removeprefix(BENCH)
+    table = render_bench(results, group)
+    row = next(r for r in bench_rows(results, group) if r.get("ours_s"))
+    median = f"{row['ours_s']['median_s']:.2f}"
+    assert f" {median} (" in table
+    edited = text.replace(table, table.replace(f" {median} (", " 0.01 (", 1))
+    assert edited != text and render(edited, figures, results) == text  # caught, and make figures puts it back
+    assert results["meta"]["machine"] in table
+    assert all(f"`{r['commit']}` |" in table for r in bench_rows(results, group))

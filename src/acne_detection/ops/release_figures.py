@@ -1,15 +1,18 @@
-"""Figures in the README come from files, never from typing.
+"""Figures in the README and the docs come from files, never from typing.
 
 A run's reports (``data/08_reporting/*.json``, ``data/06_models/grade_model.json``) are collected
 into one committed file of measured release figures (``docs/figures.json``), each entry naming the
-commit, the machine and the date it was measured on; ``render`` writes each table between its
-markers in the README and the docs (``<!-- figures:NAME -->`` ... ``<!-- /figures:NAME -->``), and
-the suite fails when a table there differs from its file (``tests/ops/test_release_figures.py``).
+commit, the machine and the date it was measured on; the benchmarks write theirs to
+``benchmarks/results.json`` (each row naming its commit, the file its machine). ``render`` writes
+each table between its markers in the README and the docs: ``<!-- figures:NAME -->`` ...
+``<!-- /figures:NAME -->`` for an entry of ``docs/figures.json``, ``<!-- figures:bench:GROUP -->``
+... ``<!-- /figures:bench:GROUP -->`` for the rows of one group of benchmarks (``BENCH_GROUPS``).
+The suite fails when a table there differs from its file (``tests/ops/test_release_figures.py``).
 
 Usage::
 
     python -m acne_detection.ops.release_figures collect <project dir> NAME --data "what it ran on"
-    python -m acne_detection.ops.release_figures render          # README.md and docs/ from docs/figures.json
+    python -m acne_detection.ops.release_figures render          # README.md and docs/ from the files
 """
 
 from __future__ import annotations
@@ -26,7 +29,29 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 FIGURES = ROOT / "docs" / "figures.json"
+RESULTS = ROOT / "benchmarks" / "results.json"
 README = ROOT / "README.md"
+BENCH = "bench:"
+
+# The benchmarks' rows shown together: a group's rows are those whose name starts with one of its prefixes.
+BENCH_GROUPS: dict[str, tuple[str, ...]] = {
+    "ingestion": ("ingestion, ", "peak resident memory of ingestion"),
+    "metrics": ("metrics, ",),
+    "pipeline": (
+        "whole run, ",
+        "training only",
+        "peak resident memory per pipeline",
+        "whole run at the defaults",
+    ),
+    "scale": ("whole DAG on an ACNE04-shaped export", "peak memory of kedro run in one process"),
+    "concurrency": ("two concurrent runs",),
+    "phone": ("sliced inference on phone photos", "sliced phone photo"),
+    "predict": ("prediction throughput", "prediction on ONNX Runtime", "peak resident memory of prediction"),
+    "ray-sweep": ("sweep of ",),
+    "ray-predict": ("predict ",),
+    "serve": ("served model",),
+    "install": ("install: ",),
+}
 
 
 def documents() -> list[Path]:
@@ -34,7 +59,7 @@ def documents() -> list[Path]:
     return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
-MARKER = re.compile(r"(<!-- figures:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.DOTALL)
+MARKER = re.compile(r"(<!-- figures:(?P<name>[\w.:-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.DOTALL)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -118,11 +143,75 @@ def render_table(entry: dict[str, Any]) -> str:
     return "\n".join([head, "", "| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]) + "\n"
 
 
-def render(text: str, figures: dict[str, Any]) -> str:
-    """``text`` with every marked table rewritten from ``figures`` (unknown names are left as they are)."""
+def bench_rows(results: dict[str, Any], group: str) -> list[dict[str, Any]]:
+    """The rows of ``benchmarks/results.json`` in one group of ``BENCH_GROUPS``, in the file's order."""
+    if group not in BENCH_GROUPS:
+        raise KeyError(f"no benchmark group {group!r}: the groups are {', '.join(BENCH_GROUPS)}")
+    rows = [r for r in results.get("results", []) if r["benchmark"].startswith(BENCH_GROUPS[group])]
+    if not rows:
+        raise ValueError(f"benchmark group {group!r} selects no row of benchmarks/results.json")
+    return rows
+
+
+def _seconds(t: dict[str, float] | None) -> str:
+    return "-" if t is None else f"{t['median_s']:.2f} ({t['min_s']:.2f}-{t['max_s']:.2f})"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|")
+
+
+def _bench_row(r: dict[str, Any], commit: str) -> str:
+    """One row as ``benchmarks/RESULTS.md`` shows it."""
+    if "memory_mb" in r:
+        notes = ", ".join(f"{k}: {v:.0f} MB" for k, v in r["memory_mb"].items())
+        cells = [r["benchmark"], "-", "-", r["ours"], "-", "-", notes]
+    else:
+        notes = r.get("note", "")
+        if "images_per_s" in r:
+            notes = (notes + f" {r['images_per_s']:.1f} images/s").strip()
+        if "baseline_images_per_s" in r:
+            notes += f" (baseline {r['baseline_images_per_s']:.1f})"
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        base, ours = _seconds(r["baseline_s"]), _seconds(r["ours_s"])
+        cells = [r["benchmark"], r["baseline"], base, r["ours"], ours, ratio, notes]
+    return "| " + " | ".join(_cell(c) for c in [*cells, f"`{commit}`"]) + " |"
+
+
+def render_bench(results: dict[str, Any], group: str) -> str:
+    """The markdown table of one group of benchmark rows: the machine, then each row with its commit."""
+    meta, rows = results.get("meta", {}), bench_rows(results, group)
+    machines = sorted({r.get("machine") or meta.get("machine", "unknown") for r in rows})
+    commits = [r.get("commit") or meta.get("commit", "unknown") for r in rows]
+    head = (
+        f"From `benchmarks/results.json`: measured on {' and '.join(machines)}, at the commit in each row's "
+        "last column. Times in seconds: the median of the runs (min-max); ratio = ours / baseline (lower is better)."
+    )
+    return (
+        "\n".join(
+            [
+                head,
+                "",
+                "| benchmark | baseline | baseline time (s) | ours | our time (s) | ratio | notes | commit |",
+                "|---|---|---|---|---|---|---|---|",
+                *(_bench_row(r, c) for r, c in zip(rows, commits, strict=True)),
+            ]
+        )
+        + "\n"
+    )
+
+
+def render(text: str, figures: dict[str, Any], results: dict[str, Any] | None = None) -> str:
+    """``text`` with every marked table rewritten: ``NAME`` from ``figures`` (an unknown name is left as
+    it is), ``bench:GROUP`` from ``results``, the benchmarks' file (an unknown or empty group raises)."""
 
     def _one(match: re.Match[str]) -> str:
-        entry = figures.get(match["name"])
+        name = match["name"]
+        if name.startswith(BENCH):
+            if results is None:
+                return match.group(0)
+            return match.group(1) + render_bench(results, name.removeprefix(BENCH)) + match.group(4)
+        entry = figures.get(name)
         return match.group(0) if entry is None else match.group(1) + render_table(entry) + match.group(4)
 
     return MARKER.sub(_one, text)
@@ -138,7 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     got.add_argument("--elapsed", default="")
     got.add_argument("--peak", default="")
     got.add_argument("--commit", default="", help="the commit the run ran (default: HEAD)")
-    sub.add_parser("render", help="rewrite the tables of the README and docs/ from docs/figures.json")
+    sub.add_parser(
+        "render", help="rewrite the tables of the README and docs/ from docs/figures.json and benchmarks/results.json"
+    )
     args = parser.parse_args(argv)
     if args.command == "collect":
         figures = _json(FIGURES)
@@ -149,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     for document in documents():
         text = document.read_text()
-        rendered = render(text, _json(FIGURES))
+        rendered = render(text, _json(FIGURES), _json(RESULTS))
         if rendered != text:
             document.write_text(rendered)
 
