@@ -32,13 +32,14 @@ CLASS_MAP = {
 _STARTING_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``), a test file runs on one worker, so its module
-    fixtures (a whole ``kedro run``, a trained model) are built once; files that share a session
-    fixture name their group (``pytest.mark.xdist_group("ray")``: one Ray cluster, not one a worker)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` (pyproject's addopts): a worker more than the machine's cores, since about a
+    quarter of the suite's time is spent waiting (servers and ``kedro run`` subprocesses
+    starting), and at most 4 (each worker's tests peak near 2.5 GB). pytest-xdist's own variable,
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS``, still decides where it is set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return min(4, (os.cpu_count() or 1) + 1)
 
 
 @pytest.fixture(autouse=True)

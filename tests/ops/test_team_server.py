@@ -124,7 +124,10 @@ def two_runs(server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = {name: proc.communicate(timeout=1500)[0] for name, proc in runs.items()}
     for name, proc in runs.items():
         assert proc.returncode == 0, f"{name}: {out[name][-4000:]}"
-    return {"alice": alice, "bob": bob, "refused": (intruder.returncode, refused), "output": out}
+    # the runs the store holds now, before any test adds its own (the eval below does, in any order)
+    experiment = server["client"].get_experiment_by_name("acne_detection")
+    run_ids = [r.info.run_id for r in server["client"].search_runs([experiment.experiment_id])]
+    return {"alice": alice, "bob": bob, "refused": (intruder.returncode, refused), "output": out, "run_ids": run_ids}
 
 
 @pytest.mark.e2e
@@ -132,7 +135,7 @@ def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict) -> None:
     client = server["client"]
     experiment = client.get_experiment_by_name("acne_detection")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server, not a client path
-    found = client.search_runs([experiment.experiment_id])
+    found = [client.get_run(run_id) for run_id in two_runs["run_ids"]]
     assert len(found) == 2 and {r.info.status for r in found} == {"FINISHED"}  # the refused run left none
     versions = client.search_model_versions("name='acne-detector'")
     assert sorted(int(v.version) for v in versions) == [1, 2]

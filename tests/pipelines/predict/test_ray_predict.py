@@ -25,8 +25,6 @@ from acne_detection.pipelines.predict import nodes
 from acne_detection.pipelines.predict.nodes import predict_new_photos
 from tests.ray_cluster import RayCluster, ray_cluster  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster for the suite, on one worker
-
 ASSETS = Path(__import__("ultralytics").__file__).parent / "assets"
 N_PHOTOS = 40
 BATCH = 2  # 20 batches: the second node is lost with most of them still to predict

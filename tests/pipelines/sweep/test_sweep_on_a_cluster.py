@@ -17,8 +17,6 @@ from acne_detection.core.params import EvalParams, GradingParams, SweepParams, T
 from acne_detection.pipelines.sweep.nodes import choose_recipe, recipe_yaml, run_sweep
 from tests.ray_cluster import RayCluster, ray_cluster  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster for the suite, on one worker
-
 TWO_RECIPES = {
     "budget_minutes": 60,
     "checkpoint_every": 1,
