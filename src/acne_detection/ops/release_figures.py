@@ -51,6 +51,7 @@ BENCH_GROUPS: dict[str, tuple[str, ...]] = {
     "ray-predict": ("predict ",),
     "serve": ("served model",),
     "install": ("install: ",),
+    "suite": ("suite: ",),
 }
 
 
