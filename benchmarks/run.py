@@ -339,6 +339,9 @@ def main() -> None:
         help="run these groups; the other rows of the results file are kept as they were",
     )
     parser.add_argument("--work", type=Path, help="keep generated exports here between runs (default: a temp folder)")
+    parser.add_argument(
+        "--out", type=Path, default=HERE, help="where the results file and its table go (default: benchmarks/)"
+    )
     args = parser.parse_args()
     repeats = max(args.repeats, 3)
     sys.path.insert(0, str(ROOT))
@@ -354,7 +357,7 @@ def main() -> None:
     for row in results:
         row["commit"] = commit or "unknown"
     suffix = "-quick" if args.quick else ""  # a quick run never overwrites the full table
-    out = HERE / f"results{suffix}.json"
+    out = args.out / f"results{suffix}.json"
     if set(args.only) != set(GROUPS) and out.exists():  # keep the rows of the groups not run
         fresh = {r["benchmark"] for r in results}
         kept = [r for r in json.loads(out.read_text())["results"] if r["benchmark"] not in fresh]
@@ -367,7 +370,7 @@ def main() -> None:
         f"Python {platform.python_version()}",
     }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (HERE / f"RESULTS{suffix}.md").write_text(_markdown(results, meta))
+    (args.out / f"RESULTS{suffix}.md").write_text(_markdown(results, meta))
     print(_markdown(results, meta))
 
 

@@ -4,12 +4,14 @@ The quick start runs ``make run`` and then ``make test`` in one checkout, so the
 beside a run's outputs and must not change them: every test works in its own temporary folder.
 At the start of the session this plugin records the checkout's ``data/`` (each file's size and
 modification time) and its top-level entries; at the end, a file of ``data/`` added, removed or
-changed, or a new entry at the top (an ``mlruns/`` or ``runs/`` a library wrote into the working
-directory), is named and fails the run. Under pytest-xdist the controller checks, once.
+changed, a new entry at the top (an ``mlruns/`` or ``runs/`` a library wrote into the working
+directory), or a new line in ``git status --ignored`` elsewhere (a tracked file changed, a file
+written beside the code), is named and fails the run. Under pytest-xdist the controller checks, once.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,30 @@ EXPECTED = {".pytest_cache", ".hypothesis", ".ruff_cache", "__pycache__", ".venv
 _KEY = pytest.StashKey[tuple[dict[str, tuple[int, int]], set[str]]]()
 
 
+def _git_status(root: Path) -> set[str]:
+    """``git status``'s lines outside ``data/`` (tracked files changed, files added, ignored ones
+    too), or nothing where ``root`` is not a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored"], cwd=root, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    if done.returncode:
+        return set()
+    lines = set()
+    for line in done.stdout.splitlines():
+        path = line[3:].strip('"')
+        parts = Path(path).parts
+        if not parts or parts[0] == "data" or "__pycache__" in parts or parts[0] in EXPECTED:
+            continue
+        lines.add(line)
+    return lines
+
+
 def snapshot(root: Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
-    """``data/``'s files (path: size, mtime in ns) and the names at the top of ``root``."""
+    """``data/``'s files (path: size, mtime in ns), and the names at the top of ``root`` with
+    ``git status``'s lines for the rest of the checkout."""
     files = {}
     data = root / "data"
     if data.is_dir():
@@ -29,16 +53,18 @@ def snapshot(root: Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
             if path.is_file() and not path.is_symlink():
                 stat = path.stat()
                 files[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
-    return files, {p.name for p in root.iterdir()}
+    top = {p.name for p in root.iterdir()} - EXPECTED
+    return files, top | {f"git: {line}" for line in _git_status(root)}
 
 
 def changes(before: tuple[dict, set], after: tuple[dict, set]) -> list[str]:
     """What differs between two snapshots, a line each."""
-    (old, old_top), (new, new_top) = before, after
+    (old, old_rest), (new, new_rest) = before, after
     lines = [f"added: {p}" for p in sorted(new.keys() - old.keys())]
     lines += [f"removed: {p}" for p in sorted(old.keys() - new.keys())]
     lines += [f"changed: {p}" for p in sorted(old.keys() & new.keys()) if old[p] != new[p]]
-    lines += [f"new at the top of the checkout: {n}" for n in sorted(new_top - old_top - EXPECTED)]
+    for entry in sorted(new_rest - old_rest):
+        lines.append(f"new in git status: {entry[5:]}" if entry.startswith("git: ") else f"new at the top: {entry}")
     return lines
 
 

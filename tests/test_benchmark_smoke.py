@@ -19,9 +19,16 @@ def _module(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess
 
 
 def test_bench_quick_ingestion_runs_the_data_pipeline(tmp_path: Path) -> None:
-    done = _module("benchmarks.run", "--quick", "--only", "ingestion", "--repeats", "1", "--work", str(tmp_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    done = _module(
+        "benchmarks.run", "--quick", "--only", "ingestion", "--repeats", "1", "--work", str(tmp_path), "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| ingestion, 200 photos | cp -r of the export |" in done.stdout
+    assert (
+        "| ingestion, 200 photos | cp -r of the export |" in (out / "RESULTS-quick.md").read_text()
+    )  # not the checkout's
 
 
 @pytest.mark.e2e
