@@ -30,6 +30,7 @@ CLASS_MAP = {
 }
 
 _STARTING_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+_STARTING_EXPERIMENT_ID = os.environ.get("MLFLOW_EXPERIMENT_ID")
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
@@ -43,10 +44,12 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 
 @pytest.fixture(autouse=True)
-def _tracking_uri_does_not_leak():
+def _tracking_store_does_not_leak():
     """MLflow's ``set_tracking_uri`` (called by kedro-mlflow in every in-process session) also
     sets ``MLFLOW_TRACKING_URI``, which the project honours: put it back after each test, so a
-    later run does not log into an earlier test's store or server."""
+    later run does not log into an earlier test's store or server. ``set_experiment`` likewise
+    sets ``MLFLOW_EXPERIMENT_ID``, which a later test's subprocess would inherit and look for in
+    its own, new store ("No Experiment with id=1 exists"; found when the suite ran in random order)."""
     yield
     if os.environ.get("MLFLOW_TRACKING_URI") != _STARTING_TRACKING_URI:
         import mlflow
@@ -54,6 +57,14 @@ def _tracking_uri_does_not_leak():
         mlflow.set_tracking_uri(_STARTING_TRACKING_URI)
         if _STARTING_TRACKING_URI is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID") != _STARTING_EXPERIMENT_ID:
+        import mlflow.tracking.fluent
+
+        mlflow.tracking.fluent._active_experiment_id = None  # noqa: SLF001 - what set_experiment set beside it
+        if _STARTING_EXPERIMENT_ID is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = _STARTING_EXPERIMENT_ID
 
 
 def write_image(
