@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.suite [pytest options]`` runs ``python -m pytest`` in the checkout as
 ``make test`` does (pyproject's options: pytest-xdist on the machine's cores, a file to a worker,
-a random order) and records one row in ``benchmarks/results.json``: the wall time, the counts
+the files' order) and records one row in ``benchmarks/results.json``: the wall time, the counts
 of passed, failed and skipped tests, the workers, the order's seed, and whether the tools some
 tests need (Label Studio, Chromium, PostgreSQL) were there, since without them those tests skip.
 ``--serial`` also runs it once without xdist (``-p no:xdist``), the baseline of the ratio. A run
