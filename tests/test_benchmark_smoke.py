@@ -107,3 +107,14 @@ def test_predict_benchmark_measures_every_runtime_with_and_without_skipping(tmp_
             assert f'"sliced phone photo {name}: {runtime}"' in done.stdout
     assert done.stdout.count('"4 photos":') == 3  # torch, onnx, openvino
     assert "1 photos 1200x1600" in done.stdout
+
+
+def test_ci_steps_printed_by_ci_run_are_read_back_as_each_steps_own_seconds() -> None:
+    from benchmarks.ci_run import steps
+
+    step = next(line for line in (PROJECT_ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("step()"))
+    named = re.findall(r'^step "([^"]+)"$', (PROJECT_ROOT / ".ci" / "run").read_text(), flags=re.MULTILINE)
+    assert named[-1] == "make test" and len(named) == 5
+    script = f'{step}\nSECONDS=3; step "one"\nSECONDS=10; step "two two"\nSECONDS=10; step "three"'
+    printed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert steps(printed) == [("one", 3.0), ("two two", 7.0), ("three", 0.0)]
