@@ -201,3 +201,60 @@ def test_a_learned_model_must_beat_the_rule_beyond_chance() -> None:
     two_better = rule_right.copy()
     two_better[[81, 82]] = True  # two photos more than the rule: chance, on 100
     assert beats(two_better, rule_right) == pytest.approx(0.25)
+
+
+def _classifier_scores(grades: pd.Series, *, seed: int, right: float) -> pd.DataFrame:
+    """A whole-photo classifier independent of the detector: its top grade is the true one on
+    ``right`` of the photos, a random other one elsewhere, with 0.6 of the mass on its top grade."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in grades.to_numpy():
+        top = g if rng.random() < right else rng.choice([k for k in range(4) if k != g])
+        p = np.full(4, 0.4 / 3)
+        p[top] = 0.6
+        rows.append(p)
+    return pd.DataFrame(rows, index=pd.Index(grades.index, name="image"), columns=[f"cls.{k}" for k in range(4)])
+
+
+def test_the_grade_classifier_pooled_with_the_detectors_model_is_chosen_when_it_grades_better() -> None:
+    """Two independent signals on 60 validation photos: the detector finds a fifth of the lesions, a
+    classifier is right on 85 % of the photos. Pooled, they beat the rule and the detector's model
+    alone (and, on so few photos, a model cross-fitted there); the chosen model then needs the
+    classifier's scores, and its answer is the pooling of both experts."""
+    sides = lambda grades: {image: 640.0 for image in grades.index}  # noqa: E731
+    t_candidates, t_grades, t_groups = _photos(240, start=0, seed=7, found=0.2, noise=4)
+    t_scores = _classifier_scores(t_grades, seed=8, right=0.85)
+    train = Evidence.of(
+        photo_features(t_candidates, t_grades.index, sides=sides(t_grades), scores=t_scores), t_grades, t_groups
+    )
+    candidates, grades, groups = _photos(60, start=1000, seed=9, found=0.2, noise=4)
+    scores = _classifier_scores(grades, seed=10, right=0.85)
+    val = Evidence.of(photo_features(candidates, grades.index, sides=sides(grades), scores=scores), grades, groups)
+    model, table = choose_grade_model(
+        GradingRule(),
+        val,
+        _rule_grades(candidates, val.features.index),
+        threshold=THRESHOLD,
+        train=train,
+        classifier={"sha256": "ab" * 32, "imgsz": 224},
+    )
+    accuracy = table.set_index("candidate").accuracy
+    name = "logistic, fitted on the training split, pooled with the grade classifier"
+    assert accuracy[name] > accuracy["logistic, fitted on the training split"]
+    assert accuracy[name] > accuracy["rule"] + 0.1
+    assert table.loc[table.chosen, "candidate"].tolist() == [name]
+    assert model.pool == 0.5 and model.uses_classifier and model.classifier["imgsz"] == 224
+    assert model.fitted_on == "training split" and "pooled with the grade classifier" in model.describe()
+    with pytest.raises(ValueError, match="grade classifier"):
+        model.probabilities(candidates, list(grades.index), sides(grades))
+    p = model.probabilities(candidates, list(grades.index), sides(grades), scores)
+    alone = GradeModel.from_dict({**model.to_dict(), "pool": 0.0}).probabilities(
+        candidates, list(grades.index), sides(grades)
+    )
+    by_hand = np.sqrt(alone * scores.to_numpy())  # equal weights: the geometric mean, normalised
+    by_hand /= by_hand.sum(axis=1, keepdims=True)
+    assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
+    assert np.abs(p - by_hand).max() < 0.01  # the floor's share only
+    assert (model.grades(p) == by_hand.argmax(axis=1)).all()
+    stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert np.array_equal(stored.probabilities(candidates, list(grades.index), sides(grades), scores), p)

@@ -20,10 +20,16 @@ the counts at a ladder of confidences graded unseen photos better than the best 
   (``exp(-decay * |g - k|)``, one parameter fitted by maximum likelihood), so that the rule, too,
   shows the grade its probabilities make most probable; with no graded validation photo, the
   count's Poisson-binomial distribution graded by the rule (``grading.grade_probabilities``);
+- **two signals pooled**: the model fitted on the training split's detector evidence, pooled with
+  the whole-photo grade classifier's probabilities (``POOL``: equal-weight log-linear pooling,
+  ``p ∝ p_counts^(1-w) * p_classifier^w``). Neither expert saw a validation photo and the weight is
+  fixed, so its validation score is as honest as the others'; a model fitted on the training split
+  cannot take the classifier's scores as features, since on its own training photos the
+  classifier is nearly always right;
 - **the choice** (``choose_grade_model``), on validation photos only: the learned model fitted on
-  the training split (scored on validation) or cross-fitted on the validation split (scored out of
-  fold), against the rule. The rule is kept unless a learned model grades validation strictly
-  better.
+  the training split (scored on validation), pooled with the classifier, or cross-fitted on the
+  validation split (scored out of fold), against the rule. The rule is kept unless a learned model
+  grades validation better beyond chance.
 
 Every answer is one: the shown grade is the argmax of the shown probabilities (``GradeModel.grades``).
 scikit-learn has no ordinal estimator; label-distribution targets are how the order enters.
@@ -57,6 +63,9 @@ PROBABILITY_FLOOR = 1e-3  # a grade never seen in the fitting photos keeps a lit
 # the rule's probabilities fall off with the distance from its grade, exp(-decay * |g - k|); with no
 # graded validation photo to fit the decay by, the count's Poisson-binomial distribution is used
 MAX_DECAY = 12.0
+# the grade classifier's weight when pooled with the detector's model: equal weights, fixed rather
+# than fitted, so that no parameter of the pooled candidate is fitted on the photos that judge it
+POOL = 0.5
 
 
 def photo_features(
@@ -127,6 +136,27 @@ def photo_features(
         for column in scores.columns:
             columns[column] = np.log(scores[column].reindex(images).astype(float) + SCORE_FLOOR)
     return pd.DataFrame(columns, index=images).astype(float)
+
+
+def score_columns(features: pd.DataFrame) -> list[str]:
+    """The grade classifier's columns of ``photo_features``' table, grade by grade."""
+    return sorted((c for c in features.columns if c.startswith("cls.")), key=lambda c: int(c.split(".", 1)[1]))
+
+
+def pooled(p: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
+    """Log-linear pooling of two experts' grade probabilities: ``p^(1-w) * classifier^w``, normalised,
+    with the same floor as every model's (a grade one expert rules out is not ruled out for good).
+
+    Args:
+        p: (N, grades) probabilities of the detector's model.
+        classifier: (N, grades) the grade classifier's (``photo_features``' ``cls.<k>``, exponentiated).
+        weight: the classifier's weight ``w`` in [0, 1].
+    """
+    log = (1 - weight) * np.log(np.clip(p, 1e-12, 1)) + weight * np.log(np.clip(classifier, 1e-12, 1))
+    q = np.exp(log - log.max(axis=1, keepdims=True))
+    q /= q.sum(axis=1, keepdims=True)
+    q = q + PROBABILITY_FLOOR
+    return q / q.sum(axis=1, keepdims=True)
 
 
 def _feature_columns(features: pd.DataFrame, feature_set: str) -> list[str]:
@@ -228,6 +258,8 @@ class GradeModel:
         classifier: the grade classifier whose probabilities it reads (``sha256``, ``imgsz``), when
             its columns are among ``columns``; ``{}`` otherwise.
         fitted: the logistic model's standardisation, coefficients and intercepts.
+        pool: the grade classifier's weight in the log-linear pooling of its probabilities with
+            the logistic model's (``pooled``); 0: not pooled.
         recipe: its hyper-parameters; ``fitted_on``: where it was fitted; ``reason``: why it was chosen.
         validation: each candidate's accuracy on the validation photos (``photos``: how many).
     """
@@ -244,6 +276,7 @@ class GradeModel:
     columns: tuple[str, ...] = ()
     classifier: dict[str, Any] = field(default_factory=dict)
     fitted: dict[str, Any] = field(default_factory=dict)
+    pool: float = 0.0
     recipe: dict[str, Any] = field(default_factory=dict)
     fitted_on: str = ""
     reason: str = ""
@@ -294,7 +327,7 @@ class GradeModel:
     @property
     def uses_classifier(self) -> bool:
         """Whether its grades read the grade classifier's probabilities (then pass ``scores``)."""
-        return any(c.startswith("cls.") for c in self.columns)
+        return self.pool > 0 or any(c.startswith("cls.") for c in self.columns)
 
     def features(
         self, candidates: pd.DataFrame, images: Sequence[str], sides: Any = None, scores: pd.DataFrame | None = None
@@ -342,8 +375,10 @@ class GradeModel:
         if self.uses_classifier and (scores is None or not len(scores)):
             raise ValueError("this grade model reads the grade classifier's probabilities: pass the photos' scores")
         x = self.features(candidates, images, sides, scores if self.uses_classifier else None)
-        x = x[list(self.columns)].to_numpy(float)
-        return _logistic_probabilities(x, self.fitted).reshape(len(images), len(self.names))
+        p = _logistic_probabilities(x[list(self.columns)].to_numpy(float), self.fitted)
+        if self.pool > 0:
+            p = pooled(p, np.exp(x[score_columns(x)].to_numpy(float)), self.pool)
+        return p.reshape(len(images), len(self.names))
 
     @staticmethod
     def grades(probabilities: np.ndarray) -> np.ndarray:
@@ -371,6 +406,11 @@ class GradeModel:
     def describe(self) -> str:
         if self.kind == "rule":
             return f"the count rule ({self.grading_rule.legend()})"
+        if self.pool > 0:
+            return (
+                f"a logistic grade model on the detector's evidence, fitted on the {self.fitted_on}, "
+                "pooled with the grade classifier's probabilities"
+            )
         signal = " and the grade classifier's" if self.uses_classifier else ""
         return f"a logistic grade model on the detector's evidence{signal}, fitted on the {self.fitted_on}"
 
@@ -609,19 +649,24 @@ def choose_grade_model(
     rule_grades = np.asarray(val_rule_grades, int)
     decay = fit_decay(rule_grades, truth, n) if len(val) else None
     _score("rule", decay_rows(n, decay or 0.0)[rule_grades], rule_grades)  # the rule's own grade, always
-    learned: dict[str, tuple[list[str], dict[str, Any], Recipe]] = {}
+    learned: dict[str, tuple[list[str], dict[str, Any], Recipe, float]] = {}  # columns, fit, recipe, pool
     if learn and len(val) >= MIN_GRADED_PHOTOS:
         if train is not None and len(train) >= MIN_GRADED_PHOTOS:
             cols, fitted, recipe, p = _fit_on_train(train, val, n)
-            learned["logistic, fitted on the training split"] = (cols, fitted, recipe)
+            learned["logistic, fitted on the training split"] = (cols, fitted, recipe, 0.0)
             _score("logistic, fitted on the training split", p, p.argmax(axis=1))
+            if score_columns(val.features):
+                name = "logistic, fitted on the training split, pooled with the grade classifier"
+                p = pooled(p, np.exp(val.features[score_columns(val.features)].to_numpy(float)), POOL)
+                learned[name] = (cols, fitted, recipe, POOL)
+                _score(name, p, p.argmax(axis=1))
         if len(np.unique(val.groups)) >= 5:
             name = "logistic, cross-fitted on the validation split"
             p = _cross_fitted(val, n, seed=seed)
             _score(name, p, p.argmax(axis=1))
             recipe = _choose_recipe(val, n, seed=seed)
             cols, fitted = _fit(val, n, recipe)
-            learned[name] = (cols, fitted, recipe)
+            learned[name] = (cols, fitted, recipe, 0.0)
     table = pd.DataFrame(rows)
     chosen_name = "rule"
     rule_accuracy = float(table.accuracy.iloc[0]) if len(val) else np.nan
@@ -647,7 +692,7 @@ def choose_grade_model(
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
     else:
         name = chosen_name = best_name
-        cols, fitted, recipe = learned[name]
+        cols, fitted, recipe, pool = learned[name]
         chosen = GradeModel(
             kind="logistic",
             names=tuple(rule.names),
@@ -658,10 +703,11 @@ def choose_grade_model(
             ladder=tuple(float(t) for t in ladder),
             classes=tuple(classes),
             columns=tuple(cols),
-            classifier=dict(classifier or {}) if any(c.startswith("cls.") for c in cols) else {},
+            classifier=dict(classifier or {}) if pool > 0 or any(c.startswith("cls.") for c in cols) else {},
             fitted=fitted,
+            pool=pool,
             recipe=asdict(recipe),
-            fitted_on=name.split("on the ", 1)[1],
+            fitted_on=name.split("on the ", 1)[1].split(",", 1)[0],
             reason=(
                 f"{name}: {best.accuracy.iloc[0]:.3f} of {len(val)} validation photos graded right, "
                 f"against the rule's {rule_accuracy:.3f} (one-sided McNemar p {evidence:.3f})"
