@@ -177,8 +177,9 @@ def fit_grade_model(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Choose what grades this model's photos, on the validation split only
     (``grade_model.choose_grade_model``): the count rule (with eval's count correction, if used),
-    or a logistic model on the detector's evidence fitted on the training split or cross-fitted
-    on the validation split. The test split is not read.
+    or a logistic model on the detector's evidence fitted on the training split (alone, or pooled
+    with the grade classifier's probabilities) or cross-fitted on the validation split. The test
+    split is not read.
 
     Args:
         val_predictions: the model's raw boxes on the validation photos.
