@@ -185,7 +185,9 @@ def test_a_node_lost_midway_loses_no_photo_and_doubles_none(
             lesions, table = predict_new_photos(folder, model_info, PREDICT, settings)
         watcher.join(timeout=10)
         assert killed_after and killed_after[0] < N_PHOTOS // 2  # lost midway, most photos still to predict
-        assert "A Ray worker was lost" in caplog.text  # and the batches it held were predicted again
+        # the loss is seen by the driver (a new attempt, logged) when the node held a batch; when its
+        # actor was between batches, Ray Data drops it and the actors left take the rest (a random-order
+        # CI run saw this): either way no photo is lost and none doubled, which the lines below check
         assert table.photo.is_unique and len(table) == N_PHOTOS and set(table.status) == {"predicted"}
         assert _counts(lesions, table).tolist() == _counts(*one_process).tolist()
         assert second in set(table.node) and ray_cluster.head_id in set(table.node)
