@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -138,9 +138,11 @@ def photo_features(
     return pd.DataFrame(columns, index=images).astype(float)
 
 
-def score_columns(features: pd.DataFrame) -> list[str]:
-    """The grade classifier's columns of ``photo_features``' table, grade by grade."""
-    return sorted((c for c in features.columns if c.startswith("cls.")), key=lambda c: int(c.split(".", 1)[1]))
+def classifier_probabilities(features: pd.DataFrame) -> np.ndarray:
+    """The grade classifier's probabilities back from ``photo_features``' ``cls.<k>`` columns, grade
+    by grade: an (N, grades) array, (N, 0) where no classifier scored the photos."""
+    columns = sorted((c for c in features.columns if c.startswith("cls.")), key=lambda c: int(c.split(".", 1)[1]))
+    return np.exp(features[columns].to_numpy(float))
 
 
 def pooled(p: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
@@ -149,7 +151,7 @@ def pooled(p: np.ndarray, classifier: np.ndarray, weight: float) -> np.ndarray:
 
     Args:
         p: (N, grades) probabilities of the detector's model.
-        classifier: (N, grades) the grade classifier's (``photo_features``' ``cls.<k>``, exponentiated).
+        classifier: (N, grades) the grade classifier's (``classifier_probabilities``).
         weight: the classifier's weight ``w`` in [0, 1].
     """
     log = (1 - weight) * np.log(np.clip(p, 1e-12, 1)) + weight * np.log(np.clip(classifier, 1e-12, 1))
@@ -377,7 +379,7 @@ class GradeModel:
         x = self.features(candidates, images, sides, scores if self.uses_classifier else None)
         p = _logistic_probabilities(x[list(self.columns)].to_numpy(float), self.fitted)
         if self.pool > 0:
-            p = pooled(p, np.exp(x[score_columns(x)].to_numpy(float)), self.pool)
+            p = pooled(p, classifier_probabilities(x), self.pool)
         return p.reshape(len(images), len(self.names))
 
     @staticmethod
@@ -655,9 +657,10 @@ def choose_grade_model(
             cols, fitted, recipe, p = _fit_on_train(train, val, n)
             learned["logistic, fitted on the training split"] = (cols, fitted, recipe, 0.0)
             _score("logistic, fitted on the training split", p, p.argmax(axis=1))
-            if score_columns(val.features):
+            scored = classifier_probabilities(val.features)
+            if scored.shape[1]:
                 name = "logistic, fitted on the training split, pooled with the grade classifier"
-                p = pooled(p, np.exp(val.features[score_columns(val.features)].to_numpy(float)), POOL)
+                p = pooled(p, scored, POOL)
                 learned[name] = (cols, fitted, recipe, POOL)
                 _score(name, p, p.argmax(axis=1))
         if len(np.unique(val.groups)) >= 5:
@@ -703,7 +706,7 @@ def choose_grade_model(
             ladder=tuple(float(t) for t in ladder),
             classes=tuple(classes),
             columns=tuple(cols),
-            classifier=dict(classifier or {}) if pool > 0 or any(c.startswith("cls.") for c in cols) else {},
+            classifier=dict(classifier or {}),
             fitted=fitted,
             pool=pool,
             recipe=asdict(recipe),
@@ -714,5 +717,7 @@ def choose_grade_model(
             ),
             validation=scores,
         )
+        if not chosen.uses_classifier:  # the classifier travels with a model only when its grades read it
+            chosen = replace(chosen, classifier={})
     table["chosen"] = table.candidate == chosen_name
     return chosen, table
