@@ -183,6 +183,7 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
         "preview/augmentation_panels.png",
         "preview/augmentation_box_losses.csv",
         "eval/threshold_sweep.csv",
+        "eval/val_threshold_sweep.csv",
         "eval/threshold_curves.png",
         "eval/error_gallery.png",
         "model/operating_point.json",
@@ -357,8 +358,11 @@ def test_the_reports_say_what_the_tables_hold(project: Path, runs: dict) -> None
     sweep = pd.read_csv(reports / "threshold_sweep.csv")
     at_point = sweep[(sweep["class"] == "all") & (sweep.threshold == point["threshold"])].iloc[0]
     assert (point["precision"], point["recall"]) == pytest.approx((at_point.precision, at_point.recall), nan_ok=True)
+    # chosen on the validation split's sweep, never the test split's: the test figures are only read there
+    val_sweep = pd.read_csv(reports / "val_threshold_sweep.csv")
+    assert point["chosen_on"] == "validation"
     if point["rule"] == "max_f1":
-        assert point["f1"] == pytest.approx(sweep[sweep["class"] == "all"].f1.max())
+        assert point["val_f1"] == pytest.approx(val_sweep[val_sweep["class"] == "all"].f1.max())
 
     confusion = pd.read_csv(reports / "confusion_matrix.csv").set_index("true")
     classes = ["comedone", "papule", "pustule", "nodule"]

@@ -13,6 +13,7 @@ from acne_detection.pipelines.eval.nodes import (
     evaluate_detections,
     fingerprint_inputs,
     sweep_thresholds,
+    sweep_validation_thresholds,
 )
 from acne_detection.pipelines.eval.plots import (
     plot_confusion_matrix,
@@ -35,6 +36,40 @@ def crafted(tiny_yolo):
     return dataset, ground_truth, preds
 
 
+def _predictions(dataset, ground_truth, hit: float, alarm: float, split: str = "val") -> pd.DataFrame:
+    """Every lesion of a split found at ``hit``, plus three false alarms at ``alarm``."""
+    gt = ground_truth[ground_truth.split == split]
+    hits = gt.assign(confidence=hit)[["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"]]
+    alarms = hits.head(3).assign(confidence=alarm, x_min=0.0, y_min=0.0, x_max=3.0, y_max=3.0)
+    preds = pd.concat([hits, alarms], ignore_index=True)
+    preds.insert(2, "class", preds.class_id.map(dict(enumerate(dataset.names))))
+    return preds
+
+
+def test_the_operating_point_is_chosen_on_validation_and_test_is_only_reported_there(crafted) -> None:
+    """Validation's lesions score 0.6 and its false alarms 0.5; the test split's 0.9 and 0.7. The
+    threshold comes from validation (in (0.5, 0.6]), and the figures reported at it are the test
+    split's, false alarms and all; chosen on test it would have been above 0.7."""
+    dataset, ground_truth, _ = crafted
+    params = parse("eval", {})
+    test_sweep = sweep_thresholds(_predictions(dataset, ground_truth, 0.9, 0.7, "test"), ground_truth, dataset, params)
+    val_sweep = sweep_validation_thresholds(
+        _predictions(dataset, ground_truth, 0.6, 0.5), ground_truth, dataset, params
+    )
+    point = choose_operating_point(val_sweep, test_sweep, params)
+    assert 0.5 < point["threshold"] <= 0.6 and point["chosen_on"] == "validation"
+    assert point["val_f1"] == 1.0 and point["val_recall"] == 1.0
+    # the test split's figures at that threshold: every test lesion kept, and its three false alarms too
+    n = int((ground_truth.split == "test").sum())
+    assert point["recall"] == 1.0 and point["precision"] == pytest.approx(n / (n + 3))
+    on_test = choose_operating_point(test_sweep, test_sweep, params)["threshold"]
+    assert 0.7 < on_test <= 0.9  # what choosing on test would have picked: not what was picked
+    # no validation lesion: nothing to choose by, the lowest threshold, said so
+    empty = val_sweep.assign(tp=0, fn=0, fp=0, precision=float("nan"), recall=float("nan"), f1=float("nan"))
+    fallback = choose_operating_point(empty, test_sweep, params)
+    assert fallback["chosen_on"] == "none" and fallback["threshold"] == 0.05 and fallback["recall"] == 1.0
+
+
 def test_sweep_operating_point_and_metrics(crafted) -> None:
     dataset, ground_truth, preds = crafted
     params = {}
@@ -42,10 +77,14 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     overall = sweep[sweep["class"] == "all"].set_index("threshold")
     assert overall.loc[0.25, "recall"] == 1.0 and overall.loc[0.25, "fp"] == 3
     assert overall.loc[0.35, "precision"] == 1.0 and overall.loc[0.95, "recall"] == 0.0
-    point = choose_operating_point(sweep, parse("eval", params))
-    assert 0.3 < point["threshold"] <= 0.9 and point["f1"] == 1.0
+    # validation sees the test split's picture (lesions at 0.9, false alarms at 0.3): same choice
+    val_sweep = sweep_validation_thresholds(
+        _predictions(dataset, ground_truth, 0.9, 0.3), ground_truth, dataset, parse("eval", params)
+    )
+    point = choose_operating_point(val_sweep, sweep, parse("eval", params))
+    assert 0.3 < point["threshold"] <= 0.9 and point["f1"] == 1.0 and point["chosen_on"] == "validation"
     strict_recall = choose_operating_point(
-        sweep, parse("eval", {"operating_point": {"rule": "recall_target", "recall_target": 0.85}})
+        val_sweep, sweep, parse("eval", {"operating_point": {"rule": "recall_target", "recall_target": 0.85}})
     )
     assert strict_recall["threshold"] == 0.9 and strict_recall["recall"] == 1.0
     per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, parse("eval", params))

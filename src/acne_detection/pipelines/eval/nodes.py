@@ -34,6 +34,7 @@ from acne_detection.core.params import EvalParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.framework.tracking import model_run_id, resolve_model
 from acne_detection.model.record import ModelRecord
+from acne_detection.pipelines.eval.report import chosen_how
 
 logger = logging.getLogger(__name__)
 
@@ -109,20 +110,25 @@ def test_split_truth(ground_truth: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_thresholds(
-    predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: EvalParams
+    predictions: pd.DataFrame,
+    ground_truth: pd.DataFrame,
+    dataset: YoloDataset,
+    params: EvalParams,
+    split: str = "test",
 ) -> pd.DataFrame:
     """Precision, recall and F1 at confidence thresholds 0.05 to 0.95, per class and overall.
 
     Args:
-        predictions: ``predict_test_split``'s table.
+        predictions: one split's calibrated boxes (``calibrate_predictions``).
         ground_truth: the true boxes of every split.
         dataset: the YOLO dataset (class names).
         params: the ``eval`` parameters (``iou_threshold``).
+        split: the split the boxes are of (``test``, or ``val`` where the operating point is chosen).
 
     Returns:
         ``metrics.threshold_sweep``'s table with a ``class`` column (``all`` for class id -1).
     """
-    gt = test_split_truth(ground_truth)
+    gt = ground_truth[ground_truth.split == split]
     matches = match_detections(predictions, gt, iou_threshold=params.iou_threshold)
     n_true = gt.groupby("class_id").size().reindex(range(len(dataset.names)), fill_value=0)
     sweep = threshold_sweep(matches, n_true, SWEEP_THRESHOLDS)
@@ -130,39 +136,78 @@ def sweep_thresholds(
     return sweep
 
 
-def choose_operating_point(sweep: pd.DataFrame, params: EvalParams) -> dict[str, Any]:
-    """Pick the confidence threshold to ship, by the rule in ``eval.operating_point``.
+def sweep_validation_thresholds(
+    predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: EvalParams
+) -> pd.DataFrame:
+    """``sweep_thresholds`` on the validation split's calibrated boxes: where the operating point is chosen."""
+    return sweep_thresholds(predictions, ground_truth, dataset, params, split="val")
+
+
+def choose_operating_point(val_sweep: pd.DataFrame, test_sweep: pd.DataFrame, params: EvalParams) -> dict[str, Any]:
+    """Pick the confidence threshold to ship on the validation split, by the rule in
+    ``eval.operating_point``, and report the test split's precision, recall and F1 there.
 
     ``max_f1`` takes the threshold of highest overall F1; ``recall_target`` the highest
     threshold whose overall recall still reaches the target (the medical choice: a missed
-    lesion costs more than a false alarm), or the lowest threshold if none does.
+    lesion costs more than a false alarm), or the lowest threshold if none does. The test split
+    never chooses: a threshold picked where it is then scored makes every figure at it (precision,
+    recall, the count rule's grades) look better than new photos will see. Without a true lesion
+    in the validation split there is nothing to choose by, and the lowest threshold is kept (the
+    most recall), with a warning.
 
     Args:
-        sweep: ``sweep_thresholds``'s table.
+        val_sweep: ``sweep_validation_thresholds``'s table (the validation split).
+        test_sweep: ``sweep_thresholds``'s table (the test split): the figures reported at the threshold.
         params: the ``eval`` parameters.
 
     Returns:
-        ``threshold``, ``rule``, and the overall ``precision``, ``recall`` and ``f1`` there.
+        ``threshold``, ``rule``, ``recall_target``, ``chosen_on`` (``validation``, or ``none``
+        without validation lesions), the test split's overall ``precision``, ``recall`` and ``f1``
+        at the threshold, and the validation split's (``val_precision``, ``val_recall``, ``val_f1``).
     """
     p = params.operating_point
-    row = pick_operating_point(sweep[sweep.class_id == -1], p.rule, p.recall_target)
-    if not row.reached:
-        logger.warning("No threshold reaches recall %.2f; using the lowest, %.2f", p.recall_target, row.threshold)
+    val = val_sweep[val_sweep.class_id == -1].sort_values("threshold").reset_index(drop=True)
+    chosen_on = "validation"
+    if not len(val) or not (val.tp + val.fn).max() > 0:
+        logger.warning(
+            "The validation split holds no true lesion to choose the operating point on: the lowest threshold"
+        )
+        chosen_on = "none"
+        row = pd.concat([val.iloc[0] if len(val) else pd.Series(dtype=object), pd.Series({"reached": False})])
+        threshold = float(SWEEP_THRESHOLDS[0])
+    else:
+        row = pick_operating_point(val, p.rule, p.recall_target)
+        threshold = float(row.threshold)
+        if not row.reached:
+            logger.warning(
+                "No threshold reaches recall %.2f on validation; using the lowest, %.2f", p.recall_target, threshold
+            )
+    test = test_sweep[test_sweep.class_id == -1].set_index("threshold")
+    at = test.iloc[np.abs(test.index.to_numpy(float) - threshold).argmin()] if len(test) else pd.Series(dtype=float)
     point = {
-        "threshold": float(row.threshold),
+        "threshold": threshold,
         "rule": p.rule,
         "recall_target": p.recall_target,
-        "precision": float(row.precision),
-        "recall": float(row.recall),
-        "f1": float(row.f1),
+        "chosen_on": chosen_on,
+        "precision": float(at.get("precision", np.nan)),
+        "recall": float(at.get("recall", np.nan)),
+        "f1": float(at.get("f1", np.nan)),
+        "val_precision": float(row.get("precision", np.nan)),
+        "val_recall": float(row.get("recall", np.nan)),
+        "val_f1": float(row.get("f1", np.nan)),
     }
     logger.info(
-        "Operating point (%s): confidence >= %.2f gives precision %.3f, recall %.3f, F1 %.3f",
+        "Operating point (%s, chosen on %s): confidence >= %.2f; on the test split precision %.3f, recall %.3f, "
+        "F1 %.3f (validation: %.3f, %.3f, %.3f)",
         p.rule,
-        point["threshold"],
+        chosen_on,
+        threshold,
         point["precision"],
         point["recall"],
         point["f1"],
+        point["val_precision"],
+        point["val_recall"],
+        point["val_f1"],
     )
     return point
 
@@ -356,7 +401,7 @@ def record_model(
         classes=tuple(str(detector.names[k]) for k in sorted(detector.names)),
         imgsz=model_imgsz(detector),
         threshold=float(operating_point["threshold"]),
-        threshold_rule=str(operating_point["rule"]),
+        threshold_rule=chosen_how(operating_point),
         calibration=Calibration.from_dict(calibration).to_dict(),
         grade_model=grade_model,
         trained_on=kind,

@@ -28,6 +28,7 @@ from acne_detection.pipelines.eval.nodes import (
     predict_val_split,
     record_model,
     sweep_thresholds,
+    sweep_validation_thresholds,
 )
 from acne_detection.pipelines.eval.plots import (
     plot_confusion_matrix,
@@ -146,8 +147,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="sweep_thresholds",
             ),
             node(
+                calibrate_predictions,
+                ["val_predictions", "calibration"],
+                "calibrated_val_predictions",
+                name="calibrate_val_predictions",
+            ),
+            node(
+                sweep_validation_thresholds,
+                ["calibrated_val_predictions", "ground_truth", "yolo_dataset", "params:eval"],
+                "val_threshold_sweep",
+                name="sweep_validation_thresholds",
+            ),
+            node(
                 choose_operating_point,
-                ["threshold_sweep", "params:eval"],
+                ["val_threshold_sweep", "threshold_sweep", "params:eval"],
                 "operating_point",
                 name="choose_operating_point",
             ),

@@ -20,6 +20,17 @@ AP_NOTE = (
 )
 
 
+def chosen_how(operating_point: dict[str, Any]) -> str:
+    """How the operating point was chosen, in words: ``max_f1 on validation``; the rule alone for a
+    point recorded before the choice moved to validation."""
+    on = operating_point.get("chosen_on")
+    return (
+        f"{operating_point['rule']} on validation"
+        if on == "validation"
+        else str(operating_point["rule"]) + (" (no validation lesion: the lowest threshold)" if on == "none" else "")
+    )
+
+
 def _acne04_style(manifest: pd.DataFrame | None) -> bool:
     """Whether the photos are ACNE04's (their grade in the ``levleN`` file names), where its anchor means something."""
     return manifest is not None and "image_id" in manifest and manifest.image_id.astype(str).str.contains("levle").any()
@@ -150,7 +161,7 @@ def report_headline(
         + "\n".join(lines)
         + "\n\n"
         f"Precision, recall and F1 at the operating point: confidence >= {operating_point['threshold']:.2f} "
-        f"({operating_point['rule']}).\n\n"
+        f"({chosen_how(operating_point)}).\n\n"
         + _grading_lines(grading, anchor=manifest is None or _acne04_style(manifest))
         + _confusion_lines(confusion)
         + skin_tone_lines(tones, tone_check)
