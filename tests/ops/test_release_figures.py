@@ -75,3 +75,27 @@ def test_a_benchmark_figure_edited_by_hand_is_caught() -> None:
     assert edited != text and render(edited, figures, results) == text  # caught, and make figures puts it back
     assert results["meta"]["machine"] in table
     assert all(f"`{r['commit']}` |" in table for r in bench_rows(results, group))
+
+
+def test_the_operating_point_row_says_where_it_was_chosen() -> None:
+    """An entry that recorded its operating point shows its threshold and the split that chose it,
+    apart from the test figures read at it; an entry from before it was recorded shows no such row."""
+    figures = json.loads(FIGURES.read_text())
+    entry = {
+        **figures["acne04-dev"],
+        "operating_point": {
+            "threshold": 0.35,
+            "rule": "max_f1",
+            "chosen_on": "validation",
+            "val_recall": 0.5,
+            "val_precision": 0.25,
+        },
+    }
+    table = render_table(entry)
+    assert (
+        "| operating point (calibrated confidence) | 0.35, max_f1 on the validation split "
+        "(there: recall 0.500, precision 0.250) |" in table
+    )
+    assert "| recall / precision at the operating point, on test |" in table
+    older = {k: v for k, v in entry.items() if k != "operating_point"}
+    assert "operating point (calibrated" not in render_table(older)

@@ -86,6 +86,7 @@ def collect(
     reporting, models = project / "data" / "08_reporting", project / "data" / "06_models"
     detection, grading = _json(reporting / "test_metrics.json"), _json(reporting / "grading_metrics.json")
     probabilities, model = _json(reporting / "grade_probability_metrics.json"), _json(models / "grade_model.json")
+    point = _json(models / "operating_point.json")
     commit = (
         commit
         or subprocess.run(
@@ -103,11 +104,28 @@ def collect(
         "grading": grading,
         "grade_probabilities": {k: probabilities.get(k) for k in ("brier", "top_dece", "photos_graded")},
         "grade_model": {k: model.get(k) for k in ("kind", "fitted_on", "reason", "validation", "recipe")},
+        "operating_point": {
+            k: point.get(k) for k in ("threshold", "rule", "chosen_on", "val_recall", "val_precision") if k in point
+        },
     }
 
 
 def _f(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def _point_rows(point: dict[str, Any]) -> list[tuple[str, str]]:
+    """The operating point's row, where the entry recorded it: the threshold, the rule, where it was chosen."""
+    if "threshold" not in point:
+        return []
+    where = "the validation split" if point.get("chosen_on") == "validation" else str(point.get("chosen_on", "-"))
+    return [
+        (
+            "operating point (calibrated confidence)",
+            f"{_f(point['threshold'], 2)}, {point.get('rule', '-')} on {where} (there: recall "
+            f"{_f(point.get('val_recall'))}, precision {_f(point.get('val_precision'))})",
+        )
+    ]
 
 
 def render_table(entry: dict[str, Any]) -> str:
@@ -118,7 +136,8 @@ def render_table(entry: dict[str, Any]) -> str:
     rows = [
         ("test photos graded", f"{int(g.get('photos_graded', 0))}"),
         ("mAP@50 / mAP@50-95", f"{_f(d.get('mAP50'))} / {_f(d.get('mAP50-95'))}"),
-        ("recall / precision at the operating point", f"{_f(d.get('recall'))} / {_f(d.get('precision'))}"),
+        *_point_rows(entry.get("operating_point") or {}),
+        ("recall / precision at the operating point, on test", f"{_f(d.get('recall'))} / {_f(d.get('precision'))}"),
         (
             "grading accuracy (95 % Wilson interval)",
             f"**{_f(g.get('grade_accuracy'))}** ({_f(g.get('grade_accuracy_low'), 2)}-"
