@@ -13,6 +13,7 @@ import pytest
 
 from acne_detection.core.grade_model import (
     DEFAULT_LADDER,
+    EXPECTED,
     Evidence,
     GradeModel,
     GradeRuleMismatch,
@@ -21,7 +22,9 @@ from acne_detection.core.grade_model import (
     choose_grade_model,
     decay_rows,
     fit_decay,
+    fit_scale,
     photo_features,
+    scaled_counts,
 )
 from acne_detection.core.grading import GradingRule, severity_grade
 
@@ -258,3 +261,51 @@ def test_the_grade_classifier_pooled_with_the_detectors_model_is_chosen_when_it_
     assert (model.grades(p) == by_hand.argmax(axis=1)).all()
     stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     assert np.array_equal(stored.probabilities(candidates, list(grades.index), sides(grades), scores), p)
+
+
+def _halved(n: int, *, start: int, seed: int) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Photos whose every lesion the detector finds at a calibrated 0.5: the expected count is half
+    the true one, and at a threshold above 0.5 it counts nothing."""
+    rng = np.random.default_rng(seed)
+    rows, grades, groups = [], {}, {}
+    for i in range(n):
+        image = f"h{start + i}"
+        true = int(rng.integers(0, 90))
+        grades[image], groups[image] = int(severity_grade(true)), f"s{(start + i) // 3}"
+        rows += [
+            {"image": image, "class": "lesion", "confidence": 0.5, "x_min": 0, "y_min": 0, "x_max": 9, "y_max": 9}
+        ] * true
+    return pd.DataFrame(rows), pd.Series(grades), pd.Series(groups)
+
+
+def test_fit_scale_recovers_what_the_expected_count_misses() -> None:
+    expected = np.array([1.0, 2.5, 4, 8, 10.5, 20, 26, 40])  # half of 2, 5, 8, 16, 21, 40, 52, 80
+    truth = severity_grade(expected * 2)
+    scale = fit_scale(expected, truth, GradingRule())
+    assert (severity_grade(scaled_counts(expected, scale)) == truth).all()
+    assert 1.9 < scale < 2.1  # the middle of the scales that grade every photo right
+    assert scaled_counts(np.array([2.4, 2.6]), 2.0).tolist() == [5, 5]  # whole lesions: 4.8 and 5.2 round to 5
+
+
+def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as_one() -> None:
+    """The detector sees every lesion at 0.5 and the rule counts above 0.5: the rule grades every photo
+    mild. Twice the expected count is the true count; fitted on the training split, the scale finds it."""
+    train = _evidence(*_halved(150, start=0, seed=11))
+    candidates, grades, groups = _halved(90, start=1000, seed=12)
+    val = _evidence(candidates, grades, groups)
+    rule_grades = GradingRule().grade(
+        GradingRule().count(candidates[candidates.confidence >= 0.6], pd.Series(val.features.index, dtype=object))
+    )
+    model, table = choose_grade_model(GradingRule(), val, rule_grades, threshold=0.6, train=train)
+    scores = table.set_index("candidate").accuracy
+    assert scores[EXPECTED] == 1.0 and scores["rule"] < 0.5
+    assert model.kind == "expected" and table.loc[table.chosen, "candidate"].tolist() == [EXPECTED]
+    assert 1.9 < model.scale < 2.1 and "McNemar" in model.reason and "x 2" in model.describe()
+    # one answer: the grade shown is the argmax of the probabilities shown, stored or not
+    stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    new, new_grades, _ = _halved(60, start=5000, seed=13)
+    for m in (model, stored):
+        p = m.probabilities(new, list(new_grades.index))
+        assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
+        assert (m.grades(p) == new_grades.to_numpy()).all()
+        assert (m.grades(p) == severity_grade(m.estimated_counts(new, list(new_grades.index)))).all()

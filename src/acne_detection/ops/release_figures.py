@@ -132,7 +132,10 @@ def render_table(entry: dict[str, Any]) -> str:
     """The markdown table of one entry: detection, grading with its interval, the rule beside it, the ceiling."""
     d, g, p, m = entry["detection"], entry["grading"], entry["grade_probabilities"], entry["grade_model"]
     validation = m.get("validation") or {}
-    shown = "the count rule" if m.get("kind") == "rule" else f"logistic, fitted on the {m.get('fitted_on')}"
+    shown = {
+        "rule": "the count rule",
+        "expected": f"the expected count, scaled (fitted on the {m.get('fitted_on')})",
+    }.get(str(m.get("kind")), f"logistic, fitted on the {m.get('fitted_on')}")
     rows = [
         ("test photos graded", f"{int(g.get('photos_graded', 0))}"),
         ("mAP@50 / mAP@50-95", f"{_f(d.get('mAP50'))} / {_f(d.get('mAP50-95'))}"),
