@@ -71,6 +71,14 @@ def test_grading_metrics_against_hand_computed_values() -> None:
     # Wilson interval for 4/6 (statsmodels' proportion_confint(4, 6, method="wilson") gives 0.300, 0.903)
     assert (metrics["grade_accuracy_low"], metrics["grade_accuracy_high"]) == pytest.approx((0.3000, 0.9032), abs=5e-4)
     assert confusion.to_numpy().tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]
+    assert "count_mae_estimated" not in metrics  # no grade model's estimate: only the lesions found are scored
+    # a grade model that estimates the count (the expected count, scaled): its error beside the found lesions'
+    estimated = photos.assign(estimated_count=pd.array([2, 6, 11, 20, 52, 55, 1], dtype="Int64"))
+    metrics, _ = grading_metrics(estimated, names=["mild", "moderate", "severe", "very severe"])
+    off = np.array([0, 2, 1, 1, -8, 0, 1])
+    assert metrics["count_mae_estimated"] == pytest.approx(np.abs(off).mean())  # 13 / 7
+    assert metrics["count_rmse_estimated"] == pytest.approx(np.sqrt((off**2).mean()))
+    assert metrics["count_mae"] == pytest.approx(30 / 7)  # unchanged
 
 
 def test_no_true_grade_leaves_accuracy_out_but_counts_errors() -> None:

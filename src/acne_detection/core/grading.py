@@ -426,7 +426,8 @@ def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict
         The metrics: ``grade_accuracy`` with a 95 % Wilson interval (``_low``, ``_high``),
         ``grade_ceiling`` (accuracy of grading the *true* counts: what a perfect counter
         would reach), ``grade_within_one`` (the share graded at most one grade off), ``count_mae``
-        and ``count_rmse`` (ACNE04's counting protocol),
+        and ``count_rmse`` (ACNE04's counting protocol) of the lesions found, ``count_mae_estimated`` and
+        ``count_rmse_estimated`` of the grade model's estimated count where ``photos`` carry one,
         ``grade_recall.<name>`` and ``photos_graded``; and the grade confusion matrix (rows true,
         columns predicted, counts).
     """
@@ -456,4 +457,9 @@ def grading_metrics(photos: pd.DataFrame, *, names: Sequence[str]) -> tuple[dict
     error = (photos.pred_count - photos.true_count).to_numpy(float)
     if len(error):
         metrics.update(count_mae=float(np.abs(error).mean()), count_rmse=float(np.sqrt((error**2).mean())))
+    if "estimated_count" in photos and photos.estimated_count.notna().all() and len(photos):
+        off = (photos.estimated_count.astype(float) - photos.true_count).to_numpy(float)
+        metrics.update(
+            count_mae_estimated=float(np.abs(off).mean()), count_rmse_estimated=float(np.sqrt((off**2).mean()))
+        )
     return metrics, confusion

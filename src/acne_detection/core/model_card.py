@@ -221,7 +221,8 @@ def render_model_card(facts: dict[str, Any]) -> str:
         "## Evaluation data",
         f"- The test split: {int((facts['manifest']['split'] == 'test').sum())} photos, "
         f"{int(facts['truth'].get('split', pd.Series(dtype=str)).eq('test').sum())} lesions, never seen in "
-        "training or in choosing the operating point's model; copies of one source photo are never in two splits.",
+        "training, in choosing the operating point or in choosing the grade model; copies of one source photo "
+        "are never in two splits.",
         "",
         "## Metrics (test split)",
         "| metric | value |",
@@ -231,6 +232,14 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"| recall at the operating point | {_fmt(detection.get('recall'))} |",
         f"| precision at the operating point | {_fmt(detection.get('precision'))} |",
         f"| counting error (MAE, lesions per photo) | {_fmt(grading.get('count_mae'), 1)} |",
+        *(
+            [
+                "| counting error of the grade model's estimated count (MAE) | "
+                f"{_fmt(grading['count_mae_estimated'], 1)} |"
+            ]
+            if "count_mae_estimated" in grading
+            else []
+        ),
         f"| grading accuracy (95 % interval) | {_interval(grading, 'grade_accuracy')} |",
         f"| grading ceiling (true counts through the rule) | {_fmt(grading.get('grade_ceiling'))} |",
         f"| grading accuracy of the rule on the detector's count alone | {_fmt(grading.get('grade_accuracy_rule'))} |",

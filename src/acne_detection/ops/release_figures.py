@@ -150,6 +150,11 @@ def render_table(entry: dict[str, Any]) -> str:
         ("ceiling (true counts through the rule)", _f(g.get("grade_ceiling"))),
         ("within one grade", _f(g.get("grade_within_one"))),
         ("counting MAE (lesions per photo)", _f(g.get("count_mae"), 2)),
+        *(
+            [("counting MAE of the grade model's estimated count", _f(g["count_mae_estimated"], 2))]
+            if "count_mae_estimated" in g
+            else []
+        ),
         ("grade probabilities: Brier score", _f(p.get("brier"))),
         ("what grades", f"{shown}: {m.get('reason', '')}"),
         (

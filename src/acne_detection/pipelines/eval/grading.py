@@ -272,6 +272,8 @@ def grade_test_photos(
     photos["rule_grade"] = model.grading_rule.grade(photos.pred_count)
     candidates, _, sides = split_candidates("test", predictions, calibration, dataset, split_images)
     photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides, scores))
+    if model.kind == "expected":  # the count its grade is the rule's grade of, beside the lesions found
+        photos["estimated_count"] = pd.array(model.estimated_counts(candidates, photos.image), dtype="Int64")
     return photos
 
 

@@ -78,7 +78,14 @@ def _grading_lines(grading: dict[str, float], *, anchor: bool = True) -> str:
     counting = (
         (
             f"Counting error per test photo (lesions at the operating point vs true): MAE {grading['count_mae']:.2f}, "
-            f"RMSE {grading['count_rmse']:.2f}.\n\n"
+            f"RMSE {grading['count_rmse']:.2f}"
+            + (
+                f"; of the grade model's estimated count (what its grade grades): MAE "
+                f"{grading['count_mae_estimated']:.2f}, RMSE {grading['count_rmse_estimated']:.2f}"
+                if "count_mae_estimated" in grading
+                else ""
+            )
+            + ".\n\n"
         )
         if "count_mae" in grading
         else ""
