@@ -149,7 +149,7 @@ def render_table(entry: dict[str, Any]) -> str:
         ("the count rule alone", _f(g.get("grade_accuracy_rule"))),
         ("ceiling (true counts through the rule)", _f(g.get("grade_ceiling"))),
         ("within one grade", _f(g.get("grade_within_one"))),
-        ("counting MAE (lesions per photo)", _f(g.get("count_mae"), 2)),
+        ("counting MAE of the lesions found (per photo)", _f(g.get("count_mae"), 2)),
         *(
             [("counting MAE of the grade model's estimated count", _f(g["count_mae_estimated"], 2))]
             if "count_mae_estimated" in g
