@@ -309,3 +309,12 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
         assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
         assert (m.grades(p) == new_grades.to_numpy()).all()
         assert (m.grades(p) == severity_grade(m.estimated_counts(new, list(new_grades.index)))).all()
+    # predict's and the served model's table: the estimated count beside the lesions found, graded as shown
+    from acne_detection.model.predictor import grade_photos
+
+    counted = new[new.confidence >= 0.6]
+    table = grade_photos(stored, counted, new, list(new_grades.index), {i: 640.0 for i in new_grades.index})
+    assert (table.lesions == 0).all() and (
+        table.estimated_lesions.to_numpy() == stored.estimated_counts(new, list(new_grades.index))
+    ).all()
+    assert (table.grade.to_numpy() == severity_grade(table.estimated_lesions.to_numpy())).all()

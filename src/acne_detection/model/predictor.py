@@ -285,14 +285,17 @@ def grade_photos(
         scores: the grade classifier's probabilities (``None``: the model reads none).
 
     Returns:
-        ``photo``, ``lesions`` (the counted classes' total), ``grade`` and ``grade_name`` (the
-        most probable grade: one answer with its probabilities), ``p.<grade name>`` and
+        ``photo``, ``lesions`` (the counted classes' total), ``estimated_lesions`` where the model
+        grades an estimated count (``GradeModel.estimated_counts``), ``grade`` and ``grade_name``
+        (the most probable grade: one answer with its probabilities), ``p.<grade name>`` and
         ``grade_probabilities`` ("moderate 72 %, severe 26 %").
     """
     rule = model.grading_rule
     keys = pd.Series(photos, dtype=object)
     probabilities = model.probabilities(candidates, photos, pd.Series(sides, dtype=float), scores)
     table = pd.DataFrame({"photo": keys, "lesions": np.asarray(rule.count(counted, keys), int)})
+    if model.kind == "expected":  # the count its grade grades: the lesions found and those it half-saw, scaled
+        table["estimated_lesions"] = model.estimated_counts(candidates, photos)
     table["grade"] = model.grades(probabilities)
     table["grade_name"] = table.grade.map(dict(enumerate(rule.names)))
     for k, name in enumerate(rule.names):

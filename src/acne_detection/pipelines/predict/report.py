@@ -22,6 +22,12 @@ from acne_detection.model.predictor import ModelChoice
 _COLOURS = ["#ff3030", "#30a0ff", "#ffd000", "#c040ff", "#00d080", "#ff8000"]
 
 
+def _estimate(record: dict) -> str:
+    """Where the grade model grades an estimated count: that count, beside the lesions boxed."""
+    n = record.get("estimated_lesions")
+    return "" if n is None or pd.isna(n) else f" (about {int(n)} estimated in all: the count the grade is of)"
+
+
 def _lesions(n: int) -> str:
     """``"1 lesion"``, ``"3 lesions"``."""
     return f"{n} lesion{'' if n == 1 else 's'}"
@@ -77,6 +83,7 @@ _NOT_COUNTS = frozenset(
     {
         "photo",
         "lesions",
+        "estimated_lesions",
         "grade",
         "grade_name",
         "grade_probabilities",
@@ -162,7 +169,7 @@ def _photo_card(record: dict[str, Any], annotated: Path, *, counts: list[str], t
         f'<img src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}" '
         f'alt="{html.escape(row.photo)}"></a>'
         f"<h3>{html.escape(row.photo)}</h3><p class=grade>Grade {row.grade}: {html.escape(str(row.grade_name))}</p>"
-        f"<p>{_lesions(row.lesions)}{': ' + html.escape(per_class) if per_class else ''}</p>"
+        f"<p>{_lesions(row.lesions)}{': ' + html.escape(per_class) if per_class else ''}{_estimate(record)}</p>"
         f"<p class=probs>Grade probabilities: {html.escape(str(record.get('grade_probabilities', '')))}</p>"
         f"<p class=small>{row.width} x {row.height} px{', sliced' if row.sliced else ''}</p></div>"
     )
