@@ -746,51 +746,46 @@ def choose_grade_model(
             f"{why}; a learned model is kept at p < {SIGNIFICANCE})"
         )
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
-    elif best_name == EXPECTED and expected_fit is not None:
-        chosen_name = best_name
-        chosen = GradeModel(
-            kind="expected",
-            names=tuple(rule.names),
-            rule_thresholds=tuple(float(t) for t in rule.rule_thresholds),
-            thresholds=tuple(float(t) for t in rule.rule_thresholds),
-            count_classes=rule.count_classes,
-            threshold=float(threshold),
-            decay=expected_fit[1],
-            scale=expected_fit[0],
-            ladder=tuple(float(t) for t in ladder),
-            classes=tuple(classes),
-            fitted_on="training split",
-            reason=(
-                f"{best_name} (x {expected_fit[0]:.2f}): {best.accuracy.iloc[0]:.3f} of {len(val)} validation photos "
-                f"graded right, against the rule's {rule_accuracy:.3f} (one-sided McNemar p {evidence:.3f})"
-            ),
-            validation=scores,
-        )
     else:
-        name = chosen_name = best_name
-        cols, fitted, recipe, pool = learned[name]
-        chosen = GradeModel(
-            kind="logistic",
-            names=tuple(rule.names),
-            rule_thresholds=tuple(float(t) for t in rule.rule_thresholds),
-            thresholds=tuple(float(t) for t in rule.applied),
-            count_classes=rule.count_classes,
-            threshold=float(threshold),
-            ladder=tuple(float(t) for t in ladder),
-            classes=tuple(classes),
-            columns=tuple(cols),
-            classifier=dict(classifier or {}),
-            fitted=fitted,
-            pool=pool,
-            recipe=asdict(recipe),
-            fitted_on=name.split("on the ", 1)[1].split(",", 1)[0],
-            reason=(
-                f"{name}: {best.accuracy.iloc[0]:.3f} of {len(val)} validation photos graded right, "
-                f"against the rule's {rule_accuracy:.3f} (one-sided McNemar p {evidence:.3f})"
-            ),
-            validation=scores,
+        chosen_name = best_name
+        made_under = {  # what every learned model carries: the rule it was made under, where it counts, the evidence
+            "names": tuple(rule.names),
+            "rule_thresholds": tuple(float(t) for t in rule.rule_thresholds),
+            "count_classes": rule.count_classes,
+            "threshold": float(threshold),
+            "ladder": tuple(float(t) for t in ladder),
+            "classes": tuple(classes),
+            "validation": scores,
+        }
+        why = (
+            f"{best.accuracy.iloc[0]:.3f} of {len(val)} validation photos graded right, "
+            f"against the rule's {rule_accuracy:.3f} (one-sided McNemar p {evidence:.3f})"
         )
-        if not chosen.uses_classifier:  # the classifier travels with a model only when its grades read it
-            chosen = replace(chosen, classifier={})
+        if best_name == EXPECTED and expected_fit is not None:
+            chosen = GradeModel(
+                kind="expected",
+                thresholds=made_under["rule_thresholds"],  # the rule's own: the scale is the correction
+                decay=expected_fit[1],
+                scale=expected_fit[0],
+                fitted_on="training split",
+                reason=f"{best_name} (x {expected_fit[0]:.2f}): {why}",
+                **made_under,
+            )
+        else:
+            cols, fitted, recipe, pool = learned[best_name]
+            chosen = GradeModel(
+                kind="logistic",
+                thresholds=tuple(float(t) for t in rule.applied),
+                columns=tuple(cols),
+                classifier=dict(classifier or {}),
+                fitted=fitted,
+                pool=pool,
+                recipe=asdict(recipe),
+                fitted_on=best_name.split("on the ", 1)[1].split(",", 1)[0],
+                reason=f"{best_name}: {why}",
+                **made_under,
+            )
+            if not chosen.uses_classifier:  # the classifier travels with a model only when its grades read it
+                chosen = replace(chosen, classifier={})
     table["chosen"] = table.candidate == chosen_name
     return chosen, table
