@@ -300,7 +300,7 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
     scores = table.set_index("candidate").accuracy
     assert scores[EXPECTED] == 1.0 and scores["rule"] < 0.5
     assert model.kind == "expected" and table.loc[table.chosen, "candidate"].tolist() == [EXPECTED]
-    assert 1.9 < model.scale < 2.1 and "McNemar" in model.reason and "x 2" in model.describe()
+    assert 1.9 < model.scale < 2.1 and "McNemar" in model.reason and f"x {model.scale:.2f}" in model.describe()
     # one answer: the grade shown is the argmax of the probabilities shown, stored or not
     stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     new, new_grades, _ = _halved(60, start=5000, seed=13)
@@ -309,7 +309,8 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
         assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
         assert (m.grades(p) == new_grades.to_numpy()).all()
         assert (m.grades(p) == severity_grade(m.estimated_counts(new, list(new_grades.index)))).all()
-    # predict's and the served model's table: the estimated count beside the lesions found, graded as shown
+    # predict's table (grade_photos; the served answer does not carry the estimate): the estimated count
+    # beside the lesions found, graded as shown
     from acne_detection.model.predictor import grade_photos
 
     counted = new[new.confidence >= 0.6]
@@ -318,3 +319,36 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
         table.estimated_lesions.to_numpy() == stored.estimated_counts(new, list(new_grades.index))
     ).all()
     assert (table.grade.to_numpy() == severity_grade(table.estimated_lesions.to_numpy())).all()
+
+
+def test_an_expected_count_model_grades_by_the_rule_and_keeps_evals_correction_for_the_rule_beside_it() -> None:
+    """Its own grades use the rule's thresholds (the scale is its correction); the count rule it carries,
+    which eval grades the detector's count by for the figure beside it, keeps eval's corrected thresholds."""
+    corrected = GradingRule(thresholds=(3.0, 10.0, 25.0))
+    model = GradeModel(
+        kind="expected",
+        names=tuple(corrected.names),
+        rule_thresholds=tuple(float(t) for t in corrected.rule_thresholds),
+        thresholds=tuple(float(t) for t in corrected.applied),
+        threshold=0.5,
+        decay=3.0,
+        scale=2.0,
+    )
+    assert model.grading_rule.applied == (3.0, 10.0, 25.0)
+    candidates, grades, _ = _halved(40, start=0, seed=21)
+    p = model.probabilities(candidates, list(grades.index))
+    assert (model.grades(p) == grades.to_numpy()).all()  # graded 0-5 / 6-20 / 21-50 / more, not by 3 / 10 / 25
+    assert not (corrected.grade(model.estimated_counts(candidates, list(grades.index))) == grades.to_numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "ordinal"}, "the kinds are rule, expected, logistic"),
+        ({"kind": "expected", "decay": 3.0}, "needs a scale > 0 and a decay"),
+        ({"kind": "expected", "scale": 2.0}, "needs a scale > 0 and a decay"),
+    ],
+)
+def test_a_stored_grade_model_that_cannot_answer_is_refused_when_read(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GradeModel.from_dict({"names": ["mild", "severe"], "rule_thresholds": [5], **fields})

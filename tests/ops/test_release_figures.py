@@ -97,5 +97,9 @@ def test_the_operating_point_row_says_where_it_was_chosen() -> None:
         "(there: recall 0.500, precision 0.250) |" in table
     )
     assert "| recall / precision at the operating point, on test |" in table
+    lowest = {**entry, "operating_point": {"threshold": 0.05, "rule": "max_f1", "chosen_on": "none"}}
+    assert "| operating point (calibrated confidence) | 0.05, the lowest: no validation lesion |" in render_table(
+        lowest
+    )
     older = {k: v for k, v in entry.items() if k != "operating_point"}
     assert "operating point (calibrated" not in render_table(older)

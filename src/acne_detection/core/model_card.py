@@ -105,6 +105,14 @@ def _grade_model_sentence(grade_model: dict[str, Any] | None) -> str:
     most probable), and how it was chosen."""
     if not grade_model:
         return "The grade shown is the most probable under the count's probabilities."
+    if grade_model.get("kind") == "expected":
+        return (
+            "The grade shown is the rule's grade of an estimated count: the expected count (the sum of the "
+            f"detector's calibrated probabilities) x {float(grade_model.get('scale') or 0):.2f}, the scale fitted on "
+            f"the {grade_model.get('fitted_on', '?')}; the count correction above is not applied to it. It was "
+            f"chosen on validation photos: {grade_model.get('reason', '')}. Its probabilities say how often, and "
+            "how far, that grade missed on validation."
+        )
     if grade_model.get("kind") == "logistic":
         return (
             "The grade shown is the most probable under a logistic grade model on the detector's evidence (counts at "
@@ -147,7 +155,7 @@ def _calibration_lines(calibration: dict[str, Any], grades: dict[str, Any]) -> l
     ]
     if "brier" in grades:
         lines.append(
-            f"- Grade probabilities (from the calibrated detections, the count as a Poisson-binomial): Brier score "
+            f"- Grade probabilities (under the grade model this card names): Brier score "
             f"{_fmt(grades.get('brier'))}, most probable grade right on {_fmt(grades.get('accuracy'))} of "
             f"{_fmt(grades.get('photos_graded'), 0)} test photos, agreeing with the count rule's grade on "
             f"{_fmt(grades.get('agreement'))}."

@@ -118,11 +118,17 @@ def _point_rows(point: dict[str, Any]) -> list[tuple[str, str]]:
     """The operating point's row, where the entry recorded it: the threshold, the rule, where it was chosen."""
     if "threshold" not in point:
         return []
-    where = "the validation split" if point.get("chosen_on") == "validation" else str(point.get("chosen_on", "-"))
+    if point.get("chosen_on") != "validation":
+        return [
+            (
+                "operating point (calibrated confidence)",
+                f"{_f(point['threshold'], 2)}, the lowest: no validation lesion",
+            )
+        ]
     return [
         (
             "operating point (calibrated confidence)",
-            f"{_f(point['threshold'], 2)}, {point.get('rule', '-')} on {where} (there: recall "
+            f"{_f(point['threshold'], 2)}, {point.get('rule', '-')} on the validation split (there: recall "
             f"{_f(point.get('val_recall'))}, precision {_f(point.get('val_precision'))})",
         )
     ]
@@ -132,10 +138,8 @@ def render_table(entry: dict[str, Any]) -> str:
     """The markdown table of one entry: detection, grading with its interval, the rule beside it, the ceiling."""
     d, g, p, m = entry["detection"], entry["grading"], entry["grade_probabilities"], entry["grade_model"]
     validation = m.get("validation") or {}
-    shown = {
-        "rule": "the count rule",
-        "expected": f"the expected count, scaled (fitted on the {m.get('fitted_on')})",
-    }.get(str(m.get("kind")), f"logistic, fitted on the {m.get('fitted_on')}")
+    # a learned model's reason starts with its name; the rule's says why no learned model replaced it
+    shown = f"the count rule: {m.get('reason', '')}" if m.get("kind") == "rule" else str(m.get("reason", ""))
     rows = [
         ("test photos graded", f"{int(g.get('photos_graded', 0))}"),
         ("mAP@50 / mAP@50-95", f"{_f(d.get('mAP50'))} / {_f(d.get('mAP50-95'))}"),
@@ -156,7 +160,7 @@ def render_table(entry: dict[str, Any]) -> str:
             else []
         ),
         ("grade probabilities: Brier score", _f(p.get("brier"))),
-        ("what grades", f"{shown}: {m.get('reason', '')}"),
+        ("what grades", shown),
         (
             "validation accuracy of each candidate",
             ", ".join(f"{k} {_f(v)}" for k, v in validation.items()) or "-",

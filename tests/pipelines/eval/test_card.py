@@ -72,3 +72,14 @@ def test_the_card_states_the_grading_rule_in_its_own_legend(tiny_yolo) -> None:
     card = _card(tiny_yolo, {"status": "ok", "export_format": "voc"})
     assert "Grades follow the count rule 0-3 low, 4-9 mid, more than 9 high." in card
     assert "| split | photos | source photos | lesions | low | mid | high |" in card
+
+
+def test_the_card_says_an_expected_count_model_grades_and_by_what_scale() -> None:
+    from acne_detection.core.model_card import _grade_model_sentence
+
+    said = _grade_model_sentence(
+        {"kind": "expected", "scale": 2.06, "fitted_on": "training split", "reason": "0.725 against the rule's 0.676"}
+    )
+    assert "x 2.06" in said and "fitted on the training split" in said and "0.725 against the rule's 0.676" in said
+    assert "count correction above is not applied" in said
+    assert "Poisson" not in _grade_model_sentence({"kind": "logistic", "fitted_on": "training split"})

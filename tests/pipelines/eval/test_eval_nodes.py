@@ -56,18 +56,20 @@ def test_the_operating_point_is_chosen_on_validation_and_test_is_only_reported_t
     val_sweep = sweep_validation_thresholds(
         _predictions(dataset, ground_truth, 0.6, 0.5), ground_truth, dataset, params
     )
-    point = choose_operating_point(val_sweep, test_sweep, params)
+    point = choose_operating_point(val_sweep, params, test_sweep=test_sweep)
     assert 0.5 < point["threshold"] <= 0.6 and point["chosen_on"] == "validation"
     assert point["val_f1"] == 1.0 and point["val_recall"] == 1.0
     # the test split's figures at that threshold: every test lesion kept, and its three false alarms too
     n = int((ground_truth.split == "test").sum())
     assert point["recall"] == 1.0 and point["precision"] == pytest.approx(n / (n + 3))
-    on_test = choose_operating_point(test_sweep, test_sweep, params)["threshold"]
+    on_test = choose_operating_point(test_sweep, params, test_sweep=test_sweep)["threshold"]
     assert 0.7 < on_test <= 0.9  # what choosing on test would have picked: not what was picked
     # no validation lesion: nothing to choose by, the lowest threshold, said so
     empty = val_sweep.assign(tp=0, fn=0, fp=0, precision=float("nan"), recall=float("nan"), f1=float("nan"))
-    fallback = choose_operating_point(empty, test_sweep, params)
+    fallback = choose_operating_point(empty, params, test_sweep=test_sweep)
     assert fallback["chosen_on"] == "none" and fallback["threshold"] == 0.05 and fallback["recall"] == 1.0
+    nothing = choose_operating_point(val_sweep.head(0), params, test_sweep=test_sweep)  # no validation photo at all
+    assert nothing["chosen_on"] == "none" and nothing["threshold"] == 0.05
 
 
 def test_sweep_operating_point_and_metrics(crafted) -> None:
@@ -81,10 +83,12 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
     val_sweep = sweep_validation_thresholds(
         _predictions(dataset, ground_truth, 0.9, 0.3), ground_truth, dataset, parse("eval", params)
     )
-    point = choose_operating_point(val_sweep, sweep, parse("eval", params))
+    point = choose_operating_point(val_sweep, parse("eval", params), test_sweep=sweep)
     assert 0.3 < point["threshold"] <= 0.9 and point["f1"] == 1.0 and point["chosen_on"] == "validation"
     strict_recall = choose_operating_point(
-        val_sweep, sweep, parse("eval", {"operating_point": {"rule": "recall_target", "recall_target": 0.85}})
+        val_sweep,
+        parse("eval", {"operating_point": {"rule": "recall_target", "recall_target": 0.85}}),
+        test_sweep=sweep,
     )
     assert strict_recall["threshold"] == 0.9 and strict_recall["recall"] == 1.0
     per_class, confusion, headline = evaluate_detections(preds, ground_truth, dataset, point, parse("eval", params))

@@ -136,6 +136,14 @@ def sweep_thresholds(
     return sweep
 
 
+def _sweep_row(sweep: pd.DataFrame, threshold: float) -> pd.Series:
+    """The overall row of a threshold sweep at ``threshold`` (the nearest swept one); empty for no sweep."""
+    overall = sweep[sweep.class_id == -1].set_index("threshold")
+    if not len(overall):
+        return pd.Series(dtype=float)
+    return overall.iloc[np.abs(overall.index.to_numpy(float) - threshold).argmin()]
+
+
 def sweep_validation_thresholds(
     predictions: pd.DataFrame, ground_truth: pd.DataFrame, dataset: YoloDataset, params: EvalParams
 ) -> pd.DataFrame:
@@ -143,7 +151,7 @@ def sweep_validation_thresholds(
     return sweep_thresholds(predictions, ground_truth, dataset, params, split="val")
 
 
-def choose_operating_point(val_sweep: pd.DataFrame, test_sweep: pd.DataFrame, params: EvalParams) -> dict[str, Any]:
+def choose_operating_point(val_sweep: pd.DataFrame, params: EvalParams, *, test_sweep: pd.DataFrame) -> dict[str, Any]:
     """Pick the confidence threshold to ship on the validation split, by the rule in
     ``eval.operating_point``, and report the test split's precision, recall and F1 there.
 
@@ -182,8 +190,7 @@ def choose_operating_point(val_sweep: pd.DataFrame, test_sweep: pd.DataFrame, pa
             logger.warning(
                 "No threshold reaches recall %.2f on validation; using the lowest, %.2f", p.recall_target, threshold
             )
-    test = test_sweep[test_sweep.class_id == -1].set_index("threshold")
-    at = test.iloc[np.abs(test.index.to_numpy(float) - threshold).argmin()] if len(test) else pd.Series(dtype=float)
+    at = _sweep_row(test_sweep, threshold)
     point = {
         "threshold": threshold,
         "rule": p.rule,

@@ -160,7 +160,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 choose_operating_point,
-                ["val_threshold_sweep", "threshold_sweep", "params:eval"],
+                {"val_sweep": "val_threshold_sweep", "params": "params:eval", "test_sweep": "threshold_sweep"},
                 "operating_point",
                 name="choose_operating_point",
             ),
