@@ -239,7 +239,7 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
     answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(answer.columns) == [
-        *("image", "lesions", "grade", "grade_name", "boxes", "grade_probabilities"),
+        *("image", "lesions", "estimated_lesions", "grade", "grade_name", "boxes", "grade_probabilities"),
         *("threshold", "model_sha256", "run_id", "warning"),  # what produced the answer
     ]
     probabilities = __import__("json").loads(answer.grade_probabilities[0])
@@ -275,6 +275,11 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     correction = __import__("json").loads((project / "data" / "06_models" / "grading_correction.json").read_text())
     if record["grade_model"]["kind"] == "rule":  # the grade's thresholds travel too
         assert record["grade_model"]["thresholds"] == pytest.approx(correction["thresholds"])
+    # the count the grade grades travels in the answer where the grade model estimates one, and only there
+    if record["grade_model"]["kind"] == "expected":
+        assert answer.estimated_lesions.notna().all()
+    else:
+        assert answer.estimated_lesions.isna().all()
     assert model.metadata.get_params_schema().to_dict()[0] == {
         "name": "conf",
         "type": "double",

@@ -117,7 +117,12 @@ def _signature(record: ModelRecord) -> Any:
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "image_b64", required=False)]),
-        outputs=Schema([ColSpec(kind, name) for name, kind in served.OUTPUT_TYPES.items()]),
+        outputs=Schema(
+            [
+                ColSpec(kind, name, required=name not in served.OPTIONAL_OUTPUTS)
+                for name, kind in served.OUTPUT_TYPES.items()
+            ]
+        ),
         params=ParamSchema(
             [
                 ParamSpec("conf", "double", float(record.threshold)),

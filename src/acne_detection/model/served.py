@@ -23,6 +23,7 @@ import pandas as pd
 OUTPUT_TYPES = {
     "image": "string",
     "lesions": "long",
+    "estimated_lesions": "long",  # the count the grade grades, where the grade model estimates one; null otherwise
     "grade": "long",
     "grade_name": "string",
     "boxes": "string",
@@ -33,6 +34,7 @@ OUTPUT_TYPES = {
     "warning": "string",  # e.g. a model trained on synthetic photos says so in every answer
 }
 OUTPUT_COLUMNS = list(OUTPUT_TYPES)
+OPTIONAL_OUTPUTS = frozenset({"estimated_lesions"})  # absent from an answer by a model that does not estimate
 
 
 class YoloDetector(mlflow.pyfunc.PythonModel):
@@ -42,7 +44,8 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
 
     ``predict`` takes a DataFrame with an ``image`` column (file paths on the server) and/or an
     ``image_b64`` column (the photo file's bytes, base64) and returns one row per photo:
-    ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``grade``, ``grade_name`` and
+    ``image`` (the path, or ``#<row>`` for bytes), ``lesions``, ``estimated_lesions`` (the count
+    the grade grades, where the grade model estimates one, else null), ``grade``, ``grade_name`` and
     ``boxes`` (JSON: class, confidence, x_min, y_min, x_max, y_max in the photo's pixels),
     ``grade_probabilities`` (JSON: each grade's probability under the record's grade model, from
     the photo's calibrated detections; ``grade`` is the most probable), ``threshold`` (the
@@ -103,6 +106,7 @@ class YoloDetector(mlflow.pyfunc.PythonModel):
                 (
                     row["photo"],
                     int(row["lesions"]),
+                    None if pd.isna(row.get("estimated_lesions", None)) else int(row["estimated_lesions"]),
                     int(row["grade"]),
                     row["grade_name"],
                     json.dumps(listed.round(2).to_dict("records")),
