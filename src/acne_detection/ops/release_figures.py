@@ -118,20 +118,13 @@ def _point_rows(point: dict[str, Any]) -> list[tuple[str, str]]:
     """The operating point's row, where the entry recorded it: the threshold, the rule, where it was chosen."""
     if "threshold" not in point:
         return []
-    if point.get("chosen_on") != "validation":
-        return [
-            (
-                "operating point (calibrated confidence)",
-                f"{_f(point['threshold'], 2)}, the lowest: no validation lesion",
-            )
-        ]
-    return [
-        (
-            "operating point (calibrated confidence)",
-            f"{_f(point['threshold'], 2)}, {point.get('rule', '-')} on the validation split (there: recall "
-            f"{_f(point.get('val_recall'))}, precision {_f(point.get('val_precision'))})",
-        )
-    ]
+    how = (
+        f"{point.get('rule', '-')} on the validation split (there: recall {_f(point.get('val_recall'))}, "
+        f"precision {_f(point.get('val_precision'))})"
+        if point.get("chosen_on") == "validation"
+        else "the lowest: no validation lesion"
+    )
+    return [("operating point (calibrated confidence)", f"{_f(point['threshold'], 2)}, {how}")]
 
 
 def render_table(entry: dict[str, Any]) -> str:

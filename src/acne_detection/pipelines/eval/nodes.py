@@ -181,7 +181,7 @@ def choose_operating_point(val_sweep: pd.DataFrame, params: EvalParams, *, test_
             "The validation split holds no true lesion to choose the operating point on: the lowest threshold"
         )
         chosen_on = "none"
-        row = pd.concat([val.iloc[0] if len(val) else pd.Series(dtype=object), pd.Series({"reached": False})])
+        row = val.iloc[0] if len(val) else pd.Series(dtype=float)
         threshold = float(SWEEP_THRESHOLDS[0])
     else:
         row = pick_operating_point(val, p.rule, p.recall_target)
