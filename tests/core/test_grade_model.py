@@ -204,6 +204,50 @@ def test_a_learned_model_must_beat_the_rule_beyond_chance() -> None:
     two_better = rule_right.copy()
     two_better[[81, 82]] = True  # two photos more than the rule: chance, on 100
     assert beats(two_better, rule_right) == pytest.approx(0.25)
+    # each photo its own source: the same test, whatever the source's names
+    assert beats(model_right, rule_right, [f"s{i}" for i in range(100)]) == pytest.approx(10 / 512)
+
+
+def test_copies_of_one_source_photo_count_as_one_piece_of_evidence() -> None:
+    """Three copies of each of three sources, all graded better by the model: nine photos say p 1/512,
+    but three sources say 1/8 (every flip of three signs is as likely)."""
+    from acne_detection.core.grade_model import beats
+
+    rule_right = np.array([False] * 9 + [True] * 40)
+    model_right = np.array([True] * 9 + [True] * 40)
+    sources = [f"s{i // 3}" for i in range(49)]
+    assert beats(model_right, rule_right) == pytest.approx(1 / 512)
+    assert beats(model_right, rule_right, sources) == pytest.approx(1 / 8)
+    # copies that disagree within a source cancel there: +1 -1 +1 is one source one photo better
+    mixed_model = np.array([True, False, True] + [True] * 3 + [True] * 3 + [True] * 40)
+    mixed_rule = np.array([False, True, False] + [False] * 3 + [False] * 3 + [True] * 40)
+    # the sources sum to 1, 3 and 3: only all three signs positive reach 7, so 1/8
+    assert beats(mixed_model, mixed_rule, sources) == pytest.approx(1 / 8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_sign_flip_test_equals_scipys_exact_permutation_test(seed: int) -> None:
+    """``sign_flip_p`` convolves; scipy's ``permutation_test`` (one sample, ``samples``: sign flips)
+    enumerates every flip where it can. The two agree to rounding; and on -1/0/+1 differences it is
+    the binomial test (McNemar's)."""
+    from scipy.stats import binomtest, permutation_test
+
+    from acne_detection.core.grade_model import sign_flip_p
+
+    rng = np.random.default_rng(seed)
+    diff = rng.integers(-3, 4, size=int(rng.integers(3, 12)))
+    reference = permutation_test(
+        (diff,),
+        np.sum,
+        permutation_type="samples",
+        alternative="greater",
+        n_resamples=np.inf,
+        vectorized=False,
+    ).pvalue
+    assert sign_flip_p(diff) == pytest.approx(reference, abs=1e-12) if diff.any() else sign_flip_p(diff) == 1.0
+    ones = rng.choice([-1, 0, 1], size=30)
+    wins, disagree = int((ones == 1).sum()), int((ones != 0).sum())
+    assert sign_flip_p(ones) == pytest.approx(binomtest(wins, disagree, 0.5, alternative="greater").pvalue)
 
 
 def _classifier_scores(grades: pd.Series, *, seed: int, right: float) -> pd.DataFrame:
@@ -300,7 +344,8 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
     scores = table.set_index("candidate").accuracy
     assert scores[EXPECTED] == 1.0 and scores["rule"] < 0.5
     assert model.kind == "expected" and table.loc[table.chosen, "candidate"].tolist() == [EXPECTED]
-    assert 1.9 < model.scale < 2.1 and "McNemar" in model.reason and f"x {model.scale:.2f}" in model.describe()
+    assert 1.9 < model.scale < 2.1 and f"x {model.scale:.2f}" in model.describe()
+    assert "paired test over 31 source photos p < 0.001" in model.reason
     # one answer: the grade shown is the argmax of the probabilities shown, stored or not
     stored = GradeModel.from_dict(json.loads(json.dumps(model.to_dict())))
     new, new_grades, _ = _halved(60, start=5000, seed=13)
@@ -309,7 +354,7 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
         assert p.sum(axis=1) == pytest.approx(np.ones(len(p)))
         assert (m.grades(p) == new_grades.to_numpy()).all()
         assert (m.grades(p) == severity_grade(m.estimated_counts(new, list(new_grades.index)))).all()
-    # predict's table (grade_photos; the served answer does not carry the estimate): the estimated count
+    # predict's table (grade_photos): the estimated count
     # beside the lesions found, graded as shown
     from acne_detection.model.predictor import grade_photos
 
@@ -319,6 +364,10 @@ def test_the_expected_count_scaled_is_chosen_where_it_grades_best_and_answers_as
         table.estimated_lesions.to_numpy() == stored.estimated_counts(new, list(new_grades.index))
     ).all()
     assert (table.grade.to_numpy() == severity_grade(table.estimated_lesions.to_numpy())).all()
+    # the rule estimates no count: its table has the lesions found and no estimate
+    rule = GradeModel.rule(GradingRule())
+    assert rule.estimated_counts(new, list(new_grades.index)) is None
+    assert "estimated_lesions" not in grade_photos(rule, counted, new, list(new_grades.index), {})
 
 
 def test_an_expected_count_model_grades_by_the_rule_and_keeps_evals_correction_for_the_rule_beside_it() -> None:

@@ -150,3 +150,43 @@ def test_one_grading_rule_from_params_from_a_model_config_and_back() -> None:
     assert two.legend() == "0 clear, more than 0 acne" and len(two.colours()) == 2
     with pytest.raises(ValueError, match="3 thresholds need 4 grade names"):
         GradingRule(names=("a", "b"))
+
+
+def test_copies_of_one_source_photo_widen_the_accuracy_interval_over_sources() -> None:
+    """Three copies per source, graded alike within each source: 90 photos that are 30 sources carry
+    the evidence of about 30, so the interval is the bootstrap's over sources, wider than Wilson's
+    over 90 photos. With one photo per source it is Wilson's, as before."""
+    from scipy.stats import binomtest
+
+    from acne_detection.core.grading import accuracy_interval, interval_words
+
+    right = np.repeat(np.arange(30) % 4 != 0, 3)  # 22 of 30 sources right, all three copies alike
+    sources = np.repeat([f"s{i}" for i in range(30)], 3)
+    wilson = binomtest(int(right.sum()), len(right)).proportion_ci(method="wilson")
+    low, high, n_sources = accuracy_interval(right, sources)
+    assert n_sources == 30 and low < right.mean() < high
+    assert high - low > 1.4 * (wilson.high - wilson.low)  # about sqrt(3) wider
+    # seeded: the same interval every run; each source its own: Wilson's
+    assert accuracy_interval(right, sources) == (low, high, 30)
+    assert accuracy_interval(right, None) == pytest.approx((wilson.low, wilson.high, 90))
+    assert accuracy_interval(right, [f"p{i}" for i in range(90)])[:2] == pytest.approx((wilson.low, wilson.high))
+    # copies that disagree among themselves carry more evidence than copies alike
+    shuffled = np.random.default_rng(0).permutation(right)
+    s_low, s_high, _ = accuracy_interval(shuffled, sources)
+    assert s_high - s_low < high - low
+    # grading_metrics takes the sources from a `source` column, and says which interval it gave
+    photos = pd.DataFrame(
+        {
+            "true_grade": pd.array([1] * 90, dtype="Int64"),
+            "pred_grade": np.where(right, 1, 2),
+            "count_grade": [1] * 90,
+            "true_count": [10] * 90,
+            "pred_count": [10] * 90,
+            "source": sources,
+        }
+    )
+    metrics, _ = grading_metrics(photos, names=["mild", "moderate", "severe", "very severe"])
+    assert (metrics["grade_accuracy_low"], metrics["grade_accuracy_high"]) == (low, high)
+    assert metrics["grade_sources"] == 30 and interval_words(metrics) == "95 % interval over 30 source photos"
+    metrics, _ = grading_metrics(photos.drop(columns="source"), names=["mild", "moderate", "severe", "very severe"])
+    assert metrics["grade_sources"] == 90 and interval_words(metrics) == "95 % Wilson interval"

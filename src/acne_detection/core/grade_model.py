@@ -394,7 +394,7 @@ class GradeModel:
             graded = self.grading_rule.grade(self.grading_rule.count(counted, pd.Series(images, dtype=object)))
             return self.rule_probabilities()[np.asarray(graded, int)].reshape(len(images), len(self.names))
         if self.kind == "expected":  # the rule's own thresholds: the scale is this model's correction
-            graded = replace(self.grading_rule, thresholds=None).grade(self.estimated_counts(candidates, images))
+            graded = replace(self.grading_rule, thresholds=None).grade(self._scaled_counts(candidates, images))
             return self.rule_probabilities()[np.asarray(graded, int)].reshape(len(images), len(self.names))
         if self.uses_classifier and (scores is None or not len(scores)):
             raise ValueError("this grade model reads the grade classifier's probabilities: pass the photos' scores")
@@ -404,9 +404,13 @@ class GradeModel:
             p = pooled(p, classifier_probabilities(x), self.pool)
         return p.reshape(len(images), len(self.names))
 
-    def estimated_counts(self, candidates: pd.DataFrame, images: Sequence[str]) -> np.ndarray:
-        """For ``expected``: each photo's lesion count as it grades it, the expected count (the sum
-        of its candidates' calibrated probabilities) times ``scale``, in whole lesions."""
+    def estimated_counts(self, candidates: pd.DataFrame, images: Sequence[str]) -> np.ndarray | None:
+        """Each photo's lesion count as this model grades it, where it grades an estimated count
+        (``expected``: the sum of its candidates' calibrated probabilities times ``scale``, in whole
+        lesions); ``None`` for a model that estimates no count (the rule grades the lesions found)."""
+        return self._scaled_counts(candidates, images) if self.kind == "expected" else None
+
+    def _scaled_counts(self, candidates: pd.DataFrame, images: Sequence[str]) -> np.ndarray:
         expected = np.expm1(self.features(candidates, list(images))["expected"].to_numpy(float))
         return scaled_counts(expected, float(self.scale))  # type: ignore[arg-type] - checked in __post_init__
 
@@ -548,18 +552,55 @@ def _choose_recipe(evidence: Evidence, n_grades: int, *, seed: int) -> Recipe:
     return best
 
 
-def beats(model_right: np.ndarray, rule_right: np.ndarray) -> float:
-    """How surely a model grades better than the rule on the same photos: the one-sided exact
-    McNemar test (scipy's binomial test on the photos exactly one of them grades right).
+def beats(model_right: np.ndarray, rule_right: np.ndarray, groups: Sequence[Any] | np.ndarray | None = None) -> float:
+    """How surely a model grades better than the rule on the same photos: a one-sided exact paired
+    test over source photos.
+
+    Copies of one source photo (a Roboflow export holds three of each) are not independent evidence:
+    a model that grades one copy better tends to grade all three better. So the unit is the source
+    photo: ``d`` is, per source, how many of its photos the model grades right minus how many the rule
+    does, and under "neither grades better" each source's ``d`` is as likely negative as positive.
+    The p-value is the exact probability, over the ``2^k`` sign flips of the ``k`` nonzero ``d``, of a
+    sum at least the one seen (a randomization test; computed by convolution, since ``k`` may be 40).
+    With one photo per source it is exactly the one-sided exact McNemar test (the binomial test on
+    the photos only one of them grades right). Written here rather than taken from
+    ``scipy.stats.permutation_test``, which enumerates the flips (or samples them): the tests hold the
+    two equal where scipy can enumerate, and this one to ``binomtest`` with one photo per source.
+
+    Args:
+        model_right: per photo, whether the model grades it right.
+        rule_right: per photo, whether the rule does.
+        groups: each photo's source photo; ``None``: every photo is its own source.
 
     Returns:
         The p-value of "the model is right on no more of them than the rule"; 1 when they never disagree.
     """
-    from scipy.stats import binomtest
+    diff = np.asarray(model_right, int) - np.asarray(rule_right, int)
+    if groups is not None:
+        diff = pd.Series(diff).groupby(np.asarray(groups)).sum().to_numpy()
+    return sign_flip_p(diff)
 
-    only_model = int((model_right & ~rule_right).sum())
-    disagree = only_model + int((rule_right & ~model_right).sum())
-    return float(binomtest(only_model, disagree, 0.5, alternative="greater").pvalue) if disagree else 1.0
+
+def _p(value: float, digits: int) -> str:
+    """A p-value in words: 0.090, or "< 0.001" where it rounds to nothing."""
+    return f"{value:.{digits}f}" if value >= 10**-digits else f"< {10**-digits:.{digits}f}"
+
+
+def sign_flip_p(diff: np.ndarray) -> float:
+    """The one-sided exact sign-flip p-value of integer paired differences: the probability that
+    ``sum(s_i * |d_i|)``, each sign ``s_i`` +1 or -1 with probability 1/2, is at least ``sum(d_i)``;
+    1 when every difference is 0."""
+    d = np.abs(np.asarray(diff, int))
+    d = d[d > 0]
+    if not len(d):
+        return 1.0
+    observed = int(np.asarray(diff, int).sum())
+    total = int(d.sum())
+    mass = np.zeros(2 * total + 1)  # the distribution of the flipped sum, offset by total
+    mass[total] = 1.0
+    for a in d:
+        mass = 0.5 * (np.roll(mass, a) + np.roll(mass, -a))  # the support stays inside: |sum| <= total
+    return float(min(1.0, mass[observed + total :].sum()))
 
 
 def decay_rows(n_grades: int, decay: float) -> np.ndarray:
@@ -670,7 +711,8 @@ def choose_grade_model(
     its probabilities falling off like the rule's; and one cross-fitted on the validation split, scored
     out of fold (nested: the recipe is chosen inside
     each fold). A learned model is kept only when its validation accuracy is strictly higher than
-    the rule's, beyond chance (one-sided exact McNemar test, ``beats``, p < ``SIGNIFICANCE``), on
+    the rule's, beyond chance (a one-sided exact paired test over source photos, ``beats``: the
+    exact McNemar test where each source has one photo; p < ``SIGNIFICANCE``), on
     at least ``MIN_GRADED_PHOTOS`` photos; otherwise the rule (its log loss breaks ties between
     the two learned ones).
 
@@ -742,7 +784,9 @@ def choose_grade_model(
     best = table[table.candidate != "rule"].sort_values(["accuracy", "log_loss"], ascending=[False, True])
     best_name = str(best.candidate.iloc[0]) if len(best) else ""
     better = bool(best_name) and best.accuracy.iloc[0] > rule_accuracy
-    evidence = beats(right[best_name], right["rule"]) if better else 1.0
+    evidence = beats(right[best_name], right["rule"], val.groups) if better else 1.0
+    sources = len(np.unique(val.groups)) if len(val) else 0
+    test = f"one-sided exact paired test over {sources} source photos" if sources < len(val) else "one-sided McNemar"
     if not len(val):  # no graded validation photo: the count's Poisson-binomial distribution
         chosen = GradeModel.rule(rule, reason="no validation photo has a true grade: the rule", validation=scores)
     elif not learn:
@@ -752,7 +796,7 @@ def choose_grade_model(
         chosen = GradeModel.rule(rule, threshold=threshold, decay=decay, reason=reason, validation=scores)
     elif not (better and evidence < SIGNIFICANCE):
         top = f"{best.accuracy.iloc[0]:.3f}" if best_name else "none fitted"
-        why = f", one-sided McNemar p {evidence:.2f}" if better else ""
+        why = f", {test} p {_p(evidence, 2)}" if better else ""
         reason = (
             f"no learned model beat the rule on {len(val)} validation photos (best {top}, rule {rule_accuracy:.3f}"
             f"{why}; a learned model is kept at p < {SIGNIFICANCE})"
@@ -771,7 +815,7 @@ def choose_grade_model(
         }
         why = (
             f"{best.accuracy.iloc[0]:.3f} of {len(val)} validation photos graded right, "
-            f"against the rule's {rule_accuracy:.3f} (one-sided McNemar p {evidence:.3f})"
+            f"against the rule's {rule_accuracy:.3f} ({test} p {_p(evidence, 3)})"
         )
         if best_name == EXPECTED and expected_fit is not None:
             chosen = GradeModel(

@@ -1,7 +1,8 @@
 """Detection and grading metrics of one group of photos (a skin tone band, a clinic, a camera),
 each with a 95 % interval from a seeded bootstrap over the group's photos: photos, not lesions,
 are the independent units (lesions on one face share its lighting and skin), so a small group
-gets the wide interval it deserves."""
+gets the wide interval it deserves. Where photos are copies of one source photo (a Roboflow
+export holds three of each), the source is the unit: a resample draws a source with all its copies."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def band_metrics(
     Args:
         predictions: predicted boxes (``image``, ``class_id``, corners, ``confidence``).
         ground_truth: true boxes (``image``, ``class_id``, corners).
-        photos: the photos (``image``; ``true_grade`` and ``pred_grade`` where graded).
+        photos: the photos (``image``; ``true_grade`` and ``pred_grade`` where graded; ``source``,
+            the source photo each is a copy of, where known: the bootstrap resamples sources).
         n_classes: number of classes (AP@50 is their mean, over classes with true boxes here).
         threshold: the operating point's confidence threshold.
         iou_threshold: the least IoU of a match.
@@ -88,7 +90,11 @@ def band_metrics(
         return out | {
             f"{m}_{e}": np.nan for m in ("ap50", "recall", "precision", "grade_accuracy") for e in ("low", "high")
         }
-    w = _resample_weights(len(images), n_resamples, rng)
+    if "source" in photos and photos["source"].notna().all():  # copies of a source are drawn together
+        units, unit_of = np.unique(photos["source"].astype(str).to_numpy(), return_inverse=True)
+        w = _resample_weights(len(units), n_resamples, rng)[:, unit_of]
+    else:
+        w = _resample_weights(len(images), n_resamples, rng)
     draws = {
         "recall": _ratio(w @ tp, w @ (tp + fn)),
         "precision": _ratio(w @ tp, w @ (tp + fp)),

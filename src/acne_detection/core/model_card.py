@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from acne_detection.core.grading import interval_words
+
 SYNTHETIC_WARNING = (
     "Trained on synthetic photos: a demonstration model, not for use on real skin. "
     'Train on a real, labelled export first (README, "Use your own dataset").'
@@ -248,7 +250,7 @@ def render_model_card(facts: dict[str, Any]) -> str:
             if "count_mae_estimated" in grading
             else []
         ),
-        f"| grading accuracy (95 % interval) | {_interval(grading, 'grade_accuracy')} |",
+        f"| grading accuracy ({interval_words(grading)}) | {_interval(grading, 'grade_accuracy')} |",
         f"| grading ceiling (true counts through the rule) | {_fmt(grading.get('grade_ceiling'))} |",
         f"| grading accuracy of the rule on the detector's count alone | {_fmt(grading.get('grade_accuracy_rule'))} |",
         f"| graded within one grade | {_fmt(grading.get('grade_within_one'))} |",

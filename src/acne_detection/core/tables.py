@@ -119,6 +119,8 @@ _COLUMNS: dict[str, dict[str, pa.Column]] = {
         "count_grade": _count(),
         "pred_grade": _count(),
         "rule_grade": _count(),
+        # the source photo each is a copy of (the accuracy's interval resamples sources); absent in older tables
+        "source": pa.Column(str, nullable=False, required=False),
         # the grade model's own estimate of the count, where it grades one (``expected``): absent otherwise
         "estimated_count": pa.Column("Int64", checks=[pa.Check.ge(0)], nullable=True, required=False),
     },

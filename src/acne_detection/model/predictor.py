@@ -294,8 +294,9 @@ def grade_photos(
     keys = pd.Series(photos, dtype=object)
     probabilities = model.probabilities(candidates, photos, pd.Series(sides, dtype=float), scores)
     table = pd.DataFrame({"photo": keys, "lesions": np.asarray(rule.count(counted, keys), int)})
-    if model.kind == "expected":  # the count its grade grades: the lesions found and those it half-saw, scaled
-        table["estimated_lesions"] = model.estimated_counts(candidates, photos)
+    estimated = model.estimated_counts(candidates, photos)  # the count its grade grades, where it estimates one
+    if estimated is not None:
+        table["estimated_lesions"] = estimated
     table["grade"] = model.grades(probabilities)
     table["grade_name"] = table.grade.map(dict(enumerate(rule.names)))
     for k, name in enumerate(rule.names):

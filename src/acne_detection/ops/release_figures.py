@@ -27,6 +27,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from acne_detection.core.grading import interval_words
+
 ROOT = Path(__file__).resolve().parents[3]
 FIGURES = ROOT / "docs" / "figures.json"
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -139,7 +141,7 @@ def render_table(entry: dict[str, Any]) -> str:
         *_point_rows(entry.get("operating_point") or {}),
         ("recall / precision at the operating point, on test", f"{_f(d.get('recall'))} / {_f(d.get('precision'))}"),
         (
-            "grading accuracy (95 % Wilson interval)",
+            f"grading accuracy ({interval_words(g)})",
             f"**{_f(g.get('grade_accuracy'))}** ({_f(g.get('grade_accuracy_low'), 2)}-"
             f"{_f(g.get('grade_accuracy_high'), 2)})",
         ),

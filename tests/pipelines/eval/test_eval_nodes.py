@@ -121,7 +121,7 @@ def test_sweep_operating_point_and_metrics(crafted) -> None:
         {"skin_tone.check": "not measured: no test photo has a skin tone"},
     )
     assert "Quality gate: **PASS**" in text and "pycocotools" in text
-    assert "Grade accuracy on 6 test photos: **0.667** (95 % Wilson interval 0.300-0.903); ceiling 0.833" in text
+    assert "Grade accuracy on 6 test photos: **0.667** (95 % Wilson interval: 0.300-0.903); ceiling 0.833" in text
     assert "MAE 4.29, RMSE 6.41" in text and "mild 0.50" in text
     assert len(plot_threshold_curves(sweep, point).axes) == 4
     assert plot_error_gallery(preds, ground_truth, dataset, point, parse("eval", {"gallery_size": 2})).axes
@@ -373,6 +373,7 @@ def test_the_summary_opens_in_words_and_says_when_the_rule_and_the_grades_disagr
         "grade_accuracy": 0.3,
         "grade_accuracy_low": 0.18,
         "grade_accuracy_high": 0.45,
+        "grade_sources": 14.0,  # 40 photos that are copies of 14 source photos: the interval is over sources
         "grade_ceiling": 0.4,
         "grade_within_one": 0.7,
     }
@@ -386,7 +387,7 @@ def test_the_summary_opens_in_words_and_says_when_the_rule_and_the_grades_disagr
     assert (
         "On 40 real test photos it never trained on, this model gave 30 % of them their true severity grade" in opening
     )
-    assert "(95 % interval 18 %-45 %)" in opening and "It found 60 % of the lesions" in opening
+    assert "(95 % interval over 14 source photos: 18 %-45 %)" in opening and "It found 60 % of the lesions" in opening
     assert "The grading rule and the data's grades disagree" in opening and "0-5 mild, 6-20 moderate" in opening
     assert "disagree" in caplog.text and "Published anchor on ACNE04" in text
     other = pd.DataFrame({"image_id": ["a/photo_1.jpg"], "file": ["/nowhere/photo_1.jpg"]})

@@ -103,6 +103,23 @@ def test_intervals_are_seeded_and_cover_the_estimate() -> None:
     assert a.equals(b)
 
 
+def test_copies_of_one_source_photo_are_resampled_together() -> None:
+    """30 photos that are 10 sources of 3 copies, the copies alike (a source's lesions all found or
+    one missed in each copy): the interval over sources is wider than the one over photos, which
+    treats the copies as independent evidence."""
+    preds, gt, dataset, split, grades = _case({"brown": 30}, {"brown": 2}, lesions=2)
+    missed = [f"test/images/brown_{k}.png" for k in range(30) if (k // 3) % 2 == 0]  # sources 0, 2, 4, 6, 8
+    first = preds.groupby("image").head(1).index  # the first lesion of each photo
+    preds = preds.drop(index=[i for i in first if preds.loc[i, "image"] in missed])
+    photos, _, _ = evaluate_by_skin_tone(preds, gt, dataset, split, POINT, grades, parse("eval", {}))
+    sources = split.assign(group=[f"s{k // 3}" for k in range(30)])
+    clustered, _, _ = evaluate_by_skin_tone(preds, gt, dataset, sources, POINT, grades, parse("eval", {}))
+    by_photo, by_source = photos.set_index("tone_band").loc["brown"], clustered.set_index("tone_band").loc["brown"]
+    assert by_photo.recall == by_source.recall == 0.75  # 45 of 60 lesions: the figure is the same
+    assert by_source.recall_low < 0.75 < by_source.recall_high
+    assert by_source.recall_high - by_source.recall_low > 1.4 * (by_photo.recall_high - by_photo.recall_low)
+
+
 def test_the_warning_both_ways(caplog) -> None:
     """A biased set (dark recall 0.5 against 0.75 overall) warns; an even one (every band 0.5)
     does not; a band under ``min_photos`` is reported but never flagged, however large its gap."""

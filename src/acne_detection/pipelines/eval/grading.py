@@ -17,7 +17,6 @@ from acne_detection.core.grade_model import Evidence, GradeModel, choose_grade_m
 from acne_detection.core.grading import GradingRule, fit_count_correction, grade_photos, grading_metrics
 from acne_detection.core.params import GradingParams
 from acne_detection.datasets import YoloDataset
-from acne_detection.pipelines.eval.calibration import calibrate_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,6 @@ def fit_grading_correction(
     ground_truth: pd.DataFrame,
     dataset: YoloDataset,
     split_images: pd.DataFrame,
-    calibration: dict[str, Any],
     operating_point: dict[str, Any],
     grading: GradingParams,
 ) -> dict[str, Any]:
@@ -57,11 +55,11 @@ def fit_grading_correction(
     grades. The test split is not read.
 
     Args:
-        val_predictions: the model's raw boxes on the validation photos.
+        val_predictions: the validation photos' calibrated boxes (``calibrate_predictions``: the
+            operating point is on the calibrated scale).
         ground_truth: the true boxes of every split.
         dataset: the YOLO dataset (every validation photo, lesion-free ones too).
         split_images: the split manifest (true grades).
-        calibration: the recalibration (the operating point is on its scale).
         operating_point: the threshold the counts are taken at.
         grading: the ``grading`` parameters (``correct_counts: false`` keeps the rule).
 
@@ -71,15 +69,7 @@ def fit_grading_correction(
     """
     if not grading.correct_counts:
         return {"thresholds": list(grading.thresholds), "used": False, "reason": "grading.correct_counts is false"}
-    photos = _grade_split(
-        "val",
-        calibrate_predictions(val_predictions, calibration),
-        ground_truth,
-        dataset,
-        split_images,
-        operating_point,
-        grading,
-    )
+    photos = _grade_split("val", val_predictions, ground_truth, dataset, split_images, operating_point, grading)
     record = fit_count_correction(
         photos.pred_count, photos.true_count, photos.true_grade.fillna(-1).astype(int), grading.thresholds
     )
@@ -182,8 +172,8 @@ def fit_grade_model(
     split is not read.
 
     Args:
-        val_predictions: the model's raw boxes on the validation photos.
-        train_predictions: the same on the training photos (empty: not predicted).
+        val_predictions: the validation photos' calibrated boxes (``calibrate_predictions``).
+        train_predictions: the model's raw boxes on the training photos (empty: not predicted).
         scores: ``score_photos``'s table (empty: no grade classifier).
         grade_classifier: ``train_grade_classifier``'s record.
         dataset: the YOLO dataset (every photo of each split, lesion-free ones too).
@@ -259,7 +249,8 @@ def grade_test_photos(
         ``true_grade`` (``<NA>`` where the export gives none), ``count_grade`` (the grade of the
         true count), ``pred_grade`` (the grade model's: the most probable grade) and
         ``rule_grade`` (the count rule on the detector's count at the operating point, with
-        eval's count correction where it is used).
+        eval's count correction where it is used), ``source`` (the source photo it is a copy of, where known)
+        and, where the grade model estimates a count, ``estimated_count``.
 
     Raises:
         DatasetError: ``count_classes`` names a class the dataset does not have.
@@ -270,10 +261,13 @@ def grade_test_photos(
     model = GradeModel.from_dict(grade_model) or GradeModel.rule(GradingRule.from_params(grading))
     photos = _grade_split("test", predictions, ground_truth, dataset, split_images, operating_point, grading)
     photos["rule_grade"] = model.grading_rule.grade(photos.pred_count)
+    if "group" in split_images:  # the source photo each is a copy of: copies are not independent evidence
+        photos["source"] = photos.image_id.map(split_images.set_index("image_id")["group"]).astype(str)
     candidates, _, sides = split_candidates("test", predictions, calibration, dataset, split_images)
     photos["pred_grade"] = model.grades(model.probabilities(candidates, photos.image, sides, scores))
-    if model.kind == "expected":  # the count its grade is the rule's grade of, beside the lesions found
-        photos["estimated_count"] = pd.array(model.estimated_counts(candidates, photos.image), dtype="Int64")
+    estimated = model.estimated_counts(candidates, photos.image)  # the count its grade grades, beside those found
+    if estimated is not None:
+        photos["estimated_count"] = pd.array(estimated, dtype="Int64")
     return photos
 
 

@@ -72,7 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 fit_grade_model,
                 [
-                    "val_predictions",
+                    "calibrated_val_predictions",
                     "train_predictions",
                     "grade_classifier_scores",
                     "grade_classifier",
@@ -179,11 +179,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 fit_grading_correction,
                 [
-                    "val_predictions",
+                    "calibrated_val_predictions",
                     "ground_truth",
                     "yolo_dataset",
                     "split_images",
-                    "calibration",
                     "operating_point",
                     "params:grading",
                 ],

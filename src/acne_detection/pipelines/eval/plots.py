@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from acne_detection.core.grading import interval_words
 from acne_detection.core.metrics import match_detections
 from acne_detection.core.params import EvalParams
 from acne_detection.datasets import YoloDataset
@@ -46,7 +47,7 @@ def plot_grade_confusion(confusion: pd.DataFrame, metrics: dict[str, float]) -> 
     if "grade_accuracy" in metrics:
         title = (
             f"Severity grading on {metrics['photos_graded']:.0f} test photos: accuracy {metrics['grade_accuracy']:.3f} "
-            f"(95% CI {metrics['grade_accuracy_low']:.2f}-{metrics['grade_accuracy_high']:.2f}); "
+            f"({interval_words(metrics)}: {metrics['grade_accuracy_low']:.2f}-{metrics['grade_accuracy_high']:.2f}); "
             f"ceiling (true counts graded) {metrics['grade_ceiling']:.3f}"
         )
     return _confusion_figure(confusion, what="grade", counted="photos", cmap="Purples", title=title)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from acne_detection.core.grading import GradingRule
+from acne_detection.core.grading import GradingRule, interval_words
 from acne_detection.core.params import GradingParams
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _plain_lines(per_class: pd.DataFrame, grading: dict[str, float], manifest: p
         return f"This model was tested on {photos} with no true grade, so its grading is not measured.{found}\n\n"
     text = (
         f"On {grading['photos_graded']:.0f} {photos} it never trained on, this model gave "
-        f"{_pct(grading['grade_accuracy'])} of them their true severity grade (95 % interval "
+        f"{_pct(grading['grade_accuracy'])} of them their true severity grade ({interval_words(grading)}: "
         f"{_pct(grading['grade_accuracy_low'])}-{_pct(grading['grade_accuracy_high'])}) and "
         f"{_pct(grading.get('grade_within_one', float('nan')))} a grade at most one off. Counting every lesion "
         f"perfectly would have graded {_pct(grading['grade_ceiling'])} of them right against these grades.{found}"
@@ -100,7 +100,7 @@ def _grading_lines(grading: dict[str, float], *, anchor: bool = True) -> str:
     return (
         "## Severity grading\n\n"
         f"Grade accuracy on {grading['photos_graded']:.0f} test photos: **{grading['grade_accuracy']:.3f}** "
-        f"(95 % Wilson interval {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
+        f"({interval_words(grading)}: {grading['grade_accuracy_low']:.3f}-{grading['grade_accuracy_high']:.3f}); "
         f"ceiling {grading['grade_ceiling']:.3f} (the true lesion counts graded by the same rule: what a perfect "
         "counter would reach against these grades)."
         + (" Published anchor on ACNE04: 84.1 %." if anchor else "")

@@ -100,6 +100,8 @@ def evaluate_by_skin_tone(
         logger.info("Skin tone: %s", why)
         return pd.DataFrame(columns=COLUMNS), {}, {"skin_tone.check": why, "skin_tone.flagged": ""}
     test = test.merge(test_grades[["image", "true_grade", "pred_grade"]], on="image", how="left")
+    if "group" in split_images:  # the source photo each is a copy of: the bootstrap draws copies together
+        test["source"] = test.image_id.map(split_images.set_index("image_id")["group"])
     table = _band_table(predictions, ground_truth[ground_truth.split == "test"], test, operating_point, params, dataset)
     flagged = table[table.flagged]
     _log_bands(table, params.skin_tone)
