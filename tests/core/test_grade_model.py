@@ -225,6 +225,18 @@ def test_copies_of_one_source_photo_count_as_one_piece_of_evidence() -> None:
     assert beats(mixed_model, mixed_rule, sources) == pytest.approx(1 / 8)
 
 
+def test_p_values_are_worded_without_rounding_onto_the_bar() -> None:
+    from acne_detection.core.grade_model import _p
+
+    assert (_p(0.0904, 3), _p(0.0004, 3), _p(0.0996, 3), _p(0.1004, 2), _p(0.1, 3)) == (
+        "0.090",
+        "< 0.001",
+        "0.0996",
+        "0.100",
+        "0.100",
+    )
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_sign_flip_test_equals_scipys_exact_permutation_test(seed: int) -> None:
     """``sign_flip_p`` convolves; scipy's ``permutation_test`` (one sample, ``samples``: sign flips)

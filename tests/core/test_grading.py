@@ -190,3 +190,24 @@ def test_copies_of_one_source_photo_widen_the_accuracy_interval_over_sources() -
     assert metrics["grade_sources"] == 30 and interval_words(metrics) == "95 % interval over 30 source photos"
     metrics, _ = grading_metrics(photos.drop(columns="source"), names=["mild", "moderate", "severe", "very severe"])
     assert metrics["grade_sources"] == 90 and interval_words(metrics) == "95 % Wilson interval"
+
+
+def test_an_interval_over_few_or_alike_sources_is_wilsons_over_the_sources() -> None:
+    """A bootstrap of sources all graded right collapses to one point, and one of a handful says
+    little: there, Wilson's interval over the sources (their copies add no evidence). A photo with
+    no known source is its own."""
+    from scipy.stats import binomtest
+
+    from acne_detection.core.grading import accuracy_interval
+
+    sources = np.repeat([f"s{i}" for i in range(30)], 3)
+    over_sources = binomtest(30, 30).proportion_ci(method="wilson")
+    assert accuracy_interval(np.ones(90, bool), sources) == pytest.approx((over_sources.low, 1.0, 30))
+    assert over_sources.low < binomtest(90, 90).proportion_ci(method="wilson").low  # wider than over 90 photos
+    few = np.repeat([f"s{i}" for i in range(4)], 3)
+    right = np.repeat([True, True, True, False], 3)
+    wilson = binomtest(3, 4).proportion_ci(method="wilson")
+    assert accuracy_interval(right, few) == pytest.approx((wilson.low, wilson.high, 4))
+    # no source known: each photo its own (not one big "nan" source, not dropped)
+    unknown = np.array([None, np.nan, "a", "a"], dtype=object)
+    assert accuracy_interval(np.array([True, False, True, True]), unknown)[2] == 3

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from acne_detection.core.grading import GradingRule, counted_boxes
+from acne_detection.core.grading import GradingRule, counted_boxes, source_keys
 
 # Calibrated confidences the candidates are counted at: ten, log-spaced from 0.05 to 0.5 (issue 34).
 DEFAULT_LADDER: tuple[float, ...] = tuple(float(round(t, 4)) for t in np.geomspace(0.05, 0.5, 10))
@@ -576,14 +576,18 @@ def beats(model_right: np.ndarray, rule_right: np.ndarray, groups: Sequence[Any]
         The p-value of "the model is right on no more of them than the rule"; 1 when they never disagree.
     """
     diff = np.asarray(model_right, int) - np.asarray(rule_right, int)
-    if groups is not None:
-        diff = pd.Series(diff).groupby(np.asarray(groups)).sum().to_numpy()
+    if groups is not None:  # a photo with no source is its own
+        diff = pd.Series(diff).groupby(source_keys(groups, len(diff))).sum().to_numpy()
     return sign_flip_p(diff)
 
 
 def _p(value: float, digits: int) -> str:
-    """A p-value in words: 0.090, or "< 0.001" where it rounds to nothing."""
-    return f"{value:.{digits}f}" if value >= 10**-digits else f"< {10**-digits:.{digits}f}"
+    """A p-value in words: 0.090, "< 0.001" where it rounds to nothing, and a digit more where it
+    would round onto ``SIGNIFICANCE`` (0.0996 is 0.0996, not 0.100, beside "kept at p < 0.1")."""
+    if value < 10**-digits:
+        return f"< {10**-digits:.{digits}f}"
+    near = round(value, digits) == SIGNIFICANCE and value != SIGNIFICANCE
+    return f"{value:.{digits + 1 if near else digits}f}"
 
 
 def sign_flip_p(diff: np.ndarray) -> float:
@@ -785,7 +789,7 @@ def choose_grade_model(
     best_name = str(best.candidate.iloc[0]) if len(best) else ""
     better = bool(best_name) and best.accuracy.iloc[0] > rule_accuracy
     evidence = beats(right[best_name], right["rule"], val.groups) if better else 1.0
-    sources = len(np.unique(val.groups)) if len(val) else 0
+    sources = len(set(source_keys(val.groups, len(val))))
     test = f"one-sided exact paired test over {sources} source photos" if sources < len(val) else "one-sided McNemar"
     if not len(val):  # no graded validation photo: the count's Poisson-binomial distribution
         chosen = GradeModel.rule(rule, reason="no validation photo has a true grade: the rule", validation=scores)

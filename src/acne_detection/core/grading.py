@@ -415,6 +415,16 @@ def parse_grades_file(
 
 
 BOOTSTRAP_RESAMPLES = 9999  # the grade accuracy's bootstrap over source photos (seeded: the same figures each run)
+MIN_BOOTSTRAP_SOURCES = 10  # fewer source photos: Wilson's interval over the sources, not a bootstrap
+
+
+def source_keys(sources: Sequence[Any] | pd.Series | np.ndarray | None, n: int) -> np.ndarray:
+    """Each photo's source photo as a text key; a photo with none (``None``, NaN) is its own source."""
+    own = pd.Series([f"photo:{i}" for i in range(n)], dtype=object)
+    if sources is None:
+        return own.to_numpy()
+    keys = pd.Series(np.asarray(sources, dtype=object), dtype=object)
+    return keys.where(keys.notna(), own).astype(str).to_numpy(dtype=object)
 
 
 def accuracy_interval(right: np.ndarray, sources: Sequence[Any] | pd.Series | None = None) -> tuple[float, float, int]:
@@ -425,7 +435,8 @@ def accuracy_interval(right: np.ndarray, sources: Sequence[Any] | pd.Series | No
     not independent, and the Wilson interval over photos is too narrow (on ACNE04's dev slice, 213
     test photos are 83 sources: 0.69-0.80 against 0.66-0.84): a percentile bootstrap that resamples
     source photos, each with all its copies (scipy's ``bootstrap``, paired, of the ratio of photos
-    right to photos; seeded).
+    right to photos; seeded). With fewer than ``MIN_BOOTSTRAP_SOURCES`` sources, or sources all
+    graded alike (every one right), a bootstrap cannot show its own width: Wilson's over the sources.
 
     Args:
         right: per photo, whether it was graded right.
@@ -438,15 +449,20 @@ def accuracy_interval(right: np.ndarray, sources: Sequence[Any] | pd.Series | No
 
     right = np.asarray(right, bool)
     n = len(right)
-    keys = pd.Series(range(n) if sources is None else np.asarray(sources, dtype=object)).astype(str)
     per_source = (
-        pd.DataFrame({"right": right.astype(float), "photos": 1.0, "source": keys.to_numpy()})
+        pd.DataFrame({"right": right.astype(float), "photos": 1.0, "source": source_keys(sources, n)})
         .groupby("source")[["right", "photos"]]
         .sum()
     )
     n_sources = len(per_source)
-    if n_sources == n or n_sources < 2:
+    if n_sources == n:
         wilson = binomtest(int(right.sum()), n).proportion_ci(confidence_level=0.95, method="wilson")
+        return float(wilson.low), float(wilson.high), n_sources
+    if n_sources < MIN_BOOTSTRAP_SOURCES or (per_source.right / per_source.photos).nunique() == 1:
+        # a bootstrap of a few sources, or of sources all alike (every one right), cannot show its own width:
+        # Wilson's over the sources instead, as if each were one photo (its copies add no evidence)
+        hits = int(round(right.mean() * n_sources))
+        wilson = binomtest(hits, n_sources).proportion_ci(confidence_level=0.95, method="wilson")
         return float(wilson.low), float(wilson.high), n_sources
     result = bootstrap(
         (per_source.right.to_numpy(), per_source.photos.to_numpy()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from acne_detection.core.grading import source_keys
 from acne_detection.core.metrics import average_precision, match_detections, resampled_ap, top_per_photo
 
 
@@ -43,7 +44,7 @@ def band_metrics(
     max_dets: int = 100,
 ) -> dict[str, float]:
     """AP@50, precision and recall at ``threshold``, and grading accuracy for one set of photos,
-    each with a bootstrap 95 % interval over the photos.
+    each with a bootstrap 95 % interval over the photos (over their source photos, where some are copies).
 
     Args:
         predictions: predicted boxes (``image``, ``class_id``, corners, ``confidence``).
@@ -90,8 +91,8 @@ def band_metrics(
         return out | {
             f"{m}_{e}": np.nan for m in ("ap50", "recall", "precision", "grade_accuracy") for e in ("low", "high")
         }
-    if "source" in photos and photos["source"].notna().all():  # copies of a source are drawn together
-        units, unit_of = np.unique(photos["source"].astype(str).to_numpy(), return_inverse=True)
+    units, unit_of = np.unique(source_keys(photos.get("source"), len(images)), return_inverse=True)
+    if len(units) < len(images):  # copies of one source photo are drawn together
         w = _resample_weights(len(units), n_resamples, rng)[:, unit_of]
     else:
         w = _resample_weights(len(images), n_resamples, rng)

@@ -118,6 +118,9 @@ def test_copies_of_one_source_photo_are_resampled_together() -> None:
     assert by_photo.recall == by_source.recall == 0.75  # 45 of 60 lesions: the figure is the same
     assert by_source.recall_low < 0.75 < by_source.recall_high
     assert by_source.recall_high - by_source.recall_low > 1.4 * (by_photo.recall_high - by_photo.recall_low)
+    # every photo its own source: the same draws, the same table, as with no source at all
+    own = split.assign(group=[f"own{k}" for k in range(30)])
+    assert evaluate_by_skin_tone(preds, gt, dataset, own, POINT, grades, parse("eval", {}))[0].equals(photos)
 
 
 def test_the_warning_both_ways(caplog) -> None:

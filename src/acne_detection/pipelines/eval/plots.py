@@ -285,7 +285,7 @@ def plot_skin_tone_metrics(table: pd.DataFrame, params: EvalParams) -> Figure:
         ax.set(title=title, ylim=(0, 1.05))
         ax.legend(fontsize=8, loc="lower left")
     fig.suptitle(
-        f"By skin tone (ITA band), 95 % bootstrap intervals over photos; grey: fewer than {cfg.min_photos} "
+        f"By skin tone (ITA band), 95 % bootstrap intervals over source photos; grey: fewer than {cfg.min_photos} "
         "photos (not judged), red: flagged",
         fontsize=10,
     )

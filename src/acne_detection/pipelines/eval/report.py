@@ -220,6 +220,7 @@ def skin_tone_lines(table: pd.DataFrame, check: dict[str, str]) -> str:
         )
     return (
         "## Skin tone\n\n" + "\n".join(lines) + "\n\n"
-        "95 % bootstrap intervals over photos in brackets; recall and precision at the operating point. "
+        "95 % bootstrap intervals over photos (copies of one source photo drawn together) in brackets; "
+        "recall and precision at the operating point. "
         f"Check: {check['skin_tone.check']}.\n\n"
     )

@@ -3,7 +3,7 @@
 Each test photo carries its source photo's tone band (``data.tones.measure_skin_tones``).
 Per band: AP@50 (faster-coco-eval), precision and recall at the operating point, and grading
 accuracy where photos have true grades, each with a 95 % interval from a seeded bootstrap
-over the band's photos (``core.group_metrics``). A band with fewer than
+over the band's photos, copies of one source photo drawn together (``core.group_metrics``). A band with fewer than
 ``eval.skin_tone.min_photos`` photos is reported but never flagged. The figure is drawn in
 ``plots.py``, the summary's section written in ``report.py``.
 """

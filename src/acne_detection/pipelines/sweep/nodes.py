@@ -332,6 +332,7 @@ def run_sweep(
         "grading": grading,
         "val_truth": ground_truth[ground_truth.split == "val"],
         "true_grades": split_images.set_index("image_id")["grade"],
+        "sources": split_images.set_index("image_id")["group"] if "group" in split_images else None,
         "checkpoint_every": sweep.checkpoint_every,
     }
     children = {recipe.name: _open_recipe_run(parent, recipe, "trained") for recipe in trained}

@@ -39,6 +39,7 @@ class RecipeJob:
     grading: GradingParams
     val_truth: pd.DataFrame  # the validation split's true boxes
     true_grades: pd.Series  # image_id → true grade
+    sources: pd.Series | None  # image_id → the source photo it is a copy of (the accuracy's interval); None: unknown
     checkpoint_every: int
     run_id: str | None  # its child MLflow run (None: the sweep is not tracked)
 
@@ -83,6 +84,7 @@ def train_recipe(job: RecipeJob) -> dict[str, Any]:
             "dataset": job.dataset,
             "val_truth": job.val_truth,
             "true_grades": job.true_grades,
+            "sources": job.sources,
             "eval_params": job.eval_params,
             "grading": job.grading,
             "device": device,

@@ -33,6 +33,7 @@ def validate_checkpoint(
     eval_params: EvalParams,
     grading: GradingParams,
     device: str,
+    sources: pd.Series | None = None,
 ) -> dict[str, float]:
     """Detection and grading metrics of one checkpoint on the validation photos.
 
@@ -44,6 +45,8 @@ def validate_checkpoint(
         eval_params: IoU, confidence floor, NMS and the operating point's rule.
         grading: the grading rule.
         device: where to predict.
+        sources: each photo's source photo by ``image_id`` (copies of one source count once in the
+            accuracy's interval); ``None``: every photo its own.
 
     Returns:
         ``val_mAP50``, ``val_mAP50-95``, ``val_threshold`` (the operating point on validation),
@@ -73,6 +76,8 @@ def validate_checkpoint(
         thresholds=grading.thresholds,
         count_classes=grading.count_classes,
     )
+    if sources is not None:
+        graded = graded.assign(source=graded.image_id.map(sources))
     grades, _ = grading_metrics(graded, names=grading.names)
     metrics: dict[str, Any] = {
         "val_mAP50": ap.ap50.mean(),
