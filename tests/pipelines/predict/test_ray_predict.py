@@ -140,17 +140,29 @@ def test_prediction_on_a_two_node_cluster_reconciles_with_one_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
-    settings = _settings(tmp_path, engine="ray", actors=2)
     copies = lambda: set(Path(tempfile.gettempdir()).glob("acne-batch-*"))  # noqa: E731 - the actors' model copies
-    before = copies()
-    lesions, table = predict_new_photos(folder, model_info, PREDICT, settings)
-    assert copies() <= before  # each actor removed its copy of the model before it was stopped
-    assert set(table.node) == {ray_cluster.head_id, ray_cluster.second_id}  # both nodes predicted
-    assert table.photo.is_unique and len(table) == N_PHOTOS and set(table.status) == {"predicted"}
-    assert _counts(lesions, table).tolist() == _counts(*one_process).tolist()
-    kept = [row for part in (tmp_path / "parts").glob("part-*.json") for row in json.loads(part.read_text())]
-    assert sorted(r["photo"] for r in kept) == sorted(table.photo)  # each batch kept once, with its node
-    assert {r["node"] for r in kept} == {ray_cluster.head_id, ray_cluster.second_id}
+    both = {ray_cluster.head_id, ray_cluster.second_id}
+    # Work starts with the first actor ready (by design: a lost node's actor must not hold the others up),
+    # so on a loaded machine the head's actor can predict all 20 batches while the second node's is still
+    # loading the model (seen once in a full suite). Each run must reconcile; one of three must use both nodes.
+    nodes_seen: list[set[str]] = []
+    for attempt in range(3):
+        before = copies()
+        lesions, table = predict_new_photos(
+            folder, model_info, PREDICT, _settings(tmp_path / f"run{attempt}", engine="ray", actors=2)
+        )
+        assert copies() <= before  # each actor removed its copy of the model before it was stopped
+        assert set(table.node) <= both  # predicted on the cluster's nodes, by its actors
+        assert table.photo.is_unique and len(table) == N_PHOTOS and set(table.status) == {"predicted"}
+        assert _counts(lesions, table).tolist() == _counts(*one_process).tolist()
+        parts = tmp_path / f"run{attempt}" / "parts"
+        kept = [row for part in parts.glob("part-*.json") for row in json.loads(part.read_text())]
+        assert sorted(r["photo"] for r in kept) == sorted(table.photo)  # each batch kept once, with its node
+        assert {r["node"] for r in kept} == set(table.node)
+        nodes_seen.append(set(table.node))
+        if set(table.node) == both:
+            break
+    assert nodes_seen[-1] == both, f"three runs, none on both nodes: {nodes_seen}"  # both nodes predicted
 
 
 def test_a_node_lost_midway_loses_no_photo_and_doubles_none(
