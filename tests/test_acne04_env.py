@@ -48,6 +48,10 @@ def test_acne04_env_trains_one_class_and_grades_from_file_names(project: Path, a
     metrics = json.loads((data / "08_reporting" / "grading_metrics.json").read_text())
     ceiling = (grades.count_grade == grades.true_grade).mean()
     assert metrics["grade_ceiling"] == pytest.approx(ceiling) and metrics["photos_graded"] == len(grades)
+    # each test photo names its source photo (Roboflow's copies share one), and the interval counts sources
+    sources = grades.image_id.str.split("/").str[-1].str.split("_jpg.rf.").str[0]
+    assert grades.source.tolist() == sources.tolist()
+    assert metrics["grade_sources"] == sources.nunique()
     summary = (data / "08_reporting" / "results_summary.md").read_text()
     assert "| lesion |" in summary and "Severity grading" in summary
     # the model card names the real export and the label audit's verdict, and no synthetic warning
