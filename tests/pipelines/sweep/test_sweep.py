@@ -16,6 +16,7 @@ from acne_detection.core.params import EvalParams, GradingParams, SweepConfigPar
 from acne_detection.framework.tracking import portable_tracking_uri
 from acne_detection.pipelines.sweep import runners
 from acne_detection.pipelines.sweep.nodes import recipe_key, recipe_settings, run_sweep, training_subset
+from acne_detection.pipelines.sweep.plots import plot_sweep
 from acne_detection.testing import copy_project
 from tests.conftest import kedro_run
 
@@ -200,6 +201,12 @@ def test_without_ray_recipes_train_here_one_by_one_and_a_failed_one_is_reported(
     assert results.recipe.tolist() == ["a", "huge", "b"]
     assert results.status.tolist()[::2] == [FAILED, FAILED] and results.status[1].startswith("skipped: needs ~")
     assert results.node_id.isna().all() and curves.empty
+    # no recipe trained: the curves still save and load with their columns (the catalog's CSV), and the
+    # figure is drawn from them, so the sweep's run ends with its table of reasons rather than a load error
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    loaded = pd.read_csv(tmp_path / "curves.csv")
+    assert loaded.empty and {"recipe", "epoch"} <= set(loaded.columns)
+    assert plot_sweep(results, loaded).axes
     assert [job.name for job in started] == ["a", "b"]
     job = started[1]
     assert job.settings.lr0 == 0.02 and job.settings.epochs == 2 and job.run_id is None

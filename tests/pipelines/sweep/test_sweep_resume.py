@@ -72,4 +72,5 @@ def test_a_sweep_killed_mid_recipe_resumes_that_recipe_from_its_last_epoch(tmp_p
     history = pd.read_csv(folder / "history.csv")
     assert history.epoch.astype(int).tolist() == list(range(1, EPOCHS + 1))  # each epoch once
     results = pd.read_csv(project / "data" / "08_reporting" / "sweep_results.csv").set_index("recipe")
-    assert results.loc["tiny", "status"] == "trained" and (folder / "result.json").exists()
+    assert results.loc["tiny", "status"] == "trained", results.loc["tiny", "status"]  # else: why it failed
+    assert (folder / "result.json").exists()

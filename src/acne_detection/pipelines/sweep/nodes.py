@@ -342,7 +342,12 @@ def run_sweep(
     ok = {recipe.name for recipe in reused} | {name for name, outcome in outcomes.items() if outcome.result is not None}
     curves = [_curves(recipe.name, recipe.folder) for recipe in recipes if recipe.name in ok]
     table = pd.DataFrame([rows[recipe.name] for recipe in recipes])
-    return table, (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame())
+    # no recipe trained (every one failed, or was skipped): an empty table that still has its columns, so
+    # that the saved CSV loads back and the figure and report say so, rather than the catalog failing on it
+    return table, (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=list(CURVE_COLUMNS)))
+
+
+CURVE_COLUMNS = ("recipe", "epoch", "ultralytics_val_mAP50", "val_mAP50", "val_grade_accuracy")
 
 
 def _curves(name: str, folder: Path) -> pd.DataFrame:
