@@ -281,3 +281,33 @@ def test_the_budget_is_planned_at_the_rate_an_earlier_sweep_run_measured(tiny_yo
         "reused (trained by an earlier sweep run)",
         "skipped: needs ~100 min, 60 min of the budget left",
     ]
+
+
+def test_a_recipe_is_estimated_at_the_rate_of_finished_recipes_of_its_own_network(tiny_yolo, tmp_path: Path) -> None:
+    """A P2 head costs several times an epoch of the plain network: with one of each finished, a new
+    plain recipe is timed by the plain one (100 min: no room in 60) and a new P2 recipe by the P2
+    one (10 min: planned). The median of both rates (55 min each) would have planned the plain
+    recipe and skipped the P2 one."""
+    dataset, ground_truth = tiny_yolo
+    split = dataset.manifest.assign(group=dataset.manifest.image_id, grade=0)[["image_id", "group", "grade"]]
+    p2 = {"architecture": "yolov8n-p2"}
+    configs = [
+        {"name": "a"},
+        {"name": "p", "train": p2},
+        {"name": "b", "train": {"augment": {"scale": 0.2}}},
+        {"name": "q", "train": {**p2, "augment": {"scale": 0.2}}},
+    ]
+    sweep = SweepParams(workdir=str(tmp_path / "sweep"), budget_minutes=60, use_ray=False, configs=configs)
+    train = TrainParams(epochs=2, imgsz=416)
+    first, _ = run_sweep(dataset, None, ground_truth, split, sweep, train, EvalParams(), GradingParams())
+    assert first.status.str.startswith("failed: ").all()
+    for folder, minutes in zip(first.folder[:2], (100.0, 10.0)):
+        finished = {"train_minutes": minutes, "epochs_run": 2, "best_epoch": 2, "val_mAP50": 0.5, "weights": "w.pt"}
+        (Path(folder) / "result.json").write_text(json.dumps(finished))
+    again, _ = run_sweep(dataset, None, ground_truth, split, sweep, train, EvalParams(), GradingParams())
+    assert again.status.tolist()[:3] == [
+        "reused (trained by an earlier sweep run)",
+        "reused (trained by an earlier sweep run)",
+        "skipped: needs ~100 min, 60 min of the budget left",
+    ]
+    assert again.status[3].startswith("failed: ")  # planned at ~10 min, then failed (no weights) as in the first run
