@@ -245,23 +245,32 @@ def _network(recipe: _Recipe) -> tuple[str, Any]:
     return recipe.settings.architecture, recipe.settings.freeze
 
 
-def _measured_rate(recipes: list[_Recipe], first_guess: float, like: _Recipe | None = None) -> float:
-    """Seconds per photo-epoch at ``REFERENCE_PX``: the median of what the recipes an earlier sweep
-    run finished took (those of ``like``'s network, where any finished), else ``first_guess``
-    (``sweep.seconds_per_photo``)."""
-    finished = [recipe for recipe in recipes if (recipe.folder / "result.json").exists()]
-    same = [recipe for recipe in finished if like is not None and _network(recipe) == _network(like)]
-    rates = [r.seconds_per_photo(json.loads((r.folder / "result.json").read_text())) for r in same or finished]
-    return float(np.median(rates)) if rates else first_guess
+def _measured_rates(recipes: list[_Recipe]) -> dict[tuple[str, Any], list[float]]:
+    """Seconds per photo-epoch at ``REFERENCE_PX`` that the recipes an earlier sweep run finished
+    took, by network (``_network``); each ``result.json`` read once."""
+    rates: dict[tuple[str, Any], list[float]] = {}
+    for recipe in recipes:
+        if (recipe.folder / "result.json").exists():
+            result = json.loads((recipe.folder / "result.json").read_text())
+            rates.setdefault(_network(recipe), []).append(recipe.seconds_per_photo(result))
+    return rates
+
+
+def _rate(rates: dict[tuple[str, Any], list[float]], recipe: _Recipe, first_guess: float) -> float:
+    """A recipe's seconds per photo-epoch: the median of the finished recipes of its network where
+    any finished, else of all finished, else ``first_guess`` (``sweep.seconds_per_photo``)."""
+    measured = rates.get(_network(recipe)) or [r for same in rates.values() for r in same]
+    return float(np.median(measured)) if measured else first_guess
 
 
 def _plan(recipes: list[_Recipe], sweep: SweepParams) -> tuple[list[_Recipe], list[_Recipe], dict[str, dict[str, Any]]]:
     """Which recipes are reused, which trained, which skipped (their rows), in ``sweep.configs``
     order: a recipe is trained while the estimated minutes of those before it leave room for
     its own. The plan is made before any trial starts, as trials may all run at once."""
+    rates = _measured_rates(recipes)
     reused, trained, skipped, planned = [], [], {}, 0.0
     for recipe in recipes:
-        estimate = recipe.minutes(_measured_rate(recipes, sweep.seconds_per_photo, like=recipe))
+        estimate = recipe.minutes(_rate(rates, recipe, sweep.seconds_per_photo))
         if (recipe.folder / "result.json").exists():
             reused.append(recipe)
         elif planned + estimate > sweep.budget_minutes:
