@@ -27,7 +27,7 @@ def trained(tiny_yolo, tmp_path_factory: pytest.TempPathFactory):
     source = PretrainedWeightsSource(**{k: v for k, v in base.items() if k != "type"}).load()
     weights = replace(source, cache=tmp_path_factory.mktemp("weights") / "yolov8n.pt")
     split_images = dataset.manifest[["image_id"]].assign(grade=[str(i % 2) for i in range(len(dataset.manifest))])
-    params = parse("grade_classifier", {"min_photos": 2, "epochs": 1, "imgsz": 32, "batch": 4, "workers": 0})
+    params = parse("grade_classifier", {"min_photos": 2, "epochs": 2, "imgsz": 32, "batch": 4, "workers": 0})
     workdir = tmp_path_factory.mktemp("work")
     record = train_grade_classifier(dataset, split_images, weights, workdir, params, parse("grading", {}))
     return dataset, split_images, record
@@ -44,6 +44,11 @@ def test_the_classifier_trains_on_the_graded_photos_and_scores_every_photo(train
     assert Path(record["weights"]).is_file() and record["sha256"] == sha256_of(Path(record["weights"]))
     graded = dataset.manifest[dataset.manifest.split.isin(["train", "val"])].split.value_counts().to_dict()
     assert record["photos"] == graded and record["grades"] == 4
+    # the last epoch is kept, not the one that scored best on the validation photos, which choose the grade model
+    run = Path(record["weights"]).parent / "train"
+    assert record["sha256"] == sha256_of(run / "weights" / "last.pt")
+    epochs = pd.read_csv(run / "results.csv").rename(columns=str.strip)
+    assert len(epochs) == 2 and record["val_top1"] == pytest.approx(epochs["metrics/accuracy_top1"].iloc[-1])
     scores = score_photos(record, dataset, parse("grading", {}))
     assert list(scores.index) == list(dataset.manifest.image) and list(scores.columns) == [f"cls.{k}" for k in range(4)]
     assert scores.sum(axis=1).to_numpy() == pytest.approx(np.ones(len(scores)))

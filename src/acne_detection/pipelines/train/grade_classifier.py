@@ -63,7 +63,7 @@ def train_grade_classifier(
     Returns:
         ``weights`` (the best checkpoint's path, ``""`` when none was trained), ``sha256``,
         ``imgsz``, ``grades`` (the number of grades of the rule), ``photos`` per split,
-        ``val_top1`` (Ultralytics' validation accuracy) and ``reason``.
+        ``val_top1`` (Ultralytics' validation accuracy of the kept, last epoch) and ``reason``.
     """
     record: dict[str, Any] = {"weights": "", "sha256": "", "imgsz": params.imgsz, "grades": len(grading.names)}
     photos = _graded_photos(dataset, split_images)
@@ -76,18 +76,30 @@ def train_grade_classifier(
     root = workdir / "grade_classifier"
     counts = write_image_folders(photos, root / "folders")
     trainer = _fit_classifier(root, pretrained=pretrained, counts=counts, params=params)
-    best = root / "grade_classifier.pt"  # a name of its own beside the detector's weights, where both travel
-    shutil.copyfile(trainer.best, best)
-    top1 = float(trainer.metrics.get("metrics/accuracy_top1", float("nan")))
-    logger.info("Grade classifier: validation top-1 accuracy %.3f (%s)", top1, best)
+    kept = root / "grade_classifier.pt"  # a name of its own beside the detector's weights, where both travel
+    # The last epoch's weights, not Ultralytics' best.pt: best is the epoch that scored highest on the
+    # validation photos, and those photos then choose the grade model, the classifier pooled in or not.
+    # A classifier picked on them would flatter that candidate (on the dev slice the best of 15 epochs
+    # scored 0.667 there, the last 0.637), so validation would no longer be a fair judge.
+    shutil.copyfile(trainer.last, kept)
+    top1 = _last_epoch_top1(Path(trainer.csv))
+    logger.info("Grade classifier: validation top-1 accuracy %.3f at its last epoch (%s)", top1, kept)
     return {
         **record,
-        "weights": str(best),
-        "sha256": sha256_of(best),
+        "weights": str(kept),
+        "sha256": sha256_of(kept),
         "photos": counts,
         "val_top1": top1,
         "reason": f"trained on {counts.get('train', 0)} graded photos",
     }
+
+
+def _last_epoch_top1(results: Path) -> float:
+    """The last epoch's validation top-1 accuracy in Ultralytics' ``results.csv`` (NaN when it has none)."""
+    table = pd.read_csv(results)
+    table.columns = table.columns.str.strip()
+    column = "metrics/accuracy_top1"
+    return float(table[column].iloc[-1]) if column in table and len(table) else float("nan")
 
 
 def _too_few_photos(photos: pd.DataFrame, params: GradeClassifierParams) -> str:
