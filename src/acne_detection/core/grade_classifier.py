@@ -3,7 +3,7 @@
 A detector trained on ACNE04's 5x-downscaled photos sees lesions of a few pixels and misses many;
 a classifier looking at the whole face sees redness, texture and spread that no single box
 holds. Fine-tuned from the COCO backbone (``yolov8n-cls.yaml`` with ``yolov8n.pt``'s backbone
-transferred by Ultralytics' ``load``) at 320 px (224 at first), it grades unseen ACNE04 photos about as well as
+transferred by Ultralytics' ``load``) at 224 px, it grades unseen ACNE04 photos about as well as
 the detector's count (0.66 against 0.67), and the two together grade better (issue 34). The
 grade model (``core.grade_model``) takes its probabilities as features and is chosen on
 validation like everything else: where they do not help there, they are not used.

@@ -248,7 +248,7 @@ class GradeClassifierParams(_Strict):
     """The whole-photo grade classifier (``core.grade_classifier``): the grade model's second signal."""
 
     enabled: bool = True
-    imgsz: int = Field(320, ge=32)
+    imgsz: int = Field(224, ge=32)
     epochs: int = Field(15, ge=1)
     batch: int = Field(16, ge=1)
     min_photos: int = Field(30, ge=2)  # graded training photos (of at least two grades) needed to train it
