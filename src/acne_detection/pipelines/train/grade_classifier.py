@@ -61,7 +61,7 @@ def train_grade_classifier(
         grading: the ``grading`` parameters (how many grades).
 
     Returns:
-        ``weights`` (the best checkpoint's path, ``""`` when none was trained), ``sha256``,
+        ``weights`` (the kept, last epoch's checkpoint, ``""`` when none was trained), ``sha256``,
         ``imgsz``, ``grades`` (the number of grades of the rule), ``photos`` per split,
         ``val_top1`` (Ultralytics' validation accuracy of the kept, last epoch) and ``reason``.
     """
