@@ -16,7 +16,7 @@ from acne_detection.datasets import PretrainedWeights, YoloDataset
 from acne_detection.framework.live_metrics import LiveMetrics, replay_history
 from acne_detection.framework.tracking import current_run_id, mark_run_killed
 from acne_detection.training.resume import prepare_training
-from acne_detection.training.trainers import ProjectTrainer
+from acne_detection.training.trainers import ProjectTrainer, epoch_history
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,7 @@ def parameter_counts(model: Any, freeze: int) -> tuple[int, int]:
 
 def _results(trainer: Any, p: Any, tags: dict[str, str]) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
     """Best checkpoint, per-epoch history and summary of a finished Ultralytics trainer."""
-    history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
-    history.columns = [c.strip() for c in history.columns]
+    history = epoch_history(trainer)
     total, trainable = parameter_counts(trainer.model, p.freeze)
     summary = {
         **tags,

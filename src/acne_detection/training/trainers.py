@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from ultralytics.models.yolo.detect import DetectionTrainer
+
+
+def epoch_history(trainer: Any) -> pd.DataFrame:
+    """A finished Ultralytics trainer's per-epoch rows (its ``results.csv``), the column names
+    without the padding Ultralytics writes them with."""
+    history = pd.read_csv(Path(trainer.save_dir) / "results.csv")
+    history.columns = [c.strip() for c in history.columns]
+    return history
 
 
 def _third_party(callback: Any) -> bool:

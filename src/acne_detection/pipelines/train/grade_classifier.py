@@ -18,7 +18,7 @@ from acne_detection.core.grade_classifier import write_image_folders
 from acne_detection.core.params import GradeClassifierParams, GradingParams
 from acne_detection.datasets import YoloDataset
 from acne_detection.datasets.weights import PretrainedWeights
-from acne_detection.training.trainers import WithoutIntegrations
+from acne_detection.training.trainers import WithoutIntegrations, epoch_history
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def train_grade_classifier(
     # A classifier picked on them would flatter that candidate (on the dev slice the best of 15 epochs
     # scored 0.667 there, the last 0.637), so validation would no longer be a fair judge.
     shutil.copyfile(trainer.last, kept)
-    top1 = _last_epoch_top1(Path(trainer.csv))
+    top1 = _last_epoch_top1(epoch_history(trainer))
     logger.info("Grade classifier: validation top-1 accuracy %.3f at its last epoch (%s)", top1, kept)
     return {
         **record,
@@ -94,12 +94,10 @@ def train_grade_classifier(
     }
 
 
-def _last_epoch_top1(results: Path) -> float:
-    """The last epoch's validation top-1 accuracy in Ultralytics' ``results.csv`` (NaN when it has none)."""
-    table = pd.read_csv(results)
-    table.columns = table.columns.str.strip()
+def _last_epoch_top1(history: pd.DataFrame) -> float:
+    """The last epoch's validation top-1 accuracy in a trainer's ``epoch_history`` (NaN when it has none)."""
     column = "metrics/accuracy_top1"
-    return float(table[column].iloc[-1]) if column in table and len(table) else float("nan")
+    return float(history[column].iloc[-1]) if column in history and len(history) else float("nan")
 
 
 def _too_few_photos(photos: pd.DataFrame, params: GradeClassifierParams) -> str:
