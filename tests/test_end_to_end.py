@@ -270,6 +270,13 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     assert version.tags["operating_threshold"] == str(record["threshold"])
     registered = __import__("json").loads(version.tags["model_record"])  # the one record, completed by register
     assert registered["calibration"] == record["calibration"] and registered["grade_model"] == record["grade_model"]
+    # the NMS IoU kept is the validation's best of those tried (eval.nms_iou on ties), and travels with the model
+    nms = __import__("json").loads((project / "data" / "06_models" / "nms_choice.json").read_text())
+    tried = [row["nms_iou"] for row in nms["candidates"]]
+    assert tried == [0.7, 0.6, 0.5, 0.4] and nms["chosen_on"] == "validation"
+    best = max(nms["candidates"], key=lambda row: row["val_mAP50"])  # max keeps the first of ties
+    assert nms["nms_iou"] == best["nms_iou"] == record["nms_iou"] == registered["nms_iou"]
+    assert registered["predict"]["nms_iou"] is None  # predict's null: the record's own
     assert registered["predict"]["runtime"] and registered["run_id"] == version.run_id
     assert registered["dataset_manifest_sha256"] == version.tags["dataset_manifest_sha256"]
     correction = __import__("json").loads((project / "data" / "06_models" / "grading_correction.json").read_text())

@@ -103,3 +103,15 @@ def test_the_operating_point_row_says_where_it_was_chosen() -> None:
     )
     older = {k: v for k, v in entry.items() if k != "operating_point"}
     assert "operating point (calibrated" not in render_table(older)
+
+
+def test_the_nms_row_gives_each_iou_tried_and_the_one_kept() -> None:
+    figures = json.loads(FIGURES.read_text())
+    nms = {
+        "nms_iou": 0.5,
+        "chosen_on": "validation",
+        "candidates": [{"nms_iou": 0.7, "val_mAP50": 0.148}, {"nms_iou": 0.5, "val_mAP50": 0.163}],
+    }
+    table = render_table({**figures["acne04-dev"], "nms": nms})
+    assert "| NMS IoU | 0.50, highest validation mAP@50 (0.148 at 0.70, 0.163 at 0.50) |" in table
+    assert "| NMS IoU |" not in render_table({k: v for k, v in figures["acne04-dev"].items() if k != "nms"})

@@ -38,6 +38,8 @@ PREDICTION_COLUMNS = ["image", "class_id", "class", "confidence", "x_min", "y_mi
 
 # Ultralytics' own default confidence: what a model answers at when eval never chose a threshold for it
 DEFAULT_THRESHOLD = 0.25
+# Ultralytics' own NMS IoU: what a model answers at unless eval chose another on validation
+DEFAULT_NMS_IOU = 0.7
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,18 @@ class InferenceSettings:
     min_skin: float = 0.02
 
     @classmethod
-    def from_params(cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu") -> InferenceSettings:
+    def from_params(
+        cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu", nms_iou: float = DEFAULT_NMS_IOU
+    ) -> InferenceSettings:
         """From the ``predict`` parameters (a ``PredictParams``): how the predict pipeline and the
         served model (which carries them in its configuration) slice and merge, one setting each
-        in ``parameters_predict.yml``. Eval and the sweep predict whole photos, batch 1, as
+        in ``parameters_predict.yml``. ``nms_iou`` is the model's own (its record's, chosen by eval),
+        used where ``predict.nms_iou`` is null. Eval and the sweep predict whole photos, batch 1, as
         ``yolo predict`` does, so that their tables equal Ultralytics' own."""
         return cls(
             imgsz=imgsz,
             conf=conf,
-            iou=predict.nms_iou,
+            iou=nms_iou if predict.nms_iou is None else predict.nms_iou,
             max_det=predict.max_det,
             device=device,
             slicing=predict.slicing,
@@ -104,14 +109,15 @@ class InferenceSettings:
         )
 
 
-def evaluation_settings(evaluation: Any, *, imgsz: int, device: str) -> InferenceSettings:
+def evaluation_settings(evaluation: Any, *, imgsz: int, device: str, nms_iou: float | None = None) -> InferenceSettings:
     """How eval and the sweep's validation predict a split (the ``eval`` parameters, an
     ``EvalParams``): whole photos, batch 1, paths as they are, so that the table is exactly what
-    ``yolo predict`` gives on each file, down to ``eval.min_conf``."""
+    ``yolo predict`` gives on each file, down to ``eval.min_conf``; NMS at ``nms_iou`` (``None``:
+    ``eval.nms_iou``)."""
     return InferenceSettings(
         imgsz=imgsz,
         conf=evaluation.min_conf,
-        iou=evaluation.nms_iou,
+        iou=evaluation.nms_iou if nms_iou is None else nms_iou,
         max_det=evaluation.max_det,
         device=device,
         batch=1,

@@ -173,7 +173,7 @@ def render_model_card(facts: dict[str, Any]) -> str:
             photos read/accepted/quarantined, boxes), ``training`` (training summary and
             settings), ``health``, ``label_audit``, ``manifest``, ``truth``, ``grade_names``,
             ``detection`` (test metrics), ``grading``, ``tones`` (per-band table) and
-            ``threshold`` (operating point and rule).
+            ``threshold`` (operating point and rule, NMS IoU and how it was chosen).
 
     Returns:
         The Markdown page.
@@ -204,6 +204,8 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"Training health: **{facts['health'].get('verdict', '?')}** ({facts['health'].get('hint', '')}).",
         f"- Operating point: confidence >= {_fmt(facts['threshold'].get('threshold'), 2)} "
         f"({facts['threshold'].get('rule', 'n/a')}); the served model answers at it by default.",
+        f"- Overlapping boxes: the lower of two boxes overlapping by IoU >= "
+        f"{_fmt(facts['threshold'].get('nms_iou'), 2)} is dropped ({facts['threshold'].get('nms_rule', 'n/a')}).",
         "",
         "## Intended use",
         "- Decision support for dermatology teams and researchers: find, count and grade acne lesions on "

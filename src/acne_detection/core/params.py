@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from acne_detection.core.grading import ACNE04_GRADE_NAMES, ACNE04_THRESHOLDS
+from acne_detection.core.inference import DEFAULT_NMS_IOU
 from acne_detection.core.runtimes import runtime_entry
 
 # the synthetic default's lesion classes, the one list in code (acne_detection.core.synthetic draws them)
@@ -162,10 +163,27 @@ class EvalParams(_Strict):
     gallery_size: int = Field(4, ge=1)
     iou_threshold: float = Field(0.5, gt=0, lt=1)
     min_conf: float = Field(0.001, gt=0, lt=1)
-    nms_iou: float = Field(0.7, gt=0, lt=1)
+    # NMS suppresses a box overlapping a higher one by this IoU or more; eval also tries each of
+    # nms_candidates on the validation photos and keeps one only where it beats nms_iou's mAP@50
+    # there (the sweep measures at nms_iou)
+    nms_iou: float = Field(DEFAULT_NMS_IOU, gt=0, lt=1)
+    nms_candidates: tuple[float, ...] = ()
     max_det: int = Field(300, ge=1)
     # predict the training split too, so the grade model may be fitted there (chosen on validation)
     grade_model_on_train: bool = True
+
+    @field_validator("nms_candidates")
+    @classmethod
+    def _overlaps(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < v < 1 for v in value):
+            raise ValueError(f"nms_candidates {list(value)}: each an IoU between 0 and 1")
+        return value
+
+    @property
+    def nms_tried(self) -> tuple[float, ...]:
+        """The NMS IoUs eval measures on validation: ``nms_iou`` first (it keeps ties), then the
+        other candidates, each once."""
+        return tuple(dict.fromkeys((self.nms_iou, *self.nms_candidates)))
 
 
 class PredictParams(_Strict):
@@ -187,7 +205,7 @@ class PredictParams(_Strict):
     # a tile is predicted when this share of it is skin (the mask dilated by the overlap)
     min_skin: float = Field(0.02, gt=0, le=1)
     batch: int = Field(8, ge=1)
-    nms_iou: float = Field(0.7, gt=0, lt=1)
+    nms_iou: float | None = Field(None, gt=0, lt=1)  # null: the NMS IoU eval chose for this model
     max_det: int = Field(1000, ge=1)
     annotated_max_side: int = Field(1600, ge=64)
     report_thumb_side: int = Field(360, ge=64)

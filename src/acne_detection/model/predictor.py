@@ -163,7 +163,11 @@ class Predictor:
             detector, imgsz, runtime = load_on_runtime(Path(checkpoint), predict.runtime, imgsz)
         threshold = record.threshold if threshold is None else float(threshold)
         settings = InferenceSettings.from_params(
-            predict, imgsz=imgsz, conf=record.calibrated().detector_floor(threshold), device=device
+            predict,
+            imgsz=imgsz,
+            conf=record.calibrated().detector_floor(threshold),
+            device=device,
+            nms_iou=record.nms_iou,
         )
         loaded = None
         if classifier and grade_model.uses_classifier:
@@ -191,6 +195,7 @@ class Predictor:
             imgsz=imgsz or self.settings.imgsz,
             conf=self.calibration.detector_floor(threshold),
             device=self.settings.device,
+            nms_iou=self.record.nms_iou,
         )
         return Predictor(
             self.detector,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from acne_detection.core.calibration import Calibration
 from acne_detection.core.grade_model import GradeModel
 from acne_detection.core.grading import GradingRule
-from acne_detection.core.inference import DEFAULT_THRESHOLD
+from acne_detection.core.inference import DEFAULT_NMS_IOU, DEFAULT_THRESHOLD
 
 NO_OPERATING_POINT = "default (no operating point chosen)"
 # the registry tag holding the whole record; the others are there for people browsing the registry
@@ -38,6 +38,9 @@ class ModelRecord(BaseModel):
         threshold: the operating point, a calibrated confidence.
         threshold_rule: how it was chosen (e.g. "max F1 on validation").
         calibration: ``Calibration.to_dict()``, the map the threshold is on.
+        nms_iou: the IoU at which the detector's non-maximum suppression drops the lower of two
+            boxes (eval's choice on validation; Ultralytics' 0.7 for a record eval did not make).
+        nms_rule: how it was chosen, in words (the validation mAP@50 at each IoU tried).
         grade_model: ``GradeModel.to_dict()``: what grades a photo, with the grading rule (and
             eval's count correction) it was made under. The count rule when eval chose no model.
         predict: how predict slices, merges and suppresses (``SERVED_PREDICT_SETTINGS``), with
@@ -58,6 +61,8 @@ class ModelRecord(BaseModel):
     threshold: float = DEFAULT_THRESHOLD
     threshold_rule: str = NO_OPERATING_POINT
     calibration: dict[str, Any] = {}
+    nms_iou: float = DEFAULT_NMS_IOU
+    nms_rule: str = "Ultralytics' default"
     grade_model: dict[str, Any]
     predict: dict[str, Any] = {}
     run_id: str = ""

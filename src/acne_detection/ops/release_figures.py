@@ -88,7 +88,7 @@ def collect(
     reporting, models = project / "data" / "08_reporting", project / "data" / "06_models"
     detection, grading = _json(reporting / "test_metrics.json"), _json(reporting / "grading_metrics.json")
     probabilities, model = _json(reporting / "grade_probability_metrics.json"), _json(models / "grade_model.json")
-    point = _json(models / "operating_point.json")
+    point, nms = _json(models / "operating_point.json"), _json(models / "nms_choice.json")
     commit = (
         commit
         or subprocess.run(
@@ -109,6 +109,7 @@ def collect(
         "operating_point": {
             k: point.get(k) for k in ("threshold", "rule", "chosen_on", "val_recall", "val_precision") if k in point
         },
+        **({"nms": nms} if nms else {}),
     }
 
 
@@ -129,6 +130,15 @@ def _point_rows(point: dict[str, Any]) -> list[tuple[str, str]]:
     return [("operating point (calibrated confidence)", f"{_f(point['threshold'], 2)}, {how}")]
 
 
+def _nms_rows(nms: dict[str, Any]) -> list[tuple[str, str]]:
+    """The NMS IoU's row, where the entry recorded it: the one kept and each one's validation mAP@50."""
+    if "nms_iou" not in nms:
+        return []
+    tried = ", ".join(f"{_f(row.get('val_mAP50'))} at {_f(row['nms_iou'], 2)}" for row in nms.get("candidates", []))
+    how = "highest validation mAP@50" if nms.get("chosen_on") == "validation" else "eval.nms_iou"
+    return [("NMS IoU", f"{_f(nms['nms_iou'], 2)}, {how} ({tried})")]
+
+
 def render_table(entry: dict[str, Any]) -> str:
     """The markdown table of one entry: detection, grading with its interval, the rule beside it, the ceiling."""
     d, g, p, m = entry["detection"], entry["grading"], entry["grade_probabilities"], entry["grade_model"]
@@ -138,6 +148,7 @@ def render_table(entry: dict[str, Any]) -> str:
     rows = [
         ("test photos graded", f"{int(g.get('photos_graded', 0))}"),
         ("mAP@50 / mAP@50-95", f"{_f(d.get('mAP50'))} / {_f(d.get('mAP50-95'))}"),
+        *_nms_rows(entry.get("nms") or {}),
         *_point_rows(entry.get("operating_point") or {}),
         ("recall / precision at the operating point, on test", f"{_f(d.get('recall'))} / {_f(d.get('precision'))}"),
         (

@@ -281,7 +281,7 @@ def test_predicting_with_the_coco_model_stops_before_predicting(tiny_yolo, tmp_p
     )
     weights, _ = source.load().resolve()
     with pytest.raises(DatasetError, match=r"'person'.*'comedone'"):
-        predict_test_split(weights, tiny_yolo[0], parse("eval", {}))
+        predict_test_split(weights, tiny_yolo[0], {"nms_iou": 0.7}, parse("eval", {}))
 
 
 def test_grading_through_the_real_nodes_on_crafted_predictions(crafted) -> None:
@@ -402,3 +402,47 @@ def test_the_summary_opens_in_words_and_says_when_the_rule_and_the_grades_disagr
         other,
     )
     assert "ACNE04" not in plain and "disagree" not in plain
+
+
+def _box(image: str, conf: float, x: float, y: float, side: float = 10.0) -> dict:
+    return {"image": image, "class_id": 0, "class": "lesion", "confidence": conf,
+            "x_min": x, "y_min": y, "x_max": x + side, "y_max": y + side}  # fmt: skip
+
+
+def test_the_nms_iou_that_drops_near_copies_of_small_lesions_is_chosen_on_validation() -> None:
+    """Two 10 px lesions; at the loose IoU each also has a copy 2 px off (IoU 0.67 with it, so
+    NMS at 0.7 keeps it), the first copy ranked above the second lesion: a false positive ahead
+    of a true one. Without the copies AP@50 is 1; with them it is lower, and the stricter IoU wins."""
+    from acne_detection.pipelines.eval.nodes import choose_nms_iou, nms_chosen_how
+
+    truth = pd.DataFrame([_box("a.jpg", 1.0, 10, 10), _box("a.jpg", 1.0, 60, 60)]).drop(columns="confidence")
+    clean = pd.DataFrame([_box("a.jpg", 0.9, 10, 10), _box("a.jpg", 0.5, 60, 60)])
+    copies = pd.DataFrame([_box("a.jpg", 0.8, 12, 10), _box("a.jpg", 0.4, 62, 60)])
+    tables = {0.7: pd.concat([clean, copies], ignore_index=True), 0.5: clean}
+    choice = choose_nms_iou(tables, truth, ["a.jpg", "b.jpg"], n_classes=1)
+    assert choice["nms_iou"] == 0.5 and choice["chosen_on"] == "validation"
+    by_iou = {row["nms_iou"]: row for row in choice["candidates"]}
+    assert by_iou[0.5]["val_mAP50"] == pytest.approx(1.0)
+    assert by_iou[0.7]["val_mAP50"] < 0.95  # precision 1/2 at the second lesion's recall
+    assert by_iou[0.7]["boxes_per_photo"] == 2.0 and by_iou[0.5]["boxes_per_photo"] == 1.0  # 4 and 2 boxes, 2 photos
+    assert "highest validation mAP@50 of 0.70 (" in nms_chosen_how(choice)
+
+
+def test_the_nms_iou_keeps_eval_nms_iou_on_ties_and_without_validation_lesions() -> None:
+    from acne_detection.pipelines.eval.nodes import choose_nms_iou
+
+    truth = pd.DataFrame([_box("a.jpg", 1.0, 10, 10)]).drop(columns="confidence")
+    same = pd.DataFrame([_box("a.jpg", 0.9, 10, 10)])
+    tie = choose_nms_iou({0.7: same, 0.5: same, 0.4: same}, truth, ["a.jpg"], n_classes=1)
+    assert tie["nms_iou"] == 0.7 and tie["chosen_on"] == "validation"  # nothing beats the first: it stays
+    none = choose_nms_iou({0.7: same, 0.5: same.head(0)}, truth.head(0), ["a.jpg"], n_classes=1)
+    assert none["nms_iou"] == 0.7 and none["chosen_on"] == "none"
+    fixed = choose_nms_iou({0.6: same}, truth, ["a.jpg"], n_classes=1)
+    assert fixed["nms_iou"] == 0.6 and fixed["chosen_on"] == "fixed"
+
+
+def test_eval_tries_nms_iou_first_then_each_candidate_once() -> None:
+    assert parse("eval", {"nms_iou": 0.6, "nms_candidates": [0.5, 0.6, 0.4]}).nms_tried == (0.6, 0.5, 0.4)
+    assert parse("eval", {"nms_candidates": []}).nms_tried == (0.7,)
+    with pytest.raises(ValueError, match="nms_candidates"):
+        parse("eval", {"nms_candidates": [0.5, 1.2]})

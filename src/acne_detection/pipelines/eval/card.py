@@ -90,7 +90,12 @@ def write_model_card(
         "detection": {**detection, "gate": gate.get("gate", "n/a")},
         "grading": grading,
         "tones": tones.to_dict("records"),
-        "threshold": {"threshold": record.threshold, "rule": record.threshold_rule},
+        "threshold": {
+            "threshold": record.threshold,
+            "rule": record.threshold_rule,
+            "nms_iou": record.nms_iou,
+            "nms_rule": record.nms_rule,
+        },
         "calibration": {**record.calibration, **calibration},
         "grade_probability": grade_probability,
         "correction": correction,

@@ -39,26 +39,104 @@ from acne_detection.pipelines.eval.report import chosen_how
 logger = logging.getLogger(__name__)
 
 
-def predict_test_split(weights: Path, dataset: YoloDataset, params: EvalParams) -> pd.DataFrame:
+def predict_test_split(
+    weights: Path, dataset: YoloDataset, nms_choice: dict[str, Any], params: EvalParams
+) -> pd.DataFrame:
     """Run the model over the test images once, keeping every box above ``min_conf``
-    (``predict_split`` on ``test``)."""
-    return predict_split(weights, dataset, params, "test")
+    (``predict_split`` on ``test``, at the NMS IoU chosen on validation)."""
+    return predict_split(weights, dataset, params, "test", nms_iou=nms_choice["nms_iou"])
 
 
-def predict_val_split(weights: Path, dataset: YoloDataset, params: EvalParams) -> pd.DataFrame:
-    """The same on the validation images: what the recalibration is fitted on."""
-    return predict_split(weights, dataset, params, "val")
+def predict_val_split(
+    weights: Path, dataset: YoloDataset, ground_truth: pd.DataFrame, params: EvalParams
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The same on the validation images, once at each NMS IoU eval tries (``eval.nms_iou``,
+    then ``eval.nms_candidates``); the table at the one ``choose_nms_iou`` keeps is what the
+    recalibration, the operating point and the grade model are chosen on.
+
+    Returns:
+        The validation predictions at the chosen IoU, and the choice (``choose_nms_iou``).
+    """
+    tables = {iou: predict_split(weights, dataset, params, "val", nms_iou=iou) for iou in params.nms_tried}
+    images = [path.relative_to(dataset.root).as_posix() for path in dataset.images("val")]
+    choice = choose_nms_iou(tables, ground_truth[ground_truth.split == "val"], images, n_classes=len(dataset.names))
+    return tables[choice["nms_iou"]], choice
 
 
-def predict_train_split(weights: Path, dataset: YoloDataset, params: EvalParams) -> pd.DataFrame:
+def choose_nms_iou(
+    tables: dict[float, pd.DataFrame], val_truth: pd.DataFrame, images: list[str], *, n_classes: int
+) -> dict[str, Any]:
+    """The NMS IoU of highest validation mAP@50, of the tables predicted at each.
+
+    Ultralytics suppresses a box only where it overlaps a higher one by IoU 0.7. Lesions of a few
+    pixels get near-copies of one box a pixel or two off, which overlap by less and survive: each
+    is a false positive and an extra lesion in the count. Whether a lower IoU removes more copies
+    than true neighbours is the validation photos' to say, never the test split's.
+
+    Args:
+        tables: the validation predictions at each IoU, ``eval.nms_iou``'s first: it is kept
+            unless another scores strictly higher.
+        val_truth: the validation split's true boxes.
+        images: every validation photo (those without a box count too).
+        n_classes: the number of classes.
+
+    Returns:
+        ``nms_iou`` (the one kept), ``chosen_on`` (``validation``; ``fixed`` with one IoU;
+        ``none`` without a true lesion in the validation split, where the first is kept) and
+        ``candidates``: each IoU's validation mAP@50, mAP@50-95 and boxes per photo.
+    """
+    candidates = []
+    for iou, table in tables.items():
+        ap = average_precision(table, val_truth, images=images, n_classes=n_classes)
+        candidates.append(
+            {
+                "nms_iou": float(iou),
+                "val_mAP50": float(ap.ap50.mean()) if ap.ap50.notna().any() else float("nan"),
+                "val_mAP50-95": float(ap.ap50_95.mean()) if ap.ap50_95.notna().any() else float("nan"),
+                "boxes_per_photo": len(table) / max(len(images), 1),
+            }
+        )
+    first = candidates[0]
+    if len(candidates) == 1:
+        chosen, chosen_on = first, "fixed"
+    elif not len(val_truth):
+        logger.warning("No validation lesion to choose the NMS IoU on: keeping %.2f", first["nms_iou"])
+        chosen, chosen_on = first, "none"
+    else:
+        chosen = max(candidates, key=lambda row: np.nan_to_num(row["val_mAP50"], nan=-1.0))  # the first of ties
+        chosen_on = "validation"
+    logger.info(
+        "NMS IoU %.2f (%s): validation mAP@50 %s",
+        chosen["nms_iou"],
+        chosen_on,
+        ", ".join(f"{row['val_mAP50']:.3f} at {row['nms_iou']:.2f}" for row in candidates),
+    )
+    return {"nms_iou": chosen["nms_iou"], "chosen_on": chosen_on, "candidates": candidates}
+
+
+def nms_chosen_how(choice: dict[str, Any]) -> str:
+    """How ``choose_nms_iou`` chose, in words: the model card's and the record's."""
+    tried = ", ".join(f"{row['nms_iou']:.2f} ({row['val_mAP50']:.3f})" for row in choice["candidates"])
+    if choice["chosen_on"] == "validation":
+        return f"highest validation mAP@50 of {tried}; the first kept unless another scores higher"
+    if choice["chosen_on"] == "none":
+        return f"eval.nms_iou: the validation split held no true lesion to choose among {tried}"
+    return f"eval.nms_iou (validation mAP@50 {tried})"
+
+
+def predict_train_split(
+    weights: Path, dataset: YoloDataset, nms_choice: dict[str, Any], params: EvalParams
+) -> pd.DataFrame:
     """The same on the training images: one of the places the grade model may be fitted
     (``eval.grade_model_on_train: false`` skips it and returns no boxes)."""
     if not params.grade_model_on_train:
         return pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return predict_split(weights, dataset, params, "train")
+    return predict_split(weights, dataset, params, "train", nms_iou=nms_choice["nms_iou"])
 
 
-def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split: str) -> pd.DataFrame:
+def predict_split(
+    weights: Path, dataset: YoloDataset, params: EvalParams, split: str, *, nms_iou: float | None = None
+) -> pd.DataFrame:
     """Run the model over one split's images once, keeping every box above ``min_conf``.
 
     Args:
@@ -67,6 +145,7 @@ def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split
         dataset: the YOLO-format dataset.
         params: the ``eval`` parameters.
         split: ``test``, ``val`` or ``train``.
+        nms_iou: the NMS IoU (``None``: ``eval.nms_iou``).
 
     Returns:
         One row per predicted box: ``image`` (path within the dataset), ``class_id``,
@@ -77,9 +156,17 @@ def predict_split(weights: Path, dataset: YoloDataset, params: EvalParams, split
     logger.info("Evaluating %s (%s) on the %s split", checkpoint, source, split)
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
-    settings = evaluation_settings(params, imgsz=model_imgsz(model), device=device)
+    settings = evaluation_settings(params, imgsz=model_imgsz(model), device=device, nms_iou=nms_iou)
     images = dataset.images(split)
-    logger.info("Predicting %d %s images on %s (%s) at %d px", len(images), split, device, device_name, settings.imgsz)
+    logger.info(
+        "Predicting %d %s images on %s (%s) at %d px, NMS IoU %.2f",
+        len(images),
+        split,
+        device,
+        device_name,
+        settings.imgsz,
+        settings.iou,
+    )
     return predict_boxes(model, [(path.relative_to(dataset.root).as_posix(), path) for path in images], settings)
 
 
@@ -375,6 +462,7 @@ def fingerprint_inputs(dataset: YoloDataset, training_summary: dict[str, Any], p
 
 def record_model(
     operating_point: dict[str, Any],
+    nms_choice: dict[str, Any],
     calibration: dict[str, Any],
     grade_model: dict[str, Any],
     weights: Path,
@@ -382,13 +470,14 @@ def record_model(
     params: EvalParams,
 ) -> ModelRecord:
     """The model record *of the model evaluated*: its operating point, the calibration the
-    point is on, and the grade model (with the grading rule and count correction it was made
-    under), keyed by the checkpoint's SHA-256 so ``predict`` uses that model's own and never
-    another's. The ``model_record`` dataset keeps it in ``data/06_models/model_record.json`` and
-    on every registered version with those weights.
+    point is on, the NMS IoU chosen on validation, and the grade model (with the grading rule
+    and count correction it was made under), keyed by the checkpoint's SHA-256 so ``predict``
+    uses that model's own and never another's. The ``model_record`` dataset keeps it in
+    ``data/06_models/model_record.json`` and on every registered version with those weights.
 
     Args:
         operating_point: ``choose_operating_point``'s result (a calibrated confidence).
+        nms_choice: ``choose_nms_iou``'s result: the NMS IoU the model answers at.
         calibration: ``fit_calibration``'s record, kept with the threshold (it is on its scale).
         grade_model: ``fit_grade_model``'s model: what grades this model's photos.
         weights: the checkpoint ``train`` saved (``eval.model`` may name another).
@@ -410,6 +499,8 @@ def record_model(
         threshold=float(operating_point["threshold"]),
         threshold_rule=chosen_how(operating_point),
         calibration=Calibration.from_dict(calibration).to_dict(),
+        nms_iou=float(nms_choice["nms_iou"]),
+        nms_rule=nms_chosen_how(nms_choice),
         grade_model=grade_model,
         trained_on=kind,
         warning=SYNTHETIC_WARNING if kind == "synthetic" else "",

@@ -47,19 +47,19 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 predict_test_split,
-                ["trained_weights", "yolo_dataset", "params:eval"],
+                ["trained_weights", "yolo_dataset", "nms_choice", "params:eval"],
                 "test_predictions",
                 name="predict_test_split",
             ),
             node(
                 predict_val_split,
-                ["trained_weights", "yolo_dataset", "params:eval"],
-                "val_predictions",
+                ["trained_weights", "yolo_dataset", "ground_truth", "params:eval"],
+                ["val_predictions", "nms_choice"],
                 name="predict_val_split",
             ),
             node(
                 predict_train_split,
-                ["trained_weights", "yolo_dataset", "params:eval"],
+                ["trained_weights", "yolo_dataset", "nms_choice", "params:eval"],
                 "train_predictions",
                 name="predict_train_split",
             ),
@@ -166,7 +166,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 record_model,
-                ["operating_point", "calibration", "grade_model", "trained_weights", "split_images", "params:eval"],
+                [
+                    "operating_point",
+                    "nms_choice",
+                    "calibration",
+                    "grade_model",
+                    "trained_weights",
+                    "split_images",
+                    "params:eval",
+                ],
                 "model_record",
                 name="record_model",
             ),
