@@ -277,6 +277,8 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     best = max(nms["candidates"], key=lambda row: row["val_mAP50"])  # max keeps the first of ties
     assert nms["nms_iou"] == best["nms_iou"] == record["nms_iou"] == registered["nms_iou"]
     assert registered["predict"]["nms_iou"] is None  # predict's null: the record's own
+    assert run.data.metrics["nms.iou"] == record["nms_iou"]  # in the MLflow run, to compare runs by
+    assert run.data.metrics["nms.val_mAP50.iou_0.70"] == pytest.approx(nms["candidates"][0]["val_mAP50"])
     assert registered["predict"]["runtime"] and registered["run_id"] == version.run_id
     assert registered["dataset_manifest_sha256"] == version.tags["dataset_manifest_sha256"]
     correction = __import__("json").loads((project / "data" / "06_models" / "grading_correction.json").read_text())

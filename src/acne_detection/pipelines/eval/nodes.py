@@ -114,6 +114,14 @@ def choose_nms_iou(
     return {"nms_iou": chosen["nms_iou"], "chosen_on": chosen_on, "candidates": candidates}
 
 
+def nms_metrics(choice: dict[str, Any]) -> dict[str, float]:
+    """The NMS choice as MLflow metrics (``nms.iou``, ``nms.val_mAP50.iou_0.50``...), to compare runs by."""
+    return {
+        "iou": float(choice["nms_iou"]),
+        **{f"val_mAP50.iou_{row['nms_iou']:.2f}": row["val_mAP50"] for row in choice["candidates"]},
+    }
+
+
 def nms_chosen_how(choice: dict[str, Any]) -> str:
     """How ``choose_nms_iou`` chose, in words: the model card's and the record's."""
     tried = ", ".join(f"{row['nms_iou']:.2f} ({row['val_mAP50']:.3f})" for row in choice["candidates"])

@@ -23,6 +23,7 @@ from acne_detection.pipelines.eval.nodes import (
     choose_operating_point,
     evaluate_detections,
     fingerprint_inputs,
+    nms_metrics,
     predict_test_split,
     predict_train_split,
     predict_val_split,
@@ -57,6 +58,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["val_predictions", "nms_choice"],
                 name="predict_val_split",
             ),
+            node(nms_metrics, "nms_choice", "nms_metrics", name="measure_nms_choice"),
+            node(to_mlflow_metrics, "nms_metrics", "nms_metrics_mlflow", name="log_nms_metrics"),
             node(
                 predict_train_split,
                 ["trained_weights", "yolo_dataset", "nms_choice", "params:eval"],
