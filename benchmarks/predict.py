@@ -73,11 +73,11 @@ def _phone_set(
 def _measure(model, folder: Path, truth: pd.DataFrame, small: pd.Series, settings, operating) -> dict:
     """Seconds per photo, recall (all, and lesions under 16 x 16 px) and counting error of the
     boxes the predict pipeline counts: detected down to the calibration's floor, calibrated,
-    kept at the operating point (``operating``: the calibration and the threshold)."""
+    kept at the operating point (``operating``: the calibration, the threshold and the NMS IoU)."""
     from acne_detection.core.inference import predict_boxes
     from acne_detection.core.metrics import match_detections
 
-    calibration, threshold = operating
+    calibration, threshold, _ = operating
     photos = [(p.name, p) for p in sorted(folder.glob("*.jpg"))]
     start = time.perf_counter()
     found = calibration.split(predict_boxes(model, photos, settings), threshold)[0].assign(class_id=0)
@@ -131,7 +131,7 @@ def bench_slicing(
     """Per phone photo (3000 x 4000 by default), on (a) faces filling the frame and (b) faces with at least
     half background: resized whole-photo prediction, and sliced prediction on every runtime
     with and without background skipping, against today's sliced path (PyTorch, every tile).
-    Boxes as ``predict`` counts them: ``operating`` is the model's calibration and threshold."""
+    Boxes as ``predict`` counts them: ``operating`` is the model's calibration, threshold and NMS IoU."""
     import shutil
 
     from acne_detection.core.inference import InferenceSettings, model_imgsz
@@ -155,7 +155,7 @@ def bench_slicing(
                         continue
                     params = PredictParams(slicing=mode, skip_background=skip, max_det=3000, runtime=runtime)
                     conf = operating[0].detector_floor(operating[1])
-                    settings = InferenceSettings.from_params(params, imgsz=imgsz, conf=conf)
+                    settings = InferenceSettings.from_params(params, imgsz=imgsz, conf=conf, nms_iou=operating[2])
                     if not measured:  # warm-up: the first pass of a process pays for allocations
                         _measure(model, folder, truth, small, settings, operating)
                     measured[(set_name, runtime, mode, skip)] = _measure(
@@ -277,7 +277,7 @@ def _peak_child(
         f"m, size = load_detector(Path({str(model_path)!r}), runtime={runtime!r}, "
         f"calibration_data={str(calibration) if calibration else None!r});"
         f"ps = sorted(Path({str(folder)!r}).glob('*.jpg'))[:{n}];"
-        f"s = InferenceSettings.from_params(PredictParams(runtime={runtime!r}), imgsz=size, conf=0.25);"
+        f"s = InferenceSettings.from_params(PredictParams(runtime={runtime!r}), imgsz=size, conf=0.25, nms_iou=0.7);"
         "k = sum(len(r) for _, r in iter_predictions(m, [(p.name, p) for p in ps], s));"
         "print(_peak_mb())"
     )
@@ -352,12 +352,17 @@ def main() -> None:
         raise SystemExit(f"{args.model}: no trained model; run `make run` first, or pass --model")
     from acne_detection.core.calibration import Calibration
     from acne_detection.core.files import sha256_of
+    from acne_detection.core.inference import DEFAULT_NMS_IOU
     from acne_detection.model.record import ModelRecord
     from benchmarks.run import merge_results
 
     saved = ModelRecord.from_json(args.record.read_text()) if args.record.is_file() else None
     own = saved is not None and saved.model_sha256 == sha256_of(args.model)
-    operating = (saved.calibrated(), saved.threshold) if own else (Calibration.from_dict(None), 0.25)
+    operating = (
+        (saved.calibrated(), saved.threshold, saved.nms_iou)
+        if own
+        else (Calibration.from_dict(None), 0.25, DEFAULT_NMS_IOU)
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -254,7 +254,11 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     assert answer.model_sha256[0] == version.tags["model_sha256"]
     # the version's description, shown on its page in the MLflow UI, is the run's model card
     card = (project / "data" / "06_models" / "model_card.md").read_text()
-    assert version.description == card and version.tags["trained_on"] == "synthetic"
+    from acne_detection.framework.tracking import version_description
+
+    assert version.description == version_description(card, version.run_id)  # the card, cut where too long
+    assert version.tags["trained_on"] == "synthetic"
+    assert version.description.startswith(card[:1000]) and "## Caveats" in version.description  # cut or whole
     assert card.startswith("**Trained on synthetic photos: a demonstration model, not for use on real skin.")
     manifest = pd.read_csv(project / "data" / "03_primary" / "split_manifest.csv")
     test = manifest[manifest.split == "test"]
@@ -274,6 +278,8 @@ def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: 
     nms = __import__("json").loads((project / "data" / "06_models" / "nms_choice.json").read_text())
     tried = [row["nms_iou"] for row in nms["candidates"]]
     assert tried == [0.7, 0.6, 0.5, 0.4] and nms["chosen_on"] == "validation"
+    per_photo = [row["boxes_per_photo"] for row in nms["candidates"]]
+    assert per_photo == sorted(per_photo, reverse=True) and per_photo[0] > per_photo[-1]  # each IoU reached NMS
     best = max(nms["candidates"], key=lambda row: row["val_mAP50"])  # max keeps the first of ties
     assert nms["nms_iou"] == best["nms_iou"] == record["nms_iou"] == registered["nms_iou"]
     assert registered["predict"]["nms_iou"] is None  # predict's null: the record's own
@@ -333,10 +339,49 @@ def test_eval_evaluates_a_registered_model_version(project: Path, runs: dict, tr
 
 
 @pytest.mark.e2e
+def test_eval_predicts_each_split_at_the_nms_iou_it_is_handed(project: Path, runs: dict) -> None:
+    """The trained tiny model through eval's own prediction nodes: validation once at each IoU
+    tried, the table returned the one at the IoU chosen; test and train at the choice handed on."""
+    from acne_detection.core.params import parse
+    from acne_detection.pipelines.eval.nodes import (
+        predict_split,
+        predict_test_split,
+        predict_train_split,
+        predict_val_split,
+    )
+
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env="local") as session:
+            catalog = session.load_context().catalog
+            dataset, truth = catalog.load("yolo_dataset"), catalog.load("ground_truth")
+    finally:
+        os.chdir(cwd)
+    weights = project / "data" / "06_models" / "acne_yolov8n.pt"
+    params = parse("eval", {"device": "cpu", "nms_iou": 0.7, "nms_candidates": [0.2]})
+    val, choice = predict_val_split(weights, dataset, truth, params)
+    assert [row["nms_iou"] for row in choice["candidates"]] == [0.7, 0.2]
+    assert val.equals(predict_split(weights, dataset, params, "val", nms_iou=choice["nms_iou"]))
+    loose = predict_test_split(weights, dataset, {"nms_iou": 0.7}, params)
+    strict = predict_test_split(weights, dataset, {"nms_iou": 0.2}, params)
+    assert len(strict) < len(loose)  # the IoU handed on is the one Ultralytics suppressed at
+    assert len(predict_train_split(weights, dataset, {"nms_iou": 0.2}, params)) < len(
+        predict_train_split(weights, dataset, {"nms_iou": 0.7}, params)
+    )
+
+
+@pytest.mark.e2e
 def test_the_predictions_table_is_what_ultralytics_predicts(project: Path, runs: dict) -> None:
-    """Same images, same boxes, same pixel frame as Ultralytics' own ``predict`` at eval's settings."""
+    """Same images, same boxes, same pixel frame as Ultralytics' own ``predict`` at eval's settings,
+    the NMS IoU eval chose on validation among them."""
+    import json
+
     import pandas as pd
     from ultralytics import YOLO
+
+    iou = json.loads((project / "data" / "06_models" / "model_record.json").read_text())["nms_iou"]
 
     table = pd.read_csv(project / "data" / "07_model_output" / "test_predictions.csv")
     yolo = project / "data" / "05_model_input" / "yolo"
@@ -344,7 +389,7 @@ def test_the_predictions_table_is_what_ultralytics_predicts(project: Path, runs:
     rows = []
     test_images = sorted((yolo / "test" / "images").iterdir())
     for image in test_images:
-        for r in model.predict(str(image), imgsz=64, conf=0.001, iou=0.7, max_det=300, device="cpu", verbose=False):
+        for r in model.predict(str(image), imgsz=64, conf=0.001, iou=iou, max_det=300, device="cpu", verbose=False):
             for cls, conf, box in zip(r.boxes.cls.tolist(), r.boxes.conf.tolist(), r.boxes.xyxy.tolist()):
                 rows.append((image.relative_to(yolo).as_posix(), int(cls), conf, *box))
     theirs = pd.DataFrame(rows, columns=["image", "class_id", "confidence", "x_min", "y_min", "x_max", "y_max"])

@@ -280,7 +280,9 @@ def test_tile_and_merge_settings_set_only_in_config_reach_the_slicing(
     (tmp_path / "conf" / "local").mkdir()
     (tmp_path / "conf" / "local" / "parameters_predict.yml").write_text(SLICING_CONF)
     loader = OmegaConfigLoader(str(tmp_path / "conf"), base_env="base", default_run_env="local")
-    settings = InferenceSettings.from_params(parse("predict", loader["parameters"]["predict"]), imgsz=128, conf=0.3)
+    settings = InferenceSettings.from_params(
+        parse("predict", loader["parameters"]["predict"]), imgsz=128, conf=0.3, nms_iou=0.7
+    )
     photo = np.asarray(Image.open(ASSETS / "bus.jpg").convert("RGB").resize((300, 400)))
     predict_boxes(coco_model, [("bus", photo)], settings)
     # 96 px tiles at 20 % overlap: a step of 77 px, 4 columns x 5 rows on a 300 x 400 photo
@@ -352,7 +354,7 @@ def test_the_served_model_runs_on_the_registered_runtime_and_skips_background_ti
     from acne_detection.core.calibration import Calibration
 
     raw = Calibration.from_dict(None)  # none registered: confidences as the detector gives them
-    settings = InferenceSettings.from_params(predict, imgsz=320, conf=raw.detector_floor(0.4))
+    settings = InferenceSettings.from_params(predict, imgsz=320, conf=raw.detector_floor(0.4), nms_iou=0.7)
     expected = raw.split(predict_boxes(runtime_models["openvino"], [("#0", pixels)], settings), 0.4)[0]
     served_boxes = pd.DataFrame(json.loads(answer.boxes[0]))
     assert len(served_boxes) == len(expected) >= 2

@@ -76,5 +76,5 @@ def test_the_benchmark_measures_every_runtime_of_the_table(
         monkeypatch.delitem(RUNTIMES, name)
     weights = tmp_path / "yolov8n.pt"
     shutil.copy(coco_model.ckpt_path, weights)
-    rows = bench_slicing(weights, tmp_path, 1, (Calibration.from_dict(None), 0.25), None, size=(480, 640))
+    rows = bench_slicing(weights, tmp_path, 1, (Calibration.from_dict(None), 0.25, 0.7), None, size=(480, 640))
     assert any("torchscript" in row["benchmark"] and row["ours_s"]["median_s"] > 0 for row in rows)

@@ -84,12 +84,13 @@ class InferenceSettings:
 
     @classmethod
     def from_params(
-        cls, predict: Any, *, imgsz: int, conf: float, device: str = "cpu", nms_iou: float = DEFAULT_NMS_IOU
+        cls, predict: Any, *, imgsz: int, conf: float, nms_iou: float, device: str = "cpu"
     ) -> InferenceSettings:
         """From the ``predict`` parameters (a ``PredictParams``): how the predict pipeline and the
         served model (which carries them in its configuration) slice and merge, one setting each
-        in ``parameters_predict.yml``. ``nms_iou`` is the model's own (its record's, chosen by eval),
-        used where ``predict.nms_iou`` is null. Eval and the sweep predict whole photos, batch 1, as
+        in ``parameters_predict.yml``. ``nms_iou`` is the model's own (its record's, chosen by eval;
+        no default, so that no caller falls back to another unseen), used where ``predict.nms_iou``
+        is null. Eval and the sweep predict whole photos, batch 1, as
         ``yolo predict`` does, so that their tables equal Ultralytics' own."""
         return cls(
             imgsz=imgsz,

@@ -371,6 +371,15 @@ def confusion_counts(matches: pd.DataFrame, *, n_classes: int) -> np.ndarray:
 SWEEP_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
+def mean_average_precision(
+    predictions: pd.DataFrame, ground_truth: pd.DataFrame, *, images: list[str], n_classes: int
+) -> tuple[float, float]:
+    """mAP@50 and mAP@50-95: ``average_precision``'s, averaged over the classes with ground truth
+    (NaN where none has any): how the sweep and eval's NMS choice compare on validation."""
+    ap = average_precision(predictions, ground_truth, images=images, n_classes=n_classes)
+    return float(ap.ap50.mean()), float(ap.ap50_95.mean())
+
+
 def threshold_sweep(matches: pd.DataFrame, n_true: pd.Series, thresholds: np.ndarray) -> pd.DataFrame:
     """Precision, recall and F1 at each confidence threshold, from one matching.
 

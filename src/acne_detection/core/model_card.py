@@ -204,8 +204,9 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"Training health: **{facts['health'].get('verdict', '?')}** ({facts['health'].get('hint', '')}).",
         f"- Operating point: confidence >= {_fmt(facts['threshold'].get('threshold'), 2)} "
         f"({facts['threshold'].get('rule', 'n/a')}); the served model answers at it by default.",
-        f"- Overlapping boxes: the lower of two boxes overlapping by IoU >= "
-        f"{_fmt(facts['threshold'].get('nms_iou'), 2)} is dropped ({facts['threshold'].get('nms_rule', 'n/a')}).",
+        f"- Overlapping boxes: of two boxes of one class overlapping by IoU above "
+        f"{_fmt(facts['threshold'].get('nms_iou'), 2)}, the lower is dropped "
+        f"({facts['threshold'].get('nms_rule', 'n/a')}).",
         "",
         "## Intended use",
         "- Decision support for dermatology teams and researchers: find, count and grade acne lesions on "

@@ -163,7 +163,7 @@ class EvalParams(_Strict):
     gallery_size: int = Field(4, ge=1)
     iou_threshold: float = Field(0.5, gt=0, lt=1)
     min_conf: float = Field(0.001, gt=0, lt=1)
-    # NMS suppresses a box overlapping a higher one by this IoU or more; eval also tries each of
+    # NMS suppresses a box overlapping a higher one of its class by more than this IoU; eval also tries each of
     # nms_candidates on the validation photos and keeps one only where it beats nms_iou's mAP@50
     # there (the sweep measures at nms_iou)
     nms_iou: float = Field(DEFAULT_NMS_IOU, gt=0, lt=1)

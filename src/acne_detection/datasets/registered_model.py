@@ -47,7 +47,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
     def save(self, data: dict[str, Any]) -> None:
         if mlflow.active_run() is None:
             raise DatasetError(f"registering '{self._name}' needs an active MLflow run (kedro-mlflow opens one)")
-        from acne_detection.framework.tracking import versions_with_weights
+        from acne_detection.framework.tracking import version_description, versions_with_weights
         from acne_detection.model import served
 
         record: ModelRecord = data["record"]
@@ -56,7 +56,9 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         if newest is not None and record.same_model(ModelRecord.from_tags(newest.tags)):
             # `kedro run --pipeline register` again: these weights are registered with this very record
             if data.get("description") and not newest.description:  # a registration stopped before its card
-                mlflow.MlflowClient().update_model_version(self._name, newest.version, description=data["description"])
+                mlflow.MlflowClient().update_model_version(
+                    self._name, newest.version, description=version_description(data["description"], newest.run_id)
+                )
                 logger.warning(
                     "%s version %s had no model card (its registration was stopped): added", self._name, newest.version
                 )
@@ -93,7 +95,9 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         # the next registration adds)
         registered = mlflow.register_model(info.model_uri, self._name, tags=record.to_tags())
         if data.get("description"):  # the model card: what the MLflow UI shows on the version's page
-            mlflow.MlflowClient().update_model_version(self._name, registered.version, description=data["description"])
+            mlflow.MlflowClient().update_model_version(
+                self._name, registered.version, description=version_description(data["description"], registered.run_id)
+            )
         logger.info(
             "Registered model %s version %s (serves at confidence %s by default)",
             self._name,

@@ -41,6 +41,11 @@ class YoloDataset:
         """Absolute paths of the images of one split, in manifest order."""
         return [self.root / rel for rel in self.manifest.loc[self.manifest.split == split, "image"]]
 
+    def keyed(self, split: str) -> list[tuple[str, Path]]:
+        """The images of one split as ``(key, path)``: the key is the path within the dataset,
+        what prediction tables and the ground truth name an image by."""
+        return [(rel, self.root / rel) for rel in self.manifest.loc[self.manifest.split == split, "image"]]
+
 
 def _link_or_copy(src: str, dest: str) -> None:
     try:

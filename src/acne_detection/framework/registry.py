@@ -10,7 +10,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from acne_detection.core.grading import GradingRule
-from acne_detection.framework.tracking import model_version_tag, versions_with_weights
+from acne_detection.framework.tracking import model_version_tag, version_description, versions_with_weights
 from acne_detection.model.record import ModelRecord
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def describe_registered_versions(sha256: str, card: str) -> None:
         return
     try:
         for v in versions_with_weights(sha256):
-            MlflowClient().update_model_version(v.name, v.version, description=card)
+            MlflowClient().update_model_version(v.name, v.version, description=version_description(card, v.run_id))
     except MlflowException as err:
         logger.warning("Could not put the model card on the registered model: %s", err)
 

@@ -262,6 +262,29 @@ def log_step_metrics(metrics: dict[str, float], *, step: int) -> None:
         mlflow.log_metrics(metrics, step=step)
 
 
+# MLflow's SQL stores (PostgreSQL, SQLite) hold a model version's description in 5,000 characters
+# (``model_versions.description``, String(5000)); its file store holds any length.
+DESCRIPTION_CHARS = 5000
+
+
+def version_description(card: str, run_id: str) -> str:
+    """A model card as a registered version's description: whole where it fits the registry's
+    5,000 characters; else its last section (the caveats) whole, the lines before it up to the
+    last one that fits, and between them where the whole card is (the run's
+    ``model/model_card.md``). A card never fails a registration by its length."""
+    if len(card) <= DESCRIPTION_CHARS:
+        return card
+    pointer = (
+        f"\n\n*Cut to the registry's 5,000 characters: the whole card is `model/model_card.md` "
+        f"of MLflow run `{run_id}`.*\n\n"
+    )
+    start = card.rfind("\n## ")
+    tail = card[start + 1 :] if start > 0 and len(card) - start < DESCRIPTION_CHARS // 2 else ""
+    head = card[: DESCRIPTION_CHARS - len(pointer) - len(tail)]
+    head = head[: head.rfind("\n") + 1 or len(head)].rstrip("\n")
+    return head + (pointer if tail else pointer.rstrip("\n") + "\n") + tail
+
+
 def versions_with_weights(sha256: str) -> list[Any]:
     """Every registered model version whose weights have this SHA-256 (train tags
     ``model_sha256`` on each version it registers)."""

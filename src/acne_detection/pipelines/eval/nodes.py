@@ -25,6 +25,7 @@ from acne_detection.core.metrics import (
     confusion_counts,
     f1_score,
     match_detections,
+    mean_average_precision,
     pick_operating_point,
     precision_recall_f1,
     threshold_sweep,
@@ -57,8 +58,9 @@ def predict_val_split(
     Returns:
         The validation predictions at the chosen IoU, and the choice (``choose_nms_iou``).
     """
-    tables = {iou: predict_split(weights, dataset, params, "val", nms_iou=iou) for iou in params.nms_tried}
-    images = [path.relative_to(dataset.root).as_posix() for path in dataset.images("val")]
+    model, device = _load_model(weights, dataset, params, "val")
+    tables = {iou: _predict_loaded(model, dataset, params, "val", device, nms_iou=iou) for iou in params.nms_tried}
+    images = [key for key, _ in dataset.keyed("val")]
     choice = choose_nms_iou(tables, ground_truth[ground_truth.split == "val"], images, n_classes=len(dataset.names))
     return tables[choice["nms_iou"]], choice
 
@@ -68,10 +70,11 @@ def choose_nms_iou(
 ) -> dict[str, Any]:
     """The NMS IoU of highest validation mAP@50, of the tables predicted at each.
 
-    Ultralytics suppresses a box only where it overlaps a higher one by IoU 0.7. Lesions of a few
-    pixels get near-copies of one box a pixel or two off, which overlap by less and survive: each
-    is a false positive and an extra lesion in the count. Whether a lower IoU removes more copies
-    than true neighbours is the validation photos' to say, never the test split's.
+    Ultralytics suppresses a box only where a higher one of its class overlaps it by more than
+    IoU 0.7. Lesions of a few pixels get near-copies of one box a pixel or two off, which overlap
+    by less and survive: each is a false positive and an extra lesion in the count. Whether a
+    lower IoU removes more copies than true neighbours is the validation photos' to say, never
+    the test split's.
 
     Args:
         tables: the validation predictions at each IoU, ``eval.nms_iou``'s first: it is kept
@@ -87,15 +90,9 @@ def choose_nms_iou(
     """
     candidates = []
     for iou, table in tables.items():
-        ap = average_precision(table, val_truth, images=images, n_classes=n_classes)
-        candidates.append(
-            {
-                "nms_iou": float(iou),
-                "val_mAP50": float(ap.ap50.mean()) if ap.ap50.notna().any() else float("nan"),
-                "val_mAP50-95": float(ap.ap50_95.mean()) if ap.ap50_95.notna().any() else float("nan"),
-                "boxes_per_photo": len(table) / max(len(images), 1),
-            }
-        )
+        map50, map50_95 = mean_average_precision(table, val_truth, images=images, n_classes=n_classes)
+        rows = {"val_mAP50": map50, "val_mAP50-95": map50_95, "boxes_per_photo": len(table) / max(len(images), 1)}
+        candidates.append({"nms_iou": float(iou), **rows})
     first = candidates[0]
     if len(candidates) == 1:
         chosen, chosen_on = first, "fixed"
@@ -116,17 +113,15 @@ def choose_nms_iou(
 
 def nms_metrics(choice: dict[str, Any]) -> dict[str, float]:
     """The NMS choice as MLflow metrics (``nms.iou``, ``nms.val_mAP50.iou_0.50``...), to compare runs by."""
-    return {
-        "iou": float(choice["nms_iou"]),
-        **{f"val_mAP50.iou_{row['nms_iou']:.2f}": row["val_mAP50"] for row in choice["candidates"]},
-    }
+    tried = {f"val_mAP50.iou_{row['nms_iou']:.2f}": row["val_mAP50"] for row in choice["candidates"]}
+    return {"iou": float(choice["nms_iou"]), **{name: value for name, value in tried.items() if pd.notna(value)}}
 
 
 def nms_chosen_how(choice: dict[str, Any]) -> str:
     """How ``choose_nms_iou`` chose, in words: the model card's and the record's."""
     tried = ", ".join(f"{row['nms_iou']:.2f} ({row['val_mAP50']:.3f})" for row in choice["candidates"])
     if choice["chosen_on"] == "validation":
-        return f"highest validation mAP@50 of {tried}; the first kept unless another scores higher"
+        return f"highest validation mAP@50 of {tried}"
     if choice["chosen_on"] == "none":
         return f"eval.nms_iou: the validation split held no true lesion to choose among {tried}"
     return f"eval.nms_iou (validation mAP@50 {tried})"
@@ -159,23 +154,28 @@ def predict_split(
         One row per predicted box: ``image`` (path within the dataset), ``class_id``,
         ``class``, ``confidence`` (raw) and pixel corners.
     """
+    model, device = _load_model(weights, dataset, params, split)
+    return _predict_loaded(model, dataset, params, split, device, nms_iou=nms_iou)
+
+
+def _load_model(weights: Path, dataset: YoloDataset, params: EvalParams, split: str) -> tuple[YOLO, str]:
+    """The checkpoint eval measures (``eval.model`` or the trained weights), its classes checked
+    against the dataset's, and the device it runs on."""
     device, device_name = detect_device(params.device)
     checkpoint, source = resolve_model(params.model, Path(weights))
-    logger.info("Evaluating %s (%s) on the %s split", checkpoint, source, split)
+    logger.info("Evaluating %s (%s) on the %s split, on %s (%s)", checkpoint, source, split, device, device_name)
     model = YOLO(str(checkpoint))
     check_model_classes(model.names, dataset.names, model_label=f"{source} ({checkpoint})")
+    return model, device
+
+
+def _predict_loaded(
+    model: YOLO, dataset: YoloDataset, params: EvalParams, split: str, device: str, *, nms_iou: float | None
+) -> pd.DataFrame:
     settings = evaluation_settings(params, imgsz=model_imgsz(model), device=device, nms_iou=nms_iou)
-    images = dataset.images(split)
-    logger.info(
-        "Predicting %d %s images on %s (%s) at %d px, NMS IoU %.2f",
-        len(images),
-        split,
-        device,
-        device_name,
-        settings.imgsz,
-        settings.iou,
-    )
-    return predict_boxes(model, [(path.relative_to(dataset.root).as_posix(), path) for path in images], settings)
+    keyed = dataset.keyed(split)
+    logger.info("Predicting %d %s images at %d px, NMS IoU %.2f", len(keyed), split, settings.imgsz, settings.iou)
+    return predict_boxes(model, keyed, settings)
 
 
 def check_model_classes(model_names: dict[int, str] | list[str], dataset_names: list[str], *, model_label: str) -> None:

@@ -63,6 +63,8 @@ def describe_for_registry(
             DEFAULT_THRESHOLD,
         )
         evaluated = ModelRecord.default(sha, GradingRule.from_params(grading), model_source="trained_weights")
+    if warning := nms_override_warning(predict.nms_iou, evaluated):
+        logger.warning(warning)
     kind = trained_on(manifest)
     record = ModelRecord.model_validate(
         {
@@ -86,6 +88,18 @@ def describe_for_registry(
         ),
         "description": card if evaluated.has_operating_point else None,
     }
+
+
+def nms_override_warning(asked: float | None, record: ModelRecord) -> str:
+    """What to say when ``predict.nms_iou`` (registered with the model, so the served model
+    suppresses at it) is not the NMS IoU eval chose for these weights; ``""`` when it is, or null."""
+    if asked is None or asked == record.nms_iou:
+        return ""
+    return (
+        f"predict.nms_iou {asked:.2f} is registered with the model and overrides the NMS IoU eval chose for it, "
+        f"{record.nms_iou:.2f} ({record.nms_rule}): the served model suppresses at {asked:.2f}, its model card "
+        "states eval's. Set predict.nms_iou: null to serve the model as eval measured it"
+    )
 
 
 def _runtime_export(weights: Path, predict: PredictParams, dataset: YoloDataset) -> Path | None:

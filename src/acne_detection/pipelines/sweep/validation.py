@@ -16,8 +16,8 @@ from acne_detection.core.grading import grade_photos, grading_metrics
 from acne_detection.core.inference import evaluation_settings, model_imgsz, predict_boxes
 from acne_detection.core.metrics import (
     SWEEP_THRESHOLDS,
-    average_precision,
     match_detections,
+    mean_average_precision,
     pick_operating_point,
     threshold_sweep,
 )
@@ -58,10 +58,9 @@ def validate_checkpoint(
     model = YOLO(str(weights))
     settings = evaluation_settings(eval_params, imgsz=model_imgsz(model), device=device)
     photos = dataset.manifest[dataset.manifest.split == "val"]
-    keys = [(rel, dataset.root / rel) for rel in photos.image]
-    predictions = predict_boxes(model, keys, settings)
+    predictions = predict_boxes(model, dataset.keyed("val"), settings)
     n_classes = len(dataset.names)
-    ap = average_precision(predictions, val_truth, images=list(photos.image), n_classes=n_classes)
+    map50, map50_95 = mean_average_precision(predictions, val_truth, images=list(photos.image), n_classes=n_classes)
     matches = match_detections(predictions, val_truth, iou_threshold=eval_params.iou_threshold)
     n_true = val_truth.groupby("class_id").size().reindex(range(n_classes), fill_value=0)
     sweep = threshold_sweep(matches, n_true, SWEEP_THRESHOLDS)
@@ -80,8 +79,8 @@ def validate_checkpoint(
         graded = graded.assign(source=graded.image_id.map(sources))
     grades, _ = grading_metrics(graded, names=grading.names)
     metrics: dict[str, Any] = {
-        "val_mAP50": ap.ap50.mean(),
-        "val_mAP50-95": ap.ap50_95.mean(),
+        "val_mAP50": map50,
+        "val_mAP50-95": map50_95,
         "val_threshold": point.threshold,
         "val_precision": point.precision,
         "val_recall": point.recall,
