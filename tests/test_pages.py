@@ -13,24 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from acne_detection.testing import copy_project, stop_process_tree
+from acne_detection.testing import copy_project, free_port, stop_process_tree
 from tests.conftest import headless_dom
-
-
-def _port_below_49152() -> int:
-    import random
-    import socket
-
-    for port in random.sample(range(20000, 40000), 50):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError("no free port between 20000 and 40000")
 
 
 @pytest.mark.e2e
 def test_kedro_viz_renders_the_four_pipelines(tmp_path: Path) -> None:
-    free_port = _port_below_49152()  # kedro-viz refuses ports above the registered range
+    port = free_port()  # below 32768 (kedro-viz refuses ports above the registered range, 49151)
     project = copy_project(tmp_path / "acne-detection", n_images=24, size=128)
     log = (tmp_path / "viz.log").open("wb")
     server = subprocess.Popen(
@@ -41,7 +30,7 @@ def test_kedro_viz_renders_the_four_pipelines(tmp_path: Path) -> None:
             "--host",
             "127.0.0.1",
             "--port",
-            str(free_port),
+            str(port),
             "--no-browser",
         ],
         cwd=project,
@@ -49,7 +38,7 @@ def test_kedro_viz_renders_the_four_pipelines(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
     )
-    url = f"http://127.0.0.1:{free_port}/"
+    url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
         while True:

@@ -22,10 +22,31 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for a server a test or benchmark starts)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now (for a server a test or benchmark starts), below the
+    kernel's ephemeral range. A port inside that range (what binding port 0 gives) can be the
+    source port the kernel picks for a client connecting to it before the server listens: the
+    socket then connects to itself, the readiness poll reads its own request back
+    ("BadStatusLine: GET / HTTP/1.1", seen in CI) and the server finds its port taken."""
+    import random
+
+    low = _ephemeral_low()
+    for port in random.sample(range(20000, low), min(200, low - 20000)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 between 20000 and {low - 1}")
+
+
+def _ephemeral_low(default: int = 32768) -> int:
+    """The first port of Linux's ephemeral range (``ip_local_port_range``), else the default."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+    return low if low > 21000 else default
 
 
 def stop_process_tree(process: Any, *, timeout: float = 30) -> None:
