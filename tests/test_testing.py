@@ -19,3 +19,15 @@ def test_free_port_is_bindable_and_below_the_ephemeral_range() -> None:
         taken.bind(("127.0.0.1", min(ports)))
         taken.listen()
         assert min(ports) not in {free_port() for _ in range(50)}  # a port in use is never handed out
+
+
+def test_free_port_ignores_the_global_random_seed() -> None:
+    """pytest-randomly seeds ``random`` alike before each test in every worker: ports drawn from it
+    would be the same in concurrent tests (two Label Studio servers on one port, seen in CI)."""
+    import random
+
+    drawn = []
+    for _ in range(3):
+        random.seed(0)
+        drawn.append(free_port())
+    assert len(set(drawn)) > 1

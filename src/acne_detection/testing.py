@@ -29,8 +29,10 @@ def free_port() -> int:
     ("BadStatusLine: GET / HTTP/1.1", seen in CI) and the server finds its port taken."""
     import random
 
+    # a generator of its own, from the OS: pytest-randomly seeds the global one alike before every
+    # test in every worker, which would hand concurrent tests the same port
     low = _ephemeral_low()
-    for port in random.sample(range(20000, low), min(200, low - 20000)):
+    for port in random.SystemRandom().sample(range(20000, low), min(200, low - 20000)):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
