@@ -37,14 +37,14 @@ class YoloDataset:
         """A fingerprint of the dataset's content (files, splits, labels), order-independent."""
         return hashlib.sha256(self.manifest.sort_values("image").to_csv(index=False).encode()).hexdigest()
 
+    def keyed(self, split: str) -> list[tuple[str, Path]]:
+        """The images of one split as ``(key, path)``, in manifest order: the key is the path
+        within the dataset, what prediction tables and the ground truth name an image by."""
+        return [(rel, self.root / rel) for rel in self.manifest.loc[self.manifest.split == split, "image"]]
+
     def images(self, split: str) -> list[Path]:
         """Absolute paths of the images of one split, in manifest order."""
-        return [self.root / rel for rel in self.manifest.loc[self.manifest.split == split, "image"]]
-
-    def keyed(self, split: str) -> list[tuple[str, Path]]:
-        """The images of one split as ``(key, path)``: the key is the path within the dataset,
-        what prediction tables and the ground truth name an image by."""
-        return [(rel, self.root / rel) for rel in self.manifest.loc[self.manifest.split == split, "image"]]
+        return [path for _, path in self.keyed(split)]
 
 
 def _link_or_copy(src: str, dest: str) -> None:
