@@ -7,7 +7,9 @@ validates plain Ultralytics on the very same YOLO dataset and settings. Writes
 ``benchmarks/RESULTS-gpu.md``: images/s, peak GPU memory (nvidia-smi, sampled), epochs to best,
 test mAP@50 and mAP@50-95, grading accuracy, and the time ratio against the baseline.
 
-Multi-GPU end to end (``train.device: 0,1``) needs two cards: run this with ``--device 0,1``.
+``--architecture yolov8s`` trains YOLOv8s from YOLO-World v2's small checkpoint in both runs
+(``yolov8n``, the default, from COCO's ``yolov8n.pt``). Multi-GPU end to end
+(``train.device: 0,1``) needs two cards: run this with ``--device 0,1``.
 Without a CUDA GPU it stops at once and says so.
 """
 
@@ -64,8 +66,9 @@ class GpuMemory:
         self._thread.join()
 
 
-def _ours(env: str, device: str, epochs: int | None) -> dict[str, float]:
+def _ours(env: str, device: str, epochs: int | None, architecture: str) -> dict[str, float]:
     params = f"train.imgsz=640,train.batch=auto,train.cache=ram,train.device={device},eval.device={device}"
+    params += f",train.architecture={architecture}"
     params += f",train.epochs={epochs}" if epochs else ""
     start = time.perf_counter()
     with GpuMemory() as memory:
@@ -93,14 +96,27 @@ def _ours(env: str, device: str, epochs: int | None) -> dict[str, float]:
     }
 
 
-def _baseline(device: str, epochs: int, train: dict) -> dict[str, float]:
+def _starting_model(architecture: str) -> str:
+    """The baseline's model, as the run built it: ``yolov8n.pt`` itself, or the architecture's YAML
+    with its checkpoint (the catalog's ``architectures:``, cached by the run) loaded where shapes match."""
+    import yaml
+
+    entry = yaml.safe_load((ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
+    other = (entry.get("architectures") or {}).get(architecture)
+    cache = ROOT / (other or entry)["cache"]
+    if architecture == "yolov8n":
+        return f"YOLO({str(cache)!r})"
+    return f"YOLO({architecture + '.yaml'!r}).load({str(cache)!r})"
+
+
+def _baseline(device: str, epochs: int, train: dict, architecture: str) -> dict[str, float]:
     """Plain Ultralytics on the YOLO dataset the run wrote, same settings, its own validator on test."""
     data = ROOT / "data" / "05_model_input" / "yolo" / "data.yaml"
     work = ROOT / "data" / "06_models" / "bench-gpu-baseline"
     shutil.rmtree(work, ignore_errors=True)
     script = (
         "import json, sys, time\nfrom ultralytics import YOLO\n"
-        f"m = YOLO({str(ROOT / 'data/06_models/pretrained/yolov8n.pt')!r})\n"
+        f"m = {_starting_model(architecture)}\n"
         "t = time.perf_counter()\n"
         f"m.train(data={str(data)!r}, epochs={epochs}, imgsz=640, batch=-1, cache='ram', device={device!r}, "
         f"freeze={train['freeze']}, optimizer={train['optimizer']!r}, lr0={train['lr0']}, nbs={train['nbs']}, "
@@ -131,13 +147,19 @@ def main() -> None:
     parser.add_argument("--env", default="acne04", help="the Kedro environment whose raw_export to train on")
     parser.add_argument("--device", default="0", help="CUDA device(s): 0, or 0,1 for two cards (DDP)")
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs of the configuration")
+    parser.add_argument(
+        "--architecture",
+        default="yolov8n",
+        choices=["yolov8n", "yolov8n-p2", "yolov8s"],
+        help="train.architecture, for both runs (yolov8s: from YOLO-World v2's small checkpoint)",
+    )
     args = parser.parse_args()
     gpu = _require_gpu()
     import yaml
 
     train = yaml.safe_load((ROOT / "conf" / "base" / "parameters_train.yml").read_text())["train"]
-    ours = _ours(args.env, args.device, args.epochs)
-    base = _baseline(args.device, ours["epochs"], train)
+    ours = _ours(args.env, args.device, args.epochs, args.architecture)
+    base = _baseline(args.device, ours["epochs"], train, args.architecture)
     rows = [
         ("time, train + test evaluation (s)", base["wall_s"], ours["wall_s"]),
         ("peak GPU memory (MB, nvidia-smi)", base["gpu_mb"], ours["gpu_mb"]),
@@ -153,7 +175,7 @@ def main() -> None:
     ]
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = [
-        f"# GPU benchmark ({gpu}, device {args.device}, env {args.env})",
+        f"# GPU benchmark ({gpu}, device {args.device}, env {args.env}, {args.architecture})",
         "",
         f"Recipe: {RECIPE}, AMP on, epochs {ours['epochs']}. Baseline: `yolo train` + `yolo val --split test` on the "
         "same YOLO dataset and settings. The baseline's mAP is Ultralytics' own (a continuous PR curve), ours COCO's "

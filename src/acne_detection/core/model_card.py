@@ -57,6 +57,27 @@ def code_commit(where: Path | None = None) -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
+_NETWORKS = {"yolov8n": "YOLOv8n", "yolov8n-p2": "YOLOv8n with a stride-4 (P2) head", "yolov8s": "YOLOv8s"}
+_CHECKPOINTS = {
+    "yolov8n.pt": "COCO-pretrained `yolov8n.pt`",
+    "yolov8s-worldv2.pt": "YOLO-World v2's `yolov8s-worldv2.pt`",
+}
+
+
+def _network(training: dict[str, Any]) -> str:
+    """The detector's network as the card names it (summaries before the setting: yolov8n)."""
+    architecture = str(training.get("architecture", "yolov8n"))
+    return _NETWORKS.get(architecture, architecture)
+
+
+def _starting_point(training: dict[str, Any]) -> str:
+    """Where training started, as the card says it."""
+    if str(training.get("pretrained", "True")) == "False":
+        return "trained from scratch"
+    name = str(training.get("pretrained_checkpoint") or "yolov8n.pt")
+    return f"fine-tuned from {_CHECKPOINTS.get(name, f'`{name}`')}"
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -194,8 +215,9 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"# Model card: {model['name']}",
         "",
         "## Model details",
-        f"- YOLOv8n (Ultralytics {training.get('ultralytics_version', '?')}), fine-tuned from COCO-pretrained "
-        f"weights ({training.get('weights_source', '?')}); {training.get('parameters_total', '?')} parameters, "
+        f"- {_network(training)} (Ultralytics {training.get('ultralytics_version', '?')}), "
+        f"{_starting_point(training)} ({training.get('weights_source', '?')}); "
+        f"{training.get('parameters_total', '?')} parameters, "
         f"{training.get('frozen_layers', '?')} layers frozen.",
         f"- Weights SHA-256 `{model['sha256']}`; code at commit `{model['commit']}`; "
         f"trained in MLflow run `{training.get('mlflow_run_id', '?')}` on {training.get('device_name', '?')}.",

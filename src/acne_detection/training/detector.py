@@ -34,7 +34,8 @@ def train_detector(
 
     Args:
         dataset: the YOLO-format dataset.
-        pretrained: the lazily resolved COCO checkpoint.
+        pretrained: the lazily resolved COCO checkpoint; an architecture the catalog gives a
+            checkpoint of its own (``architectures:``) starts from that one.
         workdir: the folder Ultralytics writes its checkpoints into.
         params: the ``train`` parameters (``device: 0,1`` trains on two GPUs with DDP).
         callbacks: more Ultralytics callbacks (``{event: function}``), as the sweep's checkpoints.
@@ -48,6 +49,7 @@ def train_detector(
     ):
         logger.warning(warning)
     device, device_name = detect_device(params.device)
+    pretrained = pretrained.for_architecture(params.architecture)
     plan = prepare_training(
         workdir, _resume_settings(params, dataset, pretrained.name), params.resume, current_run_id()
     )
@@ -71,7 +73,13 @@ def train_detector(
         model = _build_model(Path(weights), params.architecture, pretrained=params.pretrained)
         if params.architecture != "yolov8n":
             source["weights_source"] = f"{origin}, transferred into {params.architecture}.yaml where shapes match"
-    tags = {**environment_tags(device, device_name), "pretrained": str(params.pretrained), **source}
+    tags = {
+        **environment_tags(device, device_name),
+        "pretrained": str(params.pretrained),
+        "architecture": params.architecture,
+        "pretrained_checkpoint": pretrained.name if params.pretrained else "",
+        **source,
+    }
     logger.info("Training on %s (%s) from %s", device, device_name, tags["weights_source"])
     for event, callback in LiveMetrics.for_active_run(tags).callbacks().items():
         model.add_callback(event, callback)
@@ -91,7 +99,10 @@ def train_detector(
 def _build_model(weights: Path, architecture: str, *, pretrained: bool) -> YOLO:
     """The model to fine-tune: the COCO checkpoint itself, or ``architecture``'s YAML with the
     checkpoint's weights loaded where names and shapes match (Ultralytics' ``load``: for
-    ``yolov8n-p2`` the backbone; the neck and the extra stride-4 head start untrained)."""
+    ``yolov8n-p2`` from ``yolov8n.pt`` the backbone, the neck and the extra stride-4 head start
+    untrained; for ``yolov8s`` from ``yolov8s-worldv2.pt`` 345 of 355 tensors: all but the last
+    convolution of each neck block, whose input YOLO-World widens for its text attention, and the
+    class branch's last layer, which YOLO-World ends in text embeddings)."""
     if architecture == "yolov8n":
         return YOLO(str(weights))
     model = YOLO(f"{architecture}.yaml")
