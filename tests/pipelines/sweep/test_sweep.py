@@ -172,7 +172,7 @@ FAILING = SweepParams(  # no pretrained weights are given: each trained recipe f
         {"name": "b", "train": {"lr0": 0.02}},
     ],
 )
-FAILED = "failed: AttributeError: 'NoneType' object has no attribute 'name' (its log is above)"
+FAILED = "failed: AttributeError: 'NoneType' object has no attribute 'for_architecture' (its log is above)"
 
 
 def _failing_sweep(tiny_yolo, workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
