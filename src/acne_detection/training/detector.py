@@ -29,13 +29,14 @@ def train_detector(
     *,
     callbacks: dict[str, Any] | None = None,
 ) -> tuple[Path, pd.DataFrame, dict[str, Any]]:
-    """Fine-tune YOLOv8 from COCO weights (or from scratch, if ``pretrained: false``),
+    """Fine-tune YOLOv8 from pretrained weights (COCO's ``yolov8n.pt``, or the architecture's own
+    checkpoint), or train it from scratch (``pretrained: false``),
     resuming an interrupted run when its settings are unchanged.
 
     Args:
         dataset: the YOLO-format dataset.
-        pretrained: the lazily resolved COCO checkpoint; an architecture the catalog gives a
-            checkpoint of its own (``architectures:``) starts from that one.
+        pretrained: the lazily resolved pretrained checkpoints (``yolov8n.pt``; an architecture
+            the catalog gives a checkpoint of its own, under ``architectures:``, starts from that one).
         workdir: the folder Ultralytics writes its checkpoints into.
         params: the ``train`` parameters (``device: 0,1`` trains on two GPUs with DDP).
         callbacks: more Ultralytics callbacks (``{event: function}``), as the sweep's checkpoints.
@@ -49,7 +50,8 @@ def train_detector(
     ):
         logger.warning(warning)
     device, device_name = detect_device(params.device)
-    pretrained = pretrained.for_architecture(params.architecture)
+    if params.pretrained:
+        pretrained = pretrained.for_architecture(params.architecture)
     plan = prepare_training(
         workdir, _resume_settings(params, dataset, pretrained.name), params.resume, current_run_id()
     )
@@ -71,7 +73,7 @@ def train_detector(
         )
         source = {"weights_source": origin}
         model = _build_model(Path(weights), params.architecture, pretrained=params.pretrained)
-        if params.architecture != "yolov8n":
+        if params.architecture != "yolov8n" and params.pretrained:
             source["weights_source"] = f"{origin}, transferred into {params.architecture}.yaml where shapes match"
     tags = {
         **environment_tags(device, device_name),

