@@ -185,7 +185,9 @@ def plot_reliability(table: pd.DataFrame, metrics: dict[str, float]) -> Figure:
         title=f"Reliability on {metrics.get('detections', 0):.0f} test detections",
     )
     top.legend(fontsize=8)
-    bottom.set(xlabel="confidence", ylabel="detections", yscale="log")
+    # log counts where there are any: a model that detected nothing in a bin anywhere (a tiny or failed
+    # training) has no positive count, and matplotlib refuses to log-scale that, failing the run
+    bottom.set(xlabel="confidence", ylabel="detections", yscale="log" if (table.detections > 0).any() else "linear")
     fig.tight_layout()
     return fig
 
