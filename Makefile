@@ -117,7 +117,8 @@ reviewed: install  ## what the reviewers changed, kept for training
 # Serves the registered model over HTTP on 127.0.0.1 (the local environment: no download).
 serve: install  ## serve the registered model over HTTP on 127.0.0.1:5001 (SERVE_PORT)
 	@echo "Model server: POST http://127.0.0.1:$(SERVE_PORT)/invocations  (Ctrl-C to stop; see README, Serving)"
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m $(MODEL) --env-manager local \
+	served=$$(MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/python -m acne_detection.ops.fetch_model $(MODEL) data/06_models/fetched) && \
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(TRACKING_URI) $(BIN)/mlflow models serve -m "$$served" --env-manager local \
 		--host 127.0.0.1 --port $(SERVE_PORT) --workers $(SERVE_WORKERS) --timeout $(SERVE_TIMEOUT)
 
 bench: $(VENV)/.installed-test  ## the benchmarks (benchmarks/RESULTS.md)

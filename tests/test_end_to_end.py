@@ -228,14 +228,14 @@ def test_one_run_per_kedro_run_with_everything_logged(project: Path, tracking: M
 
 
 @pytest.mark.e2e
-def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: MlflowClient) -> None:
+def test_the_registered_model_loads_and_predicts_boxes(project: Path, tracking: MlflowClient, tmp_path: Path) -> None:
     import mlflow.pyfunc
     import pandas as pd
 
     version = max(tracking.search_model_versions("name = 'acne-detector'"), key=lambda v: int(v.version))
     assert version.tags["training_health"] == "too short" and len(version.tags["dataset_manifest_sha256"]) == 64
     mlflow.set_tracking_uri(tracking.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")
+    model = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}", dst_path=str(tmp_path))
     image = next((project / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())
     answer = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(answer.columns) == [
@@ -512,7 +512,7 @@ def predicted(project: Path, runs: dict) -> dict:
 
 @pytest.mark.e2e
 def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken_files(
-    project: Path, predicted: dict, tracking: MlflowClient
+    project: Path, predicted: dict, tracking: MlflowClient, tmp_path: Path
 ) -> None:
     import json
 
@@ -575,7 +575,7 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
 
     version = max(tracking.search_model_versions("name = 'acne-detector'"), key=lambda v: int(v.version))
     mlflow.set_tracking_uri(tracking.tracking_uri)
-    served = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}")
+    served = mlflow.pyfunc.load_model(f"models:/acne-detector/{version.version}", dst_path=str(tmp_path))
     photos = sorted(p for p in predicted["good"] if not p.lower().endswith(".heic"))
     answer = served.predict(pd.DataFrame({"image": [str(predicted["folder"] / p) for p in photos]})).set_index(
         summary.set_index("photo").loc[photos].index
@@ -596,18 +596,32 @@ def test_predict_writes_lesions_summary_annotated_copies_report_and_skips_broken
 
 
 @pytest.mark.e2e
-def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dict) -> None:
-    """`mlflow models serve --env-manager local` on 127.0.0.1, as `make serve` starts it, and a
-    photo posted as base64, as the README's curl line does."""
+def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dict, tmp_path: Path) -> None:
+    """`mlflow models serve --env-manager local` on 127.0.0.1 of the version fetched once into
+    data/06_models/fetched, as `make serve` starts it, and a photo posted as base64, as the
+    README's curl line does."""
     import base64
     import json
 
     port = free_port()
+    system_tmp = tmp_path / "system-tmp"  # the server's temporary folder: no copy of the model is left there
+    system_tmp.mkdir()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'data' / 'mlflow' / 'mlflow.db'}",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TMPDIR": str(system_tmp),
     }  # uvicorn, as make serve sets it
+    fetch = [sys.executable, "-m", "acne_detection.ops.fetch_model", "models:/acne-detector/latest"]
+    fetched = [
+        subprocess.run([*fetch, "data/06_models/fetched"], cwd=project, env=env, capture_output=True, text=True)
+        for _ in range(2)  # a second `make serve` serves the same copy
+    ]
+    assert [f.returncode for f in fetched] == [0, 0], fetched[0].stderr[-2000:]
+    assert fetched[0].stdout == fetched[1].stdout
+    served = project / fetched[0].stdout.strip()
+    assert served.parent == project / "data" / "06_models" / "fetched" and (served / "MLmodel").is_file()
+    assert served.name.startswith("model-acne-detector-v1-")  # `latest` resolved to the version it is
     server = subprocess.Popen(
         [
             sys.executable,
@@ -616,7 +630,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
             "models",
             "serve",
             "-m",
-            "models:/acne-detector/1",
+            str(served),
             "--env-manager",
             "local",
             "--host",
@@ -690,6 +704,7 @@ def test_the_served_model_answers_a_photo_sent_as_bytes(project: Path, runs: dic
         assert invoke(body)[0] == result  # the server keeps serving, with the same answer
     finally:
         stop_process_tree(server)
+    assert not list(system_tmp.rglob("*.pt")), "the server left a copy of the model in its temporary folder"
 
 
 @pytest.mark.e2e

@@ -69,13 +69,13 @@ def test_predict_summary_and_report_show_five_grades(five: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_the_registered_model_answers_with_five_grades(five: Path) -> None:
+def test_the_registered_model_answers_with_five_grades(five: Path, tmp_path: Path) -> None:
     import base64
 
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{five / 'data' / 'mlflow' / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/acne-detector/1")
+    model = mlflow.pyfunc.load_model("models:/acne-detector/1", dst_path=str(tmp_path))
     photo = next((five.parent / "photos").iterdir())
     answer = model.predict(
         pd.DataFrame({"image_b64": [base64.b64encode(photo.read_bytes()).decode()]}), params={"conf": 0.01}

@@ -20,6 +20,7 @@ from acne_detection.core.grading import GradingRule
 from acne_detection.core.params import parse
 from acne_detection.datasets import ModelRecords, RegisteredDetector
 from acne_detection.model.record import ModelRecord
+from acne_detection.ops import fetch_model
 from acne_detection.pipelines.predict.nodes import choose_model
 
 # registers the weights, but SIGKILLs itself at ``stop`` (the call patched to do so), as a power cut would
@@ -103,5 +104,76 @@ def test_a_changed_record_is_registered_as_a_new_version(store: str, coco_model,
             dataset.save({"weights": weights, "record": _record(weights, threshold)})
     versions = sorted(MlflowClient().search_model_versions("name = 'acne-detector'"), key=lambda v: int(v.version))
     assert [ModelRecord.from_tags(v.tags).threshold for v in versions] == [0.35, 0.5]
-    served = mlflow.pyfunc.load_model("models:/acne-detector/2")  # its configuration is the same record
+    # the latest, version 2: its configuration is the same record
+    served = RegisteredDetector(name="acne-detector", fetched=str(tmp_path / "fetched")).load()
     assert ModelRecord.from_config(served.model_config) == ModelRecord.from_tags(versions[1].tags)
+
+
+def test_a_model_fetched_from_the_store_is_copied_once_and_leaves_nothing_in_the_temporary_folder(
+    store: str, coco_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """MLflow's own download makes a temporary folder per call that nothing removes: every eval or
+    predict of a ``models:/`` or ``runs:/`` model, and every load of the served model, left a copy
+    of the weights behind (a test machine's /tmp held 810 MB of them). Here the system's temporary
+    folder is a fresh one of the test's, and must stay empty."""
+    import gc
+    import tempfile
+
+    from acne_detection.framework.tracking import resolve_model
+
+    weights = tmp_path / "yolov8n.pt"
+    shutil.copy(coco_model.ckpt_path, weights)
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(weights), "model")  # as train logs its weights
+        RegisteredDetector(name="acne-detector").save({"weights": weights, "record": _record(weights, 0.35)})
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    fetched = tmp_path / "fetched"  # beside the trained weights (predict's `weights`)
+    predict = lambda model: parse("predict", {"model": model})  # noqa: E731
+    picked = {
+        spec: choose_model(weights, ModelRecords(None), predict(spec), parse("grading", {}))["checkpoint"]
+        for spec in ("models:/acne-detector/1", "models:/acne-detector/latest", "models:/acne-detector/1")
+    }
+    (copy,) = [p for p in fetched.iterdir() if not p.name.startswith(".")]  # one copy of version 1, reused
+    assert set(picked.values()) == {str(next(copy.rglob("*.pt")))}
+    assert sha256_of(Path(picked["models:/acne-detector/1"])) == sha256_of(weights)
+    checkpoint, source = resolve_model(f"runs:/{run.info.run_id}", weights)  # the training run's own copy
+    assert sha256_of(checkpoint) == sha256_of(weights) and source == f"runs:/{run.info.run_id}"
+    assert checkpoint.parent.parent.parent == fetched and len(list(fetched.iterdir())) == 2
+
+    # a fetch killed midway left its partial copy: the next fetch of the same model removes it, and a
+    # partial copy is never taken for the model
+    stale = fetched / f".{copy.name}.partial-killed"
+    (stale / "artifacts").mkdir(parents=True)
+    os.utime(stale, (0, 0))
+    shutil.rmtree(copy)
+    served = RegisteredDetector(name="acne-detector", fetched=str(fetched)).load()
+    assert copy.is_dir() and not stale.exists()
+    assert ModelRecord.from_config(served.model_config).threshold == 0.35
+    assert list(system_tmp.iterdir()) == []  # nothing left in the system's temporary folder by any of it
+
+    # `make serve`'s fetch: the same copy, its folder printed
+    assert fetch_model.main(["models:/acne-detector/latest", str(fetched)]) == 0
+    assert capsys.readouterr().out.strip() == str(copy)
+
+    # without a folder of its own, the served model's copy lives as long as the model
+    served = RegisteredDetector(name="acne-detector").load()
+    assert len(list(system_tmp.iterdir())) == 1
+    del served
+    gc.collect()
+    assert list(system_tmp.iterdir()) == []
+
+
+def test_fetching_a_model_the_store_does_not_hold_says_so_in_one_line(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert fetch_model.main(["models:/acne-detector/latest", str(tmp_path / "fetched")]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and "Traceback" not in said.err  # one line, after MLflow's own log of the new store
+    assert said.err.splitlines()[-1].startswith(
+        "Cannot fetch models:/acne-detector/latest: no version of 'acne-detector' is registered in sqlite:///"
+    )
+    assert fetch_model.main(["models:/acne-detector/3", str(tmp_path / "fetched")]) == 2
+    assert "Cannot fetch models:/acne-detector/3: " in capsys.readouterr().err
+    assert not (tmp_path / "fetched").exists() or not any((tmp_path / "fetched").iterdir())

@@ -131,7 +131,7 @@ def two_runs(server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.e2e
-def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict) -> None:
+def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict, tmp_path: Path) -> None:
     client = server["client"]
     experiment = client.get_experiment_by_name("acne_detection")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server, not a client path
@@ -147,7 +147,7 @@ def test_two_concurrent_runs_lose_nothing(server: dict, two_runs: dict) -> None:
         for metric in ("test.mAP50", "test.recall", "data.images_read", "test.grade_accuracy"):
             assert metric in run.data.metrics, metric
         assert any(m.startswith("test.tone.") for m in run.data.metrics)
-        folder = client.download_artifacts(run.info.run_id, "model")
+        folder = client.download_artifacts(run.info.run_id, "model", dst_path=str(tmp_path / run.info.run_id))
         weights_by_run[run.info.run_id] = hashlib.sha256((Path(folder) / "acne_yolov8n.pt").read_bytes()).hexdigest()
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         logged = {
@@ -177,18 +177,21 @@ def test_a_second_run_in_the_same_checkout_is_refused(two_runs: dict) -> None:
 
 
 @pytest.mark.e2e
-def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_runs: dict) -> None:
+def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_runs: dict, tmp_path: Path) -> None:
     import json
 
     import mlflow
     import pandas as pd
 
     client = server["client"]
+    bobs = hashlib.sha256((two_runs["bob"] / "data/06_models/acne_yolov8n.pt").read_bytes()).hexdigest()
     bob_version = next(
         v
         for v in client.search_model_versions("name='acne-detector'")
-        if hashlib.sha256(Path(client.download_artifacts(v.run_id, "model/acne_yolov8n.pt")).read_bytes()).hexdigest()
-        == hashlib.sha256((two_runs["bob"] / "data/06_models/acne_yolov8n.pt").read_bytes()).hexdigest()
+        if hashlib.sha256(
+            Path(client.download_artifacts(v.run_id, "model/acne_yolov8n.pt", str(tmp_path / v.run_id))).read_bytes()
+        ).hexdigest()
+        == bobs
     )
     evaluation = _kedro(
         two_runs["alice"],
@@ -209,7 +212,7 @@ def test_the_registry_on_the_server_serves_eval_and_pyfunc(server: dict, two_run
     assert latest.data.tags["model_run_id"] == bob_version.run_id  # Alice evaluated Bob's registered model
     mlflow.set_tracking_uri(server["url"])
     try:
-        model = mlflow.pyfunc.load_model(f"models:/acne-detector/{bob_version.version}")
+        model = mlflow.pyfunc.load_model(f"models:/acne-detector/{bob_version.version}", dst_path=str(tmp_path))
     finally:
         mlflow.set_tracking_uri(None)
     photo = next((two_runs["alice"] / "data" / "05_model_input" / "yolo" / "test" / "images").iterdir())

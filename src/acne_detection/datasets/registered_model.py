@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import weakref
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,24 +28,42 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
     on its page. Weights already registered with the same record are not registered again (a
     card missing there, from a registration stopped early, is added); with another record (eval
     ran again), they are registered as a new version: a version is never changed. Loading
-    returns the latest version as an ``mlflow.pyfunc`` model.
+    returns the latest version as an ``mlflow.pyfunc`` model, its files fetched once into
+    ``fetched`` (``framework.tracking.fetch_artifacts``: MLflow's own load leaves a copy in the
+    system's temporary folder each time).
 
     Example catalog entry::
 
         registered_model:
           type: acne_detection.datasets.RegisteredDetector
           name: acne-detector
+          fetched: data/06_models/fetched
 
     Args:
         name: the registered model's name in the MLflow Model Registry.
+        fetched: the folder loaded versions are copied into, one folder each; without one, a
+            temporary folder removed when the loaded model is.
     """
 
-    def __init__(self, *, name: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, name: str, fetched: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         self._name = name
+        self._fetched = Path(fetched) if fetched else None
         self.metadata = metadata
 
     def load(self) -> Any:
-        return mlflow.pyfunc.load_model(f"models:/{self._name}/latest")
+        from acne_detection.framework.tracking import fetch_artifacts
+
+        uri = f"models:/{self._name}/latest"
+        if self._fetched is not None:
+            return mlflow.pyfunc.load_model(str(fetch_artifacts(uri, self._fetched)))
+        folder = tempfile.mkdtemp(prefix="acne-registered-")
+        try:
+            model = mlflow.pyfunc.load_model(uri, dst_path=folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        weakref.finalize(model, shutil.rmtree, folder, True)  # with the model, or at the latest at exit
+        return model
 
     def save(self, data: dict[str, Any]) -> None:
         if mlflow.active_run() is None:
@@ -109,7 +130,7 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         return False
 
     def _describe(self) -> dict[str, Any]:
-        return {"name": self._name}
+        return {"name": self._name, "fetched": str(self._fetched) if self._fetched else None}
 
 
 def _signature(record: ModelRecord) -> Any:

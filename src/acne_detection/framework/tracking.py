@@ -3,6 +3,10 @@ training writes into (the active run, a sweep's child runs, a worker process's r
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,7 +36,8 @@ def to_mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
-    """Find the checkpoint to evaluate.
+    """Find the checkpoint to evaluate (a ``runs:/`` or ``models:/`` one is fetched once into
+    ``fetched/`` beside ``trained``: ``fetch_artifacts``).
 
     Args:
         spec: ``None`` (the model the last ``train`` saved), a checkpoint path,
@@ -46,8 +51,6 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
     Raises:
         DatasetError: the checkpoint cannot be found; the message says what to do.
     """
-    import mlflow
-
     if not spec:
         if not trained.is_file():
             raise DatasetError(
@@ -57,8 +60,8 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
         return trained, "trained_weights"
     if spec.startswith(("runs:/", "models:/")):
         uri = f"{spec.rstrip('/')}/model" if spec.startswith("runs:/") else spec  # train logs weights under model/
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-        found = sorted(local.rglob("*.pt")) if local.is_dir() else [local]
+        local = fetch_artifacts(uri, trained.parent / "fetched")
+        found = sorted(local.rglob("*.pt"))
         if not found:
             raise DatasetError(f"{spec}: no .pt checkpoint among its artifacts ({local})")
         return found[0], spec
@@ -66,6 +69,55 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
     if not path.is_file():
         raise DatasetError(f"eval.model: {path} does not exist")
     return path, str(path)
+
+
+def fetch_artifacts(uri: str, into: Path) -> Path:
+    """The artifacts ``uri`` names (``runs:/<run_id>/<path>`` or ``models:/<name>/<version or
+    alias>``), downloaded once into a folder of their own under ``into`` and reused after.
+
+    MLflow's download without a destination makes a temporary folder per call that nothing
+    removes: each eval or predict of a ``runs:/`` or ``models:/`` model, and each load of the
+    served model, left a copy of the weights in the system's temporary folder, until a server's
+    disk filled. A run's logged model and a registered version never change, so a whole copy is
+    reused (and still serves when the tracking server is down). The copy appears whole or not
+    at all: it is downloaded beside its place and renamed into it, so a download killed midway
+    is never taken for one (its leftover is removed by the next fetch of the same artifacts).
+
+    Args:
+        uri: the artifacts; an alias (``latest``, ``@champion``) is resolved to its version first.
+        into: the folder the copies live in.
+
+    Returns:
+        The copy's folder (a ``runs:/`` path's files under its last name, a model version's at
+        its root).
+    """
+    import mlflow
+
+    if uri.startswith("models:/"):
+        version = registered_version(uri)
+        uri, name = f"models:/{version.name}/{version.version}", f"model-{version.name}-v{version.version}"
+    else:
+        name = "run-" + uri.removeprefix("runs:/").strip("/")
+    store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:8]  # two stores' "v1" are two models
+    key = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}-{store}"
+    target = into / key
+    if target.is_dir():
+        return target
+    into.mkdir(parents=True, exist_ok=True)
+    for stale in into.glob(f".{key}.partial-*"):  # a download killed midway; one still running is younger
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=into))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(partial))
+        try:
+            partial.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise  # not another process's whole copy that got there first
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
 
 
 def model_run_id(spec: str) -> str:
@@ -96,7 +148,12 @@ def registered_version(spec: str) -> Any:
     if ref.isdigit():
         return client.get_model_version(name, ref)
     if ref.lower() == "latest":
-        return max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise DatasetError(
+                f"no version of '{name}' is registered in {client.tracking_uri} (`kedro run` registers one after eval)"
+            )
+        return max(versions, key=lambda v: int(v.version))
     return client.get_model_version_by_alias(name, ref)
 
 

@@ -1,1 +1,2 @@
-"""Operations: the served model (MLflow pyfunc), the team tracking server and the MLflow UI helper."""
+"""Operations: the served model (MLflow pyfunc, fetched once for `make serve`), the team tracking server and the
+MLflow UI helper."""
