@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from kedro.io import DatasetError
 from mlflow import MlflowClient
 
 from acne_detection.core.files import sha256_of
@@ -140,22 +141,25 @@ def test_a_model_fetched_from_the_store_is_copied_once_and_leaves_nothing_in_the
     assert sha256_of(Path(picked["models:/acne-detector/1"])) == sha256_of(weights)
     checkpoint, source = resolve_model(f"runs:/{run.info.run_id}", weights)  # the training run's own copy
     assert sha256_of(checkpoint) == sha256_of(weights) and source == f"runs:/{run.info.run_id}"
-    assert checkpoint.parent.parent.parent == fetched and len(list(fetched.iterdir())) == 2
+    copies = lambda: sorted(p.name for p in fetched.iterdir() if not p.name.startswith("."))  # noqa: E731
+    assert checkpoint.parent.parent.parent == fetched and len(copies()) == 2
 
     # a fetch killed midway left its partial copy: the next fetch of the same model removes it, and a
     # partial copy is never taken for the model
     stale = fetched / f".{copy.name}.partial-killed"
     (stale / "artifacts").mkdir(parents=True)
-    os.utime(stale, (0, 0))
     shutil.rmtree(copy)
     served = RegisteredDetector(name="acne-detector", fetched=str(fetched)).load()
     assert copy.is_dir() and not stale.exists()
     assert ModelRecord.from_config(served.model_config).threshold == 0.35
     assert list(system_tmp.iterdir()) == []  # nothing left in the system's temporary folder by any of it
 
-    # `make serve`'s fetch: the same copy, its folder printed
+    # `make serve`'s fetch: the same copy, its folder printed; of a run's logged model, the model's folder
     assert fetch_model.main(["models:/acne-detector/latest", str(fetched)]) == 0
-    assert capsys.readouterr().out.strip() == str(copy)
+    printed = lambda: capsys.readouterr().out.strip().splitlines()[-1]  # noqa: E731 - after any log lines
+    assert printed() == str(copy) and (copy / "MLmodel").is_file()
+    assert fetch_model.main([f"runs:/{run.info.run_id}/model", str(fetched)]) == 0
+    assert Path(printed()) == checkpoint.parent
 
     # without a folder of its own, the served model's copy lives as long as the model
     served = RegisteredDetector(name="acne-detector").load()
@@ -177,3 +181,35 @@ def test_fetching_a_model_the_store_does_not_hold_says_so_in_one_line(
     assert fetch_model.main(["models:/acne-detector/3", str(tmp_path / "fetched")]) == 2
     assert "Cannot fetch models:/acne-detector/3: " in capsys.readouterr().err
     assert not (tmp_path / "fetched").exists() or not any((tmp_path / "fetched").iterdir())
+
+
+def test_a_fetched_copy_is_of_the_model_the_store_holds_now(store: str, coco_model, tmp_path: Path) -> None:
+    """A copy is reused only when whole and of the very model: a registry whose version 1 is now
+    other weights (the model deleted and registered anew, or a store made anew at the same
+    address) gets a copy of its own, not the old version 1's, and a copy emptied by `make
+    clean-outputs` (files removed, folders kept) is fetched again."""
+    from acne_detection.framework.tracking import fetch_artifacts, resolve_model
+
+    weights, fetched = tmp_path / "acne_yolov8n.pt", tmp_path / "fetched"
+    shutil.copy(coco_model.ckpt_path, weights)
+    with mlflow.start_run():
+        RegisteredDetector(name="acne-detector").save({"weights": weights, "record": _record(weights, 0.35)})
+    first, _ = resolve_model("models:/acne-detector/1", weights)
+    assert sha256_of(first) == sha256_of(weights)
+
+    MlflowClient().delete_registered_model("acne-detector")  # its next version is 1 again
+    other = tmp_path / "other" / "acne_yolov8n.pt"
+    other.parent.mkdir()
+    other.write_bytes(weights.read_bytes() + b"retrained")
+    with mlflow.start_run():
+        RegisteredDetector(name="acne-detector").save({"weights": other, "record": _record(other, 0.5)})
+    again, _ = resolve_model("models:/acne-detector/1", weights)
+    assert sha256_of(again) == sha256_of(other) != sha256_of(weights)
+
+    for file in [f for f in fetched.rglob("*") if f.is_file()]:  # make clean-outputs: files go, folders stay
+        file.unlink()
+    emptied, _ = resolve_model("models:/acne-detector/1", weights)
+    assert emptied == again and sha256_of(emptied) == sha256_of(other)
+
+    with pytest.raises(DatasetError, match="without a path inside it"):
+        fetch_artifacts("models:/acne-detector/1/artifacts", fetched)

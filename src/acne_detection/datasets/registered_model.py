@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import weakref
@@ -62,7 +63,10 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        weakref.finalize(model, shutil.rmtree, folder, True)  # with the model, or at the latest at exit
+        # The files are read after the load (an exported runtime at its first prediction, the logged
+        # code): the folder goes with the loaded model, or at exit, never by a forked child dropping
+        # its copy. (Not with the Python model inside: MLflow's models-from-code holds that in a global.)
+        weakref.finalize(model, _remove_in, os.getpid(), folder)
         return model
 
     def save(self, data: dict[str, Any]) -> None:
@@ -131,6 +135,12 @@ class RegisteredDetector(AbstractDataset[dict[str, Any], Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"name": self._name, "fetched": str(self._fetched) if self._fetched else None}
+
+
+def _remove_in(owner: int, folder: str) -> None:
+    """Remove ``folder`` when this is the process ``owner`` that made it."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _signature(record: ModelRecord) -> Any:

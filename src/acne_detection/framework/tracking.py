@@ -4,9 +4,9 @@ training writes into (the active run, a sweep's child runs, a worker process's r
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -61,7 +61,7 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
     if spec.startswith(("runs:/", "models:/")):
         uri = f"{spec.rstrip('/')}/model" if spec.startswith("runs:/") else spec  # train logs weights under model/
         local = fetch_artifacts(uri, trained.parent / "fetched")
-        found = sorted(local.rglob("*.pt"))
+        found = sorted(local.rglob(trained.name)) or sorted(local.rglob("*.pt"))  # the weights, not the classifier
         if not found:
             raise DatasetError(f"{spec}: no .pt checkpoint among its artifacts ({local})")
         return found[0], spec
@@ -72,52 +72,107 @@ def resolve_model(spec: str | None, trained: Path) -> tuple[Path, str]:
 
 
 def fetch_artifacts(uri: str, into: Path) -> Path:
-    """The artifacts ``uri`` names (``runs:/<run_id>/<path>`` or ``models:/<name>/<version or
-    alias>``), downloaded once into a folder of their own under ``into`` and reused after.
+    """The artifacts ``uri`` names, downloaded once into a folder of their own under ``into`` and
+    reused after.
 
     MLflow's download without a destination makes a temporary folder per call that nothing
     removes: each eval or predict of a ``runs:/`` or ``models:/`` model, and each load of the
     served model, left a copy of the weights in the system's temporary folder, until a server's
-    disk filled. A run's logged model and a registered version never change, so a whole copy is
-    reused (and still serves when the tracking server is down). The copy appears whole or not
-    at all: it is downloaded beside its place and renamed into it, so a download killed midway
-    is never taken for one (its leftover is removed by the next fetch of the same artifacts).
+    disk filled. A run's artifacts and a registered version never change, so a whole copy is
+    reused. What it is a copy of is written inside it (``FETCHED``: the stores and, for a
+    version, its name, number, source, run and creation time), so a store made anew at the same
+    address, whose version 1 is another model, gets a copy of its own, and a copy emptied by
+    ``make clean-outputs`` (files removed, folders kept) is fetched again. One process fetches
+    a model at a time (a lock beside it); the copy is downloaded beside its place and renamed
+    into it, so a download killed midway is never taken for one, and its leftover is removed by
+    the next fetch of the same model.
 
     Args:
-        uri: the artifacts; an alias (``latest``, ``@champion``) is resolved to its version first.
+        uri: ``runs:/<run_id>/<path>``, ``models:/<name>/<version, latest or alias>``,
+            ``models:/<name>@<alias>`` or ``models:/<model id>`` (a logged model); an alias is
+            resolved to its version first.
         into: the folder the copies live in.
 
     Returns:
-        The copy's folder (a ``runs:/`` path's files under its last name, a model version's at
-        its root).
+        The folder holding what ``uri`` names (a model version's ``MLmodel`` at its root; a
+        ``runs:/`` path's files under their last name).
+
+    Raises:
+        DatasetError: a URI of another form, or the store holds no files for it.
     """
+    import json
+
+    import mlflow
+    from filelock import FileLock
+
+    label, uri, identity = _fetch_identity(uri)
+    key = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', label)[:80]}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+    into = into.absolute()  # MLflow answers with absolute paths
+    target = into / key
+    into.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(into / f".{key}.lock"), timeout=900):
+        for dead in into.glob(f".{key}.partial-*"):  # left by a fetch that was killed: none runs now
+            shutil.rmtree(dead, ignore_errors=True)
+        found = _whole_copy(target, identity)
+        if found is not None:
+            return found
+        shutil.rmtree(target, ignore_errors=True)  # another model's, or emptied: fetched again
+        partial = into / f".{key}.partial-{os.getpid()}-{time.time_ns()}"
+        partial.mkdir()  # not mkdtemp: its 0o700 would hide the copy from the project's other users
+        try:
+            root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(partial)))
+            if not any(p.is_file() for p in root.rglob("*")):
+                raise DatasetError(f"{uri}: the tracking store holds no files for it")
+            relative = root.relative_to(partial).as_posix()
+            (partial / FETCHED).write_text(json.dumps({"identity": identity, "root": relative}))
+            partial.rename(target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return target / relative
+
+
+FETCHED = ".fetched.json"  # inside a fetched copy: what it is a copy of, and where its files are
+
+
+def _fetch_identity(uri: str) -> tuple[str, str, str]:
+    """A model URI's readable name, the URI to download (an alias resolved to its version) and
+    its identity: the stores and, for a registered version, what tells it from another store's
+    version of the same name and number."""
+    import json
+
     import mlflow
 
-    if uri.startswith("models:/"):
-        version = registered_version(uri)
-        uri, name = f"models:/{version.name}/{version.version}", f"model-{version.name}-v{version.version}"
-    else:
-        name = "run-" + uri.removeprefix("runs:/").strip("/")
-    store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:8]  # two stores' "v1" are two models
-    key = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}-{store}"
-    target = into / key
-    if target.is_dir():
-        return target
-    into.mkdir(parents=True, exist_ok=True)
-    for stale in into.glob(f".{key}.partial-*"):  # a download killed midway; one still running is younger
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{key}.partial-", dir=into))
+    stores = f"{mlflow.get_tracking_uri()} {mlflow.get_registry_uri()}"
+    if uri.startswith("runs:/"):
+        return "run-" + uri.removeprefix("runs:/").strip("/"), uri, f"{stores} {uri}"  # a run's id is unique
+    if not uri.startswith("models:/"):
+        raise DatasetError(f"{uri}: a model to fetch is runs:/<run_id>/<path> or models:/<name>/<version>")
+    parts = uri.removeprefix("models:/").strip("/").split("/")
+    if len(parts) == 1 and "@" not in parts[0]:  # a logged model's id (MLflow 3), unique as a run's is
+        return f"logged-{parts[0]}", uri, f"{stores} {uri}"
+    if len(parts) > 2:
+        raise DatasetError(
+            f"{uri}: name a registered version (models:/<name>/<version or alias>, models:/<name>@<alias>) "
+            "or a logged model (models:/<model id>), without a path inside it"
+        )
+    version = registered_version(uri)
+    facts = [version.name, version.version, version.source, version.run_id, version.creation_timestamp]
+    label = f"model-{version.name}-v{version.version}"
+    return label, f"models:/{version.name}/{version.version}", json.dumps([stores, *facts], default=str)
+
+
+def _whole_copy(target: Path, identity: str) -> Path | None:
+    """The folder of what a copy at ``target`` holds, when it is a whole copy of the model
+    ``identity`` names; else ``None``."""
+    import json
+
     try:
-        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(partial))
-        try:
-            partial.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise  # not another process's whole copy that got there first
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
+        marker = json.loads((target / FETCHED).read_text())
+    except (OSError, ValueError):
+        return None
+    root = target / str(marker.get("root", ""))
+    whole = root.is_dir() and any(p.is_file() and p.name != FETCHED for p in root.rglob("*"))
+    return root if marker.get("identity") == identity and whole else None
 
 
 def model_run_id(spec: str) -> str:
@@ -149,9 +204,13 @@ def registered_version(spec: str) -> Any:
         return client.get_model_version(name, ref)
     if ref.lower() == "latest":
         versions = client.search_model_versions(f"name = '{name}'")
-        if not versions:
-            raise DatasetError(
-                f"no version of '{name}' is registered in {client.tracking_uri} (`kedro run` registers one after eval)"
+        if not versions:  # as MLflow says a version it lacks: callers that look one up catch its exception
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+            raise MlflowException(
+                f"no version of '{name}' is registered in {client.tracking_uri} (`kedro run` registers one after eval)",
+                error_code=RESOURCE_DOES_NOT_EXIST,
             )
         return max(versions, key=lambda v: int(v.version))
     return client.get_model_version_by_alias(name, ref)
