@@ -136,12 +136,12 @@ def test_a_model_fetched_from_the_store_is_copied_once_and_leaves_nothing_in_the
         spec: choose_model(weights, ModelRecords(None), predict(spec), parse("grading", {}))["checkpoint"]
         for spec in ("models:/acne-detector/1", "models:/acne-detector/latest", "models:/acne-detector/1")
     }
-    (copy,) = [p for p in fetched.iterdir() if not p.name.startswith(".")]  # one copy of version 1, reused
+    copies = lambda: sorted(p for p in fetched.iterdir() if not p.name.startswith("."))  # noqa: E731 - not the locks
+    (copy,) = copies()  # one copy of version 1, reused
     assert set(picked.values()) == {str(next(copy.rglob("*.pt")))}
     assert sha256_of(Path(picked["models:/acne-detector/1"])) == sha256_of(weights)
     checkpoint, source = resolve_model(f"runs:/{run.info.run_id}", weights)  # the training run's own copy
     assert sha256_of(checkpoint) == sha256_of(weights) and source == f"runs:/{run.info.run_id}"
-    copies = lambda: sorted(p.name for p in fetched.iterdir() if not p.name.startswith("."))  # noqa: E731
     assert checkpoint.parent.parent.parent == fetched and len(copies()) == 2
 
     # a fetch killed midway left its partial copy: the next fetch of the same model removes it, and a

@@ -4,6 +4,7 @@ training writes into (the active run, a sweep's child runs, a worker process's r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -100,8 +101,6 @@ def fetch_artifacts(uri: str, into: Path) -> Path:
     Raises:
         DatasetError: a URI of another form, or the store holds no files for it.
     """
-    import json
-
     import mlflow
     from filelock import FileLock
 
@@ -121,7 +120,7 @@ def fetch_artifacts(uri: str, into: Path) -> Path:
         partial.mkdir()  # not mkdtemp: its 0o700 would hide the copy from the project's other users
         try:
             root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(partial)))
-            if not any(p.is_file() for p in root.rglob("*")):
+            if not _holds_files(root):
                 raise DatasetError(f"{uri}: the tracking store holds no files for it")
             relative = root.relative_to(partial).as_posix()
             (partial / FETCHED).write_text(json.dumps({"identity": identity, "root": relative}))
@@ -138,8 +137,6 @@ def _fetch_identity(uri: str) -> tuple[str, str, str]:
     """A model URI's readable name, the URI to download (an alias resolved to its version) and
     its identity: the stores and, for a registered version, what tells it from another store's
     version of the same name and number."""
-    import json
-
     import mlflow
 
     stores = f"{mlflow.get_tracking_uri()} {mlflow.get_registry_uri()}"
@@ -164,15 +161,18 @@ def _fetch_identity(uri: str) -> tuple[str, str, str]:
 def _whole_copy(target: Path, identity: str) -> Path | None:
     """The folder of what a copy at ``target`` holds, when it is a whole copy of the model
     ``identity`` names; else ``None``."""
-    import json
-
     try:
         marker = json.loads((target / FETCHED).read_text())
     except (OSError, ValueError):
         return None
     root = target / str(marker.get("root", ""))
-    whole = root.is_dir() and any(p.is_file() and p.name != FETCHED for p in root.rglob("*"))
-    return root if marker.get("identity") == identity and whole else None
+    return root if marker.get("identity") == identity and _holds_files(root) else None
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a file, the marker aside (a download that brought nothing, or a copy
+    ``make clean-outputs`` emptied, holds none)."""
+    return any(p.is_file() and p.name != FETCHED for p in folder.rglob("*"))
 
 
 def model_run_id(spec: str) -> str:

@@ -131,6 +131,11 @@ def test_a_stopped_run_resumes_without_predicting_its_finished_photos_again(
     assert len(predicted) == N_PHOTOS
 
 
+def _model_copies() -> set[Path]:
+    """The folders of the actors' copies of the model (``BatchPredictor``'s) in this machine's temporary folder."""
+    return set(Path(tempfile.gettempdir()).glob("acne-batch-*"))
+
+
 def test_prediction_on_a_two_node_cluster_reconciles_with_one_process(
     ray_cluster: RayCluster,  # noqa: F811
     folder: Photos,
@@ -140,18 +145,17 @@ def test_prediction_on_a_two_node_cluster_reconciles_with_one_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
-    copies = lambda: set(Path(tempfile.gettempdir()).glob("acne-batch-*"))  # noqa: E731 - the actors' model copies
     both = {ray_cluster.head_id, ray_cluster.second_id}
     # Work starts with the first actor ready (by design: a lost node's actor must not hold the others up),
     # so on a loaded machine the head's actor can predict all 20 batches while the second node's is still
     # loading the model (seen once in a full suite). Each run must reconcile; one of three must use both nodes.
     nodes_seen: list[set[str]] = []
     for attempt in range(3):
-        before = copies()
+        before = _model_copies()
         lesions, table = predict_new_photos(
             folder, model_info, PREDICT, _settings(tmp_path / f"run{attempt}", engine="ray", actors=2)
         )
-        assert copies() <= before  # each actor removed its copy of the model before it was stopped
+        assert _model_copies() <= before  # each actor removed its copy of the model before it was stopped
         assert set(table.node) <= both  # predicted on the cluster's nodes, by its actors
         assert table.photo.is_unique and len(table) == N_PHOTOS and set(table.status) == {"predicted"}
         assert _counts(lesions, table).tolist() == _counts(*one_process).tolist()
@@ -177,8 +181,7 @@ def test_a_node_lost_midway_loses_no_photo_and_doubles_none(
     settings = _settings(tmp_path, engine="ray", actors=2)
     parts, second = tmp_path / "parts", ray_cluster.second_id
     killed_after: list[int] = []
-    copies = lambda: set(Path(tempfile.gettempdir()).glob("acne-batch-*"))  # noqa: E731 - the actors' model copies
-    before = copies()
+    before = _model_copies()
 
     def kill_once_the_second_node_finished_a_batch() -> None:
         deadline = time.monotonic() + 240
@@ -209,7 +212,7 @@ def test_a_node_lost_midway_loses_no_photo_and_doubles_none(
         ray_cluster.start_second()  # the next test finds two nodes again
         # the killed node's actor never removed its copy of the model: on a real cluster it went with that
         # node's disk (or its reboot); here both nodes share this machine's, so the test removes it
-        for leftover in copies() - before:
+        for leftover in _model_copies() - before:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
